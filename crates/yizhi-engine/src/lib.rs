@@ -1,0 +1,20 @@
+//! The contract between Yizhi's consensus engines and everything that drives them.
+//!
+//! - [`Engine`]: the sans-IO interface (tick, step, propose, read_index, transfer, ready/advance).
+//! - [`Ready`]: one batch of work, handled persist → send → apply → answer reads.
+//! - [`LogStorage`]: read access to the durable log; [`MemStorage`] keeps it in memory.
+//! - [`quorum`]: majority and joint quorum arithmetic shared by both engines.
+//! - [`SeededRng`]: the only source of randomness an engine may use.
+
+pub mod engine;
+pub mod quorum;
+pub mod ready;
+pub mod rng;
+pub mod storage;
+pub mod types;
+
+pub use engine::{Engine, ProposeError, SnapshotStatus, TransferError};
+pub use ready::Ready;
+pub use rng::SeededRng;
+pub use storage::{LogStorage, MemStorage, StorageError};
+pub use types::*;

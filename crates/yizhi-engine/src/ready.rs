@@ -1,0 +1,64 @@
+//! The `Ready` batch: everything an engine asks its runtime to do, in the order it must be done.
+
+use crate::types::{Entry, Envelope, HardState, ReadState, Snapshot, SoftState};
+
+/// One batch of work for the runtime. Handle it strictly in field order, then call `advance()`:
+///
+/// 1. `snapshot`, `entries` and `hard_state` are written to stable storage. If `must_sync` is true
+///    they are fsynced before step 2. `entries[0].index` may be at or below the storage's last index:
+///    the runtime truncates the stored log from there first (never below the commit index; engines
+///    assert this).
+/// 2. `messages` are sent. **All** messages, the leader's included, leave only after step 1 is durable:
+///    a vote or append acknowledgement must never promise what a crash could forget. (A leader could
+///    send appends before its own fsync, thesis §10.2.1; Yizhi keeps one rule instead, and group
+///    commit amortizes the fsync.)
+/// 3. `committed_entries` are applied to the state machine in order.
+/// 4. Each of `read_states` is answered once the state machine has applied its `index`.
+///
+/// `advance()` tells the engine steps 1–3 happened; only then does a leader count its own log toward
+/// the commit quorum, and only then is the next `Ready` produced.
+#[derive(Debug)]
+pub struct Ready<M> {
+    /// Set when leadership or role changed since the last `Ready`.
+    pub soft_state: Option<SoftState>,
+    pub hard_state: Option<HardState>,
+    /// A snapshot received from the leader, to install before `entries`.
+    pub snapshot: Option<Snapshot>,
+    pub entries: Vec<Entry>,
+    pub must_sync: bool,
+    pub messages: Vec<crate::types::Envelope<M>>,
+    pub committed_entries: Vec<Entry>,
+    pub read_states: Vec<ReadState>,
+}
+
+impl<M> Default for Ready<M> {
+    fn default() -> Self {
+        Ready {
+            soft_state: None,
+            hard_state: None,
+            snapshot: None,
+            entries: Vec::new(),
+            must_sync: false,
+            messages: Vec::<Envelope<M>>::new(),
+            committed_entries: Vec::new(),
+            read_states: Vec::new(),
+        }
+    }
+}
+
+impl<M> Ready<M> {
+    pub fn is_empty(&self) -> bool {
+        self.soft_state.is_none()
+            && self.hard_state.is_none()
+            && self.snapshot.is_none()
+            && self.entries.is_empty()
+            && self.messages.is_empty()
+            && self.committed_entries.is_empty()
+            && self.read_states.is_empty()
+    }
+
+    /// True when step 1 has anything to write.
+    pub fn has_persistent_state(&self) -> bool {
+        self.hard_state.is_some() || self.snapshot.is_some() || !self.entries.is_empty()
+    }
+}
