@@ -11,7 +11,7 @@
 //! the design porcupine uses:
 //!
 //! 1. [`Model::partition`] splits the history into independent sub-histories (for a key-value store,
-//!    one per key). Linearizability is compositional (Herlihy & Wing, §3.3), so each is checked alone,
+//!    one per key). Linearizability is local (Herlihy & Wing's locality theorem), so each is checked alone,
 //!    and the search stays small.
 //! 2. Each operation becomes a call event at `invoke_time` and a return event at `return_time`, kept in
 //!    time order in a doubly-linked list.
@@ -20,7 +20,7 @@
 //!    (set of linearized operations, resulting state) has not been seen before, the operation is
 //!    linearized: its call and return leave the list, the pair is memoized, and the walk restarts at
 //!    the head. If the step is impossible or the pair was already explored (it failed then, or the
-//!    search would have finished), the walk moves on to the next call.
+//!    search would have finished), the walk moves on to the next event.
 //! 4. Reaching a return event means that operation finished before anything could place it: the last
 //!    linearized operation is undone (its events go back into the list, its state is restored) and
 //!    the walk continues after its call. With nothing left to undo, the sub-history is not
@@ -48,6 +48,13 @@
 //! can never force a backtrack, and the search does not wait for it: success needs only the
 //! operations with a known outcome. When it is linearized, [`Model::step`] receives `output == None`
 //! and must accept whatever the input does.
+//!
+//! An unknown operation whose step leaves the state unchanged (a read, a CAS that would fail) is
+//! never placed: with no return event it can stay pending forever, so placing it buys nothing, and
+//! skipping it stops every timed-out read from doubling the work of a search that must fail.
+//! Unknown operations that do change the state have no such shortcut: a violation in a sub-history
+//! with dozens of them concurrent with it may take exponential time to prove, and then comes back
+//! as [`CheckResult::Undecided`].
 
 mod bitset;
 mod events;
@@ -126,6 +133,27 @@ pub enum CheckResult {
 /// A violation found in any partition is reported even when an earlier partition ran out of steps:
 /// a definite violation is worth more than "undecided". Otherwise the first undecided partition is
 /// reported.
+///
+/// # Example
+///
+/// ```
+/// use yizhi_lincheck::kv::{KvInput, KvModel, KvOutput};
+/// use yizhi_lincheck::{CheckResult, Operation, Outcome, check_operations};
+///
+/// let put = KvInput::Put { key: "x".into(), value: "1".into() };
+/// let get = KvInput::Get { key: "x".into() };
+/// let history = [
+///     Operation { client_id: 1, input: put, invoke_time: 0, outcome: Outcome::Unknown },
+///     Operation {
+///         client_id: 2,
+///         input: get,
+///         invoke_time: 5,
+///         outcome: Outcome::Returned { output: KvOutput::Value(Some("1".into())), return_time: 6 },
+///     },
+/// ];
+/// // The timed-out put took effect before the read.
+/// assert_eq!(check_operations(&KvModel, &history, 10_000), CheckResult::Linearizable);
+/// ```
 ///
 /// # Panics
 ///

@@ -118,6 +118,12 @@ impl<M: Model> Search<'_, M> {
         let Some(next_state) = self.model.step(&self.state, &operation.input, output) else {
             return self.events.next(cursor);
         };
+        if output.is_none() && next_state == self.state {
+            // An unknown-outcome op that changes nothing here (a read, a failed CAS) is never worth
+            // placing now: leaving it pending keeps every option open, and the search does not need
+            // it. Without this, each such op doubles the states a doomed search must visit.
+            return self.events.next(cursor);
+        }
         self.linearized.insert(op);
         if !self.memo.insert((self.linearized.clone(), next_state.clone())) {
             // Lowe's memoization: this set of ops has already led to this state, and failed.
