@@ -101,7 +101,10 @@ impl JointConfig {
     }
 
     pub fn committed_index(&self, acked: impl Fn(NodeId) -> Option<LogIndex> + Copy) -> LogIndex {
-        let index = self.incoming.committed_index(acked).min(self.outgoing.committed_index(acked));
+        let index = self
+            .incoming
+            .committed_index(acked)
+            .min(self.outgoing.committed_index(acked));
         // Both halves empty is not a cluster; callers never build one.
         assert!(index != LogIndex::MAX, "joint config has no voters at all");
         index
@@ -129,7 +132,10 @@ mod tests {
         }
         let mut best = 0;
         for candidate in voters.iter().map(|id| acked.get(id).copied().unwrap_or(0)) {
-            let count = voters.iter().filter(|id| acked.get(id).copied().unwrap_or(0) >= candidate).count();
+            let count = voters
+                .iter()
+                .filter(|id| acked.get(id).copied().unwrap_or(0) >= candidate)
+                .count();
             if count > voters.len() / 2 {
                 best = best.max(candidate);
             }
@@ -159,7 +165,11 @@ mod tests {
         let mut rng = SeededRng::new(0xC0FFEE);
         for _ in 0..20_000 {
             let incoming = random_voters(&mut rng, 20);
-            let outgoing = if rng.chance(1, 3) { random_voters(&mut rng, 20) } else { BTreeSet::new() };
+            let outgoing = if rng.chance(1, 3) {
+                random_voters(&mut rng, 20)
+            } else {
+                BTreeSet::new()
+            };
             if incoming.is_empty() && outgoing.is_empty() {
                 continue;
             }
@@ -175,7 +185,10 @@ mod tests {
             };
             let fast = joint.committed_index(|id| acked.get(&id).copied());
             let slow = naive_committed(&incoming, &acked).min(naive_committed(&outgoing, &acked));
-            assert_eq!(fast, slow, "incoming={incoming:?} outgoing={outgoing:?} acked={acked:?}");
+            assert_eq!(
+                fast, slow,
+                "incoming={incoming:?} outgoing={outgoing:?} acked={acked:?}"
+            );
         }
     }
 
@@ -191,7 +204,11 @@ mod tests {
                 }
             }
             let fast = MajorityConfig::new(voters.clone()).vote_result(|id| votes.get(&id).copied());
-            assert_eq!(fast, naive_vote(&voters, &votes), "voters={voters:?} votes={votes:?}");
+            assert_eq!(
+                fast,
+                naive_vote(&voters, &votes),
+                "voters={voters:?} votes={votes:?}"
+            );
         }
     }
 

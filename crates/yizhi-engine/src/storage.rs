@@ -83,7 +83,11 @@ impl MemStorage {
             self.last_index()
         );
         for pair in new_entries.windows(2) {
-            assert_eq!(pair[0].index + 1, pair[1].index, "appended entries are not contiguous");
+            assert_eq!(
+                pair[0].index + 1,
+                pair[1].index,
+                "appended entries are not contiguous"
+            );
         }
         self.entries.truncate((first.index - offset - 1) as usize);
         self.entries.extend_from_slice(new_entries);
@@ -110,14 +114,25 @@ impl MemStorage {
 
     /// Records a snapshot of the local state machine at `index` and drops the entries it covers.
     pub fn compact(&mut self, index: LogIndex, membership: Membership, data: bytes::Bytes) {
-        assert!(index <= self.last_index(), "compact at {index} beyond last index {}", self.last_index());
+        assert!(
+            index <= self.last_index(),
+            "compact at {index} beyond last index {}",
+            self.last_index()
+        );
         if index <= self.snapshot.meta.index {
             return;
         }
         let term = self.term(index).expect("index is within the stored log");
         let drop_count = (index - self.snapshot.meta.index) as usize;
         self.entries.drain(..drop_count);
-        self.snapshot = Snapshot { meta: crate::types::SnapshotMeta { index, term, membership }, data };
+        self.snapshot = Snapshot {
+            meta: crate::types::SnapshotMeta {
+                index,
+                term,
+                membership,
+            },
+            data,
+        };
     }
 }
 
@@ -137,10 +152,16 @@ impl LogStorage for MemStorage {
     fn entries(&self, lo: LogIndex, hi: LogIndex, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
         let offset = self.snapshot.meta.index;
         if lo <= offset {
-            return Err(StorageError::Compacted { index: lo, first_index: offset + 1 });
+            return Err(StorageError::Compacted {
+                index: lo,
+                first_index: offset + 1,
+            });
         }
         if hi > self.last_index() + 1 {
-            return Err(StorageError::Unavailable { index: hi - 1, last_index: self.last_index() });
+            return Err(StorageError::Unavailable {
+                index: hi - 1,
+                last_index: self.last_index(),
+            });
         }
         let mut out = Vec::new();
         let mut bytes = 0u64;
@@ -160,11 +181,17 @@ impl LogStorage for MemStorage {
             return Ok(self.snapshot.meta.term);
         }
         if index < offset {
-            return Err(StorageError::Compacted { index, first_index: offset + 1 });
+            return Err(StorageError::Compacted {
+                index,
+                first_index: offset + 1,
+            });
         }
         match self.entries.get((index - offset - 1) as usize) {
             Some(entry) => Ok(entry.term),
-            None => Err(StorageError::Unavailable { index, last_index: self.last_index() }),
+            None => Err(StorageError::Unavailable {
+                index,
+                last_index: self.last_index(),
+            }),
         }
     }
 
@@ -187,7 +214,11 @@ mod tests {
     use crate::types::EntryPayload;
 
     fn entry(index: LogIndex, term: Term) -> Entry {
-        Entry { index, term, payload: EntryPayload::Noop }
+        Entry {
+            index,
+            term,
+            payload: EntryPayload::Noop,
+        }
     }
 
     #[test]
@@ -207,7 +238,13 @@ mod tests {
         s.compact(2, Membership::new([1]), bytes::Bytes::new());
         assert_eq!(s.first_index(), 3);
         assert_eq!(s.term(2), Ok(1));
-        assert_eq!(s.term(1), Err(StorageError::Compacted { index: 1, first_index: 3 }));
+        assert_eq!(
+            s.term(1),
+            Err(StorageError::Compacted {
+                index: 1,
+                first_index: 3
+            })
+        );
         assert_eq!(s.entries(3, 4, u64::MAX).map(|e| e.len()), Ok(1));
         assert!(s.entries(2, 4, u64::MAX).is_err());
     }
@@ -226,11 +263,25 @@ mod tests {
     fn snapshot_install_keeps_matching_suffix() {
         let mut s = MemStorage::new_with_membership(Membership::new([1]));
         s.append(&[entry(1, 1), entry(2, 1), entry(3, 1)]);
-        let meta = crate::types::SnapshotMeta { index: 2, term: 1, membership: Membership::new([1]) };
-        s.apply_snapshot(Snapshot { meta, data: bytes::Bytes::new() });
+        let meta = crate::types::SnapshotMeta {
+            index: 2,
+            term: 1,
+            membership: Membership::new([1]),
+        };
+        s.apply_snapshot(Snapshot {
+            meta,
+            data: bytes::Bytes::new(),
+        });
         assert_eq!(s.last_index(), 3);
-        let meta = crate::types::SnapshotMeta { index: 5, term: 3, membership: Membership::new([1]) };
-        s.apply_snapshot(Snapshot { meta, data: bytes::Bytes::new() });
+        let meta = crate::types::SnapshotMeta {
+            index: 5,
+            term: 3,
+            membership: Membership::new([1]),
+        };
+        s.apply_snapshot(Snapshot {
+            meta,
+            data: bytes::Bytes::new(),
+        });
         assert_eq!((s.first_index(), s.last_index()), (6, 5));
     }
 }

@@ -42,7 +42,10 @@ pub const ENTRY_OVERHEAD_BYTES: u64 = 24;
 
 impl Entry {
     pub fn position(&self) -> LogPosition {
-        LogPosition { index: self.index, term: self.term }
+        LogPosition {
+            index: self.index,
+            term: self.term,
+        }
     }
 
     /// Approximate encoded size, used for every byte limit (message size, uncommitted backlog).

@@ -1,0 +1,206 @@
+//! The `Engine` contract for Raft: collecting a `Ready` and acknowledging it with `advance()`.
+
+use bytes::Bytes;
+use yizhi_engine::{
+    Engine, Envelope, LogPosition, LogStorage, NodeId, ProposeError, Ready, Role, SnapshotStatus, Status,
+    TransferError,
+};
+
+use crate::message::Message;
+use crate::progress::ProgressState;
+use crate::raft::{HandedOut, RaftNode};
+
+impl<S: LogStorage> RaftNode<S> {
+    fn flush_batches(&mut self) {
+        if self.role != Role::Leader {
+            return;
+        }
+        if self.append_pending {
+            self.broadcast_append();
+        }
+        if self.needs_read_round() {
+            self.heartbeat_elapsed_ticks = 0;
+            self.broadcast_heartbeat();
+        }
+    }
+
+    fn collect_ready(&mut self) -> Ready<Message> {
+        assert!(self.handed_out.is_none(), "ready() called again before advance()");
+        self.flush_batches();
+        let mut ready = Ready::default();
+        let soft_state = self.soft_state();
+        if soft_state != self.prev_soft_state {
+            ready.soft_state = Some(soft_state);
+            self.prev_soft_state = soft_state;
+        }
+        let hard_state = self.hard_state();
+        if hard_state != self.prev_hard_state {
+            ready.must_sync =
+                hard_state.term != self.prev_hard_state.term || hard_state.vote != self.prev_hard_state.vote;
+            assert!(
+                hard_state.commit >= self.prev_hard_state.commit,
+                "commit index went backwards: {:?} -> {hard_state:?}",
+                self.prev_hard_state
+            );
+            ready.hard_state = Some(hard_state);
+            self.prev_hard_state = hard_state;
+        }
+        ready.snapshot = self.log.take_unstable_snapshot();
+        ready.entries = self.log.unstable_to_persist();
+        ready.must_sync |= ready.snapshot.is_some() || !ready.entries.is_empty();
+        ready.committed_entries = self
+            .log
+            .committed_to_apply(self.config.max_committed_bytes_per_ready);
+        ready.messages = std::mem::take(&mut self.msgs);
+        ready.read_states = std::mem::take(&mut self.read_states);
+        let applied_to = ready
+            .committed_entries
+            .last()
+            .map_or(self.log.applied, |e| e.index);
+        let uncommitted_bytes_released = if self.role == Role::Leader {
+            ready
+                .committed_entries
+                .iter()
+                .filter(|e| e.term == self.term)
+                .map(|e| e.size_bytes())
+                .sum()
+        } else {
+            0
+        };
+        self.handed_out = Some(HandedOut {
+            snapshot_index: ready.snapshot.as_ref().map(|s| s.meta.index),
+            applied_to,
+            uncommitted_bytes_released,
+        });
+        ready
+    }
+
+    fn acknowledge_ready(&mut self) {
+        let handed = self.handed_out.take().expect("advance() without a ready()");
+        self.log.persisted(handed.snapshot_index);
+        if handed.applied_to > self.log.applied {
+            self.log.applied_to(handed.applied_to);
+        }
+        self.uncommitted_bytes = self
+            .uncommitted_bytes
+            .saturating_sub(handed.uncommitted_bytes_released);
+        if self.role == Role::Leader {
+            // Only now is the leader's own copy durable, so only now does it count toward commit.
+            let persisted = self.log.persisted_last_index();
+            let id = self.id();
+            let own = self.progress.get_mut(&id).expect("leader has its own progress");
+            if own.maybe_update(persisted) && self.maybe_commit() {
+                self.append_pending = true;
+            }
+        }
+    }
+
+    fn pending_work(&self) -> bool {
+        !self.msgs.is_empty()
+            || !self.read_states.is_empty()
+            || self.log.has_unstable()
+            || self.log.has_committed_to_apply()
+            || self.hard_state() != self.prev_hard_state
+            || self.soft_state() != self.prev_soft_state
+            || (self.role == Role::Leader && self.append_pending)
+            || self.needs_read_round()
+    }
+
+    fn snapshot_reported(&mut self, peer: NodeId, status: SnapshotStatus) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let Some(pr) = self.progress.get_mut(&peer) else {
+            return;
+        };
+        if let ProgressState::Snapshot { .. } = pr.state {
+            if status == SnapshotStatus::Failed {
+                pr.become_snapshot(0);
+            }
+            // Wait for the follower's answer before sending more (etcd-io/raft does the same).
+            pr.become_probe();
+            pr.probe_sent = true;
+        }
+    }
+
+    fn node_status(&self) -> Status {
+        Status {
+            id: self.id(),
+            role: self.role,
+            term: self.term,
+            leader: self.leader,
+            commit: self.log.committed,
+            applied: self.log.applied,
+            last_index: self.log.last_index(),
+            membership: self.membership.clone(),
+        }
+    }
+}
+
+impl<S: LogStorage> Engine for RaftNode<S> {
+    type Message = Message;
+    type Storage = S;
+
+    fn id(&self) -> NodeId {
+        RaftNode::id(self)
+    }
+
+    fn tick(&mut self) {
+        RaftNode::tick(self)
+    }
+
+    fn step(&mut self, envelope: Envelope<Message>) {
+        RaftNode::step(self, envelope)
+    }
+
+    fn propose(&mut self, data: Bytes) -> Result<LogPosition, ProposeError> {
+        RaftNode::propose(self, data)
+    }
+
+    fn read_index(&mut self, read_id: u64) -> Result<(), ProposeError> {
+        RaftNode::read_index(self, read_id)
+    }
+
+    fn transfer_leadership(&mut self, to: NodeId) -> Result<(), TransferError> {
+        RaftNode::transfer_leadership(self, to)
+    }
+
+    fn report_unreachable(&mut self, peer: NodeId) {
+        if self.role != Role::Leader {
+            return;
+        }
+        if let Some(pr) = self.progress.get_mut(&peer)
+            && pr.state == ProgressState::Replicate
+        {
+            pr.become_probe();
+        }
+    }
+
+    fn report_snapshot(&mut self, peer: NodeId, status: SnapshotStatus) {
+        self.snapshot_reported(peer, status)
+    }
+
+    fn has_ready(&self) -> bool {
+        self.handed_out.is_none() && self.pending_work()
+    }
+
+    fn ready(&mut self) -> Ready<Message> {
+        self.collect_ready()
+    }
+
+    fn advance(&mut self) {
+        self.acknowledge_ready()
+    }
+
+    fn status(&self) -> Status {
+        self.node_status()
+    }
+
+    fn storage(&self) -> &S {
+        &self.log.storage
+    }
+
+    fn storage_mut(&mut self) -> &mut S {
+        &mut self.log.storage
+    }
+}
