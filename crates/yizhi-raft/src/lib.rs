@@ -26,3 +26,5 @@ pub use message::{Message, MessageKind, RejectHint};
 pub use progress::{Progress, ProgressState};
 pub use raft::{MAX_OUTBOX_MSGS, RaftError, RaftNode};
 pub use read_index::MAX_CONFIRM_ROUNDS;
+
+pub mod testkit;

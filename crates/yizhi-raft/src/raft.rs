@@ -60,8 +60,8 @@ pub struct RaftNode<S> {
     pub(crate) randomized_election_timeout_ticks: u64,
     /// Ticks since this engine was created: the leader's clock for the lease.
     pub(crate) ticks_total: u64,
-    /// Until one election timeout has passed after start, a node refuses votes under CheckQuorum:
-    /// it may have acknowledged a leader's lease just before it restarted.
+    /// With lease reads, a node refuses votes until one election timeout has passed after start:
+    /// it may have acknowledged a leader's lease just before it restarted, and forgot it.
     pub(crate) boot_guard: bool,
     pub(crate) lead_transferee: Option<NodeId>,
     /// Once TimeoutNow went out in this term the lease can no longer be trusted: the transferee's
@@ -114,7 +114,7 @@ impl<S: LogStorage> RaftNode<S> {
             heartbeat_elapsed_ticks: 0,
             randomized_election_timeout_ticks: config.election_timeout_ticks,
             ticks_total: 0,
-            boot_guard: config.check_quorum,
+            boot_guard: config.read_mode == crate::config::ReadMode::LeaseBased,
             lead_transferee: None,
             timeout_now_sent: false,
             reads: ReadTracker::default(),
