@@ -68,6 +68,11 @@ impl MemStorage {
 
     /// Appends `new_entries`, first dropping any stored entries at or after `new_entries[0].index`.
     pub fn append(&mut self, new_entries: &[Entry]) {
+        self.append_owned(new_entries.to_vec());
+    }
+
+    /// `append` without copying: the runtime owns the `Ready`'s entries and can hand them over.
+    pub fn append_owned(&mut self, new_entries: Vec<Entry>) {
         let Some(first) = new_entries.first() else { return };
         let offset = self.snapshot.meta.index;
         assert!(
@@ -90,7 +95,7 @@ impl MemStorage {
             );
         }
         self.entries.truncate((first.index - offset - 1) as usize);
-        self.entries.extend_from_slice(new_entries);
+        self.entries.extend(new_entries);
     }
 
     /// Replaces everything with `snapshot`, keeping entries after it only if they agree with it.

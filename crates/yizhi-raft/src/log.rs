@@ -181,26 +181,33 @@ impl<S: LogStorage> RaftLog<S> {
         prev_index: LogIndex,
         prev_term: Term,
         leader_commit: LogIndex,
-        entries: &[Entry],
+        mut entries: Vec<Entry>,
     ) -> Option<LogIndex> {
         if !self.match_term(prev_index, prev_term) {
             return None;
         }
         let last_new = prev_index + entries.len() as u64;
-        if let Some(conflict) = self.find_conflict(entries) {
+        if let Some(conflict) = self.find_conflict(&entries) {
             assert!(
                 conflict > self.committed,
                 "conflict at {conflict} would truncate committed entries (commit {})",
                 self.committed
             );
-            self.append(&entries[(conflict - prev_index - 1) as usize..]);
+            entries.drain(..(conflict - prev_index - 1) as usize);
+            self.append_owned(entries);
         }
         self.commit_to(leader_commit.min(last_new));
         Some(last_new)
     }
 
+    /// The leader's fast path: one entry at the end of the log, no copy.
+    pub fn push(&mut self, entry: Entry) {
+        assert_eq!(entry.index, self.last_index() + 1, "push must extend the log");
+        self.unstable.push(entry);
+    }
+
     /// Appends to the unstable tail, replacing anything at or after `entries[0].index`.
-    pub fn append(&mut self, entries: &[Entry]) {
+    pub fn append_owned(&mut self, entries: Vec<Entry>) {
         let Some(first) = entries.first() else { return };
         assert!(
             first.index > self.committed,
@@ -225,7 +232,7 @@ impl<S: LogStorage> RaftLog<S> {
                 self.unstable_in_progress = 0;
             }
         }
-        self.unstable.extend_from_slice(entries);
+        self.unstable.extend(entries);
     }
 
     pub fn commit_to(&mut self, index: LogIndex) {
@@ -336,12 +343,16 @@ mod tests {
     fn paper_5_3_append_rejects_when_prev_does_not_match() {
         let mut log = log_with(&[1, 1, 2]);
         assert_eq!(
-            log.maybe_append(3, 1, 0, &[entry(4, 3)]),
+            log.maybe_append(3, 1, 0, vec![entry(4, 3)]),
             None,
             "term at 3 is 2, not 1"
         );
-        assert_eq!(log.maybe_append(4, 2, 0, &[entry(5, 3)]), None, "no entry at 4");
-        assert_eq!(log.maybe_append(3, 2, 0, &[entry(4, 3)]), Some(4));
+        assert_eq!(
+            log.maybe_append(4, 2, 0, vec![entry(5, 3)]),
+            None,
+            "no entry at 4"
+        );
+        assert_eq!(log.maybe_append(3, 2, 0, vec![entry(4, 3)]), Some(4));
         assert_eq!(log.last_index(), 4);
     }
 
@@ -349,18 +360,18 @@ mod tests {
     fn paper_5_3_conflicting_suffix_is_replaced_matching_entries_kept() {
         let mut log = log_with(&[1, 1, 2, 2]);
         // Entry 2 matches, entry 3 conflicts: 3 and 4 go, the new 3 comes in.
-        assert_eq!(log.maybe_append(1, 1, 0, &[entry(2, 1), entry(3, 3)]), Some(3));
+        assert_eq!(log.maybe_append(1, 1, 0, vec![entry(2, 1), entry(3, 3)]), Some(3));
         assert_eq!(log.last_index(), 3);
         assert_eq!(log.term(3), Ok(3));
         // A stale, shorter append that matches does not truncate the longer log.
-        assert_eq!(log.maybe_append(1, 1, 0, &[entry(2, 1)]), Some(2));
+        assert_eq!(log.maybe_append(1, 1, 0, vec![entry(2, 1)]), Some(2));
         assert_eq!(log.last_index(), 3);
     }
 
     #[test]
     fn commit_is_bounded_by_last_new_entry_not_leader_commit() {
         let mut log = log_with(&[1, 1, 1, 1]);
-        assert_eq!(log.maybe_append(1, 1, 4, &[entry(2, 1)]), Some(2));
+        assert_eq!(log.maybe_append(1, 1, 4, vec![entry(2, 1)]), Some(2));
         assert_eq!(
             log.committed, 2,
             "only what this append proved to match may commit"
@@ -372,7 +383,7 @@ mod tests {
     fn truncating_committed_entries_is_a_bug() {
         let mut log = log_with(&[1, 1, 1]);
         log.commit_to(3);
-        log.maybe_append(1, 1, 3, &[entry(2, 2)]);
+        log.maybe_append(1, 1, 3, vec![entry(2, 2)]);
     }
 
     #[test]
@@ -396,7 +407,7 @@ mod tests {
     #[test]
     fn entries_span_storage_and_unstable() {
         let mut log = log_with(&[1, 1]);
-        log.append(&[entry(3, 2), entry(4, 2)]);
+        log.append_owned(vec![entry(3, 2), entry(4, 2)]);
         let got = log.entries(1, 5, u64::MAX).expect("in range");
         assert_eq!(got.iter().map(|e| e.index).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
         assert_eq!(log.persisted_last_index(), 2);
@@ -409,10 +420,10 @@ mod tests {
     #[test]
     fn truncation_during_persist_keeps_new_entries_unstable() {
         let mut log = log_with(&[1]);
-        log.append(&[entry(2, 1), entry(3, 1)]);
+        log.append_owned(vec![entry(2, 1), entry(3, 1)]);
         let handed = log.unstable_to_persist();
         // Before the runtime finishes, a new leader overwrites index 3.
-        log.append(&[entry(3, 2)]);
+        log.append_owned(vec![entry(3, 2)]);
         log.storage.append(&handed);
         log.persisted(None);
         assert_eq!(log.term(3), Ok(2));

@@ -263,11 +263,11 @@ impl<S: LogStorage> RaftNode<S> {
         // Paper §5.4.2 / thesis §6.4: a no-op of the new term lets earlier entries commit and tells the
         // leader its commit index.
         let index = self.log.last_index() + 1;
-        self.append_entries(vec![yizhi_engine::Entry {
+        self.append_entry(yizhi_engine::Entry {
             index,
             term: self.term,
             payload: yizhi_engine::EntryPayload::Noop,
-        }]);
+        });
     }
 
     /// Timers. Followers and candidates campaign after a randomized timeout; leaders heartbeat,
@@ -465,7 +465,7 @@ impl<S: LogStorage> RaftNode<S> {
                 prev_term,
                 entries,
                 commit,
-            } => self.handle_append(from, prev_index, prev_term, &entries, commit),
+            } => self.handle_append(from, prev_index, prev_term, entries, commit),
             MessageKind::Heartbeat { commit, round } => self.handle_heartbeat(from, commit, round),
             MessageKind::InstallSnapshot { snapshot } => self.handle_snapshot(from, snapshot),
             other => unreachable!("not a leader message: {other:?}"),

@@ -39,21 +39,24 @@ impl<S: LogStorage> RaftNode<S> {
             });
         }
         let position = entry.position();
-        self.append_entries(vec![entry]);
+        self.append_entry(entry);
         Ok(position)
     }
 
-    /// Leader only: appends to its own log; followers get the entries at the next `ready()`.
-    pub(crate) fn append_entries(&mut self, entries: Vec<Entry>) {
+    /// Leader only: appends to its own log; followers get it at the next `ready()` (batching).
+    pub(crate) fn append_entry(&mut self, entry: Entry) {
         assert_eq!(self.role, Role::Leader);
-        for entry in &entries {
-            assert_eq!(
-                entry.term, self.term,
-                "a leader appends only entries of its own term"
-            );
-            self.uncommitted_bytes += entry.size_bytes();
-        }
-        self.log.append(&entries);
+        assert_eq!(
+            entry.term, self.term,
+            "a leader appends only entries of its own term"
+        );
+        assert_eq!(
+            entry.index,
+            self.log.last_index() + 1,
+            "a leader only appends at the end"
+        );
+        self.uncommitted_bytes += entry.size_bytes();
+        self.log.push(entry);
         self.append_pending = true;
     }
 
@@ -152,7 +155,7 @@ impl<S: LogStorage> RaftNode<S> {
         from: NodeId,
         prev_index: LogIndex,
         prev_term: Term,
-        entries: &[Entry],
+        entries: Vec<Entry>,
         commit: LogIndex,
     ) {
         if prev_index < self.log.committed {

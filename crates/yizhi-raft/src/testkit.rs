@@ -72,7 +72,7 @@ impl MemCluster {
         if let Some(snapshot) = ready.snapshot {
             storage.apply_snapshot(snapshot);
         }
-        storage.append(&ready.entries);
+        storage.append_owned(ready.entries);
         if let Some(hard_state) = ready.hard_state {
             storage.set_hard_state(hard_state);
         }
