@@ -1,0 +1,266 @@
+//! Shared scaffolding for the scenario tests: building one node with a prepared log, driving its
+//! `Ready` the way a runtime must (persist, then send), and picking messages out of a `MemCluster`.
+//!
+//! Every scenario test file includes this with `mod common;` and uses only part of it.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use yizhi_engine::{
+    Engine, Entry, EntryPayload, Envelope, HardState, LogIndex, MemStorage, Membership, NodeId, Ready, Role,
+    SeededRng, Term,
+};
+use yizhi_raft::testkit::MemCluster;
+use yizhi_raft::{Message, MessageKind, RaftConfig, RaftNode};
+
+pub type Node = RaftNode<MemStorage>;
+
+/// Ticks a follower may wait before campaigning is below `2 * election_timeout_ticks`; anything
+/// past this is a liveness bug.
+pub const MAX_TICKS_TO_CAMPAIGN: u64 = 1_000;
+
+pub fn noop(index: LogIndex, term: Term) -> Entry {
+    Entry {
+        index,
+        term,
+        payload: EntryPayload::Noop,
+    }
+}
+
+pub fn normal(index: LogIndex, term: Term, data: &'static [u8]) -> Entry {
+    Entry {
+        index,
+        term,
+        payload: EntryPayload::Normal(Bytes::from_static(data)),
+    }
+}
+
+/// Entries `1..=terms.len()` whose terms are `terms` (the paper's figures write logs this way).
+pub fn log_of_terms(terms: &[Term]) -> Vec<Entry> {
+    terms
+        .iter()
+        .enumerate()
+        .map(|(i, &term)| noop(i as LogIndex + 1, term))
+        .collect()
+}
+
+/// The classic Raft setting without the thesis extensions, for tests of the paper's core rules.
+pub fn paper_only(config: &mut RaftConfig) {
+    config.pre_vote = false;
+    config.check_quorum = false;
+}
+
+pub fn defaults(_: &mut RaftConfig) {}
+
+pub fn storage_with(
+    voters: &[NodeId],
+    learners: &[NodeId],
+    terms: &[Term],
+    hard_state: HardState,
+) -> MemStorage {
+    let membership = Membership::new(voters.iter().copied()).with_learners(learners.iter().copied());
+    let mut storage = MemStorage::new_with_membership(membership);
+    storage.append(&log_of_terms(terms));
+    storage.set_hard_state(hard_state);
+    storage
+}
+
+/// A node restarted from a disk that holds `terms` as its log and `hard_state`.
+pub fn node_with_log(
+    id: NodeId,
+    voters: &[NodeId],
+    terms: &[Term],
+    hard_state: HardState,
+    tune: impl Fn(&mut RaftConfig),
+) -> Node {
+    let mut config = RaftConfig::new(id);
+    tune(&mut config);
+    let storage = storage_with(voters, &[], terms, hard_state);
+    RaftNode::new(config, storage, SeededRng::new(id)).expect("valid test node")
+}
+
+pub fn fresh_node(id: NodeId, voters: &[NodeId], tune: impl Fn(&mut RaftConfig)) -> Node {
+    node_with_log(id, voters, &[], HardState::default(), tune)
+}
+
+pub fn hard_state(term: Term, vote: Option<NodeId>, commit: LogIndex) -> HardState {
+    HardState { term, vote, commit }
+}
+
+pub fn envelope(from: NodeId, to: NodeId, term: Term, kind: MessageKind) -> Envelope<Message> {
+    Envelope {
+        from,
+        to,
+        msg: Message::new(term, kind),
+    }
+}
+
+/// Collects a `Ready`, makes it durable in the node's own storage as the runtime must, then
+/// acknowledges it. Returns the `Ready` for inspection.
+pub fn handle_ready(node: &mut Node) -> Ready<Message> {
+    let ready = node.ready();
+    persist(node, &ready);
+    node.advance();
+    ready
+}
+
+pub fn persist(node: &mut Node, ready: &Ready<Message>) {
+    let storage = node.storage_mut();
+    if let Some(snapshot) = &ready.snapshot {
+        storage.apply_snapshot(snapshot.clone());
+    }
+    storage.append(&ready.entries);
+    if let Some(hard_state) = ready.hard_state {
+        storage.set_hard_state(hard_state);
+    }
+}
+
+/// The messages of a `Ready` as `(to, term, kind)`, in emission order.
+pub fn sent(ready: &Ready<Message>) -> Vec<(NodeId, Term, MessageKind)> {
+    ready
+        .messages
+        .iter()
+        .map(|e| (e.to, e.msg.term, e.msg.kind.clone()))
+        .collect()
+}
+
+/// Ticks until the node leaves the follower role; returns how many ticks that took.
+pub fn tick_until_campaign(node: &mut Node) -> u64 {
+    for ticks in 1..=MAX_TICKS_TO_CAMPAIGN {
+        node.tick();
+        if node.role() != Role::Follower {
+            return ticks;
+        }
+    }
+    panic!(
+        "node {} never campaigned in {MAX_TICKS_TO_CAMPAIGN} ticks",
+        node.id()
+    );
+}
+
+/// Drives a lone node through a won election by answering its (pre-)vote requests with grants
+/// from `voters`. Returns the `Ready` in which it first acts as leader.
+pub fn elect_alone(node: &mut Node, voters: &[NodeId]) -> Ready<Message> {
+    tick_until_campaign(node);
+    handle_ready(node);
+    let id = node.id();
+    if node.role() == Role::PreCandidate {
+        let asked = node.term() + 1;
+        for &voter in voters.iter().filter(|&&v| v != id) {
+            node.step(envelope(
+                voter,
+                id,
+                asked,
+                MessageKind::PreVoteResponse { granted: true },
+            ));
+        }
+        handle_ready(node);
+    }
+    for &voter in voters.iter().filter(|&&v| v != id) {
+        if node.role() == Role::Candidate {
+            let term = node.term();
+            node.step(envelope(
+                voter,
+                id,
+                term,
+                MessageKind::VoteResponse { granted: true },
+            ));
+        }
+    }
+    assert_eq!(
+        node.role(),
+        Role::Leader,
+        "node {id} should have won with every vote"
+    );
+    handle_ready(node)
+}
+
+// ---- MemCluster helpers ----
+
+/// `(index, term)` of every entry in a node's durable log.
+pub fn durable_log(cluster: &MemCluster, id: NodeId) -> Vec<(LogIndex, Term)> {
+    cluster
+        .node(id)
+        .storage()
+        .all_entries()
+        .iter()
+        .map(|e| (e.index, e.term))
+        .collect()
+}
+
+/// Removes and returns the in-flight messages matching `pred`, leaving the rest in order.
+pub fn take_matching(
+    cluster: &mut MemCluster,
+    pred: impl Fn(&Envelope<Message>) -> bool,
+) -> Vec<Envelope<Message>> {
+    let (taken, kept): (Vec<_>, Vec<_>) = cluster.in_flight.drain(..).partition(|e| pred(e));
+    cluster.in_flight.extend(kept);
+    taken
+}
+
+/// Delivers (only) the in-flight messages matching `pred`, honouring cut links. Returns how many
+/// were handed to their receiver.
+pub fn deliver_matching(cluster: &mut MemCluster, pred: impl Fn(&Envelope<Message>) -> bool) -> usize {
+    let mut delivered = 0;
+    for envelope in take_matching(cluster, pred) {
+        if cluster.cut_links.contains(&(envelope.from, envelope.to)) {
+            continue;
+        }
+        if cluster.record_deliveries {
+            cluster.delivered_log.push(envelope.clone());
+        }
+        cluster.node_mut(envelope.to).step(envelope);
+        delivered += 1;
+    }
+    delivered
+}
+
+/// Repeats: process every Ready, deliver the matching messages, until none match.
+pub fn settle_matching(cluster: &mut MemCluster, pred: impl Fn(&Envelope<Message>) -> bool + Copy) {
+    for _ in 0..10_000 {
+        cluster.process_all_ready();
+        if deliver_matching(cluster, pred) == 0 {
+            cluster.process_all_ready();
+            if !cluster.in_flight.iter().any(pred) {
+                return;
+            }
+        }
+    }
+    panic!("matching messages kept flowing");
+}
+
+pub fn is_election_traffic(e: &Envelope<Message>) -> bool {
+    matches!(
+        e.msg.kind,
+        MessageKind::PreVote { .. }
+            | MessageKind::PreVoteResponse { .. }
+            | MessageKind::Vote { .. }
+            | MessageKind::VoteResponse { .. }
+    )
+}
+
+pub fn is_heartbeat_traffic(e: &Envelope<Message>) -> bool {
+    matches!(
+        e.msg.kind,
+        MessageKind::Heartbeat { .. } | MessageKind::HeartbeatResponse { .. }
+    )
+}
+
+/// Ticks every node and settles after each tick until a leader exists; returns it.
+pub fn elect_by_ticking(cluster: &mut MemCluster) -> NodeId {
+    for _ in 0..MAX_TICKS_TO_CAMPAIGN {
+        cluster.tick_all();
+        cluster.settle();
+        if let Some(leader) = cluster.leader() {
+            return leader;
+        }
+    }
+    panic!("no leader after {MAX_TICKS_TO_CAMPAIGN} ticks");
+}
+
+/// One tick for every node, then everything settles: one heartbeat round at the leader.
+pub fn tick_all_and_settle(cluster: &mut MemCluster, ticks: u64) {
+    for _ in 0..ticks {
+        cluster.tick_all();
+        cluster.settle();
+    }
+}
