@@ -1,0 +1,132 @@
+//! Everything one seed decides before the run starts: cluster size, per-node clocks and disks,
+//! per-link networks, clients and workload, and how long the fault phase lasts.
+
+use yizhi_engine::{NodeId, SeededRng};
+
+use crate::client::Workload;
+use crate::faults::FaultProfile;
+use crate::network::LinkParams;
+
+/// A node's tick interval is this ± up to `TICK_SKEW_PCT_MAX` percent (clock skew).
+pub const TICK_INTERVAL_MS: u64 = 10;
+pub const TICK_SKEW_PCT_MAX: u64 = 10;
+pub const CLIENTS_MAX: u64 = 5;
+pub const FAULT_PHASE_MS_MIN: u64 = 3_000;
+pub const FAULT_PHASE_MS_MAX: u64 = 6_000;
+/// Client↔node one-way delay.
+pub const CLIENT_DELAY_MS_MAX: u64 = 10;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    pub tick_interval_ms: u64,
+    pub fsync_ms_max: u64,
+    pub compact_every_entries: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub profile: FaultProfile,
+    pub nodes: Vec<NodeConfig>,
+    /// Indexed by `(from - 1) * node_count + (to - 1)`.
+    pub links: Vec<LinkParams>,
+    pub client_count: u64,
+    pub workload: Workload,
+    pub fault_phase_ms: u64,
+}
+
+impl SimConfig {
+    pub fn from_seed(seed: u64, profile: FaultProfile) -> Self {
+        profile.assert_valid();
+        // A stream of its own: the run's other streams fork from the seed independently.
+        let mut rng = SeededRng::new(seed ^ 0x5EED_C0F1_6000_0001);
+        let node_count = match rng.below(20) {
+            0 => 1,
+            1..=8 => 3,
+            9..=16 => 5,
+            _ => 7,
+        };
+        let nodes = (1..=node_count)
+            .map(|id| node_config(&mut rng, id, &profile))
+            .collect();
+        let scale_pct = rng.range_inclusive(0, 100);
+        let scaled = |max: u64| max * scale_pct / 100;
+        let mut links = Vec::new();
+        for _ in 0..node_count * node_count {
+            let max_delay_ms = rng.range_inclusive(1, profile.delay_ms_max.max(1));
+            links.push(LinkParams {
+                min_delay_ms: rng.range_inclusive(0, max_delay_ms / 2),
+                max_delay_ms,
+                loss_ppm: rng.range_inclusive(0, scaled(profile.loss_ppm_max)),
+                duplicate_ppm: rng.range_inclusive(0, scaled(profile.duplicate_ppm_max)),
+                spike_ppm: rng.range_inclusive(0, scaled(profile.spike_ppm_max)),
+            });
+        }
+        let read_pct = rng.range_inclusive(10, 50);
+        let workload = Workload {
+            key_count: rng.range_inclusive(1, 5),
+            read_pct,
+            cas_pct: rng.range_inclusive(0, 25),
+            append_pct: rng.range_inclusive(0, 25),
+            think_ms_max: rng.range_inclusive(0, 50),
+            timeout_ms: rng.range_inclusive(300, 1_500),
+            retry_backoff_ms_max: rng.range_inclusive(5, 100),
+        };
+        workload.assert_valid();
+        SimConfig {
+            seed,
+            profile,
+            nodes,
+            links,
+            client_count: rng.range_inclusive(1, CLIENTS_MAX),
+            workload,
+            fault_phase_ms: rng.range_inclusive(FAULT_PHASE_MS_MIN, FAULT_PHASE_MS_MAX),
+        }
+    }
+
+    pub fn node_ids(&self) -> Vec<NodeId> {
+        self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    pub fn link(&self, from: NodeId, to: NodeId) -> LinkParams {
+        let n = self.nodes.len() as u64;
+        assert!(
+            from >= 1 && from <= n && to >= 1 && to <= n,
+            "link {from}->{to} outside 1..={n}"
+        );
+        self.links[((from - 1) * n + (to - 1)) as usize]
+    }
+}
+
+fn node_config(rng: &mut SeededRng, id: NodeId, profile: &FaultProfile) -> NodeConfig {
+    let skew_ms = TICK_INTERVAL_MS * TICK_SKEW_PCT_MAX / 100;
+    NodeConfig {
+        id,
+        tick_interval_ms: rng.range_inclusive(TICK_INTERVAL_MS - skew_ms, TICK_INTERVAL_MS + skew_ms),
+        fsync_ms_max: rng.range_inclusive(1, profile.fsync_ms_max.max(1)),
+        compact_every_entries: rng.range_inclusive(5, 100),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::faults::PROFILE_STANDARD;
+
+    #[test]
+    fn same_seed_same_config_and_sizes_are_odd() {
+        assert_eq!(
+            SimConfig::from_seed(42, PROFILE_STANDARD),
+            SimConfig::from_seed(42, PROFILE_STANDARD)
+        );
+        let mut sizes = std::collections::BTreeSet::new();
+        for seed in 0..200 {
+            let c = SimConfig::from_seed(seed, PROFILE_STANDARD);
+            sizes.insert(c.nodes.len());
+            assert_eq!(c.links.len(), c.nodes.len() * c.nodes.len());
+            assert!(c.nodes.iter().all(|n| (9..=11).contains(&n.tick_interval_ms)));
+        }
+        assert_eq!(sizes.into_iter().collect::<Vec<_>>(), vec![1, 3, 5, 7]);
+    }
+}

@@ -1,0 +1,161 @@
+//! A simulated disk: what survived the last fsync, plus the writes issued since.
+//!
+//! A crash keeps the durable state and a prefix of the unsynced writes (a real disk may have flushed
+//! some of them on its own, but in order: the model is an ordered journal). An engine that sends a
+//! message before the state it promises is synced is caught by exactly this.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use yizhi_engine::{Entry, HardState, LogIndex, LogStorage, MemStorage, Membership, Snapshot};
+
+/// Writes waiting for an fsync. Readies are synced one at a time, so this stays small; a backlog
+/// this large means the runtime stopped syncing.
+pub const MAX_UNSYNCED_WRITES: usize = 4096;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DiskWrite {
+    InstallSnapshot(Snapshot),
+    Append(Vec<Entry>),
+    HardState(HardState),
+    Compact {
+        index: LogIndex,
+        membership: Membership,
+        data: Bytes,
+    },
+}
+
+#[derive(Debug)]
+pub struct Disk {
+    durable: MemStorage,
+    unsynced: VecDeque<DiskWrite>,
+}
+
+impl Disk {
+    pub fn new(initial: MemStorage) -> Self {
+        Disk {
+            durable: initial,
+            unsynced: VecDeque::new(),
+        }
+    }
+
+    pub fn durable(&self) -> &MemStorage {
+        &self.durable
+    }
+
+    pub fn unsynced_len(&self) -> usize {
+        self.unsynced.len()
+    }
+
+    pub fn write(&mut self, write: DiskWrite) {
+        assert!(
+            self.unsynced.len() < MAX_UNSYNCED_WRITES,
+            "{} unsynced writes: the runtime stopped syncing",
+            self.unsynced.len()
+        );
+        self.unsynced.push_back(write);
+    }
+
+    /// Makes every issued write durable.
+    pub fn sync(&mut self) {
+        while let Some(write) = self.unsynced.pop_front() {
+            apply(&mut self.durable, write);
+        }
+        assert!(self.unsynced.is_empty());
+    }
+
+    /// Power loss: the first `survivors` unsynced writes reached the platter, the rest are gone.
+    pub fn crash(&mut self, survivors: usize) {
+        let survivors = survivors.min(self.unsynced.len());
+        let lost = self.unsynced.split_off(survivors);
+        self.sync();
+        drop(lost);
+        assert!(self.unsynced.is_empty());
+    }
+}
+
+/// Applies one write to a storage image; used for both the durable image and the engine's view.
+pub fn apply(storage: &mut MemStorage, write: DiskWrite) {
+    match write {
+        DiskWrite::InstallSnapshot(snapshot) => storage.apply_snapshot(snapshot),
+        DiskWrite::Append(entries) => storage.append(&entries),
+        DiskWrite::HardState(hard_state) => storage.set_hard_state(hard_state),
+        DiskWrite::Compact {
+            index,
+            membership,
+            data,
+        } => {
+            // A snapshot installed from the leader may already cover this index.
+            if index > storage.snapshot_ref().meta.index && index <= storage.last_index() {
+                storage.compact(index, membership, data);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yizhi_engine::EntryPayload;
+
+    fn entry(index: LogIndex, term: u64) -> Entry {
+        Entry {
+            index,
+            term,
+            payload: EntryPayload::Noop,
+        }
+    }
+
+    fn disk() -> Disk {
+        Disk::new(MemStorage::new_with_membership(Membership::new([1, 2, 3])))
+    }
+
+    #[test]
+    fn crash_loses_everything_unsynced() {
+        let mut d = disk();
+        d.write(DiskWrite::Append(vec![entry(1, 1)]));
+        d.sync();
+        d.write(DiskWrite::Append(vec![entry(2, 1)]));
+        d.write(DiskWrite::HardState(HardState {
+            term: 1,
+            vote: Some(1),
+            commit: 2,
+        }));
+        d.crash(0);
+        assert_eq!(d.durable().last_index(), 1);
+        assert_eq!(d.durable().hard_state(), HardState::default());
+    }
+
+    #[test]
+    fn crash_keeps_an_ordered_prefix() {
+        let mut d = disk();
+        d.write(DiskWrite::Append(vec![entry(1, 1), entry(2, 1)]));
+        d.write(DiskWrite::HardState(HardState {
+            term: 1,
+            vote: None,
+            commit: 2,
+        }));
+        d.crash(1);
+        assert_eq!(d.durable().last_index(), 2);
+        assert_eq!(d.durable().hard_state().commit, 0);
+        assert_eq!(d.unsynced_len(), 0);
+    }
+
+    #[test]
+    fn compact_is_skipped_when_a_snapshot_already_covers_it() {
+        let mut d = disk();
+        d.write(DiskWrite::Append(vec![entry(1, 1), entry(2, 1), entry(3, 1)]));
+        d.write(DiskWrite::Compact {
+            index: 2,
+            membership: Membership::new([1, 2, 3]),
+            data: Bytes::new(),
+        });
+        d.write(DiskWrite::Compact {
+            index: 1,
+            membership: Membership::new([1, 2, 3]),
+            data: Bytes::new(),
+        });
+        d.sync();
+        assert_eq!(d.durable().first_index(), 3);
+    }
+}

@@ -1,0 +1,645 @@
+//! Safety invariants, checked after every simulated step (Raft paper §5.4, Figure 3).
+//!
+//! The checker keeps one global committed log, built from the committed entries every node hands
+//! its state machine. Every node must agree with it, every applied sequence must be a prefix of it,
+//! and every acknowledged write must be in it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use yizhi_engine::{Entry, EntryPayload, LogIndex, LogPosition, LogStorage, MemStorage, NodeId, Term};
+
+use crate::trace::Fnv1a;
+
+/// What identifies an entry's content: its term and a hash of its payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryDigest {
+    pub term: Term,
+    pub payload_hash: u64,
+}
+
+impl EntryDigest {
+    pub fn of(entry: &Entry) -> Self {
+        let mut h = Fnv1a::default();
+        match &entry.payload {
+            EntryPayload::Noop => h.bytes(b"noop"),
+            EntryPayload::Normal(data) => {
+                h.bytes(b"normal");
+                h.bytes(data);
+            }
+            EntryPayload::Membership(m) => {
+                h.bytes(b"membership");
+                for id in m.voters.iter().chain(&m.voters_outgoing).chain(&m.learners) {
+                    h.bytes(&id.to_le_bytes());
+                }
+            }
+        }
+        EntryDigest {
+            term: entry.term,
+            payload_hash: h.0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct CommittedEntry {
+    digest: EntryDigest,
+    /// The term of the node that first reported it committed: an upper bound on the term in which
+    /// it was committed, so every leader of a later term must hold it (Leader Completeness).
+    reported_in_term: Term,
+    reported_by: NodeId,
+}
+
+/// A broken invariant, with the values that broke it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Violation {
+    TwoLeaders {
+        term: Term,
+        first: NodeId,
+        second: NodeId,
+    },
+    CommittedEntryMismatch {
+        index: LogIndex,
+        node: NodeId,
+        committed: EntryDigest,
+        found: EntryDigest,
+    },
+    LogMatching {
+        a: NodeId,
+        b: NodeId,
+        matching_index: LogIndex,
+        diverging_index: LogIndex,
+    },
+    LeaderIncomplete {
+        leader: NodeId,
+        term: Term,
+        index: LogIndex,
+        committed_term: Term,
+        found: Option<Term>,
+    },
+    AppliedOutOfOrder {
+        node: NodeId,
+        expected_index: LogIndex,
+        applied_index: LogIndex,
+    },
+    AppliedNotCommitted {
+        node: NodeId,
+        index: LogIndex,
+        applied: EntryDigest,
+        committed: Option<EntryDigest>,
+    },
+    CommitDecreased {
+        node: NodeId,
+        from: LogIndex,
+        to: LogIndex,
+    },
+    CommitBelowDurable {
+        node: NodeId,
+        commit: LogIndex,
+        durable_commit: LogIndex,
+    },
+    AckedWriteLost {
+        client_id: u64,
+        op_id: u64,
+        position: LogPosition,
+        committed: Option<EntryDigest>,
+    },
+    NotLinearizable {
+        explanation: String,
+    },
+    NoLeaderAfterHeal {
+        waited_ms: u64,
+    },
+    NoProgressAfterHeal {
+        waited_ms: u64,
+        detail: String,
+    },
+    Panic {
+        message: String,
+    },
+}
+
+impl Violation {
+    /// A short stable name, used to recognise the same failure when shrinking a run.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Violation::TwoLeaders { .. } => "election-safety",
+            Violation::CommittedEntryMismatch { .. } => "committed-entries-agree",
+            Violation::LogMatching { .. } => "log-matching",
+            Violation::LeaderIncomplete { .. } => "leader-completeness",
+            Violation::AppliedOutOfOrder { .. } => "applied-in-order",
+            Violation::AppliedNotCommitted { .. } => "state-machine-safety",
+            Violation::CommitDecreased { .. } => "commit-monotonic",
+            Violation::CommitBelowDurable { .. } => "commit-above-durable",
+            Violation::AckedWriteLost { .. } => "acknowledged-write-durable",
+            Violation::NotLinearizable { .. } => "linearizability",
+            Violation::NoLeaderAfterHeal { .. } => "liveness-leader",
+            Violation::NoProgressAfterHeal { .. } => "liveness-progress",
+            Violation::Panic { .. } => "panic",
+        }
+    }
+
+    /// Nodes the violation is about, to narrow the printed trace.
+    pub fn nodes(&self) -> Vec<NodeId> {
+        match *self {
+            Violation::TwoLeaders { first, second, .. } => vec![first, second],
+            Violation::CommittedEntryMismatch { node, .. } => vec![node],
+            Violation::LogMatching { a, b, .. } => vec![a, b],
+            Violation::LeaderIncomplete { leader, .. } => vec![leader],
+            Violation::AppliedOutOfOrder { node, .. } | Violation::AppliedNotCommitted { node, .. } => {
+                vec![node]
+            }
+            Violation::CommitDecreased { node, .. } | Violation::CommitBelowDurable { node, .. } => {
+                vec![node]
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}] {:?}", self.kind(), self)
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+struct NodeTrack {
+    commit: LogIndex,
+    /// Invariant: every index up to `applied` was checked against the global committed log.
+    applied: LogIndex,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Checker {
+    leaders: BTreeMap<Term, NodeId>,
+    committed: BTreeMap<LogIndex, CommittedEntry>,
+    nodes: BTreeMap<NodeId, NodeTrack>,
+    acked: Vec<(u64, u64, LogPosition)>,
+}
+
+impl Checker {
+    pub fn committed_len(&self) -> usize {
+        self.committed.len()
+    }
+
+    pub fn committed_term(&self, index: LogIndex) -> Option<Term> {
+        self.committed.get(&index).map(|c| c.digest.term)
+    }
+
+    pub fn last_committed_index(&self) -> LogIndex {
+        self.committed.keys().next_back().copied().unwrap_or(0)
+    }
+
+    /// Election Safety: at most one leader per term over the whole run. Returns whether `node` is a
+    /// newly seen leader of `term` (so the caller checks Leader Completeness once).
+    pub fn observe_leader(&mut self, node: NodeId, term: Term) -> Result<bool, Violation> {
+        match self.leaders.get(&term) {
+            Some(&first) if first == node => Ok(false),
+            Some(&first) => Err(Violation::TwoLeaders {
+                term,
+                first,
+                second: node,
+            }),
+            None => {
+                self.leaders.insert(term, node);
+                Ok(true)
+            }
+        }
+    }
+
+    /// Commit never moves backwards within one node lifetime, nor below what is durable.
+    pub fn observe_commit(
+        &mut self,
+        node: NodeId,
+        commit: LogIndex,
+        durable_commit: LogIndex,
+    ) -> Result<(), Violation> {
+        let track = self.nodes.entry(node).or_default();
+        if commit < track.commit {
+            return Err(Violation::CommitDecreased {
+                node,
+                from: track.commit,
+                to: commit,
+            });
+        }
+        if commit < durable_commit {
+            return Err(Violation::CommitBelowDurable {
+                node,
+                commit,
+                durable_commit,
+            });
+        }
+        track.commit = commit;
+        Ok(())
+    }
+
+    /// A node restarted with its state machine restored to `snapshot_index`: a new lifetime.
+    pub fn observe_restart(&mut self, node: NodeId, snapshot_index: LogIndex) {
+        self.nodes.insert(
+            node,
+            NodeTrack {
+                commit: 0,
+                applied: snapshot_index,
+            },
+        );
+    }
+
+    /// Entries a node declared committed (handed to its state machine): they must agree with
+    /// everything any node declared committed before, and extend the global log.
+    pub fn observe_committed(
+        &mut self,
+        node: NodeId,
+        node_term: Term,
+        entries: &[Entry],
+    ) -> Result<(), Violation> {
+        for entry in entries {
+            let found = EntryDigest::of(entry);
+            match self.committed.get(&entry.index) {
+                Some(existing) if existing.digest != found => {
+                    return Err(Violation::CommittedEntryMismatch {
+                        index: entry.index,
+                        node,
+                        committed: existing.digest,
+                        found,
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    let record = CommittedEntry {
+                        digest: found,
+                        reported_in_term: node_term,
+                        reported_by: node,
+                    };
+                    self.committed.insert(entry.index, record);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// State Machine Safety: a node applies committed entries in index order, exactly once each.
+    pub fn observe_applied(&mut self, node: NodeId, entry: &Entry) -> Result<(), Violation> {
+        let track = self.nodes.entry(node).or_default();
+        if entry.index != track.applied + 1 {
+            return Err(Violation::AppliedOutOfOrder {
+                node,
+                expected_index: track.applied + 1,
+                applied_index: entry.index,
+            });
+        }
+        let applied = EntryDigest::of(entry);
+        let committed = self.committed.get(&entry.index).map(|c| c.digest);
+        if committed != Some(applied) {
+            return Err(Violation::AppliedNotCommitted {
+                node,
+                index: entry.index,
+                applied,
+                committed,
+            });
+        }
+        track.applied = entry.index;
+        Ok(())
+    }
+
+    /// A node replaced its state machine with a snapshot covering `index` (in `term`).
+    pub fn observe_snapshot_installed(
+        &mut self,
+        node: NodeId,
+        index: LogIndex,
+        term: Term,
+    ) -> Result<(), Violation> {
+        if let Some(existing) = self.committed.get(&index)
+            && existing.digest.term != term
+        {
+            let found = EntryDigest {
+                term,
+                payload_hash: 0,
+            };
+            return Err(Violation::AppliedNotCommitted {
+                node,
+                index,
+                applied: found,
+                committed: Some(existing.digest),
+            });
+        }
+        let track = self.nodes.entry(node).or_default();
+        track.applied = track.applied.max(index);
+        Ok(())
+    }
+
+    /// Leader Completeness: a new leader of `term` holds every entry committed in an earlier term.
+    pub fn check_leader_complete(
+        &self,
+        leader: NodeId,
+        term: Term,
+        log: &MemStorage,
+    ) -> Result<(), Violation> {
+        let snapshot_index = log.snapshot_ref().meta.index;
+        for (&index, c) in &self.committed {
+            if c.reported_in_term >= term || index < snapshot_index {
+                continue;
+            }
+            let found = log.term(index).ok();
+            if found != Some(c.digest.term) {
+                return Err(Violation::LeaderIncomplete {
+                    leader,
+                    term,
+                    index,
+                    committed_term: c.digest.term,
+                    found,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A write was acknowledged to a client as having taken effect at `position`.
+    pub fn observe_ack(
+        &mut self,
+        client_id: u64,
+        op_id: u64,
+        position: LogPosition,
+    ) -> Result<(), Violation> {
+        self.acked.push((client_id, op_id, position));
+        self.check_acked_write(client_id, op_id, position)
+    }
+
+    fn check_acked_write(&self, client_id: u64, op_id: u64, position: LogPosition) -> Result<(), Violation> {
+        let committed = self.committed.get(&position.index).map(|c| c.digest);
+        match committed {
+            Some(d) if d.term == position.term => Ok(()),
+            _ => Err(Violation::AckedWriteLost {
+                client_id,
+                op_id,
+                position,
+                committed,
+            }),
+        }
+    }
+
+    /// No acknowledged write lost: every one is still in the global committed log.
+    pub fn check_acked_writes(&self) -> Result<(), Violation> {
+        for &(client_id, op_id, position) in &self.acked {
+            self.check_acked_write(client_id, op_id, position)?;
+        }
+        Ok(())
+    }
+
+    /// Who first reported `index` committed, for violation reports.
+    pub fn committed_reporter(&self, index: LogIndex) -> Option<NodeId> {
+        self.committed.get(&index).map(|c| c.reported_by)
+    }
+}
+
+/// Log Matching (Raft §5.3): if two logs hold an entry with the same index and term, they are
+/// identical in every entry up to it. Compares only what both still hold (after compaction).
+pub fn check_log_matching(logs: &[(NodeId, &MemStorage)]) -> Result<(), Violation> {
+    for (i, &(a, log_a)) in logs.iter().enumerate() {
+        for &(b, log_b) in &logs[i + 1..] {
+            check_pair(a, log_a, b, log_b)?;
+        }
+    }
+    Ok(())
+}
+
+fn entry_at(log: &MemStorage, index: LogIndex) -> &Entry {
+    &log.all_entries()[(index - log.first_index()) as usize]
+}
+
+fn check_pair(a: NodeId, log_a: &MemStorage, b: NodeId, log_b: &MemStorage) -> Result<(), Violation> {
+    let lo = log_a.first_index().max(log_b.first_index());
+    let hi = log_a.last_index().min(log_b.last_index());
+    let mut matching: Option<LogIndex> = None;
+    let mut index = hi;
+    while index >= lo && index > 0 {
+        let (ea, eb) = (entry_at(log_a, index), entry_at(log_b, index));
+        match matching {
+            None if ea.term == eb.term => {
+                matching = Some(index);
+                if ea.payload != eb.payload {
+                    return Err(Violation::LogMatching {
+                        a,
+                        b,
+                        matching_index: index,
+                        diverging_index: index,
+                    });
+                }
+            }
+            Some(m) if ea != eb => {
+                return Err(Violation::LogMatching {
+                    a,
+                    b,
+                    matching_index: m,
+                    diverging_index: index,
+                });
+            }
+            _ => {}
+        }
+        index -= 1;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use yizhi_engine::Membership;
+
+    fn entry(index: LogIndex, term: Term, data: &'static str) -> Entry {
+        Entry {
+            index,
+            term,
+            payload: EntryPayload::Normal(Bytes::from_static(data.as_bytes())),
+        }
+    }
+
+    fn log(entries: &[Entry]) -> MemStorage {
+        let mut s = MemStorage::new_with_membership(Membership::new([1, 2, 3]));
+        s.append(entries);
+        s
+    }
+
+    #[test]
+    fn two_leaders_in_one_term_are_reported() {
+        let mut c = Checker::default();
+        assert_eq!(c.observe_leader(1, 4), Ok(true));
+        assert_eq!(c.observe_leader(1, 4), Ok(false));
+        assert_eq!(c.observe_leader(2, 5), Ok(true));
+        assert_eq!(
+            c.observe_leader(3, 4),
+            Err(Violation::TwoLeaders {
+                term: 4,
+                first: 1,
+                second: 3
+            })
+        );
+    }
+
+    #[test]
+    fn disagreeing_committed_entries_are_reported() {
+        let mut c = Checker::default();
+        c.observe_committed(1, 1, &[entry(1, 1, "a"), entry(2, 1, "b")])
+            .unwrap();
+        c.observe_committed(2, 1, &[entry(1, 1, "a")]).unwrap();
+        let err = c.observe_committed(3, 2, &[entry(2, 2, "c")]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Violation::CommittedEntryMismatch {
+                    index: 2,
+                    node: 3,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_non_prefix_applied_sequence_is_reported() {
+        let mut c = Checker::default();
+        c.observe_committed(1, 1, &[entry(1, 1, "a"), entry(2, 1, "b")])
+            .unwrap();
+        c.observe_applied(2, &entry(1, 1, "a")).unwrap();
+        let wrong = c.observe_applied(2, &entry(2, 1, "x")).unwrap_err();
+        assert!(
+            matches!(
+                wrong,
+                Violation::AppliedNotCommitted {
+                    node: 2,
+                    index: 2,
+                    ..
+                }
+            ),
+            "{wrong}"
+        );
+        let skipped = c.observe_applied(3, &entry(2, 1, "b")).unwrap_err();
+        assert_eq!(
+            skipped,
+            Violation::AppliedOutOfOrder {
+                node: 3,
+                expected_index: 1,
+                applied_index: 2
+            }
+        );
+        let uncommitted = c
+            .observe_applied(1, &entry(1, 1, "a"))
+            .and_then(|_| c.observe_applied(1, &entry(2, 1, "b")));
+        assert_eq!(uncommitted, Ok(()));
+        let beyond = c.observe_applied(1, &entry(3, 1, "c")).unwrap_err();
+        assert!(matches!(
+            beyond,
+            Violation::AppliedNotCommitted { committed: None, .. }
+        ));
+    }
+
+    #[test]
+    fn a_lost_acknowledged_write_is_reported() {
+        let mut c = Checker::default();
+        c.observe_committed(1, 2, &[entry(1, 2, "a")]).unwrap();
+        assert_eq!(c.observe_ack(7, 1, LogPosition { index: 1, term: 2 }), Ok(()));
+        let lost = c
+            .observe_ack(7, 2, LogPosition { index: 2, term: 2 })
+            .unwrap_err();
+        assert!(matches!(
+            lost,
+            Violation::AckedWriteLost {
+                client_id: 7,
+                op_id: 2,
+                committed: None,
+                ..
+            }
+        ));
+        let overwritten = c
+            .observe_ack(7, 3, LogPosition { index: 1, term: 1 })
+            .unwrap_err();
+        assert!(matches!(
+            overwritten,
+            Violation::AckedWriteLost {
+                committed: Some(_),
+                ..
+            }
+        ));
+        assert!(c.check_acked_writes().is_err());
+    }
+
+    #[test]
+    fn commit_going_backwards_or_below_durable_is_reported() {
+        let mut c = Checker::default();
+        c.observe_commit(1, 5, 3).unwrap();
+        assert_eq!(
+            c.observe_commit(1, 4, 3),
+            Err(Violation::CommitDecreased {
+                node: 1,
+                from: 5,
+                to: 4
+            })
+        );
+        c.observe_restart(1, 0);
+        assert_eq!(
+            c.observe_commit(1, 2, 3),
+            Err(Violation::CommitBelowDurable {
+                node: 1,
+                commit: 2,
+                durable_commit: 3
+            })
+        );
+        assert_eq!(c.observe_commit(1, 3, 3), Ok(()));
+    }
+
+    #[test]
+    fn a_leader_missing_an_earlier_committed_entry_is_reported() {
+        let mut c = Checker::default();
+        c.observe_committed(1, 2, &[entry(1, 1, "a"), entry(2, 2, "b")])
+            .unwrap();
+        let complete = log(&[entry(1, 1, "a"), entry(2, 2, "b"), entry(3, 3, "z")]);
+        assert_eq!(c.check_leader_complete(1, 3, &complete), Ok(()));
+        let missing = log(&[entry(1, 1, "a")]);
+        let err = c.check_leader_complete(3, 3, &missing).unwrap_err();
+        assert_eq!(
+            err,
+            Violation::LeaderIncomplete {
+                leader: 3,
+                term: 3,
+                index: 2,
+                committed_term: 2,
+                found: None
+            }
+        );
+        assert_eq!(
+            c.check_leader_complete(3, 2, &missing),
+            Ok(()),
+            "reported in term 2: not yet binding"
+        );
+    }
+
+    #[test]
+    fn log_matching_catches_a_divergent_prefix() {
+        let a = log(&[entry(1, 1, "a"), entry(2, 1, "b"), entry(3, 2, "c")]);
+        let b = log(&[entry(1, 1, "a"), entry(2, 1, "b"), entry(3, 3, "d")]);
+        let bad = log(&[entry(1, 1, "x"), entry(2, 1, "b"), entry(3, 2, "c")]);
+        assert_eq!(check_log_matching(&[(1, &a), (2, &b)]), Ok(()));
+        let err = check_log_matching(&[(1, &a), (2, &b), (3, &bad)]).unwrap_err();
+        assert_eq!(
+            err,
+            Violation::LogMatching {
+                a: 1,
+                b: 3,
+                matching_index: 3,
+                diverging_index: 1
+            }
+        );
+    }
+
+    #[test]
+    fn snapshot_with_wrong_term_is_reported() {
+        let mut c = Checker::default();
+        c.observe_committed(1, 1, &[entry(1, 1, "a"), entry(2, 1, "b")])
+            .unwrap();
+        assert_eq!(c.observe_snapshot_installed(2, 2, 1), Ok(()));
+        c.observe_applied(2, &entry(3, 1, "c")).unwrap_err();
+        assert!(c.observe_snapshot_installed(3, 2, 5).is_err());
+    }
+}

@@ -1,0 +1,477 @@
+//! The runtime around one engine: it handles each `Ready` in the documented order (persist → fsync
+//! → send → apply → answer reads → advance), applies committed entries to the KV state machine,
+//! compacts, answers clients, and can crash and restart from its disk.
+
+use std::collections::BTreeMap;
+
+use yizhi_engine::{
+    Engine, EntryPayload, Envelope, LogIndex, LogPosition, LogStorage, MemStorage, NodeId, ProposeError,
+    Ready, Role, SeededRng, Term,
+};
+
+use crate::client::{ClientReply, ClientRequest, Reply, Request};
+use crate::disk::{self, Disk, DiskWrite};
+use crate::invariants::{Checker, Violation};
+use crate::kv::{KvCommand, KvStore};
+use crate::trace::Trace;
+
+/// Writes a node waits on for clients at once; beyond it the node refuses new ones.
+pub const MAX_PENDING_WRITES_PER_NODE: usize = 1024;
+pub const MAX_PENDING_READS_PER_NODE: usize = 1024;
+
+/// Builds engines for the simulator, so it never learns which protocol it drives.
+pub trait EngineFactory {
+    type E: Engine<Storage = MemStorage>;
+    fn name(&self) -> &'static str;
+    /// A node starting (or restarting) from `storage`, whose state machine is at `applied`.
+    fn build(&self, id: NodeId, storage: MemStorage, applied: LogIndex, rng: SeededRng) -> Self::E;
+    /// Snapshot messages are reported back to the sender when delivered or lost, as a transport
+    /// streaming them would.
+    fn is_snapshot(&self, msg: &<Self::E as Engine>::Message) -> bool;
+}
+
+/// The simulator's shared per-event context.
+#[derive(Debug)]
+pub struct Ctx<'a> {
+    pub now_ms: u64,
+    pub checker: &'a mut Checker,
+    pub trace: &'a mut Trace,
+}
+
+/// What a node asks the simulator to do after handling an event.
+#[derive(Debug)]
+pub struct Outputs<M> {
+    pub messages: Vec<Envelope<M>>,
+    pub replies: Vec<ClientReply>,
+    pub fsync_requested: bool,
+}
+
+impl<M> Default for Outputs<M> {
+    fn default() -> Self {
+        Outputs {
+            messages: Vec::new(),
+            replies: Vec::new(),
+            fsync_requested: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct PendingWrite {
+    client_id: u64,
+    op_id: u64,
+    position: LogPosition,
+}
+
+#[derive(Clone, Debug)]
+struct PendingRead {
+    client_id: u64,
+    op_id: u64,
+    key: String,
+}
+
+#[derive(Debug)]
+pub struct Node<E: Engine> {
+    pub id: NodeId,
+    engine: Option<E>,
+    pub disk: Disk,
+    kv: KvStore,
+    /// Invariant: the KV map reflects exactly the committed entries up to `applied`.
+    applied: LogIndex,
+    /// Bumped at every crash, so stale timers and fsync completions are recognised.
+    pub incarnation: u64,
+    pub paused_until_ms: u64,
+    pub tick_interval_ms: u64,
+    pub fsync_ms_max: u64,
+    compact_every_entries: u64,
+    /// A Ready whose state is written but not yet synced; nothing else is processed until it is.
+    awaiting_sync: Option<Ready<E::Message>>,
+    pending_writes: BTreeMap<LogIndex, Vec<PendingWrite>>,
+    pending_reads: BTreeMap<u64, PendingRead>,
+    /// Reads confirmed by the engine, waiting for `applied` to reach their index.
+    safe_reads: Vec<(LogIndex, PendingRead)>,
+    next_read_id: u64,
+    last_seen: Option<(Role, Term, Option<NodeId>)>,
+}
+
+impl<E: Engine<Storage = MemStorage>> Node<E> {
+    pub fn new(id: NodeId, engine: E, disk: Disk, timing: (u64, u64), compact_every_entries: u64) -> Self {
+        assert!(timing.0 > 0 && compact_every_entries > 0);
+        Node {
+            id,
+            engine: Some(engine),
+            disk,
+            kv: KvStore::default(),
+            applied: 0,
+            incarnation: 0,
+            paused_until_ms: 0,
+            tick_interval_ms: timing.0,
+            fsync_ms_max: timing.1,
+            compact_every_entries,
+            awaiting_sync: None,
+            pending_writes: BTreeMap::new(),
+            pending_reads: BTreeMap::new(),
+            safe_reads: Vec::new(),
+            next_read_id: 1,
+            last_seen: None,
+        }
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.engine.is_some()
+    }
+
+    pub fn engine(&self) -> Option<&E> {
+        self.engine.as_ref()
+    }
+
+    pub fn applied(&self) -> LogIndex {
+        self.applied
+    }
+
+    pub fn pending_write_count(&self) -> usize {
+        self.pending_writes.values().map(Vec::len).sum()
+    }
+
+    pub fn lowest_pending_write(&self) -> Option<LogIndex> {
+        self.pending_writes.keys().next().copied()
+    }
+
+    /// The log as this node sees it: the engine's storage when up, the durable image when down.
+    pub fn log(&self) -> &MemStorage {
+        match &self.engine {
+            Some(engine) => engine.storage(),
+            None => self.disk.durable(),
+        }
+    }
+
+    fn engine_mut(&mut self) -> &mut E {
+        self.engine
+            .as_mut()
+            .unwrap_or_else(|| panic!("node {} is down", self.id))
+    }
+
+    pub fn tick(&mut self, ctx: &mut Ctx<'_>) -> Result<Outputs<E::Message>, Violation> {
+        self.engine_mut().tick();
+        self.pump(ctx)
+    }
+
+    pub fn step(
+        &mut self,
+        envelope: Envelope<E::Message>,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<Outputs<E::Message>, Violation> {
+        self.engine_mut().step(envelope);
+        self.pump(ctx)
+    }
+
+    pub fn report_snapshot(
+        &mut self,
+        peer: NodeId,
+        status: yizhi_engine::SnapshotStatus,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<Outputs<E::Message>, Violation> {
+        self.engine_mut().report_snapshot(peer, status);
+        self.pump(ctx)
+    }
+
+    pub fn report_unreachable(
+        &mut self,
+        peer: NodeId,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<Outputs<E::Message>, Violation> {
+        self.engine_mut().report_unreachable(peer);
+        self.pump(ctx)
+    }
+
+    /// A client request arrived: propose a write or start a ReadIndex read.
+    pub fn request(
+        &mut self,
+        req: ClientRequest,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<Outputs<E::Message>, Violation> {
+        let refuse = |reply| ClientReply {
+            client_id: req.client_id,
+            op_id: req.op_id,
+            reply,
+        };
+        let mut refused = None;
+        match &req.request {
+            Request::Write(_) if self.pending_write_count() >= MAX_PENDING_WRITES_PER_NODE => {
+                refused = Some(Reply::Rejected)
+            }
+            Request::Read { .. } if self.pending_reads.len() >= MAX_PENDING_READS_PER_NODE => {
+                refused = Some(Reply::Rejected)
+            }
+            Request::Write(cmd) => match self.engine_mut().propose(cmd.encode()) {
+                Ok(position) => {
+                    let pending = PendingWrite {
+                        client_id: req.client_id,
+                        op_id: req.op_id,
+                        position,
+                    };
+                    self.pending_writes
+                        .entry(position.index)
+                        .or_default()
+                        .push(pending);
+                }
+                Err(e) => refused = Some(refusal(e)),
+            },
+            Request::Read { key } => {
+                let read_id = self.next_read_id;
+                self.next_read_id += 1;
+                match self.engine_mut().read_index(read_id) {
+                    Ok(()) => {
+                        let pending = PendingRead {
+                            client_id: req.client_id,
+                            op_id: req.op_id,
+                            key: key.clone(),
+                        };
+                        self.pending_reads.insert(read_id, pending);
+                    }
+                    Err(e) => refused = Some(refusal(e)),
+                }
+            }
+        }
+        let mut out = self.pump(ctx)?;
+        out.replies.extend(refused.map(refuse));
+        Ok(out)
+    }
+
+    /// Takes Readies until one needs an fsync (then waits for `fsync_done`) or none is left.
+    fn pump(&mut self, ctx: &mut Ctx<'_>) -> Result<Outputs<E::Message>, Violation> {
+        let mut out = Outputs::default();
+        while self.awaiting_sync.is_none() && self.engine_mut().has_ready() {
+            let ready = self.engine_mut().ready();
+            self.persist(&ready, ctx)?;
+            if ready.must_sync {
+                self.awaiting_sync = Some(ready);
+                out.fsync_requested = true;
+            } else {
+                self.finish(ready, ctx, &mut out)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The fsync issued for the waiting Ready completed.
+    pub fn fsync_done(&mut self, ctx: &mut Ctx<'_>) -> Result<Outputs<E::Message>, Violation> {
+        let ready = self
+            .awaiting_sync
+            .take()
+            .expect("fsync completion without a waiting Ready");
+        self.disk.sync();
+        let mut out = Outputs::default();
+        self.finish(ready, ctx, &mut out)?;
+        let more = self.pump(ctx)?;
+        out.messages.extend(more.messages);
+        out.replies.extend(more.replies);
+        out.fsync_requested |= more.fsync_requested;
+        Ok(out)
+    }
+
+    /// Step 1 of a Ready: write it to the engine's storage now and to the disk's unsynced queue.
+    fn persist(&mut self, ready: &Ready<E::Message>, ctx: &mut Ctx<'_>) -> Result<(), Violation> {
+        let id = self.id;
+        let node_term = self.engine_mut().status().term;
+        if let Some(soft) = ready.soft_state {
+            ctx.trace.record(
+                ctx.now_ms,
+                Some(id),
+                format_args!("soft state {:?} leader {:?}", soft.role, soft.leader),
+            );
+        }
+        let mut writes = Vec::new();
+        if let Some(snapshot) = &ready.snapshot {
+            writes.push(DiskWrite::InstallSnapshot(snapshot.clone()));
+        }
+        if !ready.entries.is_empty() {
+            writes.push(DiskWrite::Append(ready.entries.clone()));
+        }
+        if let Some(hard_state) = ready.hard_state {
+            writes.push(DiskWrite::HardState(hard_state));
+        }
+        for write in writes {
+            disk::apply(self.engine_mut().storage_mut(), write.clone());
+            self.disk.write(write);
+        }
+        ctx.checker
+            .observe_committed(id, node_term, &ready.committed_entries)
+    }
+
+    /// Steps 2–5 of a Ready, after its state is durable.
+    fn finish(
+        &mut self,
+        ready: Ready<E::Message>,
+        ctx: &mut Ctx<'_>,
+        out: &mut Outputs<E::Message>,
+    ) -> Result<(), Violation> {
+        out.messages.extend(ready.messages);
+        if let Some(snapshot) = &ready.snapshot {
+            self.install_snapshot(snapshot.meta.index, snapshot.meta.term, &snapshot.data, ctx)?;
+        }
+        let snapshot_index = ready.snapshot.as_ref().map_or(0, |s| s.meta.index);
+        for entry in &ready.committed_entries {
+            if entry.index <= snapshot_index {
+                // Covered by the snapshot installed from this same Ready.
+                continue;
+            }
+            ctx.checker.observe_applied(self.id, entry)?;
+            self.apply(entry, out);
+        }
+        for state in &ready.read_states {
+            if let Some(read) = self.pending_reads.remove(&state.read_id) {
+                self.safe_reads.push((state.index, read));
+            }
+        }
+        self.answer_reads(out);
+        self.engine_mut().advance();
+        self.maybe_compact();
+        Ok(())
+    }
+
+    fn install_snapshot(
+        &mut self,
+        index: LogIndex,
+        term: Term,
+        data: &[u8],
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), Violation> {
+        ctx.checker.observe_snapshot_installed(self.id, index, term)?;
+        self.kv = KvStore::from_snapshot(data)
+            .unwrap_or_else(|e| panic!("node {}: snapshot at {index} does not decode: {e}", self.id));
+        self.applied = index;
+        // Writes placed at or below the snapshot can no longer be told apart: their clients time out.
+        self.pending_writes.retain(|&i, _| i > index);
+        ctx.trace.record(
+            ctx.now_ms,
+            Some(self.id),
+            format_args!("installed snapshot at {index} term {term}"),
+        );
+        Ok(())
+    }
+
+    fn apply(&mut self, entry: &yizhi_engine::Entry, out: &mut Outputs<E::Message>) {
+        assert_eq!(
+            entry.index,
+            self.applied + 1,
+            "node {} applies out of order",
+            self.id
+        );
+        let result = match &entry.payload {
+            EntryPayload::Normal(data) => {
+                let cmd = KvCommand::decode(data).unwrap_or_else(|e| {
+                    panic!("node {}: entry {} does not decode: {e}", self.id, entry.index)
+                });
+                Some(self.kv.apply(&cmd.op))
+            }
+            EntryPayload::Noop | EntryPayload::Membership(_) => None,
+        };
+        self.applied = entry.index;
+        for pending in self.pending_writes.remove(&entry.index).unwrap_or_default() {
+            let reply = match result {
+                Some(result) if pending.position.term == entry.term => Reply::Wrote {
+                    position: pending.position,
+                    result,
+                },
+                _ => Reply::WriteFailed,
+            };
+            out.replies.push(ClientReply {
+                client_id: pending.client_id,
+                op_id: pending.op_id,
+                reply,
+            });
+        }
+    }
+
+    fn answer_reads(&mut self, out: &mut Outputs<E::Message>) {
+        let applied = self.applied;
+        let (ready, waiting): (Vec<_>, Vec<_>) = self
+            .safe_reads
+            .drain(..)
+            .partition(|(index, _)| *index <= applied);
+        self.safe_reads = waiting;
+        for (_, read) in ready {
+            let reply = Reply::ReadValue(self.kv.get(&read.key));
+            out.replies.push(ClientReply {
+                client_id: read.client_id,
+                op_id: read.op_id,
+                reply,
+            });
+        }
+    }
+
+    /// Snapshots the KV map at `applied` every so often, so that lagging followers need
+    /// InstallSnapshot. The compaction reaches the disk through the same unsynced queue.
+    fn maybe_compact(&mut self) {
+        let applied = self.applied;
+        let engine = self.engine.as_mut().expect("compacting a running node");
+        let snapshot_index = engine.storage().snapshot_ref().meta.index;
+        if applied < snapshot_index + self.compact_every_entries || applied > engine.storage().last_index() {
+            return;
+        }
+        let membership = engine.status().membership;
+        let data = self.kv.to_snapshot();
+        engine
+            .storage_mut()
+            .compact(applied, membership.clone(), data.clone());
+        self.disk.write(DiskWrite::Compact {
+            index: applied,
+            membership,
+            data,
+        });
+    }
+
+    /// Power loss: the engine and everything in memory are gone; the disk keeps what was synced
+    /// plus `survivors` of the unsynced writes.
+    pub fn crash(&mut self, survivors: usize) {
+        assert!(self.is_up(), "node {} crashed twice", self.id);
+        self.engine = None;
+        self.disk.crash(survivors);
+        self.incarnation += 1;
+        self.awaiting_sync = None;
+        self.pending_writes.clear();
+        self.pending_reads.clear();
+        self.safe_reads.clear();
+        self.last_seen = None;
+        self.paused_until_ms = 0;
+    }
+
+    /// Restarts from the durable state: the state machine from the durable snapshot, the engine
+    /// from the durable log.
+    pub fn restart<F: EngineFactory<E = E>>(&mut self, factory: &F, rng: SeededRng, checker: &mut Checker) {
+        assert!(!self.is_up(), "node {} restarted while up", self.id);
+        let durable = self.disk.durable().clone();
+        let snapshot = durable.snapshot_ref();
+        self.kv = KvStore::from_snapshot(&snapshot.data)
+            .unwrap_or_else(|e| panic!("node {}: durable snapshot does not decode: {e}", self.id));
+        self.applied = snapshot.meta.index;
+        checker.observe_restart(self.id, self.applied);
+        self.engine = Some(factory.build(self.id, durable, self.applied, rng));
+    }
+
+    /// Records role, term and leader changes in the trace; returns the status for the checks.
+    pub fn observe(&mut self, ctx: &mut Ctx<'_>) -> Option<yizhi_engine::Status> {
+        let status = self.engine.as_ref()?.status();
+        let seen = (status.role, status.term, status.leader);
+        if self.last_seen != Some(seen) {
+            ctx.trace.record(
+                ctx.now_ms,
+                Some(self.id),
+                format_args!(
+                    "{:?} term {} leader {:?} commit {} last {}",
+                    seen.0, seen.1, seen.2, status.commit, status.last_index
+                ),
+            );
+            self.last_seen = Some(seen);
+        }
+        Some(status)
+    }
+}
+
+fn refusal(e: ProposeError) -> Reply {
+    match e {
+        ProposeError::NotLeader { leader } => Reply::NotLeader { hint: leader },
+        _ => Reply::Rejected,
+    }
+}

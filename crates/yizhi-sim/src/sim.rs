@@ -1,0 +1,780 @@
+//! The event loop: one queue ordered by (simulated ms, sequence number), one thread, one seed.
+//!
+//! A run has three phases. Faults: clients run, the fault schedule re-decides the network, crashes
+//! and pauses every epoch. Liveness: the network heals, crashed nodes restart (all but at most a
+//! minority), and a probe client must get writes through within a bound. Final: log matching,
+//! acknowledged writes and linearizability of the whole history.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use yizhi_engine::{Engine, Envelope, NodeId, Role, SeededRng, SnapshotStatus};
+
+use crate::client::{Client, ClientReply, ClientRequest, History, NextStep, Reply};
+use crate::config::{CLIENT_DELAY_MS_MAX, SimConfig};
+use crate::disk::Disk;
+use crate::faults::{FaultProfile, plan_epoch};
+use crate::invariants::{Checker, Violation, check_log_matching};
+use crate::network::{DropReason, Network, SendOutcome};
+use crate::node::{Ctx, EngineFactory, Node, Outputs};
+use crate::trace::{Trace, TraceMode};
+
+/// Events queued at once; more means something floods the queue.
+pub const MAX_QUEUED_EVENTS: usize = 1_000_000;
+/// How often log matching and the liveness conditions are checked.
+pub const CHECK_PERIOD_MS: u64 = 100;
+/// After the heal, a leader must be elected within this long...
+pub const LIVENESS_LEADER_BOUND_MS: u64 = 5_000;
+/// ...and a probe write acknowledged, with every pending write resolved, within this long.
+pub const LIVENESS_PROGRESS_BOUND_MS: u64 = 10_000;
+/// A snapshot stream that lost its message is reported failed after this long.
+pub const SNAPSHOT_STREAM_TIMEOUT_MS: u64 = 100;
+
+pub type Msg<F> = <<F as EngineFactory>::E as Engine>::Message;
+
+#[derive(Debug)]
+enum Event<M> {
+    Tick {
+        node: NodeId,
+        incarnation: u64,
+    },
+    Deliver {
+        envelope: Envelope<M>,
+        snapshot: bool,
+    },
+    FsyncDone {
+        node: NodeId,
+        incarnation: u64,
+    },
+    SnapshotReport {
+        node: NodeId,
+        incarnation: u64,
+        peer: NodeId,
+        status: SnapshotStatus,
+    },
+    Unreachable {
+        node: NodeId,
+        incarnation: u64,
+        peer: NodeId,
+    },
+    Request {
+        node: NodeId,
+        request: ClientRequest,
+    },
+    Reply {
+        reply: ClientReply,
+    },
+    ClientWake {
+        client: usize,
+    },
+    ClientTimeout {
+        client: usize,
+        op_id: u64,
+    },
+    FaultEpoch,
+    Restart {
+        node: NodeId,
+    },
+    Heal,
+    Check,
+}
+
+impl<M> Event<M> {
+    /// The node whose process handles the event (deferred while that node is paused).
+    fn target(&self) -> Option<NodeId> {
+        match self {
+            Event::Tick { node, .. }
+            | Event::FsyncDone { node, .. }
+            | Event::SnapshotReport { node, .. }
+            | Event::Unreachable { node, .. }
+            | Event::Request { node, .. } => Some(*node),
+            Event::Deliver { envelope, .. } => Some(envelope.to),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Faults,
+    Liveness { healed_at_ms: u64 },
+    Done,
+}
+
+/// Per-run knobs beyond the seed.
+#[derive(Clone, Copy, Debug)]
+pub struct RunOptions {
+    pub trace: TraceMode,
+    /// Overrides the seed's fault-phase length (used to shrink a failing run).
+    pub fault_phase_ms: Option<u64>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            trace: TraceMode::HashOnly,
+            fault_phase_ms: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LincheckVerdict {
+    Linearizable,
+    Undecided,
+    /// Not checked because the run already failed.
+    Skipped,
+}
+
+#[derive(Debug)]
+pub struct RunReport {
+    pub seed: u64,
+    pub engine: &'static str,
+    pub node_count: usize,
+    pub fault_phase_ms: u64,
+    pub simulated_ms: u64,
+    pub events: u64,
+    pub trace_hash: u64,
+    pub ops: usize,
+    pub committed_entries: usize,
+    pub lincheck: LincheckVerdict,
+    /// The first broken invariant and the simulated time it broke at.
+    pub violation: Option<(u64, Violation)>,
+}
+
+struct Rngs {
+    network: SeededRng,
+    faults: SeededRng,
+    clients: SeededRng,
+    disk: SeededRng,
+    engines: SeededRng,
+}
+
+pub(crate) struct Sim<'f, F: EngineFactory> {
+    factory: &'f F,
+    config: SimConfig,
+    now_ms: u64,
+    seq: u64,
+    queue: BTreeMap<(u64, u64), Event<Msg<F>>>,
+    nodes: Vec<Node<F::E>>,
+    network: Network,
+    /// Regular clients, then the liveness probe last.
+    clients: Vec<Client>,
+    history: History,
+    checker: Checker,
+    pub(crate) trace: Trace,
+    rng: Rngs,
+    phase: Phase,
+    kept_down: BTreeSet<NodeId>,
+}
+
+impl<'f, F: EngineFactory> Sim<'f, F> {
+    pub(crate) fn new(factory: &'f F, seed: u64, profile: FaultProfile, options: RunOptions) -> Self {
+        let mut config = SimConfig::from_seed(seed, profile);
+        if let Some(ms) = options.fault_phase_ms {
+            config.fault_phase_ms = ms;
+        }
+        let mut root = SeededRng::new(seed);
+        let mut rng = Rngs {
+            network: root.fork(),
+            faults: root.fork(),
+            clients: root.fork(),
+            disk: root.fork(),
+            engines: root.fork(),
+        };
+        let ids = config.node_ids();
+        let membership = yizhi_engine::Membership::new(ids.iter().copied());
+        let nodes = config
+            .nodes
+            .iter()
+            .map(|nc| {
+                let storage = yizhi_engine::MemStorage::new_with_membership(membership.clone());
+                let engine = factory.build(nc.id, storage.clone(), 0, rng.engines.fork());
+                let timing = (nc.tick_interval_ms, nc.fsync_ms_max);
+                Node::new(
+                    nc.id,
+                    engine,
+                    Disk::new(storage),
+                    timing,
+                    nc.compact_every_entries,
+                )
+            })
+            .collect();
+        let network = Network::new(&ids, |from, to| config.link(from, to));
+        let clients = (1..=config.client_count + 1).map(Client::new).collect();
+        Sim {
+            factory,
+            config,
+            now_ms: 0,
+            seq: 0,
+            queue: BTreeMap::new(),
+            nodes,
+            network,
+            clients,
+            history: History::default(),
+            checker: Checker::default(),
+            trace: Trace::new(options.trace),
+            rng,
+            phase: Phase::Faults,
+            kept_down: BTreeSet::new(),
+        }
+    }
+
+    fn schedule(&mut self, at_ms: u64, event: Event<Msg<F>>) {
+        assert!(
+            at_ms >= self.now_ms,
+            "event scheduled in the past: {at_ms} < {}",
+            self.now_ms
+        );
+        assert!(
+            self.queue.len() < MAX_QUEUED_EVENTS,
+            "event queue overflow at {} ms",
+            self.now_ms
+        );
+        self.seq += 1;
+        self.queue.insert((at_ms, self.seq), event);
+    }
+
+    fn node(&mut self, id: NodeId) -> &mut Node<F::E> {
+        &mut self.nodes[(id - 1) as usize]
+    }
+
+    fn start(&mut self) {
+        for i in 0..self.nodes.len() {
+            let (id, interval) = (self.nodes[i].id, self.nodes[i].tick_interval_ms);
+            let first = self.rng.engines.range_inclusive(1, interval);
+            self.schedule(
+                first,
+                Event::Tick {
+                    node: id,
+                    incarnation: 0,
+                },
+            );
+        }
+        for client in 0..self.config.client_count as usize {
+            let at = self.rng.clients.range_inclusive(0, 100);
+            self.schedule(at, Event::ClientWake { client });
+        }
+        self.schedule(0, Event::FaultEpoch);
+        self.schedule(self.config.fault_phase_ms, Event::Heal);
+        self.schedule(CHECK_PERIOD_MS, Event::Check);
+    }
+
+    /// Runs to completion or to the first violation.
+    pub(crate) fn run(&mut self) -> Option<(u64, Violation)> {
+        self.start();
+        let deadline_ms = self.config.fault_phase_ms + LIVENESS_PROGRESS_BOUND_MS + 10 * CHECK_PERIOD_MS;
+        while let Some(((at_ms, _), event)) = self.queue.pop_first() {
+            assert!(at_ms >= self.now_ms, "time went backwards");
+            assert!(
+                at_ms <= deadline_ms,
+                "run passed its deadline without a liveness verdict"
+            );
+            self.now_ms = at_ms;
+            if let Some(node) = event.target() {
+                let paused_until = self.node(node).paused_until_ms;
+                if paused_until > at_ms {
+                    self.schedule(paused_until, event);
+                    continue;
+                }
+            }
+            let result = self.dispatch(event).and_then(|()| self.check_nodes());
+            if let Err(violation) = result {
+                return Some((self.now_ms, violation));
+            }
+            if self.phase == Phase::Done {
+                return self.final_checks().err().map(|v| (self.now_ms, v));
+            }
+        }
+        unreachable!("the queue always holds the next check until the run is done")
+    }
+
+    fn dispatch(&mut self, event: Event<Msg<F>>) -> Result<(), Violation> {
+        match event {
+            Event::Tick { node, incarnation } => self.on_tick(node, incarnation),
+            Event::Deliver { envelope, snapshot } => self.on_deliver(envelope, snapshot),
+            Event::FsyncDone { node, incarnation } => {
+                self.with_node(node, incarnation, "fsync done", |n, ctx| n.fsync_done(ctx))
+            }
+            Event::SnapshotReport {
+                node,
+                incarnation,
+                peer,
+                status,
+            } => {
+                let what = format!("snapshot to {peer} {status:?}");
+                self.with_node(node, incarnation, &what, |n, ctx| {
+                    n.report_snapshot(peer, status, ctx)
+                })
+            }
+            Event::Unreachable {
+                node,
+                incarnation,
+                peer,
+            } => {
+                let what = format!("unreachable {peer}");
+                self.with_node(node, incarnation, &what, |n, ctx| n.report_unreachable(peer, ctx))
+            }
+            Event::Request { node, request } => self.on_request(node, request),
+            Event::Reply { reply } => self.on_reply(reply),
+            Event::ClientWake { client } => {
+                self.on_client_wake(client);
+                Ok(())
+            }
+            Event::ClientTimeout { client, op_id } => {
+                self.on_client_timeout(client, op_id);
+                Ok(())
+            }
+            Event::FaultEpoch => {
+                self.on_fault_epoch();
+                Ok(())
+            }
+            Event::Restart { node } => {
+                if self.phase == Phase::Faults && !self.node(node).is_up() {
+                    self.restart(node);
+                }
+                Ok(())
+            }
+            Event::Heal => {
+                self.on_heal();
+                Ok(())
+            }
+            Event::Check => self.on_check(),
+        }
+    }
+
+    /// Runs `f` on a node if it is still the incarnation the event was meant for.
+    fn with_node(
+        &mut self,
+        node: NodeId,
+        incarnation: u64,
+        what: &str,
+        f: impl FnOnce(&mut Node<F::E>, &mut Ctx<'_>) -> Result<Outputs<Msg<F>>, Violation>,
+    ) -> Result<(), Violation> {
+        let n = &mut self.nodes[(node - 1) as usize];
+        if !n.is_up() || n.incarnation != incarnation {
+            return Ok(());
+        }
+        self.trace.record(self.now_ms, Some(node), format_args!("{what}"));
+        let mut ctx = Ctx {
+            now_ms: self.now_ms,
+            checker: &mut self.checker,
+            trace: &mut self.trace,
+        };
+        let out = f(n, &mut ctx)?;
+        self.route(node, out);
+        Ok(())
+    }
+
+    fn on_tick(&mut self, node: NodeId, incarnation: u64) -> Result<(), Violation> {
+        let n = &mut self.nodes[(node - 1) as usize];
+        if !n.is_up() || n.incarnation != incarnation {
+            return Ok(());
+        }
+        let next = self.now_ms + n.tick_interval_ms;
+        self.trace.note(self.now_ms, Some(node), "tick");
+        let mut ctx = Ctx {
+            now_ms: self.now_ms,
+            checker: &mut self.checker,
+            trace: &mut self.trace,
+        };
+        let out = n.tick(&mut ctx)?;
+        self.route(node, out);
+        self.schedule(next, Event::Tick { node, incarnation });
+        Ok(())
+    }
+
+    fn on_deliver(&mut self, envelope: Envelope<Msg<F>>, snapshot: bool) -> Result<(), Violation> {
+        let (from, to) = (envelope.from, envelope.to);
+        let arrived = self.network.arrive(from, to) && self.node(to).is_up();
+        if !arrived {
+            self.trace
+                .record(self.now_ms, Some(to), format_args!("lost in flight from {from}"));
+            if snapshot {
+                self.report_snapshot_later(from, to, SnapshotStatus::Failed, SNAPSHOT_STREAM_TIMEOUT_MS);
+            }
+            return Ok(());
+        }
+        self.trace
+            .record(self.now_ms, Some(to), format_args!("recv {:?}", envelope.msg));
+        let n = &mut self.nodes[(to - 1) as usize];
+        let mut ctx = Ctx {
+            now_ms: self.now_ms,
+            checker: &mut self.checker,
+            trace: &mut self.trace,
+        };
+        let out = n.step(envelope, &mut ctx)?;
+        self.route(to, out);
+        if snapshot {
+            self.report_snapshot_later(from, to, SnapshotStatus::Finished, 0);
+        }
+        Ok(())
+    }
+
+    fn report_snapshot_later(&mut self, node: NodeId, peer: NodeId, status: SnapshotStatus, delay_ms: u64) {
+        let incarnation = self.node(node).incarnation;
+        self.schedule(
+            self.now_ms + delay_ms,
+            Event::SnapshotReport {
+                node,
+                incarnation,
+                peer,
+                status,
+            },
+        );
+    }
+
+    /// Sends a node's messages, schedules its fsync and its client replies.
+    fn route(&mut self, node: NodeId, out: Outputs<Msg<F>>) {
+        for envelope in out.messages {
+            assert_eq!(
+                envelope.from, node,
+                "node {node} sent a message as {}",
+                envelope.from
+            );
+            self.send(envelope);
+        }
+        for reply in out.replies {
+            let at = self.now_ms + self.rng.clients.range_inclusive(1, CLIENT_DELAY_MS_MAX);
+            self.schedule(at, Event::Reply { reply });
+        }
+        if out.fsync_requested {
+            let n = &self.nodes[(node - 1) as usize];
+            let (max, incarnation) = (n.fsync_ms_max, n.incarnation);
+            let at = self.now_ms + self.rng.disk.range_inclusive(1, max);
+            self.schedule(at, Event::FsyncDone { node, incarnation });
+        }
+    }
+
+    fn send(&mut self, envelope: Envelope<Msg<F>>) {
+        let (from, to) = (envelope.from, envelope.to);
+        let snapshot = self.factory.is_snapshot(&envelope.msg);
+        match self.network.send(from, to, self.now_ms, &mut self.rng.network) {
+            SendOutcome::Deliver(times) => {
+                for at in times {
+                    self.schedule(
+                        at,
+                        Event::Deliver {
+                            envelope: envelope.clone(),
+                            snapshot,
+                        },
+                    );
+                }
+            }
+            SendOutcome::Dropped(reason) => {
+                self.trace
+                    .record(self.now_ms, Some(from), format_args!("drop to {to} ({reason:?})"));
+                if reason == DropReason::Partitioned {
+                    let incarnation = self.node(from).incarnation;
+                    self.schedule(
+                        self.now_ms + 1,
+                        Event::Unreachable {
+                            node: from,
+                            incarnation,
+                            peer: to,
+                        },
+                    );
+                }
+                if snapshot {
+                    self.report_snapshot_later(from, to, SnapshotStatus::Failed, SNAPSHOT_STREAM_TIMEOUT_MS);
+                }
+            }
+        }
+    }
+
+    fn on_request(&mut self, node: NodeId, request: ClientRequest) -> Result<(), Violation> {
+        if !self.node(node).is_up() {
+            return Ok(());
+        }
+        self.trace.record(
+            self.now_ms,
+            Some(node),
+            format_args!(
+                "client {} op {} {:?}",
+                request.client_id, request.op_id, request.request
+            ),
+        );
+        let n = &mut self.nodes[(node - 1) as usize];
+        let mut ctx = Ctx {
+            now_ms: self.now_ms,
+            checker: &mut self.checker,
+            trace: &mut self.trace,
+        };
+        let out = n.request(request, &mut ctx)?;
+        self.route(node, out);
+        Ok(())
+    }
+
+    fn on_reply(&mut self, reply: ClientReply) -> Result<(), Violation> {
+        self.trace.record(
+            self.now_ms,
+            None,
+            format_args!(
+                "client {} op {} got {:?}",
+                reply.client_id, reply.op_id, reply.reply
+            ),
+        );
+        if let Reply::Wrote { position, .. } = reply.reply {
+            self.checker.observe_ack(reply.client_id, reply.op_id, position)?;
+        }
+        let index = (reply.client_id - 1) as usize;
+        let client = &mut self.clients[index];
+        match client.on_reply(
+            &reply,
+            &self.config.workload,
+            &mut self.rng.clients,
+            &mut self.history,
+        ) {
+            NextStep::Ignore => {}
+            NextStep::Retry { delay_ms } | NextStep::Think { delay_ms } => {
+                self.schedule(self.now_ms + delay_ms, Event::ClientWake { client: index });
+            }
+        }
+        Ok(())
+    }
+
+    fn is_probe(&self, client: usize) -> bool {
+        client == self.clients.len() - 1
+    }
+
+    fn client_may_start(&self, client: usize) -> bool {
+        let room = self.history.len() < crate::client::MAX_HISTORY_OPS;
+        match self.phase {
+            Phase::Faults => room && !self.is_probe(client),
+            Phase::Liveness { .. } => room && self.is_probe(client),
+            Phase::Done => false,
+        }
+    }
+
+    fn on_client_wake(&mut self, client: usize) {
+        if !self.client_may_start(client) || self.clients[client].is_busy() {
+            self.clients[client].drop_retry();
+            return;
+        }
+        let invoke_time = self.history.now();
+        let request = self.clients[client].start(&self.config.workload, &mut self.rng.clients, invoke_time);
+        let node_count = self.nodes.len() as u64;
+        let target = match self.clients[client].leader_hint {
+            Some(hint) => hint,
+            None => self.rng.clients.range_inclusive(1, node_count),
+        };
+        let op_id = request.op_id;
+        let at = self.now_ms + self.rng.clients.range_inclusive(1, CLIENT_DELAY_MS_MAX);
+        self.schedule(
+            at,
+            Event::Request {
+                node: target,
+                request,
+            },
+        );
+        let timeout = self.now_ms + self.config.workload.timeout_ms;
+        self.schedule(timeout, Event::ClientTimeout { client, op_id });
+    }
+
+    fn on_client_timeout(&mut self, client: usize, op_id: u64) {
+        let c = &mut self.clients[client];
+        let next = c.on_timeout(
+            op_id,
+            &self.config.workload,
+            &mut self.rng.clients,
+            &mut self.history,
+        );
+        if let Some(NextStep::Retry { delay_ms }) = next {
+            self.trace.record(
+                self.now_ms,
+                None,
+                format_args!("client {} op {op_id} timed out", client + 1),
+            );
+            self.schedule(self.now_ms + delay_ms, Event::ClientWake { client });
+        }
+    }
+
+    fn current_leader(&self) -> Option<NodeId> {
+        let up = self.nodes.iter().filter_map(|n| n.engine().map(|e| e.status()));
+        let max_term = up.clone().map(|s| s.term).max()?;
+        up.filter(|s| s.role == Role::Leader && s.term == max_term)
+            .map(|s| s.id)
+            .next()
+    }
+
+    fn on_fault_epoch(&mut self) {
+        if self.phase != Phase::Faults {
+            return;
+        }
+        let ids = self.config.node_ids();
+        let live: BTreeSet<NodeId> = self.nodes.iter().filter(|n| n.is_up()).map(|n| n.id).collect();
+        let leader = self.current_leader();
+        let plan = plan_epoch(&self.config.profile, &mut self.rng.faults, &ids, &live, leader);
+        self.trace
+            .record(self.now_ms, None, format_args!("fault epoch {plan:?}"));
+        self.network.set_blocked(&plan.topology.blocked_links(&ids));
+        for clog in &plan.clogs {
+            self.network.clog(
+                clog.from,
+                clog.to,
+                self.now_ms + clog.duration_ms,
+                clog.extra_delay_ms,
+            );
+        }
+        for &(node, down_ms) in &plan.crashes {
+            let unsynced = self.node(node).disk.unsynced_len() as u64;
+            let survivors = self.rng.disk.range_inclusive(0, unsynced);
+            self.node(node).crash(survivors as usize);
+            self.trace.record(
+                self.now_ms,
+                Some(node),
+                format_args!("crash ({survivors} of {unsynced} unsynced writes survive)"),
+            );
+            self.schedule(self.now_ms + down_ms, Event::Restart { node });
+        }
+        for &(node, pause_ms) in &plan.pauses {
+            self.node(node).paused_until_ms = self.now_ms + pause_ms;
+        }
+        let next = self.now_ms + plan.duration_ms;
+        if next < self.config.fault_phase_ms {
+            self.schedule(next, Event::FaultEpoch);
+        }
+    }
+
+    fn restart(&mut self, node: NodeId) {
+        let rng = self.rng.engines.fork();
+        let n = &mut self.nodes[(node - 1) as usize];
+        n.restart(self.factory, rng, &mut self.checker);
+        let (incarnation, interval) = (n.incarnation, n.tick_interval_ms);
+        self.trace.record(
+            self.now_ms,
+            Some(node),
+            format_args!("restarted (incarnation {incarnation})"),
+        );
+        self.schedule(self.now_ms + interval, Event::Tick { node, incarnation });
+    }
+
+    /// End of the fault phase: heal the network, bring back all but at most a minority of the
+    /// crashed nodes, unpause everyone, and let only the probe client issue new operations.
+    fn on_heal(&mut self) {
+        self.phase = Phase::Liveness {
+            healed_at_ms: self.now_ms,
+        };
+        self.network.make_reliable();
+        let may_stay_down = (self.nodes.len() - 1) / 2;
+        for id in self.config.node_ids() {
+            self.node(id).paused_until_ms = 0;
+            if self.node(id).is_up() {
+                continue;
+            }
+            if self.kept_down.len() < may_stay_down && self.rng.faults.chance(1, 3) {
+                self.kept_down.insert(id);
+            } else {
+                self.restart(id);
+            }
+        }
+        self.trace.record(
+            self.now_ms,
+            None,
+            format_args!("heal; kept down {:?}", self.kept_down),
+        );
+        let probe = self.clients.len() - 1;
+        self.schedule(self.now_ms, Event::ClientWake { client: probe });
+    }
+
+    fn on_check(&mut self) -> Result<(), Violation> {
+        let logs: Vec<(NodeId, &yizhi_engine::MemStorage)> =
+            self.nodes.iter().map(|n| (n.id, n.log())).collect();
+        check_log_matching(&logs)?;
+        self.checker.check_acked_writes()?;
+        if let Phase::Liveness { healed_at_ms } = self.phase {
+            self.check_liveness(healed_at_ms)?;
+        }
+        if self.phase != Phase::Done {
+            self.schedule(self.now_ms + CHECK_PERIOD_MS, Event::Check);
+        }
+        Ok(())
+    }
+
+    fn check_liveness(&mut self, healed_at_ms: u64) -> Result<(), Violation> {
+        let waited_ms = self.now_ms - healed_at_ms;
+        let Some(leader) = self.current_leader() else {
+            if waited_ms > LIVENESS_LEADER_BOUND_MS {
+                return Err(Violation::NoLeaderAfterHeal { waited_ms });
+            }
+            return Ok(());
+        };
+        let probe_acked = self.clients.last().is_some_and(|p| p.acked_writes > 0);
+        let leader_commit = self.node(leader).engine().map_or(0, |e| e.status().commit);
+        let lagging: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.is_up() && (n.pending_write_count() > 0 || n.applied() < leader_commit))
+            .map(|n| {
+                format!(
+                    "n{} applied {} pending from {:?}",
+                    n.id,
+                    n.applied(),
+                    n.lowest_pending_write()
+                )
+            })
+            .collect();
+        if probe_acked && lagging.is_empty() {
+            self.phase = Phase::Done;
+            return Ok(());
+        }
+        if waited_ms > LIVENESS_PROGRESS_BOUND_MS {
+            let detail = format!(
+                "leader n{leader} commit {leader_commit}, probe acked {probe_acked}, lagging {lagging:?}"
+            );
+            return Err(Violation::NoProgressAfterHeal { waited_ms, detail });
+        }
+        Ok(())
+    }
+
+    /// The invariants that hold after every step: one leader per term, leader completeness at
+    /// each new leadership, commit monotonic and never below the durable commit.
+    fn check_nodes(&mut self) -> Result<(), Violation> {
+        for n in self.nodes.iter_mut() {
+            let mut ctx = Ctx {
+                now_ms: self.now_ms,
+                checker: &mut self.checker,
+                trace: &mut self.trace,
+            };
+            let Some(status) = n.observe(&mut ctx) else {
+                continue;
+            };
+            if status.role == Role::Leader && self.checker.observe_leader(n.id, status.term)? {
+                let log = n.engine().expect("observed node is up").storage();
+                self.checker.check_leader_complete(n.id, status.term, log)?;
+            }
+            let durable_commit = n.disk.durable().hard_state().commit;
+            self.checker.observe_commit(n.id, status.commit, durable_commit)?;
+        }
+        Ok(())
+    }
+
+    fn final_checks(&mut self) -> Result<(), Violation> {
+        for client in self.clients.iter_mut() {
+            client.abandon(&mut self.history);
+        }
+        let logs: Vec<(NodeId, &yizhi_engine::MemStorage)> =
+            self.nodes.iter().map(|n| (n.id, n.log())).collect();
+        check_log_matching(&logs)?;
+        self.checker.check_acked_writes()
+    }
+
+    pub(crate) fn report(&self, violation: Option<(u64, Violation)>, lincheck: LincheckVerdict) -> RunReport {
+        RunReport {
+            seed: self.config.seed,
+            engine: self.factory.name(),
+            node_count: self.nodes.len(),
+            fault_phase_ms: self.config.fault_phase_ms,
+            simulated_ms: self.now_ms,
+            events: self.trace.events(),
+            trace_hash: self.trace.hash(),
+            ops: self.history.len(),
+            committed_entries: self.checker.committed_len(),
+            lincheck,
+            violation,
+        }
+    }
+
+    pub(crate) fn history(&self) -> &History {
+        &self.history
+    }
+}
