@@ -264,3 +264,16 @@ pub fn tick_all_and_settle(cluster: &mut MemCluster, ticks: u64) {
         cluster.settle();
     }
 }
+
+/// Ticks `id` until it campaigns and delivers only election traffic until it leads: the new
+/// leader's first appends are left in flight for the test to deliver.
+pub fn elect_holding_appends(cluster: &mut MemCluster, id: NodeId) {
+    for _ in 0..MAX_TICKS_TO_CAMPAIGN {
+        cluster.tick(id);
+        if cluster.node(id).role() != Role::Follower {
+            break;
+        }
+    }
+    settle_matching(cluster, is_election_traffic);
+    assert_eq!(cluster.leader(), Some(id), "node {id} should have won");
+}
