@@ -100,3 +100,44 @@ impl RaftConfig {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("invalid raft config: {0}")]
 pub struct ConfigError(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_each_bad_setting_is_refused() {
+        assert_eq!(RaftConfig::new(1).validate(), Ok(()));
+        let bad: [fn(&mut RaftConfig); 7] = [
+            |c| c.id = 0,
+            |c| c.heartbeat_interval_ticks = 0,
+            |c| c.election_timeout_ticks = c.heartbeat_interval_ticks,
+            |c| c.max_inflight_msgs = 0,
+            |c| c.max_pending_reads = 0,
+            |c| {
+                c.read_mode = ReadMode::LeaseBased;
+                c.check_quorum = false;
+            },
+            |c| c.max_proposal_bytes = c.max_uncommitted_bytes + 1,
+        ];
+        for (i, breaker) in bad.iter().enumerate() {
+            let mut config = RaftConfig::new(1);
+            breaker(&mut config);
+            assert!(config.validate().is_err(), "bad setting #{i} accepted");
+        }
+        let mut lease = RaftConfig::new(1);
+        lease.read_mode = ReadMode::LeaseBased;
+        assert_eq!(lease.validate(), Ok(()), "lease with check_quorum is fine");
+    }
+
+    #[test]
+    fn lease_is_shorter_than_the_election_timeout_by_the_drift_bound() {
+        let mut config = RaftConfig::new(1);
+        config.election_timeout_ticks = 100;
+        config.lease_clock_drift_bound_percent = 25;
+        // 100 ticks on a clock that may run 25% fast last 80 of ours; one more tick for rounding.
+        assert_eq!(config.lease_ticks(), 79);
+        config.lease_clock_drift_bound_percent = 0;
+        assert_eq!(config.lease_ticks(), 99);
+    }
+}

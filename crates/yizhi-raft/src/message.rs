@@ -89,3 +89,37 @@ impl Message {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use yizhi_engine::{ENTRY_OVERHEAD_BYTES, EntryPayload};
+
+    #[test]
+    fn size_counts_entry_payloads_and_snapshot_data() {
+        let entry = Entry {
+            index: 1,
+            term: 1,
+            payload: EntryPayload::Normal(Bytes::from_static(b"abcd")),
+        };
+        let append = Message::new(
+            1,
+            MessageKind::Append {
+                prev_index: 0,
+                prev_term: 0,
+                entries: vec![entry.clone(), entry],
+                commit: 0,
+            },
+        );
+        let heartbeat = Message::new(1, MessageKind::Heartbeat { commit: 0, round: 1 });
+        assert_eq!(
+            append.size_bytes() - heartbeat.size_bytes(),
+            2 * (ENTRY_OVERHEAD_BYTES + 4)
+        );
+        let mut snapshot = Snapshot::default();
+        snapshot.data = Bytes::from(vec![0u8; 100]);
+        let install = Message::new(1, MessageKind::InstallSnapshot { snapshot });
+        assert_eq!(install.size_bytes() - heartbeat.size_bytes(), 100);
+    }
+}

@@ -204,3 +204,135 @@ impl<S: LogStorage> Engine for RaftNode<S> {
         &mut self.log.storage
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::MemCluster;
+    use bytes::Bytes;
+
+    fn three_node_cluster_led_by_1() -> MemCluster {
+        let mut cluster = MemCluster::new(&[1, 2, 3], &[], 7, |_| {});
+        assert_eq!(cluster.campaign(1), Some(1));
+        cluster
+    }
+
+    #[test]
+    fn leader_counts_its_own_entry_only_after_advance() {
+        let mut cluster = MemCluster::new(&[1], &[], 3, |_| {});
+        assert_eq!(cluster.campaign(1), Some(1));
+        let node = cluster.node_mut(1);
+        let position = node.propose(Bytes::from_static(b"a")).expect("leader");
+        let ready = node.ready();
+        assert_eq!(ready.entries.last().map(|e| e.index), Some(position.index));
+        assert!(ready.must_sync, "new entries must be fsynced");
+        assert!(
+            node.committed() < position.index,
+            "not durable yet, so not committed"
+        );
+        node.storage_mut().append(&ready.entries);
+        node.advance();
+        assert_eq!(node.committed(), position.index);
+        let next = node.ready();
+        assert_eq!(
+            next.committed_entries.last().map(|e| e.index),
+            Some(position.index)
+        );
+        assert!(!next.must_sync, "a commit-only change needs no fsync");
+        node.advance();
+        assert!(!node.has_ready());
+    }
+
+    #[test]
+    #[should_panic(expected = "before advance")]
+    fn ready_twice_without_advance_is_a_bug() {
+        let mut cluster = three_node_cluster_led_by_1();
+        let node = cluster.node_mut(1);
+        node.propose(Bytes::from_static(b"a")).expect("leader");
+        let _first = node.ready();
+        let _second = node.ready();
+    }
+
+    #[test]
+    fn ready_order_vote_is_persisted_with_its_response() {
+        let mut cluster = MemCluster::new(&[1, 2, 3], &[], 5, |c| c.pre_vote = false);
+        cluster.tick_all();
+        for _ in 0..20 {
+            cluster.tick(1);
+        }
+        cluster.process_ready(1);
+        let vote_request = cluster.in_flight.pop_front().expect("vote request sent");
+        assert_eq!(vote_request.to, 2);
+        cluster.node_mut(2).step(vote_request);
+        let ready = cluster.node_mut(2).ready();
+        assert_eq!(ready.hard_state.map(|h| h.vote), Some(Some(1)));
+        assert!(
+            ready.must_sync,
+            "a vote must be durable before its response leaves"
+        );
+        assert!(matches!(
+            ready.messages[0].msg.kind,
+            crate::MessageKind::VoteResponse { granted: true }
+        ));
+    }
+
+    #[test]
+    fn unreachable_follower_drops_to_probe_and_snapshot_report_resumes_probing() {
+        let mut cluster = three_node_cluster_led_by_1();
+        cluster
+            .node_mut(1)
+            .propose(Bytes::from_static(b"a"))
+            .expect("leader");
+        cluster.settle();
+        assert_eq!(
+            cluster.node(1).progress_of(2).map(|p| p.state),
+            Some(ProgressState::Replicate)
+        );
+        cluster.node_mut(1).report_unreachable(2);
+        assert_eq!(
+            cluster.node(1).progress_of(2).map(|p| p.state),
+            Some(ProgressState::Probe)
+        );
+
+        cluster
+            .node_mut(1)
+            .progress
+            .get_mut(&3)
+            .expect("peer")
+            .become_snapshot(9);
+        cluster.node_mut(1).report_snapshot(3, SnapshotStatus::Finished);
+        let pr = cluster.node(1).progress_of(3).expect("peer");
+        assert_eq!(
+            (pr.state, pr.next, pr.probe_sent),
+            (ProgressState::Probe, 10, true)
+        );
+
+        cluster
+            .node_mut(1)
+            .progress
+            .get_mut(&3)
+            .expect("peer")
+            .become_snapshot(9);
+        cluster.node_mut(1).report_snapshot(3, SnapshotStatus::Failed);
+        let pr = cluster.node(1).progress_of(3).expect("peer");
+        assert_eq!(pr.state, ProgressState::Probe);
+        assert!(
+            pr.next <= pr.matched + 1,
+            "a failed snapshot resumes from what the follower holds"
+        );
+    }
+
+    #[test]
+    fn status_reports_role_term_and_indexes() {
+        let cluster = three_node_cluster_led_by_1();
+        let status = cluster.node(1).status();
+        assert_eq!(
+            (status.id, status.role, status.leader),
+            (1, Role::Leader, Some(1))
+        );
+        assert_eq!(status.commit, status.last_index, "the no-op committed");
+        assert_eq!(status.applied, status.commit);
+        assert_eq!(cluster.node(2).status().leader, Some(1));
+        assert_eq!(cluster.node(2).status().term, status.term);
+    }
+}
