@@ -117,8 +117,10 @@ mod tests {
             append.size_bytes() - heartbeat.size_bytes(),
             2 * (ENTRY_OVERHEAD_BYTES + 4)
         );
-        let mut snapshot = Snapshot::default();
-        snapshot.data = Bytes::from(vec![0u8; 100]);
+        let snapshot = Snapshot {
+            data: Bytes::from(vec![0u8; 100]),
+            ..Default::default()
+        };
         let install = Message::new(1, MessageKind::InstallSnapshot { snapshot });
         assert_eq!(install.size_bytes() - heartbeat.size_bytes(), 100);
     }
