@@ -235,7 +235,8 @@ impl<S: LogStorage> RaftNode<S> {
         if self.maybe_commit() {
             self.append_pending = true;
         } else if was_paused {
-            self.send_append(from, false);
+            // It missed any commit broadcast while paused: tell it now, even with no new entries.
+            self.send_append(from, true);
         }
         // Pipelining: keep the window full while there is more to send.
         while self.send_append(from, false) {}
