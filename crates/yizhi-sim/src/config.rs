@@ -11,8 +11,8 @@ use crate::network::LinkParams;
 pub const TICK_INTERVAL_MS: u64 = 10;
 pub const TICK_SKEW_PCT_MAX: u64 = 10;
 pub const CLIENTS_MAX: u64 = 5;
-pub const FAULT_PHASE_MS_MIN: u64 = 3_000;
-pub const FAULT_PHASE_MS_MAX: u64 = 6_000;
+pub const FAULT_PHASE_MS_MIN: u64 = 4_000;
+pub const FAULT_PHASE_MS_MAX: u64 = 8_000;
 /// Client↔node one-way delay.
 pub const CLIENT_DELAY_MS_MAX: u64 = 10;
 

@@ -74,6 +74,15 @@ impl Disk {
     }
 }
 
+impl Disk {
+    /// Only for `Mutation::ForgetVote`: a disk that does not keep what it promised.
+    pub fn forget_vote(&mut self) {
+        let mut hard_state = self.durable.hard_state();
+        hard_state.vote = None;
+        self.durable.set_hard_state(hard_state);
+    }
+}
+
 /// Applies one write to a storage image; used for both the durable image and the engine's view.
 pub fn apply(storage: &mut MemStorage, write: DiskWrite) {
     match write {

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use yizhi_sim::engines::{ENGINE_NAMES, RaftFactory};
 use yizhi_sim::faults::{FaultProfile, PROFILE_STANDARD, PROFILES, profile_by_name};
+use yizhi_sim::node::Mutation;
 use yizhi_sim::run::{run_with_trace, shrink, trace_window};
 use yizhi_sim::sim::LincheckVerdict;
 use yizhi_sim::trace::TraceMode;
@@ -18,7 +19,8 @@ use yizhi_sim::{EngineFactory, RunOptions, RunReport, run_seed};
 /// Trace shown around a violation: this much simulated time before it.
 const VIOLATION_WINDOW_MS: u64 = 300;
 const USAGE: &str = "usage: yizhi-sim [--seeds A..B | --seeds N] [--engine raft] \
-[--faults none|mild|standard|harsh] [--replay SEED [--trace]] [--progress-every N] [--no-shrink]";
+[--faults none|mild|standard|harsh] [--replay SEED [--trace]] [--progress-every N] [--no-shrink] \
+[--mutation send-before-sync|ack-on-propose|stale-reads|forget-vote]";
 
 #[derive(Debug)]
 struct Args {
@@ -29,6 +31,7 @@ struct Args {
     trace: bool,
     progress_every: u64,
     shrink: bool,
+    mutation: Mutation,
 }
 
 fn parse_seeds(text: &str) -> Result<std::ops::Range<u64>, String> {
@@ -56,6 +59,7 @@ fn parse_args(mut raw: impl Iterator<Item = String>) -> Result<Args, String> {
         trace: false,
         progress_every: 100,
         shrink: true,
+        mutation: Mutation::None,
     };
     while let Some(flag) = raw.next() {
         let mut value = || raw.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -74,6 +78,10 @@ fn parse_args(mut raw: impl Iterator<Item = String>) -> Result<Args, String> {
                 args.progress_every = value()?.parse().map_err(|e| format!("--progress-every: {e}"))?
             }
             "--no-shrink" => args.shrink = false,
+            "--mutation" => {
+                let name = value()?;
+                args.mutation = Mutation::by_name(&name).ok_or(format!("unknown mutation {name:?}"))?;
+            }
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -95,6 +103,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // An engine panic is caught and reported as the seed's violation; one line is enough here.
+    std::panic::set_hook(Box::new(|info| eprintln!("panic: {info}")));
     let clean = match args.engine.as_str() {
         "raft" => drive(&RaftFactory, &args),
         other => unreachable!("engine {other} passed validation"),
@@ -126,7 +136,7 @@ fn replay<F: EngineFactory>(factory: &F, seed: u64, args: &Args) -> bool {
         args.profile,
         RunOptions {
             trace: mode,
-            fault_phase_ms: None,
+            ..options(args)
         },
     );
     print_report_line(&report);
@@ -143,7 +153,7 @@ fn sweep<F: EngineFactory>(factory: &F, args: &Args) -> bool {
     let started = Instant::now();
     let (mut runs, mut violations, mut simulated_ms, mut ops, mut undecided) = (0u64, 0u64, 0u64, 0u64, 0u64);
     for seed in args.seeds.clone() {
-        let report = run_seed(factory, seed, args.profile, RunOptions::default());
+        let report = run_seed(factory, seed, args.profile, options(args));
         runs += 1;
         simulated_ms += report.simulated_ms;
         ops += report.ops as u64;
@@ -172,6 +182,13 @@ fn sweep<F: EngineFactory>(factory: &F, args: &Args) -> bool {
     violations == 0
 }
 
+fn options(args: &Args) -> RunOptions {
+    RunOptions {
+        mutation: args.mutation,
+        ..RunOptions::default()
+    }
+}
+
 fn print_report_line(report: &RunReport) {
     let verdict = match &report.violation {
         None => format!("ok (lincheck {:?})", report.lincheck),
@@ -198,18 +215,22 @@ fn explain<F: EngineFactory>(factory: &F, report: &RunReport, args: &Args) {
         return;
     };
     let fault_phase_ms = if args.shrink {
-        shrink(factory, report, args.profile)
+        shrink(factory, report, args.profile, options(args))
     } else {
         None
     };
     let options = RunOptions {
         trace: TraceMode::Capture,
         fault_phase_ms,
+        ..options(args)
     };
     let (short, lines) = run_with_trace(factory, report.seed, args.profile, options);
     println!(
-        "  replay: yizhi-sim --replay {} --engine {} --faults {} --trace",
-        report.seed, report.engine, args.profile.name
+        "  replay: yizhi-sim --replay {} --engine {} --faults {} --mutation {} --trace",
+        report.seed,
+        report.engine,
+        args.profile.name,
+        args.mutation.name()
     );
     let Some((at_ms, short_violation)) = &short.violation else {
         println!("  (the shrunk run no longer fails; showing nothing)");

@@ -12,12 +12,54 @@ use yizhi_engine::{
 use crate::client::{ClientReply, ClientRequest, Reply, Request};
 use crate::disk::{self, Disk, DiskWrite};
 use crate::invariants::{Checker, Violation};
-use crate::kv::{KvCommand, KvStore};
+use crate::kv::{KvCommand, KvResult, KvStore};
 use crate::trace::Trace;
 
 /// Writes a node waits on for clients at once; beyond it the node refuses new ones.
 pub const MAX_PENDING_WRITES_PER_NODE: usize = 1024;
 pub const MAX_PENDING_READS_PER_NODE: usize = 1024;
+
+/// Deliberate runtime bugs. Each breaks a rule of the `Ready` contract or of client handling;
+/// a simulator that cannot catch them cannot catch the engine's bugs either.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mutation {
+    #[default]
+    None,
+    /// Release a Ready's messages before its fsync (votes and acks promise what a crash forgets).
+    SendBeforeSync,
+    /// Acknowledge a write as soon as it is proposed, before it commits.
+    AckOnPropose,
+    /// Answer reads from the local state machine without ReadIndex.
+    StaleReads,
+    /// Lose the durable vote in a crash, so a node can vote twice in one term.
+    ForgetVote,
+}
+
+impl Mutation {
+    pub const ALL: [Mutation; 4] = [
+        Mutation::SendBeforeSync,
+        Mutation::AckOnPropose,
+        Mutation::StaleReads,
+        Mutation::ForgetVote,
+    ];
+
+    pub fn by_name(name: &str) -> Option<Mutation> {
+        Mutation::ALL
+            .into_iter()
+            .chain([Mutation::None])
+            .find(|m| m.name() == name)
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Mutation::None => "none",
+            Mutation::SendBeforeSync => "send-before-sync",
+            Mutation::AckOnPropose => "ack-on-propose",
+            Mutation::StaleReads => "stale-reads",
+            Mutation::ForgetVote => "forget-vote",
+        }
+    }
+}
 
 /// Builds engines for the simulator, so it never learns which protocol it drives.
 pub trait EngineFactory {
@@ -61,6 +103,7 @@ struct PendingWrite {
     client_id: u64,
     op_id: u64,
     position: LogPosition,
+    proposed_at_ms: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -91,6 +134,8 @@ pub struct Node<E: Engine> {
     /// Reads confirmed by the engine, waiting for `applied` to reach their index.
     safe_reads: Vec<(LogIndex, PendingRead)>,
     next_read_id: u64,
+    /// A deliberate runtime bug, to show the checks catch it (`Mutation::None` in real runs).
+    pub mutation: Mutation,
     last_seen: Option<(Role, Term, Option<NodeId>)>,
 }
 
@@ -113,6 +158,7 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
             pending_reads: BTreeMap::new(),
             safe_reads: Vec::new(),
             next_read_id: 1,
+            mutation: Mutation::None,
             last_seen: None,
         }
     }
@@ -133,8 +179,12 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
         self.pending_writes.values().map(Vec::len).sum()
     }
 
-    pub fn lowest_pending_write(&self) -> Option<LogIndex> {
-        self.pending_writes.keys().next().copied()
+    /// The lowest index of a write proposed before `ms` that is still waiting for its outcome.
+    pub fn oldest_pending_write_before(&self, ms: u64) -> Option<LogIndex> {
+        let mut waiting = self.pending_writes.iter();
+        waiting
+            .find(|(_, writes)| writes.iter().any(|w| w.proposed_at_ms < ms))
+            .map(|(&index, _)| index)
     }
 
     /// The log as this node sees it: the engine's storage when up, the durable image when down.
@@ -190,52 +240,68 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
         req: ClientRequest,
         ctx: &mut Ctx<'_>,
     ) -> Result<Outputs<E::Message>, Violation> {
-        let refuse = |reply| ClientReply {
+        let answer = match &req.request {
+            Request::Write(cmd) => self.propose(&req, cmd, ctx.now_ms),
+            Request::Read { key } => self.read(&req, key),
+        };
+        let mut out = self.pump(ctx)?;
+        let reply = |reply| ClientReply {
             client_id: req.client_id,
             op_id: req.op_id,
             reply,
         };
-        let mut refused = None;
-        match &req.request {
-            Request::Write(_) if self.pending_write_count() >= MAX_PENDING_WRITES_PER_NODE => {
-                refused = Some(Reply::Rejected)
-            }
-            Request::Read { .. } if self.pending_reads.len() >= MAX_PENDING_READS_PER_NODE => {
-                refused = Some(Reply::Rejected)
-            }
-            Request::Write(cmd) => match self.engine_mut().propose(cmd.encode()) {
-                Ok(position) => {
-                    let pending = PendingWrite {
-                        client_id: req.client_id,
-                        op_id: req.op_id,
-                        position,
-                    };
-                    self.pending_writes
-                        .entry(position.index)
-                        .or_default()
-                        .push(pending);
-                }
-                Err(e) => refused = Some(refusal(e)),
-            },
-            Request::Read { key } => {
-                let read_id = self.next_read_id;
-                self.next_read_id += 1;
-                match self.engine_mut().read_index(read_id) {
-                    Ok(()) => {
-                        let pending = PendingRead {
-                            client_id: req.client_id,
-                            op_id: req.op_id,
-                            key: key.clone(),
-                        };
-                        self.pending_reads.insert(read_id, pending);
-                    }
-                    Err(e) => refused = Some(refusal(e)),
-                }
-            }
-        }
-        let mut out = self.pump(ctx)?;
-        out.replies.extend(refused.map(refuse));
+        out.replies.extend(answer.map(reply));
         Ok(out)
+    }
+
+    /// Returns the immediate answer, if any (a refusal, or a mutation's premature answer).
+    fn propose(&mut self, req: &ClientRequest, cmd: &KvCommand, now_ms: u64) -> Option<Reply> {
+        if self.pending_write_count() >= MAX_PENDING_WRITES_PER_NODE {
+            return Some(Reply::Rejected);
+        }
+        match self.engine_mut().propose(cmd.encode()) {
+            Ok(position) if self.mutation == Mutation::AckOnPropose => Some(Reply::Wrote {
+                position,
+                result: KvResult::Ok,
+            }),
+            Ok(position) => {
+                let pending = PendingWrite {
+                    client_id: req.client_id,
+                    op_id: req.op_id,
+                    position,
+                    proposed_at_ms: now_ms,
+                };
+                self.pending_writes
+                    .entry(position.index)
+                    .or_default()
+                    .push(pending);
+                None
+            }
+            Err(e) => Some(refusal(e)),
+        }
+    }
+
+    fn read(&mut self, req: &ClientRequest, key: &str) -> Option<Reply> {
+        if self.mutation == Mutation::StaleReads {
+            return Some(Reply::ReadValue(self.kv.get(key)));
+        }
+        if self.pending_reads.len() >= MAX_PENDING_READS_PER_NODE {
+            return Some(Reply::Rejected);
+        }
+        let read_id = self.next_read_id;
+        self.next_read_id += 1;
+        match self.engine_mut().read_index(read_id) {
+            Ok(()) => {
+                let pending = PendingRead {
+                    client_id: req.client_id,
+                    op_id: req.op_id,
+                    key: key.to_string(),
+                };
+                self.pending_reads.insert(read_id, pending);
+                None
+            }
+            Err(e) => Some(refusal(e)),
+        }
     }
 
     /// Takes Readies until one needs an fsync (then waits for `fsync_done`) or none is left.
@@ -245,6 +311,10 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
             let ready = self.engine_mut().ready();
             self.persist(&ready, ctx)?;
             if ready.must_sync {
+                let mut ready = ready;
+                if self.mutation == Mutation::SendBeforeSync {
+                    out.messages.append(&mut ready.messages);
+                }
                 self.awaiting_sync = Some(ready);
                 out.fsync_requested = true;
             } else {
@@ -428,6 +498,9 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
         assert!(self.is_up(), "node {} crashed twice", self.id);
         self.engine = None;
         self.disk.crash(survivors);
+        if self.mutation == Mutation::ForgetVote {
+            self.disk.forget_vote();
+        }
         self.incarnation += 1;
         self.awaiting_sync = None;
         self.pending_writes.clear();

@@ -87,13 +87,22 @@ pub fn check_determinism<F: EngineFactory>(
 
 /// The shortest fault phase (tried in sixteenths of the original) whose run breaks the same
 /// invariant. A shorter fault phase replays the same prefix, so the failure stays recognisable.
-pub fn shrink<F: EngineFactory>(factory: &F, report: &RunReport, profile: FaultProfile) -> Option<u64> {
+pub fn shrink<F: EngineFactory>(
+    factory: &F,
+    report: &RunReport,
+    profile: FaultProfile,
+    options: RunOptions,
+) -> Option<u64> {
+    let options = RunOptions {
+        trace: TraceMode::HashOnly,
+        ..options
+    };
     let kind = report.violation.as_ref()?.1.kind();
     for step in 1..SHRINK_STEPS {
         let fault_phase_ms = report.fault_phase_ms * step / SHRINK_STEPS;
         let options = RunOptions {
-            trace: TraceMode::HashOnly,
             fault_phase_ms: Some(fault_phase_ms),
+            ..options
         };
         let attempt = run_seed(factory, report.seed, profile, options);
         if attempt.violation.as_ref().is_some_and(|(_, v)| v.kind() == kind) {

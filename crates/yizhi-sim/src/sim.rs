@@ -15,7 +15,7 @@ use crate::disk::Disk;
 use crate::faults::{FaultProfile, plan_epoch};
 use crate::invariants::{Checker, Violation, check_log_matching};
 use crate::network::{DropReason, Network, SendOutcome};
-use crate::node::{Ctx, EngineFactory, Node, Outputs};
+use crate::node::{Ctx, EngineFactory, Mutation, Node, Outputs};
 use crate::trace::{Trace, TraceMode};
 
 /// Events queued at once; more means something floods the queue.
@@ -106,6 +106,8 @@ pub struct RunOptions {
     pub trace: TraceMode,
     /// Overrides the seed's fault-phase length (used to shrink a failing run).
     pub fault_phase_ms: Option<u64>,
+    /// A deliberate runtime bug in every node (to test the checks themselves).
+    pub mutation: Mutation,
 }
 
 impl Default for RunOptions {
@@ -113,6 +115,7 @@ impl Default for RunOptions {
         RunOptions {
             trace: TraceMode::HashOnly,
             fault_phase_ms: None,
+            mutation: Mutation::None,
         }
     }
 }
@@ -190,13 +193,15 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
                 let storage = yizhi_engine::MemStorage::new_with_membership(membership.clone());
                 let engine = factory.build(nc.id, storage.clone(), 0, rng.engines.fork());
                 let timing = (nc.tick_interval_ms, nc.fsync_ms_max);
-                Node::new(
+                let mut node = Node::new(
                     nc.id,
                     engine,
                     Disk::new(storage),
                     timing,
                     nc.compact_every_entries,
-                )
+                );
+                node.mutation = options.mutation;
+                node
             })
             .collect();
         let network = Network::new(&ids, |from, to| config.link(from, to));
@@ -540,9 +545,22 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
         let room = self.history.len() < crate::client::MAX_HISTORY_OPS;
         match self.phase {
             Phase::Faults => room && !self.is_probe(client),
-            Phase::Liveness { .. } => room && self.is_probe(client),
+            Phase::Liveness { healed_at_ms } => {
+                room && self.is_probe(client) && self.probe_should_write(healed_at_ms)
+            }
             Phase::Done => false,
         }
+    }
+
+    /// The probe writes until one write got through and no write proposed before the heal is still
+    /// waiting (those resolve only once the log grows past them).
+    fn probe_should_write(&self, healed_at_ms: u64) -> bool {
+        let probe_acked = self.clients.last().is_some_and(|p| p.acked_writes > 0);
+        !probe_acked
+            || self
+                .nodes
+                .iter()
+                .any(|n| n.oldest_pending_write_before(healed_at_ms).is_some())
     }
 
     fn on_client_wake(&mut self, client: usize) {
@@ -690,6 +708,8 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
         Ok(())
     }
 
+    /// After the heal: a leader within a bound, then a probe write acknowledged, every write
+    /// proposed before the heal resolved, and every live node caught up, within a bound.
     fn check_liveness(&mut self, healed_at_ms: u64) -> Result<(), Violation> {
         let waited_ms = self.now_ms - healed_at_ms;
         let Some(leader) = self.current_leader() else {
@@ -698,28 +718,30 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             }
             return Ok(());
         };
-        let probe_acked = self.clients.last().is_some_and(|p| p.acked_writes > 0);
+        let probe = self.clients.last().expect("the probe client exists");
+        let probe_done = probe.acked_writes > 0 && !probe.is_busy();
         let leader_commit = self.node(leader).engine().map_or(0, |e| e.status().commit);
         let lagging: Vec<String> = self
             .nodes
             .iter()
-            .filter(|n| n.is_up() && (n.pending_write_count() > 0 || n.applied() < leader_commit))
+            .filter(|n| n.is_up())
+            .filter(|n| n.oldest_pending_write_before(healed_at_ms).is_some() || n.applied() < leader_commit)
             .map(|n| {
                 format!(
                     "n{} applied {} pending from {:?}",
                     n.id,
                     n.applied(),
-                    n.lowest_pending_write()
+                    n.oldest_pending_write_before(healed_at_ms)
                 )
             })
             .collect();
-        if probe_acked && lagging.is_empty() {
+        if probe_done && lagging.is_empty() {
             self.phase = Phase::Done;
             return Ok(());
         }
         if waited_ms > LIVENESS_PROGRESS_BOUND_MS {
             let detail = format!(
-                "leader n{leader} commit {leader_commit}, probe acked {probe_acked}, lagging {lagging:?}"
+                "leader n{leader} commit {leader_commit}, probe done {probe_done}, lagging {lagging:?}"
             );
             return Err(Violation::NoProgressAfterHeal { waited_ms, detail });
         }

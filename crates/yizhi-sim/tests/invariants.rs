@@ -1,0 +1,202 @@
+//! Proof that the invariant checker can fail: hand-made states that break each invariant, and
+//! the exact violation each one must produce.
+
+use bytes::Bytes;
+use yizhi_engine::{Entry, EntryPayload, LogIndex, LogPosition, MemStorage, Membership, Term};
+use yizhi_sim::invariants::{Checker, Violation, check_log_matching};
+
+fn entry(index: LogIndex, term: Term, data: &'static str) -> Entry {
+    Entry {
+        index,
+        term,
+        payload: EntryPayload::Normal(Bytes::from_static(data.as_bytes())),
+    }
+}
+
+fn log(entries: &[Entry]) -> MemStorage {
+    let mut s = MemStorage::new_with_membership(Membership::new([1, 2, 3]));
+    s.append(entries);
+    s
+}
+
+#[test]
+fn two_leaders_in_one_term_are_reported() {
+    let mut c = Checker::default();
+    assert_eq!(c.observe_leader(1, 4), Ok(true));
+    assert_eq!(c.observe_leader(1, 4), Ok(false));
+    assert_eq!(c.observe_leader(2, 5), Ok(true));
+    assert_eq!(
+        c.observe_leader(3, 4),
+        Err(Violation::TwoLeaders {
+            term: 4,
+            first: 1,
+            second: 3
+        })
+    );
+}
+
+#[test]
+fn disagreeing_committed_entries_are_reported() {
+    let mut c = Checker::default();
+    c.observe_committed(1, 1, &[entry(1, 1, "a"), entry(2, 1, "b")])
+        .unwrap();
+    c.observe_committed(2, 1, &[entry(1, 1, "a")]).unwrap();
+    let err = c.observe_committed(3, 2, &[entry(2, 2, "c")]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Violation::CommittedEntryMismatch {
+                index: 2,
+                node: 3,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_non_prefix_applied_sequence_is_reported() {
+    let mut c = Checker::default();
+    c.observe_committed(1, 1, &[entry(1, 1, "a"), entry(2, 1, "b")])
+        .unwrap();
+    c.observe_applied(2, &entry(1, 1, "a")).unwrap();
+    let wrong = c.observe_applied(2, &entry(2, 1, "x")).unwrap_err();
+    assert!(
+        matches!(
+            wrong,
+            Violation::AppliedNotCommitted {
+                node: 2,
+                index: 2,
+                ..
+            }
+        ),
+        "{wrong}"
+    );
+    let skipped = c.observe_applied(3, &entry(2, 1, "b")).unwrap_err();
+    assert_eq!(
+        skipped,
+        Violation::AppliedOutOfOrder {
+            node: 3,
+            expected_index: 1,
+            applied_index: 2
+        }
+    );
+    let uncommitted = c
+        .observe_applied(1, &entry(1, 1, "a"))
+        .and_then(|_| c.observe_applied(1, &entry(2, 1, "b")));
+    assert_eq!(uncommitted, Ok(()));
+    let beyond = c.observe_applied(1, &entry(3, 1, "c")).unwrap_err();
+    assert!(matches!(
+        beyond,
+        Violation::AppliedNotCommitted { committed: None, .. }
+    ));
+}
+
+#[test]
+fn a_lost_acknowledged_write_is_reported() {
+    let mut c = Checker::default();
+    c.observe_committed(1, 2, &[entry(1, 2, "a")]).unwrap();
+    assert_eq!(c.observe_ack(7, 1, LogPosition { index: 1, term: 2 }), Ok(()));
+    let lost = c
+        .observe_ack(7, 2, LogPosition { index: 2, term: 2 })
+        .unwrap_err();
+    assert!(matches!(
+        lost,
+        Violation::AckedWriteLost {
+            client_id: 7,
+            op_id: 2,
+            committed: None,
+            ..
+        }
+    ));
+    let overwritten = c
+        .observe_ack(7, 3, LogPosition { index: 1, term: 1 })
+        .unwrap_err();
+    assert!(matches!(
+        overwritten,
+        Violation::AckedWriteLost {
+            committed: Some(_),
+            ..
+        }
+    ));
+    assert!(c.check_acked_writes().is_err());
+}
+
+#[test]
+fn commit_going_backwards_or_below_durable_is_reported() {
+    let mut c = Checker::default();
+    c.observe_commit(1, 5, 3).unwrap();
+    assert_eq!(
+        c.observe_commit(1, 4, 3),
+        Err(Violation::CommitDecreased {
+            node: 1,
+            from: 5,
+            to: 4
+        })
+    );
+    c.observe_restart(1, 0);
+    assert_eq!(
+        c.observe_commit(1, 2, 3),
+        Err(Violation::CommitBelowDurable {
+            node: 1,
+            commit: 2,
+            durable_commit: 3
+        })
+    );
+    assert_eq!(c.observe_commit(1, 3, 3), Ok(()));
+}
+
+#[test]
+fn a_leader_missing_an_earlier_committed_entry_is_reported() {
+    let mut c = Checker::default();
+    c.observe_committed(1, 2, &[entry(1, 1, "a"), entry(2, 2, "b")])
+        .unwrap();
+    let complete = log(&[entry(1, 1, "a"), entry(2, 2, "b"), entry(3, 3, "z")]);
+    assert_eq!(c.check_leader_complete(1, 3, &complete), Ok(()));
+    let missing = log(&[entry(1, 1, "a")]);
+    let err = c.check_leader_complete(3, 3, &missing).unwrap_err();
+    assert_eq!(
+        err,
+        Violation::LeaderIncomplete {
+            leader: 3,
+            term: 3,
+            index: 2,
+            committed_term: 2,
+            found: None
+        }
+    );
+    assert_eq!(
+        c.check_leader_complete(3, 2, &missing),
+        Ok(()),
+        "reported in term 2: not yet binding"
+    );
+}
+
+#[test]
+fn log_matching_catches_a_divergent_prefix() {
+    let a = log(&[entry(1, 1, "a"), entry(2, 1, "b"), entry(3, 2, "c")]);
+    let b = log(&[entry(1, 1, "a"), entry(2, 1, "b"), entry(3, 3, "d")]);
+    let bad = log(&[entry(1, 1, "x"), entry(2, 1, "b"), entry(3, 2, "c")]);
+    assert_eq!(check_log_matching(&[(1, &a), (2, &b)]), Ok(()));
+    let err = check_log_matching(&[(1, &a), (2, &b), (3, &bad)]).unwrap_err();
+    assert_eq!(
+        err,
+        Violation::LogMatching {
+            a: 1,
+            b: 3,
+            matching_index: 3,
+            diverging_index: 1
+        }
+    );
+}
+
+#[test]
+fn snapshot_with_wrong_term_is_reported() {
+    let mut c = Checker::default();
+    c.observe_committed(1, 1, &[entry(1, 1, "a"), entry(2, 1, "b")])
+        .unwrap();
+    assert_eq!(c.observe_snapshot_installed(2, 2, 1), Ok(()));
+    c.observe_applied(2, &entry(3, 1, "c")).unwrap_err();
+    assert!(c.observe_snapshot_installed(3, 2, 5).is_err());
+}

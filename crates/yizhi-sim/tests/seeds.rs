@@ -1,0 +1,61 @@
+//! The CI sweep: hundreds of seeds of the Raft engine under faults. Any violation fails the test
+//! with the seed and the invariant, so it can be replayed with `yizhi-sim --replay SEED --trace`.
+
+use std::thread;
+
+use yizhi_sim::faults::{FaultProfile, PROFILE_HARSH, PROFILE_STANDARD};
+use yizhi_sim::sim::LincheckVerdict;
+use yizhi_sim::{RaftFactory, RunOptions, run_seed};
+
+/// Seeds per sweep, split over this many threads (CI machines have two cores).
+const STANDARD_SEEDS: u64 = 500;
+const HARSH_SEEDS: u64 = 200;
+const THREADS: u64 = 2;
+
+fn sweep(profile: FaultProfile, seeds: u64) {
+    let failures: Vec<String> = thread::scope(|scope| {
+        let workers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                scope.spawn(move || {
+                    let mut failures = Vec::new();
+                    for seed in (t..seeds).step_by(THREADS as usize) {
+                        let report = run_seed(&RaftFactory, seed, profile, RunOptions::default());
+                        assert!(report.events > 0);
+                        assert_ne!(
+                            report.lincheck,
+                            LincheckVerdict::Undecided,
+                            "seed {seed}: lincheck undecided"
+                        );
+                        if let Some((at_ms, violation)) = report.violation {
+                            failures.push(format!(
+                                "seed {seed} ({}) at {at_ms} ms: {violation}",
+                                profile.name
+                            ));
+                        }
+                    }
+                    failures
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("sweep thread panicked"))
+            .collect()
+    });
+    assert!(
+        failures.is_empty(),
+        "{} violations:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn standard_faults_break_no_invariant() {
+    sweep(PROFILE_STANDARD, STANDARD_SEEDS);
+}
+
+#[test]
+fn harsh_faults_break_no_invariant() {
+    sweep(PROFILE_HARSH, HARSH_SEEDS);
+}
