@@ -64,6 +64,13 @@ impl Disk {
         assert!(self.unsynced.is_empty());
     }
 
+    /// Only for `Mutation::ForgetVote`: a disk that does not keep what it promised.
+    pub fn forget_vote(&mut self) {
+        let mut hard_state = self.durable.hard_state();
+        hard_state.vote = None;
+        self.durable.set_hard_state(hard_state);
+    }
+
     /// Power loss: the first `survivors` unsynced writes reached the platter, the rest are gone.
     pub fn crash(&mut self, survivors: usize) {
         let survivors = survivors.min(self.unsynced.len());
@@ -71,15 +78,6 @@ impl Disk {
         self.sync();
         drop(lost);
         assert!(self.unsynced.is_empty());
-    }
-}
-
-impl Disk {
-    /// Only for `Mutation::ForgetVote`: a disk that does not keep what it promised.
-    pub fn forget_vote(&mut self) {
-        let mut hard_state = self.durable.hard_state();
-        hard_state.vote = None;
-        self.durable.set_hard_state(hard_state);
     }
 }
 

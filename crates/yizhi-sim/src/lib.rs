@@ -24,6 +24,9 @@
 //! - **Invariants** ([`invariants`]): checked after every event; the run stops at the first one
 //!   broken. After the fault phase the network heals, a majority is up, and a leader plus a probe
 //!   write must get through within bounds (liveness).
+//! - **Self-test**: [`node::Mutation`] plants a deliberate runtime bug (send before fsync, ack
+//!   before commit, reads without ReadIndex, a disk that forgets votes); the tests require that
+//!   some seed catches each one.
 //! - **Determinism**: every event is folded into an FNV-1a trace hash;
 //!   [`run::check_determinism`] runs a seed twice and compares.
 

@@ -240,12 +240,7 @@ fn explain<F: EngineFactory>(factory: &F, report: &RunReport, args: &Args) {
         "  shortest fault phase that still fails: {} ms: {short_violation}",
         short.fault_phase_ms
     );
-    let at_ms = if *at_ms == u64::MAX || *at_ms == 0 {
-        short.simulated_ms
-    } else {
-        *at_ms
-    };
-    let window = trace_window(&lines, at_ms, VIOLATION_WINDOW_MS, &violation.nodes());
+    let window = trace_window(&lines, *at_ms, VIOLATION_WINDOW_MS, &violation.nodes());
     println!(
         "  last {VIOLATION_WINDOW_MS} ms before it ({} lines):",
         window.len()

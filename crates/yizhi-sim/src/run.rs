@@ -45,7 +45,7 @@ pub fn run_with_trace<F: EngineFactory>(
                 .cloned()
                 .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "non-string panic".into());
-            Some((0, Violation::Panic { message }))
+            Some((sim.now_ms(), Violation::Panic { message }))
         }
     };
     let (violation, lincheck) = match violation {
@@ -59,7 +59,7 @@ pub fn run_with_trace<F: EngineFactory>(
             } => {
                 let explanation = format!("key partition {partition}: {explanation}");
                 (
-                    Some((u64::MAX, Violation::NotLinearizable { explanation })),
+                    Some((sim.now_ms(), Violation::NotLinearizable { explanation })),
                     LincheckVerdict::Skipped,
                 )
             }

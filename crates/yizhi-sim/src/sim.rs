@@ -796,6 +796,10 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
         }
     }
 
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
     pub(crate) fn history(&self) -> &History {
         &self.history
     }
