@@ -8,7 +8,7 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use yizhi_sim::engines::{ENGINE_NAMES, RaftFactory};
+use yizhi_sim::engines::{ENGINE_NAMES, RaftFactory, RaftLeaseFactory};
 use yizhi_sim::faults::{FaultProfile, PROFILE_STANDARD, PROFILES, profile_by_name};
 use yizhi_sim::node::Mutation;
 use yizhi_sim::run::{run_with_trace, shrink, trace_window};
@@ -18,7 +18,7 @@ use yizhi_sim::{EngineFactory, RunOptions, RunReport, run_seed};
 
 /// Trace shown around a violation: this much simulated time before it.
 const VIOLATION_WINDOW_MS: u64 = 300;
-const USAGE: &str = "usage: yizhi-sim [--seeds A..B | --seeds N] [--engine raft] \
+const USAGE: &str = "usage: yizhi-sim [--seeds A..B | --seeds N] [--engine raft|raft-lease] \
 [--faults none|mild|standard|harsh] [--replay SEED [--trace]] [--progress-every N] [--no-shrink] \
 [--mutation send-before-sync|ack-on-propose|stale-reads|forget-vote]";
 
@@ -107,6 +107,7 @@ fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|info| eprintln!("panic: {info}")));
     let clean = match args.engine.as_str() {
         "raft" => drive(&RaftFactory, &args),
+        "raft-lease" => drive(&RaftLeaseFactory, &args),
         other => unreachable!("engine {other} passed validation"),
     };
     if clean {
