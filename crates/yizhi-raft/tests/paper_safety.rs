@@ -241,7 +241,7 @@ fn paper_5_4_3_elected_leader_holds_every_committed_entry() {
 }
 
 /// §5.4 as invariants under a seeded fault schedule: random ticks, proposals, partitions,
-/// message drops and reordering. After every step: commit indexes never decrease, every applied
+/// message drops, reordering, compaction and (sometimes) a learner. After every step: commit indexes never decrease, every applied
 /// entry agrees across nodes (State Machine Safety), at most one leader per term (Election Safety),
 /// and every leader holds every entry any node has applied (Leader Completeness). Finally the
 /// network heals and a new proposal must commit everywhere (liveness).
@@ -264,7 +264,8 @@ fn check_seed(seed: u64) {
     let mut rng = SeededRng::new(seed);
     let voters: Vec<NodeId> = (1..=if rng.chance(1, 2) { 3 } else { 5 }).collect();
     let (pre_vote, check_quorum) = (rng.chance(1, 2), rng.chance(1, 2));
-    let mut cluster = MemCluster::new(&voters, &[], seed, |c| {
+    let learners: Vec<NodeId> = if rng.chance(1, 3) { vec![9] } else { vec![] };
+    let mut cluster = MemCluster::new(&voters, &learners, seed, |c| {
         c.pre_vote = pre_vote;
         c.check_quorum = check_quorum;
         c.max_inflight_msgs = 4;
@@ -298,7 +299,19 @@ fn check_seed(seed: u64) {
                 let at = rng.below(cluster.in_flight.len() as u64) as usize;
                 cluster.in_flight.remove(at);
             }
-            60..68 if cluster.in_flight.len() > 1 => {
+            // Compaction sends lagging nodes snapshots instead of entries (paper §7).
+            66..68 => {
+                let id = pick(&mut rng);
+                let status = cluster.node(id).status();
+                if status.applied > 0 {
+                    let image = Bytes::from(status.applied.to_string());
+                    cluster
+                        .node_mut(id)
+                        .storage_mut()
+                        .compact(status.applied, status.membership, image);
+                }
+            }
+            60..66 if cluster.in_flight.len() > 1 => {
                 let len = cluster.in_flight.len() as u64;
                 let (i, j) = (rng.below(len) as usize, rng.below(len) as usize);
                 cluster.in_flight.swap(i, j);
@@ -363,7 +376,11 @@ fn check_invariants(cluster: &MemCluster, seen: &mut Observed, seed: u64, step: 
             assert_eq!(leader, id, "{at}: two leaders in term {}", node.term());
             let storage = node.storage();
             // Leader Completeness binds the leaders of terms after the one that committed the entry.
-            let bound = seen.applied_terms.iter().filter(|(_, (_, by))| node.term() > *by);
+            let snapshot_index = storage.first_index() - 1;
+            let bound = seen
+                .applied_terms
+                .iter()
+                .filter(|&(&index, &(_, by))| node.term() > by && index >= snapshot_index);
             for (&index, &(term, _)) in bound {
                 assert_eq!(
                     storage.term(index).ok(),
