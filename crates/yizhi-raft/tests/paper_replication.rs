@@ -168,9 +168,6 @@ fn paper_5_3_figure_7_divergent_followers_converge_to_the_leaders_log() {
     );
     assert_eq!(cluster.node(1).term(), 8);
 
-    // Followers that were still being repaired when index 11 committed learn it from the next
-    // heartbeat (see the ignored test below for why not sooner).
-    tick_all_and_settle(&mut cluster, 1);
     let mut expected: Vec<(LogIndex, Term)> = (1..).zip(FIGURE_7_LEADER).collect();
     expected.push((11, 8));
     for (id, (name, _)) in (2..).zip(FIGURE_7_FOLLOWERS) {
@@ -266,7 +263,6 @@ fn paper_5_3_commit_index_reaches_followers_in_the_next_append() {
 /// when its acknowledgement finally arrives the leader must send it an append (empty if need be)
 /// so it learns the commit index without waiting for the next heartbeat.
 #[test]
-#[ignore = "BUG: leader never tells a follower paused during the commit broadcast the commit index until the next heartbeat"]
 fn paper_5_3_follower_paused_during_commit_learns_commit_when_its_ack_arrives() {
     let mut cluster = MemCluster::new(&VOTERS, &[], 3, |_| {});
     elect_holding_appends(&mut cluster, 1);
