@@ -100,6 +100,8 @@ pub struct Client {
     in_flight: Option<InFlight>,
     pending_retry: Option<KvInput>,
     pub leader_hint: Option<NodeId>,
+    /// The node the last operation went to.
+    pub last_target: Option<NodeId>,
     /// Last value seen per key, so compare-and-swap sometimes expects the right thing.
     known: BTreeMap<String, Option<String>>,
     pub acked_writes: u64,
@@ -113,6 +115,7 @@ impl Client {
             in_flight: None,
             pending_retry: None,
             leader_hint: None,
+            last_target: None,
             known: BTreeMap::new(),
             acked_writes: 0,
         }

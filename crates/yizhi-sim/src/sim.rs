@@ -488,6 +488,12 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
 
     fn on_request(&mut self, node: NodeId, request: ClientRequest) -> Result<(), Violation> {
         if !self.node(node).is_up() {
+            let (client, op) = (request.client_id, request.op_id);
+            self.trace.record(
+                self.now_ms,
+                Some(node),
+                format_args!("client {client} op {op} lost: node is down"),
+            );
             return Ok(());
         }
         self.trace.record(
@@ -571,10 +577,15 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
         let invoke_time = self.history.now();
         let request = self.clients[client].start(&self.config.workload, &mut self.rng.clients, invoke_time);
         let node_count = self.nodes.len() as u64;
-        let target = match self.clients[client].leader_hint {
-            Some(hint) => hint,
-            None => self.rng.clients.range_inclusive(1, node_count),
+        // Without a hint, try the nodes in turn (as real clients do), so that a run of bad luck
+        // cannot keep a client knocking at the same dead node.
+        let c = &self.clients[client];
+        let target = match (c.leader_hint, c.last_target) {
+            (Some(hint), _) => hint,
+            (None, Some(last)) => last % node_count + 1,
+            (None, None) => self.rng.clients.range_inclusive(1, node_count),
         };
+        self.clients[client].last_target = Some(target);
         let op_id = request.op_id;
         let at = self.now_ms + self.rng.clients.range_inclusive(1, CLIENT_DELAY_MS_MAX);
         self.schedule(
