@@ -252,3 +252,30 @@ fn paper_5_4_1_vote_goes_only_to_a_log_at_least_as_up_to_date() {
         assert_eq!(node.term(), 3, "the higher term is adopted either way");
     }
 }
+
+/// Thesis §9.6: a pre-vote for the term this node already voted in is refused like a vote would
+/// be; a pre-vote for a later term is granted, and changes neither the term nor the vote.
+#[test]
+fn thesis_9_6_pre_vote_for_a_voted_term_is_refused_for_a_later_term_granted() {
+    let pre_vote = |last_index, last_term| MessageKind::PreVote {
+        last_index,
+        last_term,
+    };
+    let mut node = node_with_log(1, &VOTERS, &[], hard_state(1, Some(2), 0), paper_only);
+
+    node.step(envelope(3, 1, 1, pre_vote(0, 0)));
+    let ready = handle_ready(&mut node);
+    assert_eq!(
+        sent(&ready),
+        vec![(3, 1, MessageKind::PreVoteResponse { granted: false })]
+    );
+
+    node.step(envelope(3, 1, 2, pre_vote(0, 0)));
+    let ready = handle_ready(&mut node);
+    assert_eq!(
+        sent(&ready),
+        vec![(3, 2, MessageKind::PreVoteResponse { granted: true })]
+    );
+    assert_eq!(ready.hard_state, None, "a pre-vote changes no durable state");
+    assert_eq!(node.term(), 1);
+}
