@@ -34,6 +34,9 @@ pub struct SimConfig {
     pub client_count: u64,
     pub workload: Workload,
     pub fault_phase_ms: u64,
+    /// Seeds the engine's own knobs (inflight window, message size, timeouts), the same on every
+    /// node, so that the limits themselves are exercised under faults.
+    pub engine_tuning: u64,
 }
 
 impl SimConfig {
@@ -82,6 +85,7 @@ impl SimConfig {
             client_count: rng.range_inclusive(1, CLIENTS_MAX),
             workload,
             fault_phase_ms: rng.range_inclusive(FAULT_PHASE_MS_MIN, FAULT_PHASE_MS_MAX),
+            engine_tuning: rng.next_u64(),
         }
     }
 

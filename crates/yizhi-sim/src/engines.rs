@@ -3,12 +3,38 @@
 use yizhi_engine::{LogIndex, MemStorage, NodeId, SeededRng};
 use yizhi_raft::{Message, MessageKind, RaftConfig, RaftNode, ReadMode};
 
+use crate::config::TICK_SKEW_PCT_MAX;
 use crate::node::EngineFactory;
+
+/// Raft settings drawn from the run's tuning seed, the same on every node. Small inflight windows
+/// and message sizes make pipelining limits and batching bounds bite; PreVote and CheckQuorum are
+/// sometimes off, because safety must not depend on them. `lease` forces what lease reads need.
+fn tuned_raft_config(id: NodeId, applied: LogIndex, tuning: u64, lease: bool) -> RaftConfig {
+    let mut rng = SeededRng::new(tuning);
+    let mut config = RaftConfig::new(id);
+    config.applied = applied;
+    config.max_inflight_msgs = [1, 2, 8, 256][rng.below(4) as usize];
+    config.max_msg_bytes = [1, 100, 4096, 1 << 20][rng.below(4) as usize];
+    config.heartbeat_interval_ticks = rng.range_inclusive(1, 2);
+    config.election_timeout_ticks = rng
+        .range_inclusive(5, 20)
+        .max(config.heartbeat_interval_ticks + 1);
+    config.pre_vote = !rng.chance(1, 5);
+    config.check_quorum = lease || !rng.chance(1, 5);
+    if lease {
+        config.read_mode = ReadMode::LeaseBased;
+        // Two nodes whose ticks are skewed by ±TICK_SKEW_PCT_MAX in opposite directions drift
+        // apart by (1 + s) / (1 - s) − 1 (22% for s = 10%); the bound must cover that.
+        let s = TICK_SKEW_PCT_MAX;
+        config.lease_clock_drift_bound_percent = (100 * (100 + s)).div_ceil(100 - s) - 100;
+    }
+    config
+}
 
 /// Names accepted by `--engine`.
 pub const ENGINE_NAMES: [&str; 2] = ["raft", "raft-lease"];
 
-/// Yizhi's Raft engine with its default settings (PreVote, CheckQuorum, safe ReadIndex reads).
+/// Yizhi's Raft engine with safe ReadIndex reads and seed-tuned limits.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RaftFactory;
 
@@ -19,9 +45,15 @@ impl EngineFactory for RaftFactory {
         "raft"
     }
 
-    fn build(&self, id: NodeId, storage: MemStorage, applied: LogIndex, rng: SeededRng) -> Self::E {
-        let mut config = RaftConfig::new(id);
-        config.applied = applied;
+    fn build(
+        &self,
+        id: NodeId,
+        storage: MemStorage,
+        applied: LogIndex,
+        tuning: u64,
+        rng: SeededRng,
+    ) -> Self::E {
+        let config = tuned_raft_config(id, applied, tuning, false);
         RaftNode::new(config, storage, rng)
             .unwrap_or_else(|e| panic!("node {id}: the engine refused its durable state: {e}"))
     }
@@ -31,9 +63,8 @@ impl EngineFactory for RaftFactory {
     }
 }
 
-/// Raft with lease-based reads (thesis §6.4.1). Only safe while clock drift stays within
-/// `lease_clock_drift_bound_percent`; the simulator's tick skew (±10% per node) can exceed it,
-/// so violations under this engine say "the bound is wrong for these clocks" as much as "bug".
+/// Raft with lease-based reads (thesis §6.4.1), with the drift bound set to cover the simulator's
+/// worst relative tick skew.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RaftLeaseFactory;
 
@@ -44,10 +75,15 @@ impl EngineFactory for RaftLeaseFactory {
         "raft-lease"
     }
 
-    fn build(&self, id: NodeId, storage: MemStorage, applied: LogIndex, rng: SeededRng) -> Self::E {
-        let mut config = RaftConfig::new(id);
-        config.applied = applied;
-        config.read_mode = ReadMode::LeaseBased;
+    fn build(
+        &self,
+        id: NodeId,
+        storage: MemStorage,
+        applied: LogIndex,
+        tuning: u64,
+        rng: SeededRng,
+    ) -> Self::E {
+        let config = tuned_raft_config(id, applied, tuning, true);
         RaftNode::new(config, storage, rng)
             .unwrap_or_else(|e| panic!("node {id}: the engine refused its durable state: {e}"))
     }

@@ -66,7 +66,15 @@ pub trait EngineFactory {
     type E: Engine<Storage = MemStorage>;
     fn name(&self) -> &'static str;
     /// A node starting (or restarting) from `storage`, whose state machine is at `applied`.
-    fn build(&self, id: NodeId, storage: MemStorage, applied: LogIndex, rng: SeededRng) -> Self::E;
+    /// `tuning` is the run's seed for the engine's settings (the same for every node).
+    fn build(
+        &self,
+        id: NodeId,
+        storage: MemStorage,
+        applied: LogIndex,
+        tuning: u64,
+        rng: SeededRng,
+    ) -> Self::E;
     /// Snapshot messages are reported back to the sender when delivered or lost, as a transport
     /// streaming them would.
     fn is_snapshot(&self, msg: &<Self::E as Engine>::Message) -> bool;
@@ -512,7 +520,13 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
 
     /// Restarts from the durable state: the state machine from the durable snapshot, the engine
     /// from the durable log.
-    pub fn restart<F: EngineFactory<E = E>>(&mut self, factory: &F, rng: SeededRng, checker: &mut Checker) {
+    pub fn restart<F: EngineFactory<E = E>>(
+        &mut self,
+        factory: &F,
+        tuning: u64,
+        rng: SeededRng,
+        checker: &mut Checker,
+    ) {
         assert!(!self.is_up(), "node {} restarted while up", self.id);
         let durable = self.disk.durable().clone();
         let snapshot = durable.snapshot_ref();
@@ -520,7 +534,7 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
             .unwrap_or_else(|e| panic!("node {}: durable snapshot does not decode: {e}", self.id));
         self.applied = snapshot.meta.index;
         checker.observe_restart(self.id, self.applied);
-        self.engine = Some(factory.build(self.id, durable, self.applied, rng));
+        self.engine = Some(factory.build(self.id, durable, self.applied, tuning, rng));
     }
 
     /// Records role, term and leader changes in the trace; returns the status for the checks.

@@ -191,7 +191,13 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             .iter()
             .map(|nc| {
                 let storage = yizhi_engine::MemStorage::new_with_membership(membership.clone());
-                let engine = factory.build(nc.id, storage.clone(), 0, rng.engines.fork());
+                let engine = factory.build(
+                    nc.id,
+                    storage.clone(),
+                    0,
+                    config.engine_tuning,
+                    rng.engines.fork(),
+                );
                 let timing = (nc.tick_interval_ms, nc.fsync_ms_max);
                 let mut node = Node::new(
                     nc.id,
@@ -666,8 +672,9 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
 
     fn restart(&mut self, node: NodeId) {
         let rng = self.rng.engines.fork();
+        let tuning = self.config.engine_tuning;
         let n = &mut self.nodes[(node - 1) as usize];
-        n.restart(self.factory, rng, &mut self.checker);
+        n.restart(self.factory, tuning, rng, &mut self.checker);
         let (incarnation, interval) = (n.incarnation, n.tick_interval_ms);
         self.trace.record(
             self.now_ms,
