@@ -34,15 +34,24 @@ fn tuned_raft_config(id: NodeId, applied: LogIndex, tuning: u64, lease: bool) ->
 /// Names accepted by `--engine`.
 pub const ENGINE_NAMES: [&str; 2] = ["raft", "raft-lease"];
 
-/// Yizhi's Raft engine with safe ReadIndex reads and seed-tuned limits.
+/// Yizhi's Raft engine with seed-tuned limits, answering reads by ReadIndex rounds or, with
+/// `lease_reads`, by the leader lease (thesis §6.4.1) with a drift bound that covers the
+/// simulator's worst relative tick skew.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct RaftFactory;
+pub struct RaftFactory {
+    pub lease_reads: bool,
+}
+
+impl RaftFactory {
+    pub const SAFE_READS: RaftFactory = RaftFactory { lease_reads: false };
+    pub const LEASE_READS: RaftFactory = RaftFactory { lease_reads: true };
+}
 
 impl EngineFactory for RaftFactory {
     type E = RaftNode<MemStorage>;
 
     fn name(&self) -> &'static str {
-        "raft"
+        if self.lease_reads { "raft-lease" } else { "raft" }
     }
 
     fn build(
@@ -53,42 +62,12 @@ impl EngineFactory for RaftFactory {
         tuning: u64,
         rng: SeededRng,
     ) -> Self::E {
-        let config = tuned_raft_config(id, applied, tuning, false);
+        let config = tuned_raft_config(id, applied, tuning, self.lease_reads);
         RaftNode::new(config, storage, rng)
             .unwrap_or_else(|e| panic!("node {id}: the engine refused its durable state: {e}"))
     }
 
     fn is_snapshot(&self, msg: &Message) -> bool {
         matches!(msg.kind, MessageKind::InstallSnapshot { .. })
-    }
-}
-
-/// Raft with lease-based reads (thesis §6.4.1), with the drift bound set to cover the simulator's
-/// worst relative tick skew.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RaftLeaseFactory;
-
-impl EngineFactory for RaftLeaseFactory {
-    type E = RaftNode<MemStorage>;
-
-    fn name(&self) -> &'static str {
-        "raft-lease"
-    }
-
-    fn build(
-        &self,
-        id: NodeId,
-        storage: MemStorage,
-        applied: LogIndex,
-        tuning: u64,
-        rng: SeededRng,
-    ) -> Self::E {
-        let config = tuned_raft_config(id, applied, tuning, true);
-        RaftNode::new(config, storage, rng)
-            .unwrap_or_else(|e| panic!("node {id}: the engine refused its durable state: {e}"))
-    }
-
-    fn is_snapshot(&self, msg: &Message) -> bool {
-        RaftFactory.is_snapshot(msg)
     }
 }

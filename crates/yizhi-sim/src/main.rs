@@ -8,7 +8,7 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use yizhi_sim::engines::{ENGINE_NAMES, RaftFactory, RaftLeaseFactory};
+use yizhi_sim::engines::{ENGINE_NAMES, RaftFactory};
 use yizhi_sim::faults::{FaultProfile, PROFILE_STANDARD, PROFILES, profile_by_name};
 use yizhi_sim::node::Mutation;
 use yizhi_sim::run::{run_with_trace, shrink, trace_window};
@@ -106,8 +106,8 @@ fn main() -> ExitCode {
     // An engine panic is caught and reported as the seed's violation; one line is enough here.
     std::panic::set_hook(Box::new(|info| eprintln!("panic: {info}")));
     let clean = match args.engine.as_str() {
-        "raft" => drive(&RaftFactory, &args),
-        "raft-lease" => drive(&RaftLeaseFactory, &args),
+        "raft" => drive(&RaftFactory::SAFE_READS, &args),
+        "raft-lease" => drive(&RaftFactory::LEASE_READS, &args),
         other => unreachable!("engine {other} passed validation"),
     };
     if clean {

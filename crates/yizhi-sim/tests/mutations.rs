@@ -16,7 +16,7 @@ fn first_violation(mutation: Mutation, profile: FaultProfile) -> Option<(u64, Vi
             mutation,
             ..RunOptions::default()
         };
-        run_seed(&RaftFactory, seed, profile, options)
+        run_seed(&RaftFactory::SAFE_READS, seed, profile, options)
             .violation
             .map(|(_, v)| (seed, v))
     })

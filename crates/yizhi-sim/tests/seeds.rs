@@ -10,16 +10,29 @@ use yizhi_sim::{RaftFactory, RunOptions, run_seed};
 /// Seeds per sweep, split over this many threads (CI machines have two cores).
 const STANDARD_SEEDS: u64 = 500;
 const HARSH_SEEDS: u64 = 200;
+const LEASE_SEEDS: u64 = 200;
 const THREADS: u64 = 2;
 
-fn sweep(profile: FaultProfile, seeds: u64) {
+/// `YIZHI_SIM_CI_SEEDS` caps every sweep (scripts/mutants.sh runs it once per mutant).
+fn seed_count(default: u64) -> u64 {
+    match std::env::var("YIZHI_SIM_CI_SEEDS") {
+        Ok(value) => value
+            .parse::<u64>()
+            .expect("YIZHI_SIM_CI_SEEDS is a number")
+            .min(default),
+        Err(_) => default,
+    }
+}
+
+fn sweep(factory: RaftFactory, profile: FaultProfile, seeds: u64) {
+    let seeds = seed_count(seeds);
     let failures: Vec<String> = thread::scope(|scope| {
         let workers: Vec<_> = (0..THREADS)
             .map(|t| {
                 scope.spawn(move || {
                     let mut failures = Vec::new();
                     for seed in (t..seeds).step_by(THREADS as usize) {
-                        let report = run_seed(&RaftFactory, seed, profile, RunOptions::default());
+                        let report = run_seed(&factory, seed, profile, RunOptions::default());
                         assert!(report.events > 0);
                         assert_ne!(
                             report.lincheck,
@@ -52,10 +65,15 @@ fn sweep(profile: FaultProfile, seeds: u64) {
 
 #[test]
 fn standard_faults_break_no_invariant() {
-    sweep(PROFILE_STANDARD, STANDARD_SEEDS);
+    sweep(RaftFactory::SAFE_READS, PROFILE_STANDARD, STANDARD_SEEDS);
 }
 
 #[test]
 fn harsh_faults_break_no_invariant() {
-    sweep(PROFILE_HARSH, HARSH_SEEDS);
+    sweep(RaftFactory::SAFE_READS, PROFILE_HARSH, HARSH_SEEDS);
+}
+
+#[test]
+fn lease_reads_under_standard_faults_break_no_invariant() {
+    sweep(RaftFactory::LEASE_READS, PROFILE_STANDARD, LEASE_SEEDS);
 }
