@@ -132,10 +132,10 @@ impl Client {
             "client {} already has an operation in flight",
             self.id
         );
-        let input = self
-            .pending_retry
-            .take()
-            .unwrap_or_else(|| self.pick_input(workload, rng));
+        let input = match self.pending_retry.take() {
+            Some(retry) => self.retagged(retry),
+            None => self.pick_input(workload, rng),
+        };
         let op_id = self.next_op_id;
         self.next_op_id += 1;
         let request = match &input {
@@ -181,6 +181,26 @@ impl Client {
             op_id,
             op,
         })
+    }
+
+    /// A retried write carries a value of its own: with the timed-out attempt's value reused, the
+    /// checker could not tell which of several identical unknown writes took effect, and its
+    /// search grows exponentially in their number.
+    fn retagged(&self, input: KvInput) -> KvInput {
+        let unique = format!("c{}o{}", self.id, self.next_op_id);
+        match input {
+            KvInput::Get { key } => KvInput::Get { key },
+            KvInput::Put { key, .. } => KvInput::Put { key, value: unique },
+            KvInput::Cas { key, expected, .. } => KvInput::Cas {
+                key,
+                expected,
+                new: unique,
+            },
+            KvInput::Append { key, .. } => KvInput::Append {
+                key,
+                suffix: format!("{unique};"),
+            },
+        }
     }
 
     fn pick_input(&mut self, workload: &Workload, rng: &mut SeededRng) -> KvInput {
@@ -379,7 +399,7 @@ mod tests {
     }
 
     #[test]
-    fn not_leader_retries_the_same_input_as_a_new_operation() {
+    fn not_leader_retries_the_same_operation_with_a_fresh_value() {
         let (w, mut rng, mut h) = (workload(), SeededRng::new(1), History::default());
         let mut c = Client::new(1);
         let t = h.now();
@@ -397,7 +417,11 @@ mod tests {
         let second = c.start(&w, &mut rng, t + 1);
         assert_ne!(first.op_id, second.op_id);
         match (&first.request, &second.request) {
-            (Request::Write(a), Request::Write(b)) => assert_eq!(a.op, b.op),
+            (Request::Write(a), Request::Write(b)) => {
+                assert_eq!(std::mem::discriminant(&a.op), std::mem::discriminant(&b.op));
+                assert_eq!(a.op.key(), b.op.key());
+                assert_ne!(a.op, b.op, "each attempt writes a value of its own");
+            }
             (a, b) => assert_eq!(a, b),
         }
         assert!(h.is_empty(), "a refused operation is not history");

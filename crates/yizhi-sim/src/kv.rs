@@ -50,6 +50,14 @@ pub enum KvOp {
     },
 }
 
+impl KvOp {
+    pub fn key(&self) -> &str {
+        match self {
+            KvOp::Put { key, .. } | KvOp::Cas { key, .. } | KvOp::Append { key, .. } => key,
+        }
+    }
+}
+
 /// What a log entry carries: the operation plus who asked, so every payload is unique and traceable.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KvCommand {
