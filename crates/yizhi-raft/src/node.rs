@@ -78,9 +78,8 @@ impl<S: LogStorage> RaftNode<S> {
     fn acknowledge_ready(&mut self) {
         let handed = self.handed_out.take().expect("advance() without a ready()");
         self.log.persisted(handed.snapshot_index);
-        if handed.applied_to > self.log.applied {
-            self.log.applied_to(handed.applied_to);
-        }
+        // A snapshot installed meanwhile may already have moved `applied` past what was handed out.
+        self.log.applied_to(handed.applied_to.max(self.log.applied));
         self.uncommitted_bytes = self
             .uncommitted_bytes
             .saturating_sub(handed.uncommitted_bytes_released);

@@ -331,7 +331,7 @@ impl<S: LogStorage> RaftNode<S> {
             return;
         }
         if msg.term > self.term {
-            if !self.step_higher_term(from, &msg) {
+            if !self.step_higher_term(&msg) {
                 return;
             }
         } else if msg.term < self.term {
@@ -349,19 +349,14 @@ impl<S: LogStorage> RaftNode<S> {
     }
 
     /// Returns whether to go on handling the message.
-    fn step_higher_term(&mut self, from: NodeId, msg: &Message) -> bool {
+    fn step_higher_term(&mut self, msg: &Message) -> bool {
         match msg.kind {
             MessageKind::PreVote { .. } | MessageKind::Vote { transfer: false, .. } if self.in_lease() => {
                 false
             }
             // A pre-vote changes no term: neither asking nor granting one.
             MessageKind::PreVote { .. } | MessageKind::PreVoteResponse { granted: true } => true,
-            MessageKind::Append { .. }
-            | MessageKind::Heartbeat { .. }
-            | MessageKind::InstallSnapshot { .. } => {
-                self.become_follower(msg.term, Some(from));
-                true
-            }
+            // A leader's message then finds us a follower, which records the leader.
             _ => {
                 self.become_follower(msg.term, None);
                 true

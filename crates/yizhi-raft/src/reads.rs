@@ -49,10 +49,8 @@ impl<S: LogStorage> RaftNode<S> {
         if self.reads.pending_len() >= self.config.max_pending_reads {
             return; // Dropped: the asker times out and retries, as with a lost message.
         }
+        // The next `ready()` opens the round (a single voter confirms it at once).
         self.reads.add_read(read_id, index, from);
-        if self.quorum.voters().all(|id| id == self.id()) {
-            self.broadcast_heartbeat();
-        }
     }
 
     fn committed_in_current_term(&self) -> bool {

@@ -30,10 +30,9 @@ impl<S: LogStorage> RaftNode<S> {
                 limit_bytes: self.config.max_proposal_bytes,
             });
         }
-        // Always admit into an empty backlog, so one large proposal cannot be refused forever.
-        if self.uncommitted_bytes > 0
-            && self.uncommitted_bytes + size_bytes > self.config.max_uncommitted_bytes
-        {
+        // Config validation keeps every proposal within the backlog limit, so an empty backlog
+        // always admits one.
+        if self.uncommitted_bytes + size_bytes > self.config.max_uncommitted_bytes {
             return Err(ProposeError::Backpressure {
                 limit_bytes: self.config.max_uncommitted_bytes,
             });
@@ -60,7 +59,8 @@ impl<S: LogStorage> RaftNode<S> {
         self.append_pending = true;
     }
 
-    /// Sends one append to every follower that is not paused (the batching point).
+    /// Sends every follower that is not paused what it lacks (the batching point): one append,
+    /// empty if need be to carry the commit index, then more while the inflight window allows.
     pub(crate) fn broadcast_append(&mut self) {
         self.append_pending = false;
         let peers: Vec<NodeId> = self
@@ -70,7 +70,9 @@ impl<S: LogStorage> RaftNode<S> {
             .filter(|&id| id != self.id())
             .collect();
         for peer in peers {
-            self.send_append(peer, true);
+            if self.send_append(peer, true) {
+                while self.send_append(peer, false) {}
+            }
         }
     }
 
@@ -204,11 +206,7 @@ impl<S: LogStorage> RaftNode<S> {
         pr.recent_active = true;
         if let Some(hint) = reject {
             // Skip the whole conflicting term in one round trip (thesis §5.3 optimization).
-            let next_probe = if hint.hint_term > 0 {
-                self.log.find_conflict_by_term(hint.hint_index, hint.hint_term)
-            } else {
-                hint.hint_index
-            };
+            let next_probe = self.log.find_conflict_by_term(hint.hint_index, hint.hint_term);
             let pr = self.progress.get_mut(&from).expect("present");
             if pr.maybe_decrease_to(hint.rejected_index, next_probe + 1) {
                 if pr.state == ProgressState::Replicate {
@@ -308,9 +306,12 @@ impl<S: LogStorage> RaftNode<S> {
                 self.membership = snapshot.meta.membership.clone();
                 self.quorum = yizhi_engine::quorum::JointConfig::from_membership(&self.membership);
                 self.log.restore(snapshot);
-                if !self.is_voter() {
-                    self.role = Role::Learner;
-                }
+                // The snapshot's membership may have added or removed our vote.
+                self.role = if self.is_voter() {
+                    Role::Follower
+                } else {
+                    Role::Learner
+                };
             }
         }
         let index = self.log.committed;
