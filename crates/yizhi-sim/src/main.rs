@@ -158,7 +158,11 @@ fn sweep<F: EngineFactory>(factory: &F, args: &Args) -> bool {
         runs += 1;
         simulated_ms += report.simulated_ms;
         ops += report.ops as u64;
-        undecided += u64::from(report.lincheck == LincheckVerdict::Undecided);
+        if report.lincheck == LincheckVerdict::Undecided {
+            // Not a pass: the history was too ambiguous to search within the step budget.
+            undecided += 1;
+            println!("seed {seed}: linearizability check undecided (replay it to look closer)");
+        }
         if report.violation.is_some() {
             violations += 1;
             print_report_line(&report);
