@@ -318,7 +318,7 @@ impl<S: LogStorage> RaftLog<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use yizhi_engine::{EntryPayload, MemStorage, Membership};
+    use yizhi_engine::{ENTRY_OVERHEAD_BYTES, EntryPayload, MemStorage, Membership, SnapshotMeta};
 
     fn entry(index: LogIndex, term: Term) -> Entry {
         Entry {
@@ -429,5 +429,180 @@ mod tests {
         assert_eq!(log.term(3), Ok(2));
         assert!(log.has_unstable(), "the replacing entry still needs persisting");
         assert_eq!(log.persisted_last_index(), 2);
+    }
+
+    fn indexes(entries: &[Entry]) -> Vec<LogIndex> {
+        entries.iter().map(|e| e.index).collect()
+    }
+
+    /// The leader's snapshot at `(index, term)`, as a follower receives it.
+    fn snapshot_at(index: LogIndex, term: Term) -> Snapshot {
+        Snapshot {
+            meta: SnapshotMeta {
+                index,
+                term,
+                membership: Membership::new([1]),
+            },
+            data: bytes::Bytes::from_static(b"image"),
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "log invariant broken: applied 0 committed 3 last 2")]
+    fn new_with_commit_beyond_the_last_index_is_a_bug() {
+        let storage = log_with(&[1, 1]).storage;
+        RaftLog::new(storage, 3, 0);
+    }
+
+    #[test]
+    #[should_panic(expected = "log invariant broken: applied 2 committed 1 last 2")]
+    fn new_with_applied_beyond_commit_is_a_bug() {
+        let storage = log_with(&[1, 1]).storage;
+        RaftLog::new(storage, 1, 2);
+    }
+
+    /// Paper §7: between `restore` and `persisted`, the log is the received snapshot alone; the
+    /// durable log is still the old one, so only the old snapshot point counts as persisted.
+    #[test]
+    fn restored_snapshot_defines_the_log_until_it_is_persisted() {
+        let mut log = log_with(&[1, 1, 1]);
+        log.restore(snapshot_at(10, 3));
+        assert_eq!(log.first_index(), 11);
+        assert_eq!(log.last_index(), 10);
+        assert_eq!(log.persisted_last_index(), 0, "storage still starts at index 1");
+        assert_eq!(log.term(10), Ok(3));
+        assert_eq!(
+            log.term(5),
+            Err(StorageError::Compacted {
+                index: 5,
+                first_index: 11
+            })
+        );
+        assert_eq!(
+            log.term(11),
+            Err(StorageError::Unavailable {
+                index: 11,
+                last_index: 10
+            })
+        );
+        assert_eq!(
+            log.entries(10, 11, u64::MAX),
+            Err(StorageError::Compacted {
+                index: 10,
+                first_index: 11
+            })
+        );
+        assert_eq!((log.committed, log.applied), (10, 10));
+
+        log.append_owned(vec![entry(11, 3)]);
+        assert_eq!(log.persisted_last_index(), 0, "the snapshot is not durable yet");
+        assert_eq!(
+            log.entries(11, 12, u64::MAX),
+            Ok(vec![entry(11, 3)]),
+            "read from the unstable tail alone: storage holds nothing past 3"
+        );
+        assert_eq!(log.take_unstable_snapshot().map(|s| s.meta.index), Some(10));
+        let handed = log.unstable_to_persist();
+        log.storage.apply_snapshot(snapshot_at(10, 3));
+        log.storage.append(&handed);
+        log.persisted(Some(10));
+        assert_eq!(log.take_unstable_snapshot(), None);
+        assert_eq!((log.first_index(), log.persisted_last_index()), (11, 11));
+    }
+
+    #[test]
+    fn entries_from_exactly_the_first_index_after_compaction_are_readable() {
+        let mut log = log_with(&[1, 1, 1, 2, 2, 2, 2, 2]);
+        log.storage.compact(5, Membership::new([1]), bytes::Bytes::new());
+        assert_eq!(log.first_index(), 6);
+        let got = log.entries(6, 9, u64::MAX).expect("6 is the first index held");
+        assert_eq!(indexes(&got), vec![6, 7, 8]);
+        assert_eq!(
+            log.entries(5, 9, u64::MAX),
+            Err(StorageError::Compacted {
+                index: 5,
+                first_index: 6
+            })
+        );
+    }
+
+    /// The byte limit counts stored and unstable entries together, and always yields one entry.
+    #[test]
+    fn entries_byte_limit_spans_storage_and_unstable() {
+        const ENTRY_BYTES: u64 = ENTRY_OVERHEAD_BYTES; // a no-op is all overhead
+        let mut log = log_with(&[1, 1]);
+        log.append_owned(vec![entry(3, 2), entry(4, 2), entry(5, 2)]);
+        let cases = [
+            (0, vec![1]),
+            (2 * ENTRY_BYTES, vec![1, 2]),
+            (3 * ENTRY_BYTES, vec![1, 2, 3]),
+            (3 * ENTRY_BYTES + ENTRY_BYTES / 2, vec![1, 2, 3]),
+            (4 * ENTRY_BYTES, vec![1, 2, 3, 4]),
+            (u64::MAX, vec![1, 2, 3, 4, 5]),
+        ];
+        for (max_bytes, want) in cases {
+            let got = log.entries(1, 6, max_bytes).expect("in range");
+            assert_eq!(indexes(&got), want, "max_bytes {max_bytes}");
+        }
+    }
+
+    #[test]
+    fn entries_byte_limit_applies_to_purely_unstable_ranges() {
+        const ENTRY_BYTES: u64 = ENTRY_OVERHEAD_BYTES;
+        let mut log = log_with(&[1]);
+        log.append_owned(vec![entry(2, 1), entry(3, 1), entry(4, 1), entry(5, 1)]);
+        let cases = [
+            (0, vec![2]),
+            (ENTRY_BYTES - 1, vec![2]),
+            (ENTRY_BYTES, vec![2]),
+            (2 * ENTRY_BYTES, vec![2, 3]),
+            (2 * ENTRY_BYTES + 1, vec![2, 3]),
+            (3 * ENTRY_BYTES, vec![2, 3, 4]),
+            (u64::MAX, vec![2, 3, 4, 5]),
+        ];
+        for (max_bytes, want) in cases {
+            let got = log.entries(2, 6, max_bytes).expect("in range");
+            assert_eq!(indexes(&got), want, "max_bytes {max_bytes}");
+        }
+        assert_eq!(indexes(&log.entries(3, 5, 0).expect("in range")), vec![3]);
+    }
+
+    /// An entry whose term equals the asked-for term is where the search stops.
+    #[test]
+    fn find_conflict_by_term_stops_at_an_entry_of_exactly_that_term() {
+        let log = log_with(&[1, 1, 3, 3, 3, 5]);
+        assert_eq!(log.find_conflict_by_term(6, 5), 6);
+        assert_eq!(log.find_conflict_by_term(5, 3), 5);
+        assert_eq!(log.find_conflict_by_term(2, 1), 2);
+    }
+
+    /// A new leader overwrites entries already in storage while an unstable tail exists: the whole
+    /// tail goes, and the next Ready truncates storage from the new first entry.
+    #[test]
+    fn append_below_the_unstable_tail_replaces_stored_entries() {
+        let mut log = log_with(&[1, 1]);
+        log.append_owned(vec![entry(3, 1)]);
+        log.append_owned(vec![entry(2, 2)]);
+        assert_eq!(log.last_index(), 2);
+        assert_eq!(log.term(2), Ok(2));
+        assert_eq!(log.persisted_last_index(), 1);
+        assert_eq!(log.unstable_to_persist(), vec![entry(2, 2)]);
+    }
+
+    #[test]
+    fn append_into_the_middle_of_the_unstable_tail_truncates_it_there() {
+        let mut log = log_with(&[1]);
+        log.append_owned(vec![entry(2, 1), entry(3, 1), entry(4, 1)]);
+        log.append_owned(vec![entry(3, 2)]);
+        assert_eq!(log.last_index(), 3);
+        assert_eq!((log.term(2), log.term(3)), (Ok(1), Ok(2)));
+        assert_eq!(
+            log.term(4),
+            Err(StorageError::Unavailable {
+                index: 4,
+                last_index: 3
+            })
+        );
+        assert_eq!(log.unstable_to_persist(), vec![entry(2, 1), entry(3, 2)]);
     }
 }

@@ -334,4 +334,29 @@ mod tests {
         assert_eq!(cluster.node(2).status().leader, Some(1));
         assert_eq!(cluster.node(2).status().term, status.term);
     }
+
+    /// Thesis §6.4: reads reaching a new leader before an entry of its term commits wait, up to
+    /// MAX_READS_AWAITING_COMMIT of them; the next is dropped (its client times out and retries).
+    #[test]
+    fn reads_before_the_first_commit_wait_up_to_the_limit() {
+        use crate::raft::MAX_READS_AWAITING_COMMIT;
+        let mut cluster = MemCluster::new(&[1], &[], 3, |_| {});
+        while cluster.node(1).role() != Role::Leader {
+            cluster.tick(1);
+        }
+        let node = cluster.node_mut(1);
+        assert!(
+            node.committed() < node.log.last_index(),
+            "the no-op is not durable yet"
+        );
+        let over_limit = MAX_READS_AWAITING_COMMIT as u64 + 1;
+        for read_id in 0..over_limit {
+            node.read_index(read_id)
+                .expect("leader with room for pending reads");
+        }
+        assert_eq!(node.reads_awaiting_commit.len(), MAX_READS_AWAITING_COMMIT);
+        cluster.settle();
+        let answered: Vec<u64> = cluster.read_states[&1].iter().map(|r| r.read_id).collect();
+        assert_eq!(answered, (0..over_limit - 1).collect::<Vec<_>>());
+    }
 }

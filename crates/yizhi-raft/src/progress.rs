@@ -202,6 +202,7 @@ mod tests {
         let mut window = Inflights::new(3);
         window.add(5);
         window.add(7);
+        assert!(!window.is_empty() && !window.is_full());
         window.add(9);
         assert!(window.is_full());
         window.free_up_to(7);
@@ -244,5 +245,24 @@ mod tests {
         pr.become_probe();
         assert_eq!(pr.next, 21);
         assert!(!pr.is_paused());
+    }
+
+    #[test]
+    fn duplicate_ack_tells_nothing_new() {
+        let mut pr = Progress::new(10, 4);
+        assert!(pr.maybe_update(5));
+        assert!(!pr.maybe_update(5), "the same index again");
+        assert!(!pr.maybe_update(3), "an older index");
+        assert_eq!((pr.matched, pr.next), (5, 10));
+        assert!(pr.maybe_update(12));
+        assert_eq!((pr.matched, pr.next), (12, 13));
+    }
+
+    #[test]
+    #[should_panic(expected = "progress invariant matched < next broken")]
+    fn progress_with_next_at_matched_is_a_bug() {
+        let mut pr = Progress::new(5, 4);
+        pr.matched = 5;
+        pr.assert_invariants();
     }
 }

@@ -205,4 +205,50 @@ mod tests {
             "unknown round"
         );
     }
+
+    #[test]
+    fn pending_len_counts_reads_until_their_round_is_confirmed() {
+        let mut tracker = ReadTracker::default();
+        assert_eq!(tracker.pending_len(), 0);
+        tracker.add_read(1, 5, 1);
+        tracker.add_read(2, 5, 3);
+        assert_eq!(tracker.pending_len(), 2);
+        let round = tracker.open_round(1, 1);
+        assert_eq!(tracker.pending_len(), 2, "sent, not yet confirmed");
+        assert_eq!(tracker.ack(round, 2, majority_of_three).len(), 2);
+        assert_eq!(tracker.pending_len(), 0);
+    }
+
+    /// Several rounds may be open at once (heartbeats keep going while acks travel); an ack of
+    /// the oldest still confirms it, and leaves the newer rounds open.
+    #[test]
+    fn ack_of_the_oldest_open_round_confirms_it() {
+        let mut tracker = ReadTracker::default();
+        tracker.add_read(1, 5, 1);
+        let oldest = tracker.open_round(10, 1);
+        tracker.add_read(2, 6, 1);
+        let newer = tracker.open_round(11, 1);
+        let _newest = tracker.open_round(12, 1);
+        let released = tracker.ack(oldest, 2, majority_of_three);
+        assert_eq!(released.iter().map(|r| r.read_id).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(tracker.lease_start_tick, Some(10));
+        let released = tracker.ack(newer, 3, majority_of_three);
+        assert_eq!(released.iter().map(|r| r.read_id).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(tracker.lease_start_tick, Some(11));
+    }
+
+    /// At most MAX_CONFIRM_ROUNDS rounds are kept: opening one more forgets the oldest.
+    #[test]
+    fn only_the_newest_max_confirm_rounds_stay_open() {
+        let mut tracker = ReadTracker::default();
+        let rounds: Vec<u64> = (0..=MAX_CONFIRM_ROUNDS as u64)
+            .map(|tick| tracker.open_round(tick, 1))
+            .collect();
+        assert!(
+            tracker.ack(rounds[0], 2, majority_of_three).is_empty() && tracker.lease_start_tick.is_none(),
+            "the oldest round was dropped"
+        );
+        tracker.ack(rounds[1], 2, majority_of_three);
+        assert_eq!(tracker.lease_start_tick, Some(1), "the next oldest is still open");
+    }
 }

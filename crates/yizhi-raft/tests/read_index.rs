@@ -243,3 +243,35 @@ fn read_without_a_known_leader_is_refused() {
     let mut node = fresh_node(1, &VOTERS, defaults);
     assert_eq!(node.read_index(1), Err(ProposeError::NotLeader { leader: None }));
 }
+
+/// `max_pending_reads` bounds the reads a leader holds for confirmation: beyond it `read_index`
+/// refuses at once, and once the round confirms them there is room again.
+#[test]
+fn leader_refuses_reads_beyond_max_pending_reads() {
+    const MAX_PENDING_READS: usize = 2;
+    let mut cluster = MemCluster::new(&VOTERS, &[], 3, |c| c.max_pending_reads = MAX_PENDING_READS);
+    assert_eq!(cluster.campaign(1), Some(1));
+    let commit = cluster.node(1).committed();
+    for read_id in [1, 2] {
+        cluster.node_mut(1).read_index(read_id).expect("within the limit");
+    }
+    assert_eq!(
+        cluster.node_mut(1).read_index(3),
+        Err(ProposeError::TooManyPendingReads {
+            limit: MAX_PENDING_READS
+        })
+    );
+    cluster.settle();
+    let answered = |ids: &[u64]| {
+        ids.iter()
+            .map(|&read_id| ReadState {
+                read_id,
+                index: commit,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(cluster.read_states[&1], answered(&[1, 2]));
+    cluster.node_mut(1).read_index(4).expect("room again");
+    cluster.settle();
+    assert_eq!(cluster.read_states[&1], answered(&[1, 2, 4]));
+}
