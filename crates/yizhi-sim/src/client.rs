@@ -274,7 +274,7 @@ impl Client {
             self.acked_writes += 1;
         }
         self.remember(&flight.input, &output);
-        history.returned(self.id, flight.input, flight.invoke_time, output);
+        history.returned(self.id, flight.op_id, flight.input, flight.invoke_time, output);
         NextStep::Think {
             delay_ms: rng.range_inclusive(0, workload.think_ms_max),
         }
@@ -308,7 +308,7 @@ impl Client {
         let flight = self.in_flight.take_if(|f| f.op_id == op_id)?;
         self.leader_hint = None;
         if !matches!(flight.input, KvInput::Get { .. }) {
-            history.unknown(self.id, flight.input.clone(), flight.invoke_time);
+            history.unknown(self.id, flight.op_id, flight.input.clone(), flight.invoke_time);
             self.known.remove(flight.input.key());
         }
         self.pending_retry = Some(flight.input);
@@ -323,7 +323,7 @@ impl Client {
         if let Some(flight) = self.in_flight.take()
             && !matches!(flight.input, KvInput::Get { .. })
         {
-            history.unknown(self.id, flight.input, flight.invoke_time);
+            history.unknown(self.id, flight.op_id, flight.input, flight.invoke_time);
         }
         self.pending_retry = None;
     }
@@ -340,6 +340,8 @@ impl Client {
 pub struct History {
     clock: u64,
     ops: Vec<Operation<KvInput, KvOutput>>,
+    /// The client's op id of each operation in `ops`, to match writes against what was applied.
+    op_ids: Vec<u64>,
 }
 
 impl History {
@@ -361,9 +363,27 @@ impl History {
         &self.ops
     }
 
-    fn returned(&mut self, client_id: u64, input: KvInput, invoke_time: u64, output: KvOutput) {
+    /// The history with every unknown-outcome write that no replica ever applied left out.
+    ///
+    /// The simulator sees what a real client cannot: a write that no state machine applied was never
+    /// observed by anyone, so a history is linearizable with it (placed last) exactly when it is
+    /// without it. Dropping such writes removes ambiguity only a client has; writes that were applied
+    /// stay unknown, and the checker still decides where they fall.
+    pub fn resolved(&self, was_applied: impl Fn(u64, u64) -> bool) -> Vec<Operation<KvInput, KvOutput>> {
+        self.ops
+            .iter()
+            .zip(&self.op_ids)
+            .filter(|&(op, &op_id)| {
+                !matches!(op.outcome, Outcome::Unknown) || was_applied(op.client_id, op_id)
+            })
+            .map(|(op, _)| op.clone())
+            .collect()
+    }
+
+    fn returned(&mut self, client_id: u64, op_id: u64, input: KvInput, invoke_time: u64, output: KvOutput) {
         let return_time = self.now();
         assert!(return_time > invoke_time);
+        self.op_ids.push(op_id);
         self.ops.push(Operation {
             client_id,
             input,
@@ -372,7 +392,8 @@ impl History {
         });
     }
 
-    fn unknown(&mut self, client_id: u64, input: KvInput, invoke_time: u64) {
+    fn unknown(&mut self, client_id: u64, op_id: u64, input: KvInput, invoke_time: u64) {
+        self.op_ids.push(op_id);
         self.ops.push(Operation {
             client_id,
             input,
@@ -451,5 +472,27 @@ mod tests {
             reply: Reply::Rejected,
         };
         assert_eq!(c.on_reply(&late, &w, &mut rng, &mut h), NextStep::Ignore);
+    }
+
+    #[test]
+    fn resolved_history_drops_only_unknown_writes_that_were_never_applied() {
+        let mut h = History::default();
+        let put = |v: &str| KvInput::Put {
+            key: "k".into(),
+            value: v.into(),
+        };
+        let t = h.now();
+        h.unknown(1, 7, put("applied"), t);
+        let t = h.now();
+        h.unknown(1, 8, put("never-applied"), t);
+        let t = h.now();
+        h.returned(2, 3, KvInput::Get { key: "k".into() }, t, KvOutput::Value(None));
+        let resolved = h.resolved(|client, op| (client, op) == (1, 7));
+        let kept: Vec<&KvInput> = resolved.iter().map(|op| &op.input).collect();
+        assert_eq!(kept, vec![&put("applied"), &KvInput::Get { key: "k".into() }]);
+        assert!(
+            matches!(resolved[0].outcome, Outcome::Unknown),
+            "an applied write stays unknown"
+        );
     }
 }

@@ -19,8 +19,10 @@
 //! - **Nodes** ([`node`]): crash and restart from the disk (state machine from the durable
 //!   snapshot), pause (their events wait), apply committed entries to a KV map ([`kv`]), compact
 //!   periodically so lagging followers need InstallSnapshot, and answer clients.
-//! - **Clients** ([`client`]): one operation in flight each, timeouts, retries as new operations;
-//!   the history is judged by `yizhi-lincheck` at the end.
+//! - **Clients** ([`client`]): one operation in flight each, timeouts, retries as new operations
+//!   with fresh values; the history is judged by `yizhi-lincheck` at the end. A timed-out write
+//!   that no replica ever applied is left out of the judged history (nobody can have observed it);
+//!   one that was applied stays of unknown outcome.
 //! - **Invariants** ([`invariants`]): checked after every event; the run stops at the first one
 //!   broken. After the fault phase the network heals, a majority is up, and a leader plus a probe
 //!   write must get through within bounds (liveness).

@@ -94,6 +94,8 @@ pub struct Outputs<M> {
     pub messages: Vec<Envelope<M>>,
     pub replies: Vec<ClientReply>,
     pub fsync_requested: bool,
+    /// `(client_id, op_id)` of every client write this node's state machine applied.
+    pub applied_writes: Vec<(u64, u64)>,
 }
 
 impl<M> Default for Outputs<M> {
@@ -102,6 +104,7 @@ impl<M> Default for Outputs<M> {
             messages: Vec::new(),
             replies: Vec::new(),
             fsync_requested: false,
+            applied_writes: Vec::new(),
         }
     }
 }
@@ -344,6 +347,7 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
         let more = self.pump(ctx)?;
         out.messages.extend(more.messages);
         out.replies.extend(more.replies);
+        out.applied_writes.extend(more.applied_writes);
         out.fsync_requested |= more.fsync_requested;
         Ok(out)
     }
@@ -441,6 +445,7 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
                 let cmd = KvCommand::decode(data).unwrap_or_else(|e| {
                     panic!("node {}: entry {} does not decode: {e}", self.id, entry.index)
                 });
+                out.applied_writes.push((cmd.client_id, cmd.op_id));
                 Some(self.kv.apply(&cmd.op))
             }
             EntryPayload::Noop | EntryPayload::Membership(_) => None,

@@ -50,7 +50,7 @@ pub fn run_with_trace<F: EngineFactory>(
     };
     let (violation, lincheck) = match violation {
         Some(v) => (Some(v), LincheckVerdict::Skipped),
-        None => match check_operations(&KvModel, sim.history().ops(), MAX_LINCHECK_STEPS) {
+        None => match check_operations(&KvModel, &sim.history_for_check(), MAX_LINCHECK_STEPS) {
             CheckResult::Linearizable => (None, LincheckVerdict::Linearizable),
             CheckResult::Undecided { .. } => (None, LincheckVerdict::Undecided),
             CheckResult::NotLinearizable {

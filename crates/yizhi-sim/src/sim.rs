@@ -163,6 +163,8 @@ pub(crate) struct Sim<'f, F: EngineFactory> {
     /// Regular clients, then the liveness probe last.
     clients: Vec<Client>,
     history: History,
+    /// Every client write some replica applied, as `(client_id, op_id)`.
+    applied_writes: BTreeSet<(u64, u64)>,
     checker: Checker,
     pub(crate) trace: Trace,
     rng: Rngs,
@@ -222,6 +224,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             network,
             clients,
             history: History::default(),
+            applied_writes: BTreeSet::new(),
             checker: Checker::default(),
             trace: Trace::new(options.trace),
             rng,
@@ -444,6 +447,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             );
             self.send(envelope);
         }
+        self.applied_writes.extend(out.applied_writes);
         for reply in out.replies {
             let at = self.now_ms + self.rng.clients.range_inclusive(1, CLIENT_DELAY_MS_MAX);
             self.schedule(at, Event::Reply { reply });
@@ -818,7 +822,11 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
         self.now_ms
     }
 
-    pub(crate) fn history(&self) -> &History {
-        &self.history
+    /// The history for the linearizability check, with never-applied unknown writes left out.
+    pub(crate) fn history_for_check(
+        &self,
+    ) -> Vec<yizhi_lincheck::Operation<yizhi_lincheck::kv::KvInput, yizhi_lincheck::kv::KvOutput>> {
+        self.history
+            .resolved(|client, op| self.applied_writes.contains(&(client, op)))
     }
 }
