@@ -1,0 +1,180 @@
+//! Where the state machine keeps what it must not lose: one record per revision (etcd's "key"
+//! bucket, keyed by revision), the leases, and the meta row (current and compacted revision,
+//! applied log index).
+//!
+//! The trait is shaped for a transactional store (redb): everything one log entry changes arrives
+//! as one [`WriteBatch`] *together with* the log index it came from, so a crash can never leave
+//! data that is ahead of, or behind, the applied index it is recorded under.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use thiserror::Error;
+use yizhi_engine::LogIndex;
+
+use crate::revision::{INITIAL_REVISION, Revision};
+use crate::types::LeaseId;
+
+/// What one revision wrote to one key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevisionRecord {
+    pub key: Bytes,
+    /// A delete: the remaining fields are zero/empty.
+    pub tombstone: bool,
+    pub value: Bytes,
+    pub create_revision: i64,
+    pub version: i64,
+    pub lease: LeaseId,
+}
+
+/// A record that would break the key index's invariants is corruption, not a panic.
+pub(crate) fn check_record_shape(revision: Revision, record: &RevisionRecord) -> Result<(), BackendError> {
+    let sane = if record.tombstone {
+        record.version == 0 && record.value.is_empty()
+    } else {
+        record.version >= 1 && record.create_revision >= 1 && record.create_revision <= revision.main
+    };
+    if sane && !record.key.is_empty() && revision.sub >= 0 {
+        Ok(())
+    } else {
+        Err(BackendError::Corrupt(format!("malformed record at {revision:?}")))
+    }
+}
+
+/// A granted lease as it is persisted. Attached keys are not stored: they are derived from the
+/// latest record of each key, so they can never disagree with the data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseRecord {
+    pub id: LeaseId,
+    pub granted_ttl_secs: i64,
+    /// Logical time (the leader's clock) at which the lease expires unless kept alive.
+    pub expiry_ms: u64,
+}
+
+/// The meta row, written with every batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Meta {
+    pub current_revision: i64,
+    pub compact_revision: i64,
+    pub applied_index: LogIndex,
+    /// Next ID handed to a grant that asked for none; persisted so replicas agree after restart.
+    pub next_lease_id: LeaseId,
+}
+
+impl Default for Meta {
+    fn default() -> Self {
+        Meta {
+            current_revision: INITIAL_REVISION,
+            compact_revision: 0,
+            applied_index: 0,
+            next_lease_id: 1,
+        }
+    }
+}
+
+/// Everything one applied command changes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteBatch {
+    pub put_records: Vec<(Revision, RevisionRecord)>,
+    /// Records dropped by compaction.
+    pub delete_records: Vec<Revision>,
+    pub put_leases: Vec<LeaseRecord>,
+    pub delete_leases: Vec<LeaseId>,
+    pub meta: Meta,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum BackendError {
+    #[error("backend I/O failed: {0}")]
+    Io(String),
+    #[error("backend data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Durable storage for the state machine. Reads return owned values (cheap: `Bytes`) so that a
+/// disk backend need not keep pages alive.
+pub trait Backend {
+    fn meta(&self) -> Result<Meta, BackendError>;
+    fn record(&self, revision: Revision) -> Result<Option<RevisionRecord>, BackendError>;
+    /// Every record, in revision order (rebuilding the index, snapshots).
+    fn all_records(&self) -> Result<Vec<(Revision, RevisionRecord)>, BackendError>;
+    fn all_leases(&self) -> Result<Vec<LeaseRecord>, BackendError>;
+    /// Applies `batch` atomically; `batch.meta.applied_index` is the log index it came from.
+    fn apply(&mut self, batch: WriteBatch) -> Result<(), BackendError>;
+    /// Replaces the whole content (snapshot install), atomically.
+    fn replace_all(
+        &mut self,
+        records: Vec<(Revision, RevisionRecord)>,
+        leases: Vec<LeaseRecord>,
+        meta: Meta,
+    ) -> Result<(), BackendError>;
+}
+
+/// The in-memory backend: the simulator's, and the reference for the redb one.
+#[derive(Clone, Debug, Default)]
+pub struct MemBackend {
+    records: BTreeMap<Revision, RevisionRecord>,
+    leases: BTreeMap<LeaseId, LeaseRecord>,
+    meta: Meta,
+}
+
+impl MemBackend {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Backend for MemBackend {
+    fn meta(&self) -> Result<Meta, BackendError> {
+        Ok(self.meta)
+    }
+
+    fn record(&self, revision: Revision) -> Result<Option<RevisionRecord>, BackendError> {
+        Ok(self.records.get(&revision).cloned())
+    }
+
+    fn all_records(&self) -> Result<Vec<(Revision, RevisionRecord)>, BackendError> {
+        Ok(self.records.iter().map(|(r, rec)| (*r, rec.clone())).collect())
+    }
+
+    fn all_leases(&self) -> Result<Vec<LeaseRecord>, BackendError> {
+        Ok(self.leases.values().copied().collect())
+    }
+
+    fn apply(&mut self, batch: WriteBatch) -> Result<(), BackendError> {
+        assert!(
+            batch.meta.applied_index >= self.meta.applied_index,
+            "applied index going back: {} -> {}",
+            self.meta.applied_index,
+            batch.meta.applied_index
+        );
+        assert!(batch.meta.current_revision >= self.meta.current_revision);
+        for (revision, record) in batch.put_records {
+            let previous = self.records.insert(revision, record);
+            assert!(previous.is_none(), "revision {revision:?} written twice");
+        }
+        for revision in batch.delete_records {
+            self.records.remove(&revision);
+        }
+        for lease in batch.put_leases {
+            self.leases.insert(lease.id, lease);
+        }
+        for id in batch.delete_leases {
+            self.leases.remove(&id);
+        }
+        self.meta = batch.meta;
+        Ok(())
+    }
+
+    fn replace_all(
+        &mut self,
+        records: Vec<(Revision, RevisionRecord)>,
+        leases: Vec<LeaseRecord>,
+        meta: Meta,
+    ) -> Result<(), BackendError> {
+        self.records = records.into_iter().collect();
+        self.leases = leases.into_iter().map(|l| (l.id, l)).collect();
+        self.meta = meta;
+        Ok(())
+    }
+}

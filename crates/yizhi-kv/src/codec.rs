@@ -1,0 +1,343 @@
+//! The replicated command encoding: `[version][tag][fields…]`, fields in a fixed order, integers as
+//! varints (signed ones zigzagged), byte strings length-prefixed, booleans packed into flag bytes.
+//! Decoding is a pure function over a byte slice; any malformed input is a [`DecodeError`].
+//! A new field or command means a new [`COMMAND_CODEC_VERSION`]; old versions stay decodable
+//! because old entries stay in logs.
+
+use crate::apply::Command;
+use crate::store::MAX_TXN_DEPTH;
+use crate::types::{
+    CompactionRequest, Compare, CompareResult, CompareTarget, DeleteRangeRequest, LeaseGrantRequest,
+    PutRequest, RangeRequest, RequestOp, SortOrder, SortTarget, TxnRequest,
+};
+use crate::wire::{DecodeError, Reader, Writer};
+
+pub const COMMAND_CODEC_VERSION: u8 = 1;
+
+const TAG_RANGE: u8 = 1;
+const TAG_PUT: u8 = 2;
+const TAG_DELETE_RANGE: u8 = 3;
+const TAG_TXN: u8 = 4;
+const TAG_COMPACT: u8 = 5;
+const TAG_LEASE_GRANT: u8 = 6;
+const TAG_LEASE_REVOKE: u8 = 7;
+const TAG_LEASE_KEEP_ALIVE: u8 = 8;
+
+pub fn encode_command(command: &Command) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.u8(COMMAND_CODEC_VERSION);
+    match command {
+        Command::Range(r) => {
+            w.u8(TAG_RANGE);
+            put_range(&mut w, r);
+        }
+        Command::Put(p) => {
+            w.u8(TAG_PUT);
+            put_put(&mut w, p);
+        }
+        Command::DeleteRange(d) => {
+            w.u8(TAG_DELETE_RANGE);
+            put_delete(&mut w, d);
+        }
+        Command::Txn(t) => {
+            w.u8(TAG_TXN);
+            put_txn(&mut w, t);
+        }
+        Command::Compact(c) => {
+            w.u8(TAG_COMPACT);
+            w.i64(c.revision);
+            w.flags(&[c.physical]);
+        }
+        Command::LeaseGrant(g) => {
+            w.u8(TAG_LEASE_GRANT);
+            w.i64(g.id);
+            w.i64(g.ttl_secs);
+            w.varint(g.now_ms);
+        }
+        Command::LeaseRevoke { id } => {
+            w.u8(TAG_LEASE_REVOKE);
+            w.i64(*id);
+        }
+        Command::LeaseKeepAlive { id, now_ms } => {
+            w.u8(TAG_LEASE_KEEP_ALIVE);
+            w.i64(*id);
+            w.varint(*now_ms);
+        }
+    }
+    w.buf
+}
+
+pub fn decode_command(data: &[u8]) -> Result<Command, DecodeError> {
+    if data.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    let mut r = Reader::new(data);
+    let version = r.u8("version")?;
+    if version != COMMAND_CODEC_VERSION {
+        return Err(DecodeError::UnsupportedVersion {
+            what: "command",
+            version,
+        });
+    }
+    let command = match r.u8("command tag")? {
+        TAG_RANGE => Command::Range(get_range(&mut r)?),
+        TAG_PUT => Command::Put(get_put(&mut r)?),
+        TAG_DELETE_RANGE => Command::DeleteRange(get_delete(&mut r)?),
+        TAG_TXN => Command::Txn(get_txn(&mut r, 0)?),
+        TAG_COMPACT => {
+            let revision = r.i64("compact revision")?;
+            let [physical] = r.flags("compact flags")?;
+            Command::Compact(CompactionRequest { revision, physical })
+        }
+        TAG_LEASE_GRANT => Command::LeaseGrant(LeaseGrantRequest {
+            id: r.i64("lease id")?,
+            ttl_secs: r.i64("lease ttl")?,
+            now_ms: r.varint("lease now")?,
+        }),
+        TAG_LEASE_REVOKE => Command::LeaseRevoke {
+            id: r.i64("lease id")?,
+        },
+        TAG_LEASE_KEEP_ALIVE => Command::LeaseKeepAlive {
+            id: r.i64("lease id")?,
+            now_ms: r.varint("lease now")?,
+        },
+        tag => return Err(DecodeError::UnknownTag { what: "command", tag }),
+    };
+    r.finish("command")?;
+    Ok(command)
+}
+
+fn put_range(w: &mut Writer, r: &RangeRequest) {
+    w.bytes(&r.key);
+    w.bytes(&r.range_end);
+    w.i64(r.limit);
+    w.i64(r.revision);
+    w.u8(r.sort_order as u8);
+    w.u8(r.sort_target as u8);
+    w.flags(&[r.serializable, r.keys_only, r.count_only]);
+    for v in [
+        r.min_mod_revision,
+        r.max_mod_revision,
+        r.min_create_revision,
+        r.max_create_revision,
+    ] {
+        w.i64(v);
+    }
+}
+
+fn get_range(r: &mut Reader) -> Result<RangeRequest, DecodeError> {
+    let key = r.bytes("range key")?;
+    let range_end = r.bytes("range end")?;
+    let limit = r.i64("range limit")?;
+    let revision = r.i64("range revision")?;
+    let sort_order = match r.u8("sort order")? {
+        0 => SortOrder::None,
+        1 => SortOrder::Ascend,
+        2 => SortOrder::Descend,
+        tag => {
+            return Err(DecodeError::UnknownTag {
+                what: "sort order",
+                tag,
+            });
+        }
+    };
+    let sort_target = match r.u8("sort target")? {
+        0 => SortTarget::Key,
+        1 => SortTarget::Version,
+        2 => SortTarget::Create,
+        3 => SortTarget::Mod,
+        4 => SortTarget::Value,
+        tag => {
+            return Err(DecodeError::UnknownTag {
+                what: "sort target",
+                tag,
+            });
+        }
+    };
+    let [serializable, keys_only, count_only] = r.flags("range flags")?;
+    Ok(RangeRequest {
+        key,
+        range_end,
+        limit,
+        revision,
+        sort_order,
+        sort_target,
+        serializable,
+        keys_only,
+        count_only,
+        min_mod_revision: r.i64("min mod")?,
+        max_mod_revision: r.i64("max mod")?,
+        min_create_revision: r.i64("min create")?,
+        max_create_revision: r.i64("max create")?,
+    })
+}
+
+fn put_put(w: &mut Writer, p: &PutRequest) {
+    w.bytes(&p.key);
+    w.bytes(&p.value);
+    w.i64(p.lease);
+    w.flags(&[p.prev_kv, p.ignore_value, p.ignore_lease]);
+}
+
+fn get_put(r: &mut Reader) -> Result<PutRequest, DecodeError> {
+    let key = r.bytes("put key")?;
+    let value = r.bytes("put value")?;
+    let lease = r.i64("put lease")?;
+    let [prev_kv, ignore_value, ignore_lease] = r.flags("put flags")?;
+    Ok(PutRequest {
+        key,
+        value,
+        lease,
+        prev_kv,
+        ignore_value,
+        ignore_lease,
+    })
+}
+
+fn put_delete(w: &mut Writer, d: &DeleteRangeRequest) {
+    w.bytes(&d.key);
+    w.bytes(&d.range_end);
+    w.flags(&[d.prev_kv]);
+}
+
+fn get_delete(r: &mut Reader) -> Result<DeleteRangeRequest, DecodeError> {
+    let key = r.bytes("delete key")?;
+    let range_end = r.bytes("delete range end")?;
+    let [prev_kv] = r.flags("delete flags")?;
+    Ok(DeleteRangeRequest {
+        key,
+        range_end,
+        prev_kv,
+    })
+}
+
+fn put_txn(w: &mut Writer, t: &TxnRequest) {
+    w.varint(t.compare.len() as u64);
+    for c in &t.compare {
+        put_compare(w, c);
+    }
+    for ops in [&t.success, &t.failure] {
+        w.varint(ops.len() as u64);
+        for op in ops {
+            put_op(w, op);
+        }
+    }
+}
+
+fn get_txn(r: &mut Reader, depth: usize) -> Result<TxnRequest, DecodeError> {
+    if depth >= MAX_TXN_DEPTH {
+        return Err(DecodeError::TooDeep {
+            max_depth: MAX_TXN_DEPTH,
+        });
+    }
+    let compares = r.count("compare count")?;
+    let mut compare = Vec::with_capacity(compares);
+    for _ in 0..compares {
+        compare.push(get_compare(r)?);
+    }
+    let success = get_ops(r, depth)?;
+    let failure = get_ops(r, depth)?;
+    Ok(TxnRequest {
+        compare,
+        success,
+        failure,
+    })
+}
+
+fn get_ops(r: &mut Reader, depth: usize) -> Result<Vec<RequestOp>, DecodeError> {
+    let n = r.count("op count")?;
+    let mut ops = Vec::with_capacity(n);
+    for _ in 0..n {
+        ops.push(match r.u8("op tag")? {
+            TAG_RANGE => RequestOp::Range(get_range(r)?),
+            TAG_PUT => RequestOp::Put(get_put(r)?),
+            TAG_DELETE_RANGE => RequestOp::DeleteRange(get_delete(r)?),
+            TAG_TXN => RequestOp::Txn(get_txn(r, depth + 1)?),
+            tag => return Err(DecodeError::UnknownTag { what: "txn op", tag }),
+        });
+    }
+    Ok(ops)
+}
+
+fn put_op(w: &mut Writer, op: &RequestOp) {
+    match op {
+        RequestOp::Range(r) => {
+            w.u8(TAG_RANGE);
+            put_range(w, r);
+        }
+        RequestOp::Put(p) => {
+            w.u8(TAG_PUT);
+            put_put(w, p);
+        }
+        RequestOp::DeleteRange(d) => {
+            w.u8(TAG_DELETE_RANGE);
+            put_delete(w, d);
+        }
+        RequestOp::Txn(t) => {
+            w.u8(TAG_TXN);
+            put_txn(w, t);
+        }
+    }
+}
+
+const RESULT_EQUAL: u8 = 0;
+const RESULT_GREATER: u8 = 1;
+const RESULT_LESS: u8 = 2;
+const RESULT_NOT_EQUAL: u8 = 3;
+const TARGET_VERSION: u8 = 0;
+const TARGET_CREATE: u8 = 1;
+const TARGET_MOD: u8 = 2;
+const TARGET_VALUE: u8 = 3;
+const TARGET_LEASE: u8 = 4;
+
+fn put_compare(w: &mut Writer, c: &Compare) {
+    w.u8(match c.result {
+        CompareResult::Equal => RESULT_EQUAL,
+        CompareResult::Greater => RESULT_GREATER,
+        CompareResult::Less => RESULT_LESS,
+        CompareResult::NotEqual => RESULT_NOT_EQUAL,
+    });
+    match &c.target {
+        CompareTarget::Version(v) => (w.u8(TARGET_VERSION), w.i64(*v)),
+        CompareTarget::Create(v) => (w.u8(TARGET_CREATE), w.i64(*v)),
+        CompareTarget::Mod(v) => (w.u8(TARGET_MOD), w.i64(*v)),
+        CompareTarget::Value(v) => (w.u8(TARGET_VALUE), w.bytes(v)),
+        CompareTarget::Lease(v) => (w.u8(TARGET_LEASE), w.i64(*v)),
+    };
+    w.bytes(&c.key);
+    w.bytes(&c.range_end);
+}
+
+fn get_compare(r: &mut Reader) -> Result<Compare, DecodeError> {
+    let result = match r.u8("compare result")? {
+        RESULT_EQUAL => CompareResult::Equal,
+        RESULT_GREATER => CompareResult::Greater,
+        RESULT_LESS => CompareResult::Less,
+        RESULT_NOT_EQUAL => CompareResult::NotEqual,
+        tag => {
+            return Err(DecodeError::UnknownTag {
+                what: "compare result",
+                tag,
+            });
+        }
+    };
+    let target = match r.u8("compare target")? {
+        TARGET_VERSION => CompareTarget::Version(r.i64("compare version")?),
+        TARGET_CREATE => CompareTarget::Create(r.i64("compare create")?),
+        TARGET_MOD => CompareTarget::Mod(r.i64("compare mod")?),
+        TARGET_VALUE => CompareTarget::Value(r.bytes("compare value")?),
+        TARGET_LEASE => CompareTarget::Lease(r.i64("compare lease")?),
+        tag => {
+            return Err(DecodeError::UnknownTag {
+                what: "compare target",
+                tag,
+            });
+        }
+    };
+    Ok(Compare {
+        result,
+        target,
+        key: r.bytes("compare key")?,
+        range_end: r.bytes("compare range end")?,
+    })
+}
