@@ -74,7 +74,9 @@ impl Replay {
                         entry.index
                     ));
                 }
-                if entry.index > self.index.last_index() + 1 {
+                // Above the known range, or a truncation reaching below it: the entries in between
+                // lived in released segments, so a later marker must cover them (checked at the end).
+                if entry.index > self.index.last_index() + 1 || entry.index < self.index.first_index() {
                     self.index.reset(entry.index);
                 }
                 self.index.push(entry, location);
@@ -128,7 +130,7 @@ impl WalStorage {
         let marker = replay
             .marker
             .ok_or_else(|| inconsistent("no snapshot marker (creation was interrupted?)".into()))?;
-        if !replay.index.is_empty() && replay.index.first_index() != marker.index + 1 {
+        if replay.index.first_index() > marker.index + 1 {
             return Err(inconsistent(format!(
                 "entries {}..{} are missing above snapshot {}",
                 marker.index + 1,

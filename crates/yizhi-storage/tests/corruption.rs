@@ -1,0 +1,232 @@
+//! Damage on disk: in the middle of the log it stops recovery with an error naming file and offset;
+//! at the very tail it is cut with a warning; a damaged snapshot is refused with the reason.
+
+use std::fs::{self, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use yizhi_engine::{Entry, EntryPayload, LogIndex, LogStorage, Membership};
+use yizhi_storage::codec::{SEGMENT_HEADER_BYTES, decode_record};
+use yizhi_storage::{WalConfig, WalError, WalStorage, WalStorageConfig};
+
+const ENTRIES: LogIndex = 60;
+
+fn config() -> WalStorageConfig {
+    WalStorageConfig {
+        wal: WalConfig {
+            segment_bytes: 16 * 1024,
+            max_record_bytes: 4 * 1024,
+            sync_faults: None,
+        },
+        max_cached_entry_bytes: 4 * 1024,
+    }
+}
+
+fn entry(index: LogIndex) -> Entry {
+    Entry {
+        index,
+        term: 1,
+        payload: EntryPayload::Normal(Bytes::from(vec![index as u8; 900])),
+    }
+}
+
+/// A WAL of `ENTRIES` entries over several segments; returns its segment paths, oldest first.
+fn written_wal(dir: &Path) -> Vec<PathBuf> {
+    let mut storage = WalStorage::create(dir, config(), Membership::new([1])).expect("create");
+    let entries: Vec<Entry> = (1..=ENTRIES).map(entry).collect();
+    storage.append(&entries).expect("append");
+    storage.sync().expect("sync");
+    let wal = storage.wal();
+    let paths: Vec<PathBuf> = wal
+        .segment_sequences()
+        .into_iter()
+        .map(|s| wal.segment_path(s))
+        .collect();
+    assert!(
+        paths.len() >= 3,
+        "the test needs several segments, got {}",
+        paths.len()
+    );
+    paths
+}
+
+/// Byte offsets of the records in a segment file.
+fn record_offsets(path: &Path) -> Vec<usize> {
+    let bytes = fs::read(path).expect("read segment");
+    let mut offsets = Vec::new();
+    let mut offset = SEGMENT_HEADER_BYTES;
+    while let Ok(decoded) = decode_record(&bytes[offset..]) {
+        offsets.push(offset);
+        offset += decoded.frame_len;
+    }
+    offsets
+}
+
+fn flip_byte(path: &Path, offset: usize) {
+    let mut bytes = fs::read(path).expect("read");
+    bytes[offset] ^= 0x5a;
+    fs::write(path, bytes).expect("write");
+}
+
+fn expect_corrupt_at(dir: &Path, path: &Path, offset: usize) {
+    let error = WalStorage::open(dir, config()).expect_err("corruption must stop recovery");
+    match &error {
+        WalError::CorruptRecord {
+            path: reported,
+            offset: at,
+            ..
+        } => {
+            assert_eq!(reported, path);
+            assert_eq!(*at, offset as u64);
+        }
+        other => panic!("expected CorruptRecord, got {other}"),
+    }
+    let message = error.to_string();
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains(&format!("byte offset {offset}")), "{message}");
+}
+
+#[test]
+fn flipped_byte_in_an_older_segment_names_file_and_offset() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let paths = written_wal(dir.path());
+    let offsets = record_offsets(&paths[1]);
+    let victim = offsets[offsets.len() / 2];
+    flip_byte(&paths[1], victim + 20);
+    expect_corrupt_at(dir.path(), &paths[1], victim);
+    // Refusing must not repair anything: the damage is still reported the second time.
+    expect_corrupt_at(dir.path(), &paths[1], victim);
+}
+
+#[test]
+fn flipped_byte_mid_last_segment_is_corruption_not_a_torn_tail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let paths = written_wal(dir.path());
+    let last = paths.last().expect("segments");
+    let offsets = record_offsets(last);
+    assert!(offsets.len() >= 3, "last segment holds {} records", offsets.len());
+    flip_byte(last, offsets[1] + 3);
+    expect_corrupt_at(dir.path(), last, offsets[1]);
+}
+
+#[test]
+fn damaged_final_record_is_cut_with_a_warning() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let paths = written_wal(dir.path());
+    let last = paths.last().expect("segments");
+    let final_record = *record_offsets(last).last().expect("records");
+    flip_byte(last, final_record + 30);
+    let (mut storage, report) = WalStorage::open(dir.path(), config()).expect("torn tail recovers");
+    let torn = report.torn_tail.clone().expect("torn tail reported");
+    assert_eq!((&torn.path, torn.offset), (last, final_record as u64));
+    assert!(
+        report.warnings()[0].contains("torn tail"),
+        "{:?}",
+        report.warnings()
+    );
+    assert_eq!(
+        storage.last_index(),
+        ENTRIES - 1,
+        "only the damaged final entry is gone"
+    );
+    // The cut tail is zeros again: the log accepts new entries and reopens cleanly.
+    storage.append(&[entry(ENTRIES)]).expect("append after recovery");
+    storage.sync().expect("sync");
+    drop(storage);
+    let (storage, report) = WalStorage::open(dir.path(), config()).expect("clean reopen");
+    assert_eq!(report.torn_tail, None);
+    assert_eq!(
+        storage.entries(1, ENTRIES + 1, u64::MAX).expect("entries").len() as u64,
+        ENTRIES
+    );
+}
+
+#[test]
+fn truncated_or_garbage_tail_recovers_every_complete_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let paths = written_wal(dir.path());
+    let last = paths.last().expect("segments");
+    let final_record = *record_offsets(last).last().expect("records");
+    let file = OpenOptions::new().write(true).open(last).expect("open");
+    file.set_len(final_record as u64 + 7)
+        .expect("truncate mid-record");
+    drop(file);
+    let (storage, report) = WalStorage::open(dir.path(), config()).expect("recovers");
+    assert!(report.torn_tail.is_some());
+    assert_eq!(storage.last_index(), ENTRIES - 1);
+    drop(storage);
+
+    // Garbage after the last complete record (an interrupted write of junk) is cut as well.
+    let mut bytes = fs::read(last).expect("read");
+    let final_offset = *record_offsets(last).last().expect("records");
+    let end = final_offset + decode_record(&bytes[final_offset..]).expect("valid").frame_len;
+    for (i, byte) in bytes[end..end + 500].iter_mut().enumerate() {
+        *byte = (i * 37 + 11) as u8;
+    }
+    fs::write(last, bytes).expect("write");
+    let (storage, report) = WalStorage::open(dir.path(), config()).expect("recovers");
+    assert_eq!(report.torn_tail.map(|t| t.offset), Some(end as u64));
+    assert_eq!(
+        storage.last_index(),
+        ENTRIES - 1,
+        "no record was invented from the garbage"
+    );
+}
+
+fn snapshot_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = fs::read_dir(dir)
+        .expect("list")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|ext| ext == "snap"))
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn corrupt_or_missing_snapshot_is_refused_with_file_and_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut storage = WalStorage::create(dir.path(), config(), Membership::new([1])).expect("create");
+    storage
+        .append(&(1..=10).map(entry).collect::<Vec<_>>())
+        .expect("append");
+    storage
+        .compact(8, Membership::new([1]), Bytes::from(vec![3u8; 5000]))
+        .expect("compact");
+    drop(storage);
+    let snapshot = snapshot_files(dir.path()).pop().expect("snapshot file");
+    let pristine = fs::read(&snapshot).expect("read");
+    let len = pristine.len();
+    flip_byte(&snapshot, len - 100);
+    let error = WalStorage::open(dir.path(), config()).expect_err("corrupt snapshot refused");
+    let message = error.to_string();
+    assert!(matches!(error, WalError::CorruptSnapshot { .. }), "{message}");
+    assert!(message.contains(&snapshot.display().to_string()), "{message}");
+    assert!(message.contains("data checksum mismatch"), "{message}");
+
+    fs::write(&snapshot, &pristine[..len - 1]).expect("truncate");
+    let message = WalStorage::open(dir.path(), config())
+        .expect_err("short snapshot")
+        .to_string();
+    assert!(message.contains("data bytes"), "{message}");
+
+    fs::remove_file(&snapshot).expect("remove");
+    let error = WalStorage::open(dir.path(), config()).expect_err("missing snapshot refused");
+    assert!(
+        matches!(error, WalError::MissingSnapshot { index: 8, .. }),
+        "{error}"
+    );
+
+    fs::write(&snapshot, &pristine).expect("restore");
+    let (storage, _) = WalStorage::open(dir.path(), config()).expect("intact snapshot loads");
+    assert_eq!(storage.snapshot_ref().meta.index, 8);
+}
+
+#[test]
+fn a_missing_middle_segment_is_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let paths = written_wal(dir.path());
+    fs::remove_file(&paths[1]).expect("remove");
+    let error = WalStorage::open(dir.path(), config()).expect_err("gap refused");
+    assert!(error.to_string().contains("missing"), "{error}");
+}
