@@ -1,4 +1,73 @@
-//! Yizhi's MVCC key-value state machine (docs filled in below).
+//! Yizhi's MVCC key-value state machine: etcd v3's data model (revisions, ranges, txns,
+//! compaction, leases, watches), deterministic and IO-free at its core.
+//!
+//! # What it is
+//!
+//! The replicated log carries [`Command`]s encoded with [`encode_command`]; every replica decodes
+//! them ([`decode_command`], a pure function over bytes) and hands them to
+//! [`MvccStore::apply`] with their log index. Given the same commands, every replica produces the
+//! same responses and the same state ([`MvccStore::state_hash`]); no clock, randomness or IO is
+//! consulted. Reads ([`MvccStore::range`]), lease queries and the [`WatchHub`] are local.
+//!
+//! The etcd API maps one to one: `RangeRequest` → [`RangeRequest`] / [`MvccStore::range`] (or
+//! [`Command::Range`] for a read through the log), `Put`/`DeleteRange`/`Txn`/`Compact` →
+//! [`Command`]s, `LeaseGrant`/`LeaseRevoke`/`LeaseKeepAlive` → commands,
+//! `LeaseTimeToLive`/`LeaseLeases` → [`MvccStore::lease_time_to_live`] / [`MvccStore::lease_ids`],
+//! `Watch` → [`WatchHub`]. Error messages are etcd's ([`KvError`]).
+//!
+//! # Modules
+//!
+//! - `types`: requests/responses mirroring etcd's protos; `revision`: `(main, sub)`.
+//! - `index`: the in-memory key index (etcd's `treeIndex`): per key, the revisions that wrote it.
+//! - `store` (reads), `write` (put, delete, txn, compaction), `lease`, `apply` (the entry point).
+//! - [`backend`]: the [`Backend`] trait and [`MemBackend`]. Values live there keyed by revision,
+//!   as in etcd's `key` bucket; one applied entry is one [`backend::WriteBatch`] carrying its
+//!   log index, so a transactional backend stores data and applied index atomically.
+//! - [`codec`] and `wire`: the versioned binary command encoding; [`snapshot`]: whole-state
+//!   snapshots with a CRC-32, restored with [`MvccStore::install_snapshot`].
+//! - [`watch`]: the watch hub.
+//!
+//! # Semantics, and where etcd was unclear
+//!
+//! - The store starts at revision 1; the first write is revision 2. A request that writes nothing
+//!   (a delete that matched nothing, a txn of reads, a lease revoke with no keys, a grant) does
+//!   not move the revision. A refused command still advances the applied index and nothing else.
+//! - Range: `count` counts the keys in the range at the read revision *before* the min/max
+//!   filters (as etcd's mvcc layer does); filters, then sort, then `limit`; `more` means the
+//!   limit cut something. Sort order `NONE` with a non-key target sorts ascending; ascending by
+//!   key needs no sort. Sorting is stable, so ties keep key order in both directions (etcd leaves
+//!   ties unspecified). `keys_only` blanks values after sorting (so sorting by value works).
+//!   The response revision is the store's current revision, not the read revision.
+//! - An empty key is refused with "key is not provided" except together with `range_end = "\0"`,
+//!   which means every key (etcd's clients send `"\0"` as key there; we accept both).
+//!   A `range_end` at or below `key` selects nothing.
+//! - Txn: as etcd, the compares of the txn *and of every nested txn* are evaluated against the
+//!   state before the txn; the chosen path is then validated (leases exist, `ignore_*` keys
+//!   exist, read revisions are valid) and only then executed, so a failing op fails the whole
+//!   txn with nothing written. Ranges inside a txn see the txn's earlier writes. Limits: each of
+//!   compare/success/failure may hold at most [`KvConfig::max_txn_ops`] (etcd's 128); nesting at
+//!   most [`MAX_TXN_DEPTH`] (ours; etcd only bounds request size). Duplicate detection follows
+//!   etcd's `checkIntervals`: within one op list, two puts of a key or a put inside a deleted
+//!   range is a duplicate; overlapping deletes are fine; a nested txn contributes the writes of
+//!   both its branches. All responses of a txn carry the revision the txn ended at.
+//! - Compaction is synchronous: it drops every version no read at or above the compaction point
+//!   can see. A delete *exactly at* the compaction point is kept until the next compaction, so a
+//!   watch may start at the compact revision (etcd allows it) and still see that delete.
+//! - Leases: IDs requested as 0 are assigned from a persisted counter (etcd uses random IDs;
+//!   replicas must agree). Negative IDs are refused. TTLs are raised to
+//!   [`KvConfig::min_lease_ttl_secs`] (etcd's minimum) and capped at [`MAX_LEASE_TTL_SECS`].
+//!   Time is the leader's logical clock, carried in grant and keep-alive commands (`now_ms`);
+//!   [`MvccStore::expired_leases`] tells the leader what to revoke, and the revoke is replicated.
+//!   Keep-alives are replicated too (etcd keeps them leader-local); after a leader change the new
+//!   leader should extend every lease before expiring any, as etcd's `Promote` does.
+//! - Watch: see [`watch`]. A slow watcher is not cancelled; it stops buffering at its limit and
+//!   catches up from history, and is cancelled (with the compact revision) only if compaction
+//!   overtakes it.
+//!
+//! # Not yet here
+//!
+//! The redb backend (the trait is ready for it), the simulator driving this crate, and the gRPC
+//! translation layer.
 
 mod apply;
 pub mod backend;

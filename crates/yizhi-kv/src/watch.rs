@@ -241,8 +241,10 @@ fn catch_up<B: Backend>(
     out: &mut Vec<WatchResponse>,
 ) -> Result<bool, KvError> {
     let current = store.current_revision();
-    let mut emitted = 0usize;
-    while watcher.next_revision <= current && emitted < max_events {
+    // The drained buffer counts against the same per-poll budget.
+    let mut emitted: usize = out.iter().map(|r| r.events.len()).sum();
+    while watcher.next_revision <= current {
+        // Checked before the budget: a cancellation carries no events, so it is never deferred.
         if watcher.next_revision < store.compact_revision() {
             out.push(WatchResponse {
                 watch_id: id,
@@ -252,6 +254,9 @@ fn catch_up<B: Backend>(
                 canceled: true,
             });
             return Ok(true);
+        }
+        if emitted >= max_events {
+            break;
         }
         let from = watcher.next_revision;
         let to = current.min(from + CATCH_UP_WINDOW_REVISIONS - 1);
