@@ -20,6 +20,7 @@ use thiserror::Error;
 use crate::backend::Backend;
 use crate::error::KvError;
 use crate::index::KeyRange;
+use crate::revision::Revision;
 use crate::store::MvccStore;
 use crate::types::{Event, EventKind};
 
@@ -231,8 +232,8 @@ impl WatchHub {
     }
 }
 
-/// Reads missed revisions from history into `out` until the watcher is in step or `max_events`
-/// were emitted. Returns whether the watcher was cancelled by compaction.
+/// Reads missed revisions from history into `out` until the watcher is in step or the per-poll
+/// budget of `max_events` is spent. Returns whether the watcher was cancelled by compaction.
 fn catch_up<B: Backend>(
     store: &MvccStore<B>,
     id: WatchId,
@@ -261,30 +262,45 @@ fn catch_up<B: Backend>(
         let from = watcher.next_revision;
         let to = current.min(from + CATCH_UP_WINDOW_REVISIONS - 1);
         let history = store.history_events(&watcher.range, from, to)?;
-        // The cursor only moves past whole revisions that were emitted.
+        if !emit_revisions(id, watcher, &history, max_events, &mut emitted, out) {
+            break;
+        }
         watcher.next_revision = to + 1;
-        let mut start = 0;
-        while start < history.len() {
-            let revision = history[start].0.main;
-            let end = start + history[start..].partition_point(|(r, _)| r.main == revision);
-            if emitted > 0 && emitted + (end - start) > max_events {
-                watcher.next_revision = revision;
-                break;
-            }
-            let events: Vec<Event> = history[start..end].iter().map(|(_, e)| e.clone()).collect();
-            let selected = watcher.select(&events);
-            emitted += selected.len();
-            if !selected.is_empty() {
-                out.push(WatchResponse {
-                    watch_id: id,
-                    revision,
-                    events: selected,
-                    compact_revision: 0,
-                    canceled: false,
-                });
-            }
-            start = end;
+    }
+    assert!(watcher.next_revision <= current + 1);
+    Ok(false)
+}
+
+/// Emits whole revisions of `history` while the budget allows; a revision is never split, and
+/// one is always emitted when nothing was yet. Returns false when it stopped early, with the
+/// cursor on the first revision not emitted.
+fn emit_revisions(
+    id: WatchId,
+    watcher: &mut Watcher,
+    history: &[(Revision, Event)],
+    max_events: usize,
+    emitted: &mut usize,
+    out: &mut Vec<WatchResponse>,
+) -> bool {
+    for group in history.chunk_by(|a, b| a.0.main == b.0.main) {
+        let revision = group[0].0.main;
+        assert!(revision >= watcher.next_revision, "history before the cursor");
+        let events: Vec<Event> = group.iter().map(|(_, e)| e.clone()).collect();
+        let selected = watcher.select(&events);
+        if *emitted > 0 && *emitted + selected.len() > max_events {
+            watcher.next_revision = revision;
+            return false;
+        }
+        *emitted += selected.len();
+        if !selected.is_empty() {
+            out.push(WatchResponse {
+                watch_id: id,
+                revision,
+                events: selected,
+                compact_revision: 0,
+                canceled: false,
+            });
         }
     }
-    Ok(false)
+    true
 }
