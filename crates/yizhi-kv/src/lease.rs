@@ -90,6 +90,7 @@ impl<B: Backend> MvccStore<B> {
     ) -> Result<LeaseKeepAliveResponse, KvError> {
         let lease = self.leases.get_mut(&id).ok_or(KvError::LeaseNotFound)?;
         lease.expiry_ms = expiry_ms(now_ms, lease.granted_ttl_secs);
+        assert!(lease.expiry_ms > now_ms || lease.expiry_ms == u64::MAX);
         let lease = *lease;
         self.pending.batch.put_leases.push(lease);
         Ok(LeaseKeepAliveResponse {

@@ -77,9 +77,14 @@ impl<B: Backend> MvccStore<B> {
             "install in the middle of an apply"
         );
         let content = decode_snapshot(data)?;
+        let meta = content.meta;
         self.backend
             .replace_all(content.records, content.leases, content.meta)?;
         self.load()?;
+        assert_eq!(
+            self.meta, meta,
+            "the backend stored another meta than it was given"
+        );
         Ok(())
     }
 

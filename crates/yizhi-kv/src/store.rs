@@ -237,6 +237,11 @@ impl<B: Backend> MvccStore<B> {
             kvs.truncate(limit);
             response.more = true;
         }
+        assert!(kvs.len() as i64 <= count, "{} kvs of {count}", kvs.len());
+        assert!(
+            kvs.iter()
+                .all(|kv| kv.mod_revision <= at && kv.create_revision <= at)
+        );
         if req.keys_only {
             kvs.iter_mut().for_each(|kv| kv.value = Bytes::new());
         }

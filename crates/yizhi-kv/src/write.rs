@@ -96,6 +96,10 @@ impl<B: Backend> MvccStore<B> {
             version: entry.version,
             lease,
         };
+        assert!(
+            entry.version >= 1 && entry.create_revision <= revision.main,
+            "{entry:?}"
+        );
         self.stage(req.key.clone(), entry, record)?;
         Ok(PutResponse {
             revision: revision.main,
@@ -114,12 +118,14 @@ impl<B: Backend> MvccStore<B> {
             .map(|(k, e)| (k.clone(), e))
             .collect();
         let mut prev_kvs = Vec::new();
+        let events_before = self.pending.events.len();
         for (key, entry) in &victims {
             if req.prev_kv {
                 prev_kvs.push(self.key_value(key, *entry)?);
             }
             self.delete_key(key.clone())?;
         }
+        assert_eq!(self.pending.events.len() - events_before, victims.len());
         Ok(DeleteRangeResponse {
             revision: self.read_main(),
             deleted: victims.len() as i64,
@@ -157,6 +163,11 @@ impl<B: Backend> MvccStore<B> {
             return Err(KvError::FutureRevision);
         }
         let dropped = self.index.compact(req.revision);
+        assert!(
+            dropped.iter().all(|r| r.main <= req.revision),
+            "compaction at {} dropped a later revision",
+            req.revision
+        );
         self.pending.batch.delete_records.extend(dropped);
         self.meta.compact_revision = req.revision;
         Ok(CompactionResponse {
@@ -170,8 +181,12 @@ impl<B: Backend> MvccStore<B> {
         self.check_txn_shape(req, 0)?;
         let mut path = Vec::new();
         self.choose_path(req, &mut path)?;
-        self.check_path(req, &path, &mut 0)?;
-        let mut response = self.execute_txn(req, &path, &mut 0)?;
+        let mut checked = 0;
+        self.check_path(req, &path, &mut checked)?;
+        assert_eq!(checked, path.len(), "validation walked another path");
+        let mut executed = 0;
+        let mut response = self.execute_txn(req, &path, &mut executed)?;
+        assert_eq!(executed, path.len(), "execution walked another path");
         stamp_revision(&mut response, self.read_main());
         Ok(response)
     }
