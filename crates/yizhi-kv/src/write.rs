@@ -48,16 +48,9 @@ impl<B: Backend> MvccStore<B> {
         Ok(())
     }
 
+    /// Every check a put needs: its shape (as etcd's gRPC layer does), then the state.
     pub(crate) fn check_put(&self, req: &PutRequest) -> Result<(), KvError> {
-        if req.key.is_empty() {
-            return Err(KvError::EmptyKey);
-        }
-        if req.ignore_value && !req.value.is_empty() {
-            return Err(KvError::ValueProvided);
-        }
-        if req.ignore_lease && req.lease != NO_LEASE {
-            return Err(KvError::LeaseProvided);
-        }
+        check_put_shape(req)?;
         let existing = self.index.get(&req.key, self.read_main());
         if (req.ignore_value || req.ignore_lease) && existing.is_none() {
             return Err(KvError::KeyNotFound);
@@ -325,7 +318,8 @@ fn compare_one(compare: &Compare, kv: &KeyValue) -> bool {
     }
 }
 
-pub(crate) fn check_put_shape(req: &PutRequest) -> Result<(), KvError> {
+/// The checks that need no state, so they apply to both branches of a txn.
+fn check_put_shape(req: &PutRequest) -> Result<(), KvError> {
     if req.key.is_empty() {
         return Err(KvError::EmptyKey);
     }
