@@ -101,7 +101,6 @@ impl<S: LogStorage> RaftNode<S> {
             || self.log.has_committed_to_apply()
             || self.hard_state() != self.prev_hard_state
             || self.soft_state() != self.prev_soft_state
-            || (self.role == Role::Leader && self.append_pending)
             || self.needs_read_round()
     }
 

@@ -7,38 +7,9 @@ use bytes::Bytes;
 use common::*;
 use yizhi_engine::{Engine, Envelope, LogIndex, MemStorage, NodeId, SeededRng, Term};
 use yizhi_raft::testkit::MemCluster;
-use yizhi_raft::{Message, MessageKind, ProgressState, RaftConfig, RaftNode, RejectHint};
+use yizhi_raft::{Message, MessageKind, ProgressState, RaftConfig, RaftNode};
 
 const VOTERS: [NodeId; 3] = [1, 2, 3];
-
-fn append(
-    prev_index: LogIndex,
-    prev_term: Term,
-    entries: Vec<yizhi_engine::Entry>,
-    commit: LogIndex,
-) -> MessageKind {
-    MessageKind::Append {
-        prev_index,
-        prev_term,
-        entries,
-        commit,
-    }
-}
-
-fn accepted(index: LogIndex) -> MessageKind {
-    MessageKind::AppendResponse { index, reject: None }
-}
-
-fn rejected(rejected_index: LogIndex, hint_index: LogIndex, hint_term: Term) -> MessageKind {
-    MessageKind::AppendResponse {
-        index: rejected_index,
-        reject: Some(RejectHint {
-            rejected_index,
-            hint_index,
-            hint_term,
-        }),
-    }
-}
 
 fn is_append_to(e: &Envelope<Message>, to: NodeId) -> bool {
     e.to == to && matches!(e.msg.kind, MessageKind::Append { .. })

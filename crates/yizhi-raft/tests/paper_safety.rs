@@ -14,35 +14,6 @@ use yizhi_raft::testkit::MemCluster;
 
 const FIVE: [NodeId; 5] = [1, 2, 3, 4, 5];
 
-fn append(
-    prev_index: LogIndex,
-    prev_term: Term,
-    entries: Vec<yizhi_engine::Entry>,
-    commit: LogIndex,
-) -> MessageKind {
-    MessageKind::Append {
-        prev_index,
-        prev_term,
-        entries,
-        commit,
-    }
-}
-
-fn ack(index: LogIndex) -> MessageKind {
-    MessageKind::AppendResponse { index, reject: None }
-}
-
-fn nack(rejected_index: LogIndex, hint_index: LogIndex, hint_term: Term) -> MessageKind {
-    MessageKind::AppendResponse {
-        index: rejected_index,
-        reject: Some(yizhi_raft::RejectHint {
-            rejected_index,
-            hint_index,
-            hint_term,
-        }),
-    }
-}
-
 /// §5.4.2, Figure 8 (c)→(e), from S1's point of view. S1 led term 2 and wrote index 2; S5 led
 /// term 3 and wrote its own index 2 elsewhere. S1 is now elected for term 4 and copies its term-2
 /// entry onto S3 and S4: it sits on a majority (S1, S3, S4) — and still must not commit, since S5
@@ -60,13 +31,13 @@ fn paper_5_4_2_figure_8_leader_commits_earlier_term_only_through_its_own_entry()
 
     // S3 and S4 hold only index 1; each refuses the probe and then receives entry (2, 2) alone.
     for follower in [3, 4] {
-        s1.step(envelope(follower, 1, 4, nack(2, 1, 1)));
+        s1.step(envelope(follower, 1, 4, rejected(2, 1, 1)));
         let ready = handle_ready(&mut s1);
         assert_eq!(
             sent(&ready),
             vec![(follower, 4, append(1, 1, vec![noop(2, 2)], 1))]
         );
-        s1.step(envelope(follower, 1, 4, ack(2)));
+        s1.step(envelope(follower, 1, 4, accepted(2)));
         let ready = handle_ready(&mut s1);
         assert!(
             ready.committed_entries.is_empty(),
@@ -80,10 +51,10 @@ fn paper_5_4_2_figure_8_leader_commits_earlier_term_only_through_its_own_entry()
     );
     assert_eq!(s1.storage().hard_state().commit, 1);
 
-    s1.step(envelope(3, 1, 4, ack(3)));
+    s1.step(envelope(3, 1, 4, accepted(3)));
     handle_ready(&mut s1);
     assert_eq!(s1.committed(), 1, "(3, 4) is on S1 and S3 only");
-    s1.step(envelope(4, 1, 4, ack(3)));
+    s1.step(envelope(4, 1, 4, accepted(3)));
     let ready = handle_ready(&mut s1);
     assert_eq!(
         s1.committed(),
@@ -158,7 +129,7 @@ fn paper_5_4_append_ack_travels_with_the_entries_it_acknowledges() {
     let ready = node.ready();
     assert_eq!(ready.entries, vec![noop(1, 1), noop(2, 1)]);
     assert!(ready.must_sync);
-    assert_eq!(sent(&ready), vec![(1, 1, ack(2))]);
+    assert_eq!(sent(&ready), vec![(1, 1, accepted(2))]);
     assert_eq!(
         node.storage().last_index(),
         0,
@@ -174,7 +145,7 @@ fn paper_5_4_leader_counts_its_own_entry_only_once_persisted() {
     let mut leader = fresh_node(1, &FIVE, paper_only);
     elect_alone(&mut leader, &FIVE);
     for follower in [2, 3] {
-        leader.step(envelope(follower, 1, 1, ack(1)));
+        leader.step(envelope(follower, 1, 1, accepted(1)));
     }
     handle_ready(&mut leader);
     assert_eq!(leader.committed(), 1, "the no-op is on three of five");
@@ -183,7 +154,7 @@ fn paper_5_4_leader_counts_its_own_entry_only_once_persisted() {
     let ready = leader.ready();
     assert_eq!(ready.entries.len(), 1);
     for follower in [2, 3] {
-        leader.step(envelope(follower, 1, 1, ack(x.index)));
+        leader.step(envelope(follower, 1, 1, accepted(x.index)));
     }
     assert_eq!(leader.committed(), 1, "the leader's copy of x is not durable yet");
     persist(&mut leader, &ready);

@@ -277,3 +277,33 @@ pub fn elect_holding_appends(cluster: &mut MemCluster, id: NodeId) {
     settle_matching(cluster, is_election_traffic);
     assert_eq!(cluster.leader(), Some(id), "node {id} should have won");
 }
+
+/// An `Append` message body, for transcript assertions.
+pub fn append(
+    prev_index: LogIndex,
+    prev_term: Term,
+    entries: Vec<yizhi_engine::Entry>,
+    commit: LogIndex,
+) -> MessageKind {
+    MessageKind::Append {
+        prev_index,
+        prev_term,
+        entries,
+        commit,
+    }
+}
+
+pub fn accepted(index: LogIndex) -> MessageKind {
+    MessageKind::AppendResponse { index, reject: None }
+}
+
+pub fn rejected(rejected_index: LogIndex, hint_index: LogIndex, hint_term: Term) -> MessageKind {
+    MessageKind::AppendResponse {
+        index: rejected_index,
+        reject: Some(yizhi_raft::RejectHint {
+            rejected_index,
+            hint_index,
+            hint_term,
+        }),
+    }
+}
