@@ -61,9 +61,10 @@ impl Entry {
 
 /// State that must be durable before any message that depends on it leaves the node.
 ///
-/// Raft: `term` is the current term, `vote` the candidate voted for in it. Multi-Paxos: the promised
-/// ballot is `(term, vote)` compared lexicographically. `commit` lets a restarted node re-apply
-/// without waiting for a leader; it may lag the in-memory commit index (it is only a hint).
+/// Raft: `term` is the current term, `vote` the candidate voted for in it. Multi-Paxos: `term` is
+/// the promised ballot `(round, node id)` encoded as `round << 16 | node id` (so `u64` order is
+/// ballot order) and `vote` is unused. `commit` lets a restarted node re-apply without waiting for
+/// a leader; it may lag the in-memory commit index (it is only a hint).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HardState {
     pub term: Term,

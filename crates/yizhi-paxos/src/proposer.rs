@@ -1,0 +1,445 @@
+//! The distinguished proposer: phase 1 once for all slots from the first unchosen one, adoption of
+//! the highest-ballot accepted value per slot with no-ops in the holes ("Paxos Made Moderately
+//! Complex" §3, the leader's scouts), then pipelined, batched phase 2 runs per acceptor and the
+//! chosen prefix.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use yizhi_engine::{
+    Entry, EntryPayload, LogIndex, LogPosition, LogStorage, NodeId, ProposeError, Role, Snapshot,
+    quorum::VoteResult,
+};
+
+use crate::ballot::Ballot;
+use crate::message::Message;
+use crate::paxos::PaxosNode;
+
+/// Phase 1 in progress.
+#[derive(Debug)]
+pub struct Candidacy {
+    pub ballot: Ballot,
+    pub first_unchosen: LogIndex,
+    /// Promises received (this node's own included), with what each acceptor had accepted.
+    pub promises: BTreeMap<NodeId, PromiseInfo>,
+}
+
+#[derive(Debug)]
+pub struct PromiseInfo {
+    pub commit: LogIndex,
+    pub accepted: Vec<Entry>,
+    pub snapshot: Option<Snapshot>,
+}
+
+/// The leader's view of one acceptor.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    /// Every slot up to `matched` is known chosen by the acceptor or accepted by it in our ballot.
+    /// Invariant: `matched < next`.
+    pub matched: LogIndex,
+    /// The next slot to send.
+    pub next: LogIndex,
+    pub inflight_msgs: usize,
+    pub snapshot_in_flight: bool,
+    /// The latest read-confirmation round it acknowledged in our ballot.
+    pub read_round_acked: u64,
+}
+
+/// Phase 2: this node's ballot won phase 1.
+#[derive(Debug)]
+pub struct Leadership {
+    pub ballot: Ballot,
+    /// The last slot any promise reported: every value chosen before this leadership lies at or
+    /// below it. Reads wait for the commit index to reach it (see `reads.rs`).
+    pub frontier: LogIndex,
+    /// This node's own acceptance: slots up to it are durable in our ballot (set at `advance()`).
+    pub self_matched: LogIndex,
+    pub peers: BTreeMap<NodeId, Progress>,
+    /// Bytes proposed in our ballot and not yet chosen (bounded by `max_uncommitted_bytes`).
+    pub uncommitted_bytes: u64,
+    pub read_round: u64,
+    /// A read was registered since the last confirmation round went out.
+    pub read_round_wanted: bool,
+    /// Reads registered and waiting for a quorum to confirm `round`: `(read_id, index, round)`.
+    pub pending_reads: Vec<(u64, LogIndex, u64)>,
+}
+
+impl<S: LogStorage> PaxosNode<S> {
+    /// Phase 1a with a ballot above every round seen, for every slot from the first unchosen one.
+    pub(crate) fn campaign(&mut self) {
+        assert!(
+            self.is_voter(),
+            "node {} is not a voter and cannot campaign",
+            self.id()
+        );
+        let round = self.max_round_seen.max(self.promised.round()) + 1;
+        let ballot = Ballot::new(round, self.id());
+        self.become_follower(None);
+        self.promise(ballot);
+        self.role = Role::Candidate;
+        let first_unchosen = self.commit + 1;
+        let accepted = self
+            .log
+            .entries(&self.storage, first_unchosen, self.last(), u64::MAX)
+            .unwrap_or_else(|e| panic!("node {}: own slots unreadable: {e}", self.id()));
+        let own = PromiseInfo {
+            commit: self.commit,
+            accepted,
+            snapshot: None,
+        };
+        self.candidacy = Some(Candidacy {
+            ballot,
+            first_unchosen,
+            promises: BTreeMap::from([(self.id(), own)]),
+        });
+        for peer in self.membership.voters.clone() {
+            if peer != self.id() {
+                self.send(
+                    peer,
+                    Message::Prepare {
+                        ballot,
+                        first_unchosen,
+                    },
+                );
+            }
+        }
+        self.maybe_win();
+    }
+
+    pub(crate) fn on_promise(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        commit: LogIndex,
+        accepted: Vec<Entry>,
+        snapshot: Option<Snapshot>,
+    ) {
+        let Some(candidacy) = self.candidacy.as_mut() else {
+            return;
+        };
+        if candidacy.ballot != ballot || !self.membership.is_voter(from) {
+            return;
+        }
+        let info = PromiseInfo {
+            commit,
+            accepted,
+            snapshot,
+        };
+        candidacy.promises.insert(from, info);
+        self.maybe_win();
+    }
+
+    fn maybe_win(&mut self) {
+        let Some(candidacy) = self.candidacy.as_ref() else {
+            return;
+        };
+        if self
+            .voters
+            .vote_result(|id| candidacy.promises.get(&id).map(|_| true))
+            == VoteResult::Won
+        {
+            let candidacy = self.candidacy.take().expect("checked above");
+            self.become_leader(candidacy);
+        }
+    }
+
+    /// The highest snapshot any promise carried beyond our chosen prefix is installed first: its
+    /// slots are chosen, so nothing there needs re-proposing.
+    fn adopt_snapshot(&mut self, candidacy: &mut Candidacy) {
+        let best = candidacy
+            .promises
+            .values_mut()
+            .filter_map(|p| p.snapshot.take())
+            .max_by_key(|s| s.meta.index);
+        let Some(snapshot) = best.filter(|s| s.meta.index > self.commit) else {
+            return;
+        };
+        let index = snapshot.meta.index;
+        let last = self.last();
+        let tail = if last > index {
+            self.log
+                .entries(&self.storage, index + 1, last, u64::MAX)
+                .unwrap_or_else(|e| panic!("node {}: tail unreadable: {e}", self.id()))
+        } else {
+            Vec::new()
+        };
+        self.log.install_snapshot(index, tail);
+        self.commit = index;
+        self.pending_snapshot = Some(snapshot);
+        candidacy.first_unchosen = candidacy.first_unchosen.max(index + 1);
+    }
+
+    /// Phase 1 won. For every slot from the first unchosen one to the highest any promise
+    /// reported, re-propose in our ballot the value accepted with the highest ballot (P2c), or a
+    /// no-op where no acceptor of the quorum accepted anything.
+    fn become_leader(&mut self, mut candidacy: Candidacy) {
+        let ballot = candidacy.ballot;
+        assert_eq!(
+            self.promised, ballot,
+            "won phase 1 with {ballot:?} but promised {:?}",
+            self.promised
+        );
+        self.adopt_snapshot(&mut candidacy);
+        let from = candidacy.first_unchosen;
+        let mut best: BTreeMap<LogIndex, &Entry> = BTreeMap::new();
+        for info in candidacy.promises.values() {
+            for e in info.accepted.iter().filter(|e| e.index >= from) {
+                if best.get(&e.index).is_none_or(|b| e.term > b.term) {
+                    best.insert(e.index, e);
+                }
+            }
+        }
+        let frontier = best
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(0)
+            .max(from - 1)
+            .max(self.last());
+        let proposals: Vec<Entry> = (from..=frontier)
+            .map(|index| Entry {
+                index,
+                term: ballot.term(),
+                payload: best.get(&index).map_or(EntryPayload::Noop, |e| e.payload.clone()),
+            })
+            .collect();
+        for e in &proposals {
+            assert!(
+                e.index > self.commit,
+                "re-proposing chosen slot {} (commit {})",
+                e.index,
+                self.commit
+            );
+        }
+        let uncommitted_bytes = proposals.iter().map(Entry::size_bytes).sum();
+        self.log.write(&self.storage, proposals);
+        let peers = self
+            .peers()
+            .into_iter()
+            .map(|p| {
+                let peer_commit = candidacy.promises.get(&p).map_or(from - 1, |i| i.commit);
+                let next = (peer_commit + 1).min(from).max(1);
+                let progress = Progress {
+                    matched: 0,
+                    next,
+                    inflight_msgs: 0,
+                    snapshot_in_flight: false,
+                    read_round_acked: 0,
+                };
+                (p, progress)
+            })
+            .collect();
+        self.role = Role::Leader;
+        self.leader = Some(self.id());
+        self.heartbeat_elapsed_ticks = 0;
+        self.leadership = Some(Leadership {
+            ballot,
+            frontier,
+            self_matched: from - 1,
+            peers,
+            uncommitted_bytes,
+            read_round: 0,
+            read_round_wanted: false,
+            pending_reads: Vec::new(),
+        });
+        self.broadcast_heartbeat();
+    }
+
+    /// Sends Accept runs to `peer` from its `next` slot, as long as the inflight window allows.
+    pub(crate) fn send_runs(&mut self, peer: NodeId) {
+        let Some(leadership) = self.leadership.as_ref() else {
+            return;
+        };
+        let ballot = leadership.ballot;
+        let mut progress = leadership.peers[&peer].clone();
+        let last = self.last();
+        let first_available = self.log.first_available(&self.storage);
+        while progress.next <= last && progress.inflight_msgs < self.config.max_inflight_msgs {
+            if progress.snapshot_in_flight {
+                break;
+            }
+            if progress.next < first_available {
+                let Ok(snapshot) = self.current_snapshot() else {
+                    break;
+                };
+                progress.next = snapshot.meta.index + 1;
+                progress.snapshot_in_flight = true;
+                self.send(peer, Message::InstallSnapshot { ballot, snapshot });
+                break;
+            }
+            let entries = self
+                .log
+                .entries(&self.storage, progress.next, last, self.config.max_msg_bytes)
+                .unwrap_or_else(|e| {
+                    panic!("node {}: slots from {} unreadable: {e}", self.id(), progress.next)
+                });
+            let end = entries.last().expect("next <= last yields an entry").index;
+            assert!(end >= progress.next, "run {}..={end} is empty", progress.next);
+            progress.next = end + 1;
+            progress.inflight_msgs += 1;
+            let commit = self.commit;
+            self.send(
+                peer,
+                Message::Accept {
+                    ballot,
+                    commit,
+                    entries,
+                },
+            );
+        }
+        if let Some(l) = self.leadership.as_mut() {
+            l.peers.insert(peer, progress);
+        }
+    }
+
+    pub(crate) fn on_accepted(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        matched: LogIndex,
+        run_last: Option<LogIndex>,
+    ) {
+        let Some(leadership) = self.leadership.as_mut() else {
+            return;
+        };
+        if leadership.ballot != ballot {
+            return;
+        }
+        let Some(progress) = leadership.peers.get_mut(&from) else {
+            return;
+        };
+        progress.matched = progress.matched.max(matched);
+        if let Some(run_last) = run_last {
+            progress.inflight_msgs = progress.inflight_msgs.saturating_sub(1);
+            progress.snapshot_in_flight = false;
+            if matched < run_last {
+                // A gap or a refused run: resend from what the acceptor has.
+                progress.next = progress.matched + 1;
+                progress.inflight_msgs = 0;
+            }
+        }
+        progress.next = progress.next.max(progress.matched + 1);
+        self.maybe_commit();
+        self.send_runs(from);
+    }
+
+    /// A slot is chosen once a majority accepted it in our ballot (or already knew it chosen).
+    pub(crate) fn maybe_commit(&mut self) {
+        let Some(leadership) = self.leadership.as_ref() else {
+            return;
+        };
+        let me = self.id();
+        let chosen = self.voters.committed_index(|id| {
+            if id == me {
+                Some(leadership.self_matched)
+            } else {
+                leadership.peers.get(&id).map(|p| p.matched)
+            }
+        });
+        if chosen > self.commit {
+            let newly_chosen: u64 = self
+                .log
+                .entries(&self.storage, self.commit + 1, chosen, u64::MAX)
+                .map(|es| es.iter().map(Entry::size_bytes).sum())
+                .unwrap_or(0);
+            if let Some(l) = self.leadership.as_mut() {
+                l.uncommitted_bytes = l.uncommitted_bytes.saturating_sub(newly_chosen);
+            }
+            self.commit_to(chosen);
+            self.release_reads();
+        }
+    }
+
+    /// Heartbeats carry the commit index and, with `read_round`, confirm leadership for reads.
+    /// They also retransmit: a peer that is behind gets its runs again from what it acknowledged.
+    pub(crate) fn broadcast_heartbeat(&mut self) {
+        let last = self.last();
+        for peer in self.send_heartbeats() {
+            let Some(progress) = self.leadership.as_mut().and_then(|l| l.peers.get_mut(&peer)) else {
+                continue;
+            };
+            if progress.matched < last && !progress.snapshot_in_flight {
+                progress.next = progress.matched + 1;
+                progress.inflight_msgs = 0;
+            }
+            self.send_runs(peer);
+        }
+    }
+
+    /// One Heartbeat to every peer, carrying the current read round; returns the peers.
+    pub(crate) fn send_heartbeats(&mut self) -> Vec<NodeId> {
+        let Some(leadership) = self.leadership.as_ref() else {
+            return Vec::new();
+        };
+        let (ballot, read_round, commit) = (leadership.ballot, leadership.read_round, self.commit);
+        let peers = self.peers();
+        for &peer in &peers {
+            self.send(
+                peer,
+                Message::Heartbeat {
+                    ballot,
+                    commit,
+                    read_round,
+                },
+            );
+        }
+        peers
+    }
+
+    pub(crate) fn on_heartbeat_ack(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        matched: LogIndex,
+        read_round: u64,
+    ) {
+        let Some(progress) = self
+            .leadership
+            .as_mut()
+            .filter(|l| l.ballot == ballot)
+            .and_then(|l| l.peers.get_mut(&from))
+        else {
+            return;
+        };
+        progress.read_round_acked = progress.read_round_acked.max(read_round);
+        self.on_accepted(from, ballot, matched, None);
+        self.release_reads();
+    }
+
+    pub(crate) fn propose_entry(&mut self, data: Bytes) -> Result<LogPosition, ProposeError> {
+        let Some(leadership) = self.leadership.as_ref() else {
+            return Err(ProposeError::NotLeader { leader: self.leader });
+        };
+        let size_bytes = data.len() as u64;
+        if size_bytes > self.config.max_proposal_bytes {
+            let limit_bytes = self.config.max_proposal_bytes;
+            return Err(ProposeError::TooLarge {
+                size_bytes,
+                limit_bytes,
+            });
+        }
+        let limit_bytes = self.config.max_uncommitted_bytes;
+        if leadership.uncommitted_bytes + size_bytes > limit_bytes && leadership.uncommitted_bytes > 0 {
+            return Err(ProposeError::Backpressure { limit_bytes });
+        }
+        let last = self.last();
+        let position = LogPosition {
+            index: last + 1,
+            term: leadership.ballot.term(),
+        };
+        let entry = Entry {
+            index: position.index,
+            term: position.term,
+            payload: EntryPayload::Normal(data),
+        };
+        let entry_bytes = entry.size_bytes();
+        self.log.write(&self.storage, vec![entry]);
+        if let Some(l) = self.leadership.as_mut() {
+            l.uncommitted_bytes += entry_bytes;
+        }
+        for peer in self.peers() {
+            self.send_runs(peer);
+        }
+        Ok(position)
+    }
+}
