@@ -1,6 +1,7 @@
 //! The engines the simulator can drive, each behind [`EngineFactory`].
 
 use yizhi_engine::{LogIndex, MemStorage, NodeId, SeededRng};
+use yizhi_paxos::{PaxosConfig, PaxosNode};
 use yizhi_raft::{Message, MessageKind, RaftConfig, RaftNode, ReadMode};
 
 use crate::config::TICK_SKEW_PCT_MAX;
@@ -32,7 +33,7 @@ fn tuned_raft_config(id: NodeId, applied: LogIndex, tuning: u64, lease: bool) ->
 }
 
 /// Names accepted by `--engine`.
-pub const ENGINE_NAMES: [&str; 2] = ["raft", "raft-lease"];
+pub const ENGINE_NAMES: [&str; 3] = ["raft", "raft-lease", "paxos"];
 
 /// Yizhi's Raft engine with seed-tuned limits, answering reads by ReadIndex rounds or, with
 /// `lease_reads`, by the leader lease (thesis §6.4.1) with a drift bound that covers the
@@ -69,5 +70,52 @@ impl EngineFactory for RaftFactory {
 
     fn is_snapshot(&self, msg: &Message) -> bool {
         matches!(msg.kind, MessageKind::InstallSnapshot { .. })
+    }
+}
+
+/// Paxos settings drawn from the run's tuning seed, the same on every node. As for Raft, small
+/// inflight windows and message sizes make the pipelining and batching bounds bite.
+fn tuned_paxos_config(id: NodeId, applied: LogIndex, tuning: u64) -> PaxosConfig {
+    let mut rng = SeededRng::new(tuning);
+    let mut config = PaxosConfig::new(id);
+    config.applied = applied;
+    config.max_inflight_msgs = [1, 2, 8, 256][rng.below(4) as usize];
+    config.max_msg_bytes = [1, 100, 4096, 1 << 20][rng.below(4) as usize];
+    config.heartbeat_interval_ticks = rng.range_inclusive(1, 2);
+    // At least 100 ms, for the same reason as Raft's: below the harsh round trip, duels never end.
+    config.election_timeout_ticks = rng.range_inclusive(10, 20);
+    config
+}
+
+/// Yizhi's Multi-Paxos engine with seed-tuned limits; reads by quorum confirmation rounds.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PaxosFactory;
+
+impl EngineFactory for PaxosFactory {
+    type E = PaxosNode<MemStorage>;
+
+    fn name(&self) -> &'static str {
+        "paxos"
+    }
+
+    fn build(
+        &self,
+        id: NodeId,
+        storage: MemStorage,
+        applied: LogIndex,
+        tuning: u64,
+        rng: SeededRng,
+    ) -> Self::E {
+        let config = tuned_paxos_config(id, applied, tuning);
+        PaxosNode::new(config, storage, rng)
+            .unwrap_or_else(|e| panic!("node {id}: the engine refused its durable state: {e}"))
+    }
+
+    fn is_snapshot(&self, msg: &yizhi_paxos::Message) -> bool {
+        msg.is_snapshot()
+    }
+
+    fn term_identifies_value(&self) -> bool {
+        false
     }
 }

@@ -170,15 +170,45 @@ struct NodeTrack {
     applied: LogIndex,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Checker {
+    /// False for Multi-Paxos: a chosen value may carry different terms (accepted ballots) on
+    /// different nodes, so entries are compared by payload alone (see
+    /// `EngineFactory::term_identifies_value`).
+    terms_identify_values: bool,
     leaders: BTreeMap<Term, NodeId>,
     committed: BTreeMap<LogIndex, CommittedEntry>,
     nodes: BTreeMap<NodeId, NodeTrack>,
     acked: Vec<(u64, u64, LogPosition)>,
 }
 
+/// The Raft checks: terms identify values.
+impl Default for Checker {
+    fn default() -> Self {
+        Checker::new(true)
+    }
+}
+
 impl Checker {
+    pub fn new(terms_identify_values: bool) -> Self {
+        Checker {
+            terms_identify_values,
+            leaders: BTreeMap::new(),
+            committed: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            acked: Vec::new(),
+        }
+    }
+
+    /// Whether two digests name the same committed value.
+    fn same_value(&self, a: EntryDigest, b: EntryDigest) -> bool {
+        if self.terms_identify_values {
+            a == b
+        } else {
+            a.payload_hash == b.payload_hash
+        }
+    }
+
     pub fn committed_len(&self) -> usize {
         self.committed.len()
     }
@@ -256,7 +286,7 @@ impl Checker {
         for entry in entries {
             let found = EntryDigest::of(entry);
             match self.committed.get(&entry.index) {
-                Some(existing) if existing.digest != found => {
+                Some(existing) if !self.same_value(existing.digest, found) => {
                     return Err(Violation::CommittedEntryMismatch {
                         index: entry.index,
                         node,
@@ -280,17 +310,17 @@ impl Checker {
 
     /// State Machine Safety: a node applies committed entries in index order, exactly once each.
     pub fn observe_applied(&mut self, node: NodeId, entry: &Entry) -> Result<(), Violation> {
-        let track = self.nodes.entry(node).or_default();
-        if entry.index != track.applied + 1 {
+        let expected_index = self.nodes.get(&node).map_or(0, |t| t.applied) + 1;
+        if entry.index != expected_index {
             return Err(Violation::AppliedOutOfOrder {
                 node,
-                expected_index: track.applied + 1,
+                expected_index,
                 applied_index: entry.index,
             });
         }
         let applied = EntryDigest::of(entry);
         let committed = self.committed.get(&entry.index).map(|c| c.digest);
-        if committed != Some(applied) {
+        if !committed.is_some_and(|c| self.same_value(c, applied)) {
             return Err(Violation::AppliedNotCommitted {
                 node,
                 index: entry.index,
@@ -298,7 +328,7 @@ impl Checker {
                 committed,
             });
         }
-        track.applied = entry.index;
+        self.nodes.entry(node).or_default().applied = entry.index;
         Ok(())
     }
 
@@ -309,7 +339,9 @@ impl Checker {
         index: LogIndex,
         term: Term,
     ) -> Result<(), Violation> {
+        // Without term identity a snapshot's term is only the local accepted ballot: nothing to compare.
         if let Some(existing) = self.committed.get(&index)
+            && self.terms_identify_values
             && existing.digest.term != term
         {
             let found = EntryDigest {
@@ -341,7 +373,15 @@ impl Checker {
                 continue;
             }
             let found = log.term(index).ok();
-            if found != Some(c.digest.term) {
+            let holds = if self.terms_identify_values {
+                found == Some(c.digest.term)
+            } else {
+                // The snapshot's own index is covered by the chosen prefix it images.
+                let held = (index >= log.first_index() && index <= log.last_index())
+                    .then(|| EntryDigest::of(entry_at(log, index)).payload_hash);
+                index == snapshot_index || held == Some(c.digest.payload_hash)
+            };
+            if !holds {
                 return Err(Violation::LeaderIncomplete {
                     leader,
                     term,
@@ -369,6 +409,9 @@ impl Checker {
         let committed = self.committed.get(&position.index).map(|c| c.digest);
         match committed {
             Some(d) if d.term == position.term => Ok(()),
+            // The acknowledging node applied this write's own command at this slot, checked
+            // against the committed value then; committed values never change afterwards.
+            Some(_) if !self.terms_identify_values => Ok(()),
             _ => Err(Violation::AckedWriteLost {
                 client_id,
                 op_id,

@@ -45,7 +45,7 @@ pub mod run;
 pub mod sim;
 pub mod trace;
 
-pub use engines::RaftFactory;
+pub use engines::{PaxosFactory, RaftFactory};
 pub use node::EngineFactory;
 pub use run::{check_determinism, run_seed, shrink};
 pub use sim::{RunOptions, RunReport};

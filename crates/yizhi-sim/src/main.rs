@@ -8,7 +8,7 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use yizhi_sim::engines::{ENGINE_NAMES, RaftFactory};
+use yizhi_sim::engines::{ENGINE_NAMES, PaxosFactory, RaftFactory};
 use yizhi_sim::faults::{FaultProfile, PROFILE_STANDARD, PROFILES, profile_by_name};
 use yizhi_sim::node::Mutation;
 use yizhi_sim::run::{run_with_trace, shrink, trace_window};
@@ -18,7 +18,7 @@ use yizhi_sim::{EngineFactory, RunOptions, RunReport, run_seed};
 
 /// Trace shown around a violation: this much simulated time before it.
 const VIOLATION_WINDOW_MS: u64 = 300;
-const USAGE: &str = "usage: yizhi-sim [--seeds A..B | --seeds N] [--engine raft|raft-lease] \
+const USAGE: &str = "usage: yizhi-sim [--seeds A..B | --seeds N] [--engine raft|raft-lease|paxos] \
 [--faults none|mild|standard|harsh] [--replay SEED [--trace]] [--progress-every N] [--no-shrink] \
 [--mutation send-before-sync|ack-on-propose|stale-reads|forget-vote]";
 
@@ -108,6 +108,7 @@ fn main() -> ExitCode {
     let clean = match args.engine.as_str() {
         "raft" => drive(&RaftFactory::SAFE_READS, &args),
         "raft-lease" => drive(&RaftFactory::LEASE_READS, &args),
+        "paxos" => drive(&PaxosFactory, &args),
         other => unreachable!("engine {other} passed validation"),
     };
     if clean {

@@ -78,6 +78,14 @@ pub trait EngineFactory {
     /// Snapshot messages are reported back to the sender when delivered or lost, as a transport
     /// streaming them would.
     fn is_snapshot(&self, msg: &<Self::E as Engine>::Message) -> bool;
+    /// Raft: an entry keeps the term it was proposed in, so `(index, term)` names one proposal and
+    /// logs obey Log Matching. Multi-Paxos: `Entry.term` is the ballot a node last accepted the
+    /// slot in, and a new leader re-proposes an accepted value in its own ballot, so one chosen
+    /// value can carry different terms on different nodes; only the payload names it, and Log
+    /// Matching (a Raft property) does not hold. The checks adapt to this answer.
+    fn term_identifies_value(&self) -> bool {
+        true
+    }
 }
 
 /// The simulator's shared per-event context.
@@ -115,6 +123,8 @@ struct PendingWrite {
     op_id: u64,
     position: LogPosition,
     proposed_at_ms: u64,
+    /// The proposed command, to recognise it where the term alone cannot (Paxos re-proposals).
+    data: bytes::Bytes,
 }
 
 #[derive(Clone, Debug)]
@@ -148,6 +158,9 @@ pub struct Node<E: Engine> {
     /// A deliberate runtime bug, to show the checks catch it (`Mutation::None` in real runs).
     pub mutation: Mutation,
     last_seen: Option<(Role, Term, Option<NodeId>)>,
+    /// See `EngineFactory::term_identifies_value`: when false, a write's outcome is decided by
+    /// whether its own command was applied at its slot, whatever term the slot carries.
+    pub term_identifies_value: bool,
 }
 
 impl<E: Engine<Storage = MemStorage>> Node<E> {
@@ -171,6 +184,7 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
             next_read_id: 1,
             mutation: Mutation::None,
             last_seen: None,
+            term_identifies_value: true,
         }
     }
 
@@ -270,7 +284,8 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
         if self.pending_write_count() >= MAX_PENDING_WRITES_PER_NODE {
             return Some(Reply::Rejected);
         }
-        match self.engine_mut().propose(cmd.encode()) {
+        let data = cmd.encode();
+        match self.engine_mut().propose(data.clone()) {
             Ok(position) if self.mutation == Mutation::AckOnPropose => Some(Reply::Wrote {
                 position,
                 result: KvResult::Ok,
@@ -281,6 +296,7 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
                     op_id: req.op_id,
                     position,
                     proposed_at_ms: now_ms,
+                    data,
                 };
                 self.pending_writes
                     .entry(position.index)
@@ -452,8 +468,13 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
         };
         self.applied = entry.index;
         for pending in self.pending_writes.remove(&entry.index).unwrap_or_default() {
+            let took_effect = if self.term_identifies_value {
+                pending.position.term == entry.term
+            } else {
+                matches!(&entry.payload, EntryPayload::Normal(d) if *d == pending.data)
+            };
             let reply = match result {
-                Some(result) if pending.position.term == entry.term => Reply::Wrote {
+                Some(result) if took_effect => Reply::Wrote {
                     position: pending.position,
                     result,
                 },

@@ -200,3 +200,35 @@ fn snapshot_with_wrong_term_is_reported() {
     c.observe_applied(2, &entry(3, 1, "c")).unwrap_err();
     assert!(c.observe_snapshot_installed(3, 2, 5).is_err());
 }
+
+/// Multi-Paxos: one chosen value may be re-proposed in a later ballot, so nodes hand it over with
+/// different terms; only a different payload at a committed slot is a violation.
+#[test]
+fn without_term_identity_values_are_compared_by_payload() {
+    let mut c = Checker::new(false);
+    c.observe_committed(1, 5, &[entry(1, 5, "a")]).unwrap();
+    c.observe_committed(2, 9, &[entry(1, 9, "a")]).unwrap();
+    c.observe_applied(2, &entry(1, 9, "a")).unwrap();
+    let err = c.observe_committed(3, 9, &[entry(1, 9, "b")]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Violation::CommittedEntryMismatch {
+                index: 1,
+                node: 3,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let leader_log = log(&[entry(1, 12, "a")]);
+    assert_eq!(c.check_leader_complete(4, 12, &leader_log), Ok(()));
+    let incomplete = log(&[entry(1, 12, "z")]);
+    assert!(c.check_leader_complete(4, 12, &incomplete).is_err());
+    let mut raft = Checker::default();
+    raft.observe_committed(1, 5, &[entry(1, 5, "a")]).unwrap();
+    assert!(
+        raft.observe_committed(2, 9, &[entry(1, 9, "a")]).is_err(),
+        "Raft keeps term identity"
+    );
+}

@@ -1,16 +1,17 @@
-//! The CI sweep: hundreds of seeds of the Raft engine under faults. Any violation fails the test
+//! The CI sweep: hundreds of seeds of the Raft and Multi-Paxos engines under faults. Any violation fails the test
 //! with the seed and the invariant, so it can be replayed with `yizhi-sim --replay SEED --trace`.
 
 use std::thread;
 
 use yizhi_sim::faults::{FaultProfile, PROFILE_HARSH, PROFILE_STANDARD};
 use yizhi_sim::sim::LincheckVerdict;
-use yizhi_sim::{RaftFactory, RunOptions, run_seed};
+use yizhi_sim::{EngineFactory, PaxosFactory, RaftFactory, RunOptions, run_seed};
 
 /// Seeds per sweep, split over this many threads (CI machines have two cores).
 const STANDARD_SEEDS: u64 = 500;
 const HARSH_SEEDS: u64 = 200;
 const LEASE_SEEDS: u64 = 200;
+const PAXOS_SEEDS: u64 = 200;
 const THREADS: u64 = 2;
 
 /// `YIZHI_SIM_CI_SEEDS` caps every sweep (scripts/mutants.sh runs it once per mutant).
@@ -24,7 +25,7 @@ fn seed_count(default: u64) -> u64 {
     }
 }
 
-fn sweep(factory: RaftFactory, profile: FaultProfile, seeds: u64) {
+fn sweep<F: EngineFactory + Copy + Send + Sync>(factory: F, profile: FaultProfile, seeds: u64) {
     let seeds = seed_count(seeds);
     let failures: Vec<String> = thread::scope(|scope| {
         let workers: Vec<_> = (0..THREADS)
@@ -76,4 +77,9 @@ fn harsh_faults_break_no_invariant() {
 #[test]
 fn lease_reads_under_standard_faults_break_no_invariant() {
     sweep(RaftFactory::LEASE_READS, PROFILE_STANDARD, LEASE_SEEDS);
+}
+
+#[test]
+fn paxos_under_standard_faults_breaks_no_invariant() {
+    sweep(PaxosFactory, PROFILE_STANDARD, PAXOS_SEEDS);
 }
