@@ -95,7 +95,9 @@ impl<S: LogStorage> PaxosNode<S> {
         }
         let run_last = entries.last().map_or(0, |e| e.index);
         let known = self.commit.max(self.log.first_available(&self.storage) - 1);
+        self.assert_chosen_agree(&entries, known);
         let fresh: Vec<Entry> = entries.into_iter().filter(|e| e.index > known).collect();
+        assert_eq!(self.promised, ballot, "accepting below the promise");
         let mut covered = None;
         if let Some(first) = fresh.first().map(|e| e.index) {
             let last = self.last();
@@ -117,7 +119,29 @@ impl<S: LogStorage> PaxosNode<S> {
         );
     }
 
+    /// A chosen slot never changes: whatever a leader sends for a slot this acceptor already
+    /// knows chosen must be the same value (its ballot may differ: re-proposals).
+    fn assert_chosen_agree(&self, entries: &[Entry], known: LogIndex) {
+        for sent in entries.iter().filter(|e| e.index <= known) {
+            if let Some(held) = self.log.entry(&self.storage, sent.index) {
+                assert_eq!(
+                    held.payload,
+                    sent.payload,
+                    "node {}: chosen slot {} holds {held:?} but the leader sent {sent:?}",
+                    self.id(),
+                    sent.index
+                );
+            }
+        }
+    }
+
     fn write_keeping_tail(&mut self, mut fresh: Vec<Entry>, fresh_last: LogIndex, last: LogIndex) {
+        let first = fresh.first().expect("called with entries").index;
+        assert!(
+            first > self.commit,
+            "overwriting chosen slot {first} (commit {})",
+            self.commit
+        );
         if last > fresh_last {
             let tail = self
                 .log

@@ -18,7 +18,7 @@ use yizhi_sim::{EngineFactory, RunOptions, RunReport, run_seed};
 
 /// Trace shown around a violation: this much simulated time before it.
 const VIOLATION_WINDOW_MS: u64 = 300;
-const USAGE: &str = "usage: yizhi-sim [--seeds A..B | --seeds N] [--engine raft|raft-lease|paxos] \
+const USAGE: &str = "usage: yizhi-sim [--seeds A..B | --seeds N] [--engine raft|raft-lease|paxos|both] \
 [--faults none|mild|standard|harsh] [--replay SEED [--trace]] [--progress-every N] [--no-shrink] \
 [--mutation send-before-sync|ack-on-propose|stale-reads|forget-vote]";
 
@@ -86,7 +86,7 @@ fn parse_args(mut raw: impl Iterator<Item = String>) -> Result<Args, String> {
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
-    if !ENGINE_NAMES.contains(&args.engine.as_str()) {
+    if args.engine != "both" && !ENGINE_NAMES.contains(&args.engine.as_str()) {
         return Err(format!(
             "unknown engine {:?} (one of {ENGINE_NAMES:?})",
             args.engine
@@ -109,6 +109,8 @@ fn main() -> ExitCode {
         "raft" => drive(&RaftFactory::SAFE_READS, &args),
         "raft-lease" => drive(&RaftFactory::LEASE_READS, &args),
         "paxos" => drive(&PaxosFactory, &args),
+        // The same seeds against both engines, one summary each (`&`, not `&&`: run both).
+        "both" => drive(&RaftFactory::SAFE_READS, &args) & drive(&PaxosFactory, &args),
         other => unreachable!("engine {other} passed validation"),
     };
     if clean {
