@@ -143,12 +143,7 @@ impl<S: LogStorage> PaxosNode<S> {
             self.commit
         );
         if last > fresh_last {
-            let tail = self
-                .log
-                .entries(&self.storage, fresh_last + 1, last, u64::MAX)
-                .unwrap_or_else(|e| panic!("node {}: tail unreadable: {e}", self.id()));
-            assert_eq!(tail.len() as u64, last - fresh_last, "tail must be whole");
-            fresh.extend(tail);
+            fresh.extend(self.read_tail(fresh_last + 1));
         }
         self.log.write(&self.storage, fresh);
     }
@@ -214,17 +209,7 @@ impl<S: LogStorage> PaxosNode<S> {
         self.follow(ballot);
         let index = snapshot.meta.index;
         if index > self.commit {
-            let last = self.last();
-            let tail = if last > index {
-                self.log
-                    .entries(&self.storage, index + 1, last, u64::MAX)
-                    .unwrap_or_else(|e| panic!("node {}: tail unreadable: {e}", self.id()))
-            } else {
-                Vec::new()
-            };
-            self.log.install_snapshot(index, tail);
-            self.commit = index;
-            self.pending_snapshot = Some(snapshot);
+            self.install_snapshot_keeping_tail(snapshot);
         }
         let matched = self.matched_in(ballot);
         self.send(
@@ -235,5 +220,34 @@ impl<S: LogStorage> PaxosNode<S> {
                 run_last: index,
             },
         );
+    }
+
+    /// Installs `snapshot` (beyond the commit index) in the next `Ready`, with the slots held
+    /// after it rewritten in the same `Ready`: the storage may drop them when it installs.
+    pub(crate) fn install_snapshot_keeping_tail(&mut self, snapshot: Snapshot) {
+        let index = snapshot.meta.index;
+        assert!(
+            index > self.commit,
+            "snapshot at {index} not beyond commit {}",
+            self.commit
+        );
+        let tail = self.read_tail(index + 1);
+        self.log.install_snapshot(index, tail);
+        self.commit = index;
+        self.pending_snapshot = Some(snapshot);
+    }
+
+    /// Every held slot from `from` to the last one.
+    fn read_tail(&self, from: LogIndex) -> Vec<Entry> {
+        let last = self.last();
+        if from > last {
+            return Vec::new();
+        }
+        let tail = self
+            .log
+            .entries(&self.storage, from, last, u64::MAX)
+            .unwrap_or_else(|e| panic!("node {}: slots {from}..={last} unreadable: {e}", self.id()));
+        assert_eq!(tail.len() as u64, last - from + 1, "the tail must be whole");
+        tail
     }
 }

@@ -155,17 +155,7 @@ impl<S: LogStorage> PaxosNode<S> {
             return;
         };
         let index = snapshot.meta.index;
-        let last = self.last();
-        let tail = if last > index {
-            self.log
-                .entries(&self.storage, index + 1, last, u64::MAX)
-                .unwrap_or_else(|e| panic!("node {}: tail unreadable: {e}", self.id()))
-        } else {
-            Vec::new()
-        };
-        self.log.install_snapshot(index, tail);
-        self.commit = index;
-        self.pending_snapshot = Some(snapshot);
+        self.install_snapshot_keeping_tail(snapshot);
         candidacy.first_unchosen = candidacy.first_unchosen.max(index + 1);
     }
 

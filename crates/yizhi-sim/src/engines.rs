@@ -7,6 +7,27 @@ use yizhi_raft::{Message, MessageKind, RaftConfig, RaftNode, ReadMode};
 use crate::config::TICK_SKEW_PCT_MAX;
 use crate::node::EngineFactory;
 
+/// The limits and timeouts both engines draw alike, first from the tuning seed.
+struct SharedTuning {
+    max_inflight_msgs: usize,
+    max_msg_bytes: u64,
+    heartbeat_interval_ticks: u64,
+    election_timeout_ticks: u64,
+}
+
+impl SharedTuning {
+    fn draw(rng: &mut SeededRng) -> Self {
+        SharedTuning {
+            max_inflight_msgs: [1, 2, 8, 256][rng.below(4) as usize],
+            max_msg_bytes: [1, 100, 4096, 1 << 20][rng.below(4) as usize],
+            heartbeat_interval_ticks: rng.range_inclusive(1, 2),
+            // At least 100 ms: below the harsh profile's round trip (up to 120 ms) elections (and
+            // Paxos phase 1 duels) go on forever, a misconfiguration rather than a protocol fault.
+            election_timeout_ticks: rng.range_inclusive(10, 20),
+        }
+    }
+}
+
 /// Raft settings drawn from the run's tuning seed, the same on every node. Small inflight windows
 /// and message sizes make pipelining limits and batching bounds bite; PreVote and CheckQuorum are
 /// sometimes off, because safety must not depend on them. `lease` forces what lease reads need.
@@ -14,12 +35,11 @@ fn tuned_raft_config(id: NodeId, applied: LogIndex, tuning: u64, lease: bool) ->
     let mut rng = SeededRng::new(tuning);
     let mut config = RaftConfig::new(id);
     config.applied = applied;
-    config.max_inflight_msgs = [1, 2, 8, 256][rng.below(4) as usize];
-    config.max_msg_bytes = [1, 100, 4096, 1 << 20][rng.below(4) as usize];
-    config.heartbeat_interval_ticks = rng.range_inclusive(1, 2);
-    // At least 100 ms: below the harsh profile's round trip (up to 120 ms) elections duel forever,
-    // a misconfiguration rather than a protocol fault.
-    config.election_timeout_ticks = rng.range_inclusive(10, 20);
+    let shared = SharedTuning::draw(&mut rng);
+    config.max_inflight_msgs = shared.max_inflight_msgs;
+    config.max_msg_bytes = shared.max_msg_bytes;
+    config.heartbeat_interval_ticks = shared.heartbeat_interval_ticks;
+    config.election_timeout_ticks = shared.election_timeout_ticks;
     config.pre_vote = !rng.chance(1, 5);
     config.check_quorum = lease || !rng.chance(1, 5);
     if lease {
@@ -79,11 +99,11 @@ fn tuned_paxos_config(id: NodeId, applied: LogIndex, tuning: u64) -> PaxosConfig
     let mut rng = SeededRng::new(tuning);
     let mut config = PaxosConfig::new(id);
     config.applied = applied;
-    config.max_inflight_msgs = [1, 2, 8, 256][rng.below(4) as usize];
-    config.max_msg_bytes = [1, 100, 4096, 1 << 20][rng.below(4) as usize];
-    config.heartbeat_interval_ticks = rng.range_inclusive(1, 2);
-    // At least 100 ms, for the same reason as Raft's: below the harsh round trip, duels never end.
-    config.election_timeout_ticks = rng.range_inclusive(10, 20);
+    let shared = SharedTuning::draw(&mut rng);
+    config.max_inflight_msgs = shared.max_inflight_msgs;
+    config.max_msg_bytes = shared.max_msg_bytes;
+    config.heartbeat_interval_ticks = shared.heartbeat_interval_ticks;
+    config.election_timeout_ticks = shared.election_timeout_ticks;
     config
 }
 
