@@ -40,6 +40,8 @@ pub struct Progress {
     /// The next slot to send.
     pub next: LogIndex,
     pub inflight_msgs: usize,
+    /// An Accepted arrived since the last heartbeat: the pipeline moves, no retransmission needed.
+    pub acked_since_heartbeat: bool,
     pub snapshot_in_flight: bool,
     /// The latest read-confirmation round it acknowledged in our ballot.
     pub read_round_acked: u64,
@@ -213,6 +215,7 @@ impl<S: LogStorage> PaxosNode<S> {
                     matched: 0,
                     next,
                     inflight_msgs: 0,
+                    acked_since_heartbeat: false,
                     snapshot_in_flight: false,
                     read_round_acked: 0,
                 };
@@ -300,6 +303,7 @@ impl<S: LogStorage> PaxosNode<S> {
         };
         progress.matched = progress.matched.max(matched);
         if let Some(run_last) = run_last {
+            progress.acked_since_heartbeat = true;
             progress.inflight_msgs = progress.inflight_msgs.saturating_sub(1);
             progress.snapshot_in_flight = false;
             if matched < run_last {
@@ -341,17 +345,20 @@ impl<S: LogStorage> PaxosNode<S> {
     }
 
     /// Heartbeats carry the commit index and, with `read_round`, confirm leadership for reads.
-    /// They also retransmit: a peer that is behind gets its runs again from what it acknowledged.
+    /// They also retransmit: a peer that is behind and acknowledged nothing for a whole interval
+    /// (runs lost, or the peer restarted) gets its runs again from what it acknowledged.
     pub(crate) fn broadcast_heartbeat(&mut self) {
         let last = self.last();
         for peer in self.send_heartbeats() {
             let Some(progress) = self.leadership.as_mut().and_then(|l| l.peers.get_mut(&peer)) else {
                 continue;
             };
-            if progress.matched < last && !progress.snapshot_in_flight {
+            let stalled = !progress.acked_since_heartbeat || progress.inflight_msgs == 0;
+            if progress.matched < last && !progress.snapshot_in_flight && stalled {
                 progress.next = progress.matched + 1;
                 progress.inflight_msgs = 0;
             }
+            progress.acked_since_heartbeat = false;
             self.send_runs(peer);
         }
     }

@@ -37,6 +37,12 @@ fn accept_at_n3(c: &mut MemCluster, msg: Message) -> (Vec<u64>, Vec<Message>) {
     c.node_mut(3).step(Envelope { from: 1, to: 3, msg });
     c.process_ready(3);
     let (_, ready) = c.readies.pop().expect("n3 answered");
+    if !ready.entries.is_empty() {
+        assert!(
+            ready.must_sync,
+            "accepted slots are synced before the Accepted reply leaves"
+        );
+    }
     let slots = ready.entries.iter().map(|e| e.index).collect();
     let replies = ready.messages.into_iter().map(|m| m.msg).collect();
     (slots, replies)

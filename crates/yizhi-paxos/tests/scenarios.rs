@@ -129,6 +129,7 @@ fn an_acceptor_refuses_an_accept_below_its_promise_and_names_the_promise() {
 #[test]
 fn duelling_proposers_make_progress_once_one_backs_off() {
     let mut c = cluster();
+    c.record_readies = true;
     c.campaign(1);
     let b1 = c.node(1).leading_ballot().unwrap();
     // n2 outbids n1 before n1's proposal reaches anyone.
@@ -142,7 +143,14 @@ fn duelling_proposers_make_progress_once_one_backs_off() {
     c.process_ready(1);
     c.settle();
     assert_eq!(c.leader(), Some(2));
-    // n1 heard the Nack (or n2's heartbeat) and backed off.
+    let nacks_to_n1 = c
+        .readies
+        .iter()
+        .flat_map(|(_, r)| &r.messages)
+        .filter(|m| m.to == 1 && m.msg == Message::Nack { promised: b2 })
+        .count();
+    assert_eq!(nacks_to_n1, 2, "both acceptors refused n1's accept, naming b2");
+    // n1 heard the Nacks and backed off; it follows n2 from its first heartbeat.
     heartbeat(&mut c, 2);
     assert_eq!(c.node(1).role(), Role::Follower, "n1 backed off");
     assert_eq!(c.node(1).leader(), Some(2));
