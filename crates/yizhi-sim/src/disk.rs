@@ -71,6 +71,15 @@ impl Disk {
         self.durable.set_hard_state(hard_state);
     }
 
+    /// Only for `Mutation::ForgetPromise`: the term (a Paxos promise) is lost with the vote, as if
+    /// the hard state never reached the platter.
+    pub fn forget_promise(&mut self) {
+        let mut hard_state = self.durable.hard_state();
+        hard_state.term = 0;
+        hard_state.vote = None;
+        self.durable.set_hard_state(hard_state);
+    }
+
     /// Power loss: the first `survivors` unsynced writes reached the platter, the rest are gone.
     pub fn crash(&mut self, survivors: usize) {
         let survivors = survivors.min(self.unsynced.len());

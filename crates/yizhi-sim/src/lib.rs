@@ -27,7 +27,7 @@
 //!   broken. After the fault phase the network heals, a majority is up, and a leader plus a probe
 //!   write must get through within bounds (liveness).
 //! - **Self-test**: [`node::Mutation`] plants a deliberate runtime bug (send before fsync, ack
-//!   before commit, reads without ReadIndex, a disk that forgets votes); the tests require that
+//!   before commit, reads without ReadIndex, a disk that forgets votes or promises); the tests require that
 //!   some seed catches each one.
 //! - **Determinism**: every event is folded into an FNV-1a trace hash;
 //!   [`run::check_determinism`] runs a seed twice and compares.

@@ -20,7 +20,7 @@ use yizhi_sim::{EngineFactory, RunOptions, RunReport, run_seed};
 const VIOLATION_WINDOW_MS: u64 = 300;
 const USAGE: &str = "usage: yizhi-sim [--seeds A..B | --seeds N] [--engine raft|raft-lease|paxos|both] \
 [--faults none|mild|standard|harsh] [--replay SEED [--trace]] [--progress-every N] [--no-shrink] \
-[--mutation send-before-sync|ack-on-propose|stale-reads|forget-vote]";
+[--mutation send-before-sync|ack-on-propose|stale-reads|forget-vote|forget-promise]";
 
 #[derive(Debug)]
 struct Args {

@@ -33,14 +33,18 @@ pub enum Mutation {
     StaleReads,
     /// Lose the durable vote in a crash, so a node can vote twice in one term.
     ForgetVote,
+    /// Lose the durable term and vote in a crash: a Paxos acceptor forgets its promise and can
+    /// accept below it.
+    ForgetPromise,
 }
 
 impl Mutation {
-    pub const ALL: [Mutation; 4] = [
+    pub const ALL: [Mutation; 5] = [
         Mutation::SendBeforeSync,
         Mutation::AckOnPropose,
         Mutation::StaleReads,
         Mutation::ForgetVote,
+        Mutation::ForgetPromise,
     ];
 
     pub fn by_name(name: &str) -> Option<Mutation> {
@@ -57,6 +61,7 @@ impl Mutation {
             Mutation::AckOnPropose => "ack-on-propose",
             Mutation::StaleReads => "stale-reads",
             Mutation::ForgetVote => "forget-vote",
+            Mutation::ForgetPromise => "forget-promise",
         }
     }
 }
@@ -532,8 +537,10 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
         assert!(self.is_up(), "node {} crashed twice", self.id);
         self.engine = None;
         self.disk.crash(survivors);
-        if self.mutation == Mutation::ForgetVote {
-            self.disk.forget_vote();
+        match self.mutation {
+            Mutation::ForgetVote => self.disk.forget_vote(),
+            Mutation::ForgetPromise => self.disk.forget_promise(),
+            _ => {}
         }
         self.incarnation += 1;
         self.awaiting_sync = None;

@@ -1,22 +1,31 @@
 //! The simulator must catch a broken runtime: each deliberate bug below breaks a rule the engine
 //! relies on, and some seed must report it. A harness that passes these runs cannot be vacuous.
 
+use yizhi_sim::engines::PaxosFactory;
 use yizhi_sim::faults::{FaultProfile, PROFILE_HARSH, PROFILE_STANDARD};
 use yizhi_sim::invariants::Violation;
 use yizhi_sim::node::Mutation;
-use yizhi_sim::{RaftFactory, RunOptions, run_seed};
+use yizhi_sim::{EngineFactory, RaftFactory, RunOptions, run_seed};
 
 /// Seeds tried before giving up on finding the bug.
 const MAX_SEEDS: u64 = 1_000;
 
 /// The first seed whose run reports a violation, with that violation.
 fn first_violation(mutation: Mutation, profile: FaultProfile) -> Option<(u64, Violation)> {
+    first_violation_of(&RaftFactory::SAFE_READS, mutation, profile)
+}
+
+fn first_violation_of<F: EngineFactory>(
+    factory: &F,
+    mutation: Mutation,
+    profile: FaultProfile,
+) -> Option<(u64, Violation)> {
     (0..MAX_SEEDS).find_map(|seed| {
         let options = RunOptions {
             mutation,
             ..RunOptions::default()
         };
-        run_seed(&RaftFactory::SAFE_READS, seed, profile, options)
+        run_seed(factory, seed, profile, options)
             .violation
             .map(|(_, v)| (seed, v))
     })
@@ -61,6 +70,17 @@ fn forgetting_the_vote_in_a_crash_elects_two_leaders() {
     assert!(
         matches!(found, Some((_, Violation::TwoLeaders { .. }))),
         "{found:?}"
+    );
+}
+
+/// Paxos keeps its promise in the hard state's term; an acceptor that forgets it can accept below
+/// a ballot it promised, and a later leader can miss a chosen value.
+#[test]
+fn forgetting_the_promise_in_a_crash_is_caught_for_paxos() {
+    let found = first_violation_of(&PaxosFactory, Mutation::ForgetPromise, PROFILE_HARSH);
+    assert!(
+        found.is_some(),
+        "no seed noticed acceptors forgetting their promises"
     );
 }
 
