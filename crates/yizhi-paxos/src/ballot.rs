@@ -82,4 +82,16 @@ mod tests {
     fn node_ids_beyond_the_encoding_are_refused() {
         Ballot::new(1, NODE_ID_LIMIT);
     }
+
+    #[test]
+    fn rounds_use_every_bit_above_the_node_id() {
+        let top = Ballot::new(ROUND_LIMIT - 1, 3);
+        assert_eq!((top.round(), top.node()), ((1 << 48) - 1, 3));
+        assert_eq!(ROUND_LIMIT, 1 << 48);
+    }
+
+    #[test]
+    fn debug_shows_round_and_node() {
+        assert_eq!(format!("{:?}", Ballot::new(3, 2)), "b3.2");
+    }
 }

@@ -78,3 +78,17 @@ impl PaxosConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_ids_outside_the_ballot_encoding_are_refused() {
+        for id in [0, NODE_ID_LIMIT, NODE_ID_LIMIT + 1] {
+            assert_eq!(PaxosConfig::new(id).validate(), Err(ConfigError::BadNodeId(id)));
+        }
+        assert_eq!(PaxosConfig::new(1).validate(), Ok(()));
+        assert_eq!(PaxosConfig::new(NODE_ID_LIMIT - 1).validate(), Ok(()));
+    }
+}

@@ -60,3 +60,22 @@ impl Message {
         matches!(self, Message::InstallSnapshot { .. })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_install_snapshot_is_a_snapshot() {
+        let ballot = Ballot::new(1, 1);
+        assert!(
+            Message::InstallSnapshot {
+                ballot,
+                snapshot: Snapshot::default()
+            }
+            .is_snapshot()
+        );
+        assert!(!Message::TimeoutNow { ballot }.is_snapshot());
+        assert!(!Message::Nack { promised: ballot }.is_snapshot());
+    }
+}
