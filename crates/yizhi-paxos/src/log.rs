@@ -263,4 +263,18 @@ mod tests {
         log.write(&storage, (2..=7).map(|i| e(i, 4)).collect());
         assert_eq!(indexes(&log.take_unstable()), vec![2, 3, 4, 5, 6, 7]);
     }
+
+    #[test]
+    fn a_tail_beyond_the_stored_log_is_read_from_the_unstable_part_alone() {
+        // A snapshot pending in this Ready reaches past everything stored; its tail is unstable.
+        let storage = MemStorage::new_with_membership(Membership::new([1]));
+        let mut log = SlotLog::new(0);
+        log.install_snapshot(5, vec![e(6, 2), e(7, 2)]);
+        assert_eq!(log.last(&storage), 7);
+        assert_eq!(
+            indexes(&log.entries(&storage, 6, 7, u64::MAX).unwrap()),
+            vec![6, 7]
+        );
+        assert_eq!(indexes(&log.entries(&storage, 7, 7, u64::MAX).unwrap()), vec![7]);
+    }
 }
