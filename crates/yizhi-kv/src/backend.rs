@@ -108,6 +108,20 @@ pub trait Backend {
         leases: Vec<LeaseRecord>,
         meta: Meta,
     ) -> Result<(), BackendError>;
+
+    /// Writes out whatever `apply` kept in memory; with `durable`, also makes everything applied
+    /// so far survive a crash. Backends without a memory tier (or without a disk) do nothing.
+    fn flush(&mut self, durable: bool) -> Result<(), BackendError> {
+        let _ = durable;
+        Ok(())
+    }
+
+    /// The highest applied index a crash cannot lose: log entries up to it need not be replayed
+    /// again, so the server may release them. A backend without a disk has nothing better to say
+    /// than its applied index (it loses everything on a crash anyway).
+    fn durable_applied_index(&self) -> LogIndex {
+        self.meta().map_or(0, |meta| meta.applied_index)
+    }
 }
 
 /// The in-memory backend: the simulator's, and the reference for the redb one.

@@ -75,6 +75,7 @@ pub mod codec;
 mod error;
 mod index;
 mod lease;
+pub mod redb_backend;
 pub mod revision;
 pub mod snapshot;
 mod store;
@@ -85,6 +86,7 @@ mod write;
 
 pub use apply::{Applied, Command, CommandResponse};
 pub use backend::{Backend, BackendError, MemBackend};
+pub use redb_backend::{RedbBackend, RedbConfig};
 pub use codec::{COMMAND_CODEC_VERSION, decode_command, encode_command};
 pub use error::KvError;
 pub use revision::{INITIAL_REVISION, Revision};

@@ -147,6 +147,19 @@ impl<B: Backend> MvccStore<B> {
         self.meta.applied_index
     }
 
+    /// See [`Backend::flush`]. Between commands only.
+    pub fn flush(&mut self, durable: bool) -> Result<(), BackendError> {
+        assert!(self.pending.records.is_empty(), "flush in the middle of an apply");
+        self.backend.flush(durable)?;
+        assert!(self.backend.durable_applied_index() <= self.meta.applied_index);
+        Ok(())
+    }
+
+    /// See [`Backend::durable_applied_index`].
+    pub fn durable_applied_index(&self) -> yizhi_engine::LogIndex {
+        self.backend.durable_applied_index()
+    }
+
     pub fn config(&self) -> KvConfig {
         self.config
     }

@@ -156,6 +156,11 @@ impl<'a> Reader<'a> {
         Ok(std::array::from_fn(|i| byte & (1 << i) != 0))
     }
 
+    /// Everything not read yet: a trailing field that needs no length prefix.
+    pub fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.data)
+    }
+
     pub fn finish(&self, what: &'static str) -> Result<(), DecodeError> {
         if self.data.is_empty() {
             Ok(())
