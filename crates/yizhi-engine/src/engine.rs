@@ -8,6 +8,7 @@ use bytes::Bytes;
 use crate::ready::Ready;
 use crate::storage::LogStorage;
 use crate::types::{Envelope, LogPosition, NodeId, Status};
+use crate::wire::WireMessage;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ProposeError {
@@ -50,8 +51,8 @@ pub enum SnapshotStatus {
 /// collected in a [`Ready`], handled by the runtime in the documented order, then acknowledged by
 /// `advance()`.
 pub trait Engine {
-    /// The protocol's wire messages.
-    type Message: Clone + Debug + Send + 'static;
+    /// The protocol's peer messages; [`WireMessage`] is how they cross process boundaries.
+    type Message: WireMessage + Clone + Debug + Send + 'static;
     /// Where the durable log is read from. The runtime writes it (through `storage_mut`) while
     /// handling a `Ready`; the engine only reads.
     type Storage: LogStorage;

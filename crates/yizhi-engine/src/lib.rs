@@ -5,6 +5,7 @@
 //! - [`LogStorage`]: read access to the durable log; [`MemStorage`] keeps it in memory.
 //! - [`quorum`]: majority and joint quorum arithmetic shared by both engines.
 //! - [`SeededRng`]: the only source of randomness an engine may use.
+//! - [`wire`]: the byte encoding of engine messages ([`WireMessage`]) and its shared building blocks.
 
 pub mod engine;
 pub mod quorum;
@@ -12,9 +13,11 @@ pub mod ready;
 pub mod rng;
 pub mod storage;
 pub mod types;
+pub mod wire;
 
 pub use engine::{Engine, ProposeError, SnapshotStatus, TransferError};
 pub use ready::Ready;
 pub use rng::SeededRng;
 pub use storage::{LogStorage, MemStorage, StorageError};
 pub use types::*;
+pub use wire::{WireError, WireMessage};

@@ -19,10 +19,12 @@
 //!
 //! Layout: `paxos.rs` holds the state and the `step` router; `acceptor.rs` and `proposer.rs` are
 //! the two roles' handlers; `reads.rs` the read rounds; `log.rs` the slot log and its write rule;
-//! `node.rs` the `Ready`/`advance` contract.
+//! `node.rs` the `Ready`/`advance` contract; `codec.rs` the byte encoding of [`Message`]
+//! ([`yizhi_engine::WireMessage`]).
 
 mod acceptor;
 mod ballot;
+mod codec;
 mod config;
 mod log;
 mod message;
@@ -32,6 +34,7 @@ mod proposer;
 mod reads;
 
 pub use ballot::{Ballot, NODE_ID_BITS, NODE_ID_LIMIT};
+pub use codec::PAXOS_WIRE_VERSION;
 pub use config::{ConfigError, PaxosConfig};
 pub use message::Message;
 pub use paxos::{MAX_OUTBOX_MSGS, PaxosError, PaxosNode};

@@ -8,8 +8,10 @@
 //!
 //! Layout: `raft.rs` holds the state and the single `step` entry point; `election.rs`,
 //! `replication.rs` and `reads.rs` are the handlers; `log.rs` the log view; `progress.rs` and
-//! `read_index.rs` the leader's bookkeeping; `node.rs` the `Ready`/`advance` contract.
+//! `read_index.rs` the leader's bookkeeping; `node.rs` the `Ready`/`advance` contract; `codec.rs`
+//! the byte encoding of [`Message`] ([`yizhi_engine::WireMessage`]).
 
+mod codec;
 mod config;
 mod election;
 mod log;
@@ -21,6 +23,7 @@ mod read_index;
 mod reads;
 mod replication;
 
+pub use codec::RAFT_WIRE_VERSION;
 pub use config::{ConfigError, RaftConfig, ReadMode};
 pub use message::{Message, MessageKind, RejectHint};
 pub use progress::{Progress, ProgressState};
