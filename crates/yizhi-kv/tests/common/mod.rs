@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: a store driven through the codec, as the log would.
 #![allow(dead_code)]
 
+pub mod workload;
+
 use bytes::Bytes;
 use yizhi_kv::*;
 
