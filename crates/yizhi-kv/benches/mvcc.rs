@@ -32,7 +32,10 @@ fn key(i: u64) -> Bytes {
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn rss_bytes() -> u64 {
@@ -54,7 +57,7 @@ struct Measured {
 }
 
 fn load<B: Backend>(store: &mut MvccStore<B>, keys: u64) -> f64 {
-    let scatter = if keys % SCATTER == 0 { 1 } else { SCATTER % keys };
+    let scatter = if keys.is_multiple_of(SCATTER) { 1 } else { SCATTER % keys };
     let start = Instant::now();
     for i in 0..keys {
         let k = ((u128::from(i) * u128::from(scatter) + 7) % u128::from(keys)) as u64;

@@ -86,9 +86,9 @@ mod write;
 
 pub use apply::{Applied, Command, CommandResponse};
 pub use backend::{Backend, BackendError, MemBackend};
-pub use redb_backend::{RedbBackend, RedbConfig};
 pub use codec::{COMMAND_CODEC_VERSION, decode_command, encode_command};
 pub use error::KvError;
+pub use redb_backend::{RedbBackend, RedbConfig};
 pub use revision::{INITIAL_REVISION, Revision};
 pub use snapshot::{SNAPSHOT_MAGIC, SNAPSHOT_VERSION, SnapshotError};
 pub use store::{

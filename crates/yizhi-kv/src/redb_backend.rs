@@ -31,7 +31,9 @@ use redb::{
 };
 use yizhi_engine::LogIndex;
 
-use crate::backend::{Backend, BackendError, LeaseRecord, Meta, RevisionRecord, WriteBatch};
+use crate::backend::{
+    Backend, BackendError, LeaseRecord, Meta, RevisionRecord, WriteBatch, check_record_shape,
+};
 use crate::revision::Revision;
 use crate::types::LeaseId;
 use crate::wire::{Reader, Writer};
@@ -171,7 +173,9 @@ impl RedbBackend {
         let mut txn = self.db.begin_write().map_err(|e| self.error("begin write", e))?;
         self.set_durability(&mut txn, durable)?;
         {
-            let mut records = txn.open_table(RECORDS).map_err(|e| self.error("open records", e))?;
+            let mut records = txn
+                .open_table(RECORDS)
+                .map_err(|e| self.error("open records", e))?;
             let mut encoded = Vec::new();
             for (revision, record) in &self.overlay.records {
                 let key = encode_revision(*revision);
@@ -244,10 +248,15 @@ impl RedbBackend {
             .map_err(|e| self.error("read record", e))?;
         match found {
             None => Ok(None),
-            Some(guard) => decode_record(guard.value())
-                .map(Some)
-                .map_err(|detail| self.corrupt(format!("record at {revision:?}: {detail}"))),
+            Some(guard) => self.decode_checked(revision, guard.value()).map(Some),
         }
+    }
+
+    fn decode_checked(&self, revision: Revision, data: &[u8]) -> Result<RevisionRecord, BackendError> {
+        let record = decode_record(data)
+            .map_err(|detail| self.corrupt(format!("record at {revision:?}: {detail}")))?;
+        check_record_shape(revision, &record).map_err(|e| self.corrupt(e.to_string()))?;
+        Ok(record)
     }
 
     fn committed_records(&self) -> Result<Vec<(Revision, RevisionRecord)>, BackendError> {
@@ -260,8 +269,7 @@ impl RedbBackend {
         for item in iter {
             let (key, value) = item.map_err(|e| self.error("scan records", e))?;
             let revision = decode_revision(key.value());
-            let record = decode_record(value.value())
-                .map_err(|detail| self.corrupt(format!("record at {revision:?}: {detail}")))?;
+            let record = self.decode_checked(revision, value.value())?;
             records.push((revision, record));
         }
         Ok(records)
@@ -367,10 +375,14 @@ impl Backend for RedbBackend {
         let mut txn = self.db.begin_write().map_err(|e| self.error("begin write", e))?;
         // Durable: the server may drop its log up to the snapshot as soon as this returns.
         self.set_durability(&mut txn, true)?;
-        txn.delete_table(RECORDS).map_err(|e| self.error("clear records", e))?;
-        txn.delete_table(LEASES).map_err(|e| self.error("clear leases", e))?;
+        txn.delete_table(RECORDS)
+            .map_err(|e| self.error("clear records", e))?;
+        txn.delete_table(LEASES)
+            .map_err(|e| self.error("clear leases", e))?;
         {
-            let mut table = txn.open_table(RECORDS).map_err(|e| self.error("open records", e))?;
+            let mut table = txn
+                .open_table(RECORDS)
+                .map_err(|e| self.error("open records", e))?;
             let mut encoded = Vec::new();
             for (revision, record) in &records {
                 encoded.clear();
@@ -388,9 +400,10 @@ impl Backend for RedbBackend {
         }
         let previous_meta = self.meta;
         self.meta = meta;
-        if let Err(e) = self.write_meta(&txn).and_then(|()| {
-            txn.commit().map_err(|e| self.error("commit", e))
-        }) {
+        if let Err(e) = self
+            .write_meta(&txn)
+            .and_then(|()| txn.commit().map_err(|e| self.error("commit", e)))
+        {
             self.meta = previous_meta;
             return Err(e);
         }
@@ -437,7 +450,9 @@ fn init_or_check_format(db: &Database, path: &Path) -> Result<Meta, BackendError
     let meta = Meta::default();
     let txn = db.begin_write().map_err(|e| redb_error(path, "begin write", e))?;
     {
-        let mut table = txn.open_table(META).map_err(|e| redb_error(path, "open meta", e))?;
+        let mut table = txn
+            .open_table(META)
+            .map_err(|e| redb_error(path, "open meta", e))?;
         let mut insert = |row: &str, value: &[u8]| {
             table
                 .insert(row, value)
@@ -446,8 +461,10 @@ fn init_or_check_format(db: &Database, path: &Path) -> Result<Meta, BackendError
         };
         insert(FORMAT_ROW, FORMAT)?;
         insert(STATE_ROW, &encode_meta(&meta))?;
-        txn.open_table(RECORDS).map_err(|e| redb_error(path, "open records", e))?;
-        txn.open_table(LEASES).map_err(|e| redb_error(path, "open leases", e))?;
+        txn.open_table(RECORDS)
+            .map_err(|e| redb_error(path, "open records", e))?;
+        txn.open_table(LEASES)
+            .map_err(|e| redb_error(path, "open leases", e))?;
     }
     txn.commit().map_err(|e| redb_error(path, "commit", e))?;
     Ok(meta)
@@ -476,26 +493,34 @@ fn read_format_and_meta(txn: &ReadTransaction, path: &Path) -> Result<Option<Met
         }
     }
     let state = row(STATE_ROW)?.ok_or_else(|| corrupt("no state row".to_string()))?;
-    decode_meta(&state).map(Some).map_err(|d| corrupt(format!("state row: {d}")))
+    decode_meta(&state)
+        .map(Some)
+        .map_err(|d| corrupt(format!("state row: {d}")))
 }
 
 fn open_snapshot(db: &Database, path: &Path) -> Result<Snapshot, BackendError> {
     let txn = db.begin_read().map_err(|e| redb_error(path, "begin read", e))?;
     // The tables keep the read transaction's snapshot alive after `txn` is dropped.
     Ok(Snapshot {
-        records: txn.open_table(RECORDS).map_err(|e| redb_error(path, "open records", e))?,
-        leases: txn.open_table(LEASES).map_err(|e| redb_error(path, "open leases", e))?,
+        records: txn
+            .open_table(RECORDS)
+            .map_err(|e| redb_error(path, "open records", e))?,
+        leases: txn
+            .open_table(LEASES)
+            .map_err(|e| redb_error(path, "open leases", e))?,
     })
 }
 
-/// A corrupt file is data corruption; anything else (locks, IO) is reported as IO.
+/// A file that is not (or no longer) a database we can read is corruption; anything else
+/// (locks, failing IO) is IO. redb reports a foreign file as an `InvalidData` IO error.
 fn redb_error(path: &Path, what: &str, e: impl Into<redb::Error>) -> BackendError {
     let e: redb::Error = e.into();
     let message = format!("{}: {what}: {e}", path.display());
-    match e {
-        redb::Error::Corrupted(_) | redb::Error::UpgradeRequired(_) | redb::Error::TableTypeMismatch { .. } => {
-            BackendError::Corrupt(message)
-        }
+    match &e {
+        redb::Error::Corrupted(_)
+        | redb::Error::UpgradeRequired(_)
+        | redb::Error::TableTypeMismatch { .. } => BackendError::Corrupt(message),
+        redb::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => BackendError::Corrupt(message),
         _ => BackendError::Io(message),
     }
 }
@@ -527,7 +552,10 @@ fn merge_records(
         }
     }
     merged.extend(pending.filter_map(|(p, change)| change.as_ref().map(|r| (*p, r.clone()))));
-    assert!(merged.windows(2).all(|w| w[0].0 < w[1].0), "merge broke revision order");
+    assert!(
+        merged.windows(2).all(|w| w[0].0 < w[1].0),
+        "merge broke revision order"
+    );
     merged
 }
 
@@ -604,7 +632,10 @@ fn decode_meta(data: &[u8]) -> Result<Meta, String> {
     let decoded = (|| {
         let version = r.u8("meta encoding")?;
         if version != META_ENCODING_VERSION {
-            return Err(crate::wire::DecodeError::UnsupportedVersion { what: "meta", version });
+            return Err(crate::wire::DecodeError::UnsupportedVersion {
+                what: "meta",
+                version,
+            });
         }
         let meta = Meta {
             current_revision: r.i64("current revision")?,

@@ -57,18 +57,34 @@ impl Run {
     }
 
     fn check_same_state(&self, redb: &MvccStore<RedbBackend>, when: &str) {
-        assert_eq!(redb.applied_index(), self.mem.applied_index(), "seed {} {when}", self.seed);
+        assert_eq!(
+            redb.applied_index(),
+            self.mem.applied_index(),
+            "seed {} {when}",
+            self.seed
+        );
         assert_eq!(
             redb.state_hash().expect("redb hash"),
             self.mem.state_hash().expect("mem hash"),
             "seed {} {when}: state differs",
             self.seed
         );
-        assert_eq!(redb.lease_ids(), self.mem.lease_ids(), "seed {} {when}", self.seed);
+        assert_eq!(
+            redb.lease_ids(),
+            self.mem.lease_ids(),
+            "seed {} {when}",
+            self.seed
+        );
     }
 }
 
-fn restart(run: &Run, redb: MvccStore<RedbBackend>, how: Restart, path: &Path, config: RedbConfig) -> MvccStore<RedbBackend> {
+fn restart(
+    run: &Run,
+    redb: MvccStore<RedbBackend>,
+    how: Restart,
+    path: &Path,
+    config: RedbConfig,
+) -> MvccStore<RedbBackend> {
     let mut redb = redb;
     let applied = redb.applied_index();
     match how {
@@ -80,7 +96,11 @@ fn restart(run: &Run, redb: MvccStore<RedbBackend>, how: Restart, path: &Path, c
     let pending = redb.backend().pending_entries();
     assert!(durable <= applied);
     if matches!(how, Restart::DurableFlush) {
-        assert_eq!(durable, applied, "seed {}: a durable flush covers everything", run.seed);
+        assert_eq!(
+            durable, applied,
+            "seed {}: a durable flush covers everything",
+            run.seed
+        );
     }
     drop(redb);
     let mut reopened = open_redb(path, config);
@@ -112,13 +132,21 @@ fn run_seed(seed: u64) {
     let (mut restarts, mut installs) = (0, 0);
     for index in 1..=STEPS_PER_SEED {
         let command = workload::command(seed, index, &run.mem);
-        assert_eq!(command, workload::command(seed, index, &redb), "seed {seed}: states diverged");
+        assert_eq!(
+            command,
+            workload::command(seed, index, &redb),
+            "seed {seed}: states diverged"
+        );
         let expected = run.mem.apply(&command, index).expect("mem apply");
         let got = redb.apply(&command, index).expect("redb apply");
         assert_eq!(got, expected, "seed {seed} index {index}: {command:?}");
         run.log.push((command, expected));
         let read = workload::read(seed, index, run.mem.current_revision());
-        assert_eq!(redb.range(&read), run.mem.range(&read), "seed {seed} index {index}: {read:?}");
+        assert_eq!(
+            redb.range(&read),
+            run.mem.range(&read),
+            "seed {seed} index {index}: {read:?}"
+        );
         let now = workload::now_ms(index);
         assert_eq!(redb.expired_leases(now), run.mem.expired_leases(now));
         if index % HASH_EVERY_STEPS == 0 {
@@ -150,7 +178,10 @@ fn run_seed(seed: u64) {
         }
     }
     run.check_same_state(&redb, "at the end");
-    assert!(restarts > 0 && installs > 0, "seed {seed}: the run exercised too little");
+    assert!(
+        restarts > 0 && installs > 0,
+        "seed {seed}: the run exercised too little"
+    );
 }
 
 #[test]
@@ -194,7 +225,11 @@ fn an_installed_snapshot_survives_a_crash_whole_and_replaces_pending_batches() {
     }
     drop(target);
     let reopened = open_redb(&path, config);
-    assert_eq!(reopened.applied_index(), 150, "the install is durable, the rest was in memory");
+    assert_eq!(
+        reopened.applied_index(),
+        150,
+        "the install is durable, the rest was in memory"
+    );
     let mut at_install = MvccStore::open(MemBackend::new(), KvConfig::default()).expect("reference");
     at_install.install_snapshot(&image).expect("install reference");
     assert_eq!(reopened.state_hash(), at_install.state_hash());

@@ -46,7 +46,11 @@ fn put(rng: &mut SeededRng, index: u64) -> PutRequest {
     PutRequest {
         key: key(rng),
         value: if ignore { Bytes::new() } else { value(rng, index) },
-        lease: if rng.chance(1, 3) { rng.below(LEASE_IDS) as i64 } else { NO_LEASE },
+        lease: if rng.chance(1, 3) {
+            rng.below(LEASE_IDS) as i64
+        } else {
+            NO_LEASE
+        },
         prev_kv: rng.chance(1, 2),
         ignore_value: ignore,
         ignore_lease: false,
@@ -64,8 +68,16 @@ fn range(rng: &mut SeededRng, current_revision: i64) -> RangeRequest {
         } else {
             0
         },
-        sort_order: if rng.chance(1, 4) { SortOrder::Descend } else { SortOrder::None },
-        sort_target: if rng.chance(1, 4) { SortTarget::Value } else { SortTarget::Key },
+        sort_order: if rng.chance(1, 4) {
+            SortOrder::Descend
+        } else {
+            SortOrder::None
+        },
+        sort_target: if rng.chance(1, 4) {
+            SortTarget::Value
+        } else {
+            SortTarget::Key
+        },
         keys_only: rng.chance(1, 6),
         count_only: rng.chance(1, 10),
         ..Default::default()
@@ -79,7 +91,11 @@ fn txn(rng: &mut SeededRng, index: u64, current_revision: i64) -> TxnRequest {
         CompareTarget::Value(value(rng, index))
     };
     let compare = vec![Compare {
-        result: if rng.chance(1, 2) { CompareResult::Greater } else { CompareResult::Equal },
+        result: if rng.chance(1, 2) {
+            CompareResult::Greater
+        } else {
+            CompareResult::Equal
+        },
         target,
         key: key(rng),
         range_end: Bytes::new(),
@@ -131,7 +147,10 @@ pub fn command<B: Backend>(seed: u64, index: u64, store: &MvccStore<B>) -> Comma
             Some(&id) => Command::LeaseRevoke { id },
             None => Command::LeaseRevoke { id: lease },
         },
-        82..=87 => Command::LeaseKeepAlive { id: lease, now_ms: now },
+        82..=87 => Command::LeaseKeepAlive {
+            id: lease,
+            now_ms: now,
+        },
         _ => Command::Range(range(&mut rng, store.current_revision())),
     }
 }

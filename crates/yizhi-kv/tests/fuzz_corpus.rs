@@ -1,0 +1,226 @@
+//! Replays the checked-in fuzz seed corpora of the KV decoders (`fuzz/corpus/kv_command`,
+//! `fuzz/corpus/kv_snapshot`) with the same checks as the fuzz targets, because CI cannot run
+//! libFuzzer: no input panics, a decoded command survives encode → decode, a refused snapshot
+//! leaves the store as it was, and an installed one re-snapshots to the same state.
+
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use yizhi_kv::{
+    Command, CompactionRequest, Compare, CompareResult, CompareTarget, DeleteRangeRequest, KvConfig,
+    LeaseGrantRequest, MemBackend, MvccStore, PutRequest, RangeRequest, RequestOp, SortOrder, SortTarget,
+    TxnRequest, decode_command, encode_command,
+};
+
+fn corpus_dir(target: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/corpus")
+        .join(target)
+}
+
+/// Every file of a target's corpus, which must exist and hold at least `min_files`.
+fn corpus(target: &str, min_files: usize) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(corpus_dir(target))
+        .expect("the seed corpus is checked in")
+        .map(|entry| {
+            let path = entry.expect("readable corpus directory").path();
+            let bytes = std::fs::read(&path).expect("readable corpus file");
+            (path, bytes)
+        })
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= min_files,
+        "{target}: only {} corpus files",
+        files.len()
+    );
+    files
+}
+
+fn fresh() -> MvccStore<MemBackend> {
+    MvccStore::open(MemBackend::new(), KvConfig::default()).expect("an empty store opens")
+}
+
+/// The `kv_command` fuzz target's check.
+fn check_kv_command(data: &[u8]) -> bool {
+    let Ok(command) = decode_command(data) else {
+        return false;
+    };
+    let encoded = encode_command(&command);
+    assert_eq!(decode_command(&encoded).as_ref(), Ok(&command));
+    assert_eq!(encode_command(&command), encoded, "encoding is deterministic");
+    true
+}
+
+/// The `kv_snapshot` fuzz target's check.
+fn check_kv_snapshot(data: &[u8]) -> bool {
+    let mut store = fresh();
+    let empty = store.snapshot().expect("memory backend");
+    if store.install_snapshot(data).is_err() {
+        let after = store.snapshot().expect("memory backend");
+        assert_eq!(after, empty, "a refused install changed the store");
+        return false;
+    }
+    let image = store.snapshot().expect("memory backend");
+    let mut copy = fresh();
+    copy.install_snapshot(&image)
+        .expect("a store's own snapshot installs");
+    assert_eq!(copy.snapshot().expect("memory backend"), image);
+    assert_eq!(copy.state_hash(), store.state_hash());
+    true
+}
+
+#[test]
+fn kv_command_corpus_replays() {
+    let files = corpus("kv_command", 10);
+    let valid = files.iter().filter(|(_, bytes)| check_kv_command(bytes)).count();
+    assert!(
+        valid >= 8,
+        "only {valid} of {} kv_command seeds decode",
+        files.len()
+    );
+}
+
+#[test]
+fn kv_snapshot_corpus_replays() {
+    let files = corpus("kv_snapshot", 4);
+    let valid = files.iter().filter(|(_, bytes)| check_kv_snapshot(bytes)).count();
+    assert!(
+        valid >= 2,
+        "only {valid} of {} kv_snapshot seeds install",
+        files.len()
+    );
+}
+
+fn put(key: &'static [u8], value: &'static [u8], lease: i64) -> PutRequest {
+    PutRequest {
+        key: Bytes::from_static(key),
+        value: Bytes::from_static(value),
+        lease,
+        ..PutRequest::default()
+    }
+}
+
+/// One command of every kind, with nesting, sorting and flags set somewhere.
+fn sample_commands() -> Vec<Command> {
+    let range = RangeRequest {
+        key: Bytes::from_static(b"a"),
+        range_end: Bytes::from_static(b"z"),
+        limit: 10,
+        sort_order: SortOrder::Descend,
+        sort_target: SortTarget::Mod,
+        keys_only: true,
+        ..RangeRequest::default()
+    };
+    let delete = DeleteRangeRequest {
+        key: Bytes::from_static(b"k"),
+        range_end: Bytes::from_static(b"\0"),
+        prev_kv: true,
+    };
+    let nested = TxnRequest {
+        compare: vec![],
+        success: vec![RequestOp::Range(RangeRequest::default())],
+        failure: vec![],
+    };
+    let txn = TxnRequest {
+        compare: vec![
+            Compare {
+                result: CompareResult::Greater,
+                target: CompareTarget::Version(0),
+                key: Bytes::from_static(b"k1"),
+                range_end: Bytes::new(),
+            },
+            Compare {
+                result: CompareResult::NotEqual,
+                target: CompareTarget::Value(Bytes::from_static(b"v")),
+                key: Bytes::from_static(b"k2"),
+                range_end: Bytes::new(),
+            },
+        ],
+        success: vec![RequestOp::Put(put(b"k1", b"v2", 0)), RequestOp::Txn(nested)],
+        failure: vec![
+            RequestOp::DeleteRange(delete.clone()),
+            RequestOp::Range(range.clone()),
+        ],
+    };
+    vec![
+        Command::Range(range),
+        Command::Put(put(b"key", b"value", 0)),
+        Command::Put(PutRequest {
+            prev_kv: true,
+            ignore_lease: true,
+            ..put(b"k", b"", 7)
+        }),
+        Command::DeleteRange(delete),
+        Command::Txn(txn),
+        Command::Compact(CompactionRequest {
+            revision: 5,
+            physical: true,
+        }),
+        Command::LeaseGrant(LeaseGrantRequest {
+            id: 0,
+            ttl_secs: 60,
+            now_ms: 1_000,
+        }),
+        Command::LeaseRevoke { id: i64::MAX },
+        Command::LeaseKeepAlive {
+            id: 3,
+            now_ms: u64::MAX,
+        },
+    ]
+}
+
+/// Snapshots of an empty store and of stores with leases, deletes, a compaction and history.
+fn sample_snapshots() -> Vec<Vec<u8>> {
+    let mut images = vec![fresh().snapshot().unwrap()];
+    let script = [
+        Command::LeaseGrant(LeaseGrantRequest {
+            id: 5,
+            ttl_secs: 30,
+            now_ms: 0,
+        }),
+        Command::Put(put(b"a", b"1", 0)),
+        Command::Put(put(b"b", b"2", 5)),
+        Command::Put(put(b"a", b"3", 0)),
+        Command::DeleteRange(DeleteRangeRequest {
+            key: Bytes::from_static(b"b"),
+            ..DeleteRangeRequest::default()
+        }),
+        Command::Compact(CompactionRequest {
+            revision: 3,
+            physical: false,
+        }),
+        Command::Put(put(b"c", b"4", 5)),
+    ];
+    let mut store = fresh();
+    for (i, command) in script.iter().enumerate() {
+        let applied = store.apply(command, i as u64 + 1).unwrap();
+        assert!(applied.response.is_ok(), "{command:?}: {applied:?}");
+        if i == 2 || i == script.len() - 1 {
+            images.push(store.snapshot().unwrap());
+        }
+    }
+    images
+}
+
+/// Regenerates both seed corpora: valid encodings and truncated copies. Run by hand:
+/// `cargo test -p yizhi-kv --test fuzz_corpus -- --ignored write_seed_corpus`.
+#[test]
+#[ignore = "writes files into fuzz/corpus; run by hand after a format change"]
+fn write_seed_corpus() {
+    let dir = corpus_dir("kv_command");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (i, command) in sample_commands().iter().enumerate() {
+        let bytes = encode_command(command);
+        std::fs::write(dir.join(format!("valid-{i:02}")), &bytes).unwrap();
+        if bytes.len() > 2 {
+            std::fs::write(dir.join(format!("truncated-{i:02}")), &bytes[..bytes.len() / 2]).unwrap();
+        }
+    }
+    let dir = corpus_dir("kv_snapshot");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (i, image) in sample_snapshots().iter().enumerate() {
+        std::fs::write(dir.join(format!("valid-{i}")), image).unwrap();
+        std::fs::write(dir.join(format!("truncated-{i}")), &image[..image.len() - 1]).unwrap();
+    }
+}
