@@ -10,9 +10,12 @@
 //! The search is Wing & Gong's (1993) with Lowe's memoization ("Testing for linearizability", 2017),
 //! the design porcupine uses:
 //!
-//! 1. [`Model::partition`] splits the history into independent sub-histories (for a key-value store,
-//!    one per key). Linearizability is local (Herlihy & Wing's locality theorem), so each is checked alone,
-//!    and the search stays small.
+//! 1. [`Model::partition`] splits the history into independent sub-histories (for a plain key-value
+//!    store, one per key: [`kv::KvModel`]). Linearizability is local (Herlihy & Wing's locality
+//!    theorem), so each is checked alone, and the search stays small. A model whose operations share
+//!    state across keys cannot split: [`mvcc::MvccModel`] (etcd's API, where every write takes the
+//!    next global revision) checks the whole history as one, and stays fast because the revisions
+//!    it verifies pin most operations to one place (see [`mvcc`]).
 //! 2. Each operation becomes a call event at `invoke_time` and a return event at `return_time`, kept in
 //!    time order in a doubly-linked list.
 //! 3. A depth-first search walks the list from its head. At a call it asks the model whether that
@@ -49,6 +52,11 @@
 //! operations with a known outcome. When it is linearized, [`Model::step`] receives `output == None`
 //! and must accept whatever the input does.
 //!
+//! A recorder that knows what the system answered an operation whose client gave up (the simulator
+//! watched the state machine apply it) reports [`Outcome::Unacknowledged`]: no return event either,
+//! but its output is checked. Pinning a timed-out write to the revision it was really given keeps
+//! the search from trying it in every place its effect would fit.
+//!
 //! An unknown operation whose step leaves the state unchanged (a read, a CAS that would fail) is
 //! never placed: with no return event it can stay pending forever, so placing it buys nothing, and
 //! skipping it stops every timed-out read from doubling the work of a search that must fail.
@@ -59,6 +67,7 @@
 mod bitset;
 mod events;
 pub mod kv;
+pub mod mvcc;
 mod search;
 
 use bitset::Bitset;
@@ -100,6 +109,28 @@ pub enum Outcome<O> {
     /// The client gave up waiting: the operation may or may not have taken effect, at any time after
     /// its invocation.
     Unknown,
+    /// The client gave up waiting, but the recorder knows what the system answered (a simulator that
+    /// saw the state machine apply the operation, or a log that records it): the operation took
+    /// effect at some time after its invocation, with `output`. Like [`Outcome::Unknown`] it has no
+    /// return event; unlike it, [`Model::step`] receives the output and checks it.
+    Unacknowledged {
+        output: O,
+    },
+}
+
+impl<O> Outcome<O> {
+    /// The output to check, if anyone knows it.
+    pub fn output(&self) -> Option<&O> {
+        match self {
+            Outcome::Returned { output, .. } | Outcome::Unacknowledged { output } => Some(output),
+            Outcome::Unknown => None,
+        }
+    }
+
+    /// Whether the client saw the operation return (so it has a return event and must be placed).
+    pub fn returned(&self) -> bool {
+        matches!(self, Outcome::Returned { .. })
+    }
 }
 
 /// One client operation as the history recorded it.

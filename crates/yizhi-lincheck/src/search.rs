@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use crate::bitset::Bitset;
 use crate::events::{Event, EventList};
-use crate::{Model, Operation, Outcome};
+use crate::{Model, Operation};
 
 /// How many operation indices an explanation lists before it elides the rest: a failing history can
 /// hold thousands of operations, and the interesting ones are the last few placed.
@@ -56,7 +56,7 @@ pub(crate) fn check_partition<M: Model>(
     max_steps: u64,
 ) -> Verdict {
     let ops: Vec<_> = original_index.iter().map(|&index| &history[index]).collect();
-    let known_remaining = ops.iter().filter(|op| op.outcome != Outcome::Unknown).count();
+    let known_remaining = ops.iter().filter(|op| op.outcome.returned()).count();
     let mut search = Search {
         model,
         original_index,
@@ -111,14 +111,11 @@ impl<M: Model> Search<'_, M> {
             "op {op} is linearized but still in the list"
         );
         let operation = self.ops[op];
-        let output = match &operation.outcome {
-            Outcome::Returned { output, .. } => Some(output),
-            Outcome::Unknown => None,
-        };
+        let output = operation.outcome.output();
         let Some(next_state) = self.model.step(&self.state, &operation.input, output) else {
             return self.events.next(cursor);
         };
-        if output.is_none() && next_state == self.state {
+        if !self.is_known(op) && next_state == self.state {
             // An unknown-outcome op that changes nothing here (a read, a failed CAS) is never worth
             // placing now: leaving it pending keeps every option open, and the search does not need
             // it. Without this, each such op doubles the states a doomed search must visit.
@@ -167,7 +164,7 @@ impl<M: Model> Search<'_, M> {
     }
 
     fn is_known(&self, op: usize) -> bool {
-        self.ops[op].outcome != Outcome::Unknown
+        self.ops[op].outcome.returned()
     }
 
     /// Remembers this dead end if it got further than any before it.

@@ -215,12 +215,9 @@ fn brute_force_is_linearizable(history: &[KvOperation]) -> bool {
         members(remaining).any(|next| {
             let must_come_first = |earlier: usize| match history[earlier].outcome {
                 Outcome::Returned { return_time, .. } => return_time < history[next].invoke_time,
-                Outcome::Unknown => false,
+                Outcome::Unknown | Outcome::Unacknowledged { .. } => false,
             };
-            let output = match &history[next].outcome {
-                Outcome::Returned { output, .. } => Some(output),
-                Outcome::Unknown => None,
-            };
+            let output = history[next].outcome.output();
             !members(remaining).any(must_come_first)
                 && KvModel
                     .step(state, &history[next].input, output)
