@@ -1,28 +1,37 @@
 //! Simulated clients: each keeps one operation in flight against some node, times out, retries
 //! (a retry is a new operation), and records what it invoked and what came back.
+//!
+//! The workload is etcd's API over a few keys: put, get, delete, a compare-and-swap txn (compare
+//! the key's `mod_revision` or value, then put, else read it), a range over a prefix, and now and
+//! then a compaction. Every response carries the store's revision, and the checker verifies it.
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use yizhi_engine::{LogPosition, NodeId, SeededRng};
+use yizhi_kv::{Command, CommandResponse, CompactionRequest, KvError, RangeRequest, RangeResponse};
 use yizhi_lincheck::Operation;
 use yizhi_lincheck::Outcome;
-use yizhi_lincheck::kv::{KvInput, KvOutput};
+use yizhi_lincheck::mvcc::{CasCompare, MvccInput, MvccOutput};
 
-use crate::kv::{KvCommand, KvOp, KvResult};
+use crate::kv;
 
 /// Operations one run records; a run that reaches it stops issuing new ones (the checker's cost
 /// grows with the history).
 pub const MAX_HISTORY_OPS: usize = 20_000;
-/// Longest value a client writes; appends stop growing a value past it.
-pub const MAX_WRITTEN_VALUE_BYTES: usize = 4 * 1024;
+/// A compaction keeps at least this many revisions readable behind the newest one a client saw.
+pub const COMPACT_KEEP_REVISIONS_MIN: u64 = 1;
+pub const COMPACT_KEEP_REVISIONS_MAX: u64 = 20;
 
-/// What one seed's clients do.
+/// What one seed's clients do; the percentages pick the operation, puts take the rest.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Workload {
     pub key_count: u64,
-    pub read_pct: u64,
+    pub get_pct: u64,
+    pub range_pct: u64,
     pub cas_pct: u64,
-    pub append_pct: u64,
+    pub delete_pct: u64,
+    pub compact_pct: u64,
     pub think_ms_max: u64,
     pub timeout_ms: u64,
     pub retry_backoff_ms_max: u64,
@@ -30,8 +39,9 @@ pub struct Workload {
 
 impl Workload {
     pub fn assert_valid(&self) {
-        assert!(self.key_count > 0, "{self:?}");
-        assert!(self.read_pct + self.cas_pct + self.append_pct <= 100, "{self:?}");
+        assert!(self.key_count > 0 && self.key_count <= 10, "{self:?}");
+        let total = self.get_pct + self.range_pct + self.cas_pct + self.delete_pct + self.compact_pct;
+        assert!(total <= 100, "{self:?}");
         assert!(self.timeout_ms > 0 && self.retry_backoff_ms_max > 0, "{self:?}");
     }
 }
@@ -39,8 +49,19 @@ impl Workload {
 /// What a client asks a node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
-    Write(KvCommand),
-    Read { key: String },
+    /// `payload` is `yizhi_kv::encode_command(&command)`: exactly what the log replicates.
+    Write {
+        command: Command,
+        payload: Bytes,
+    },
+    Read(RangeRequest),
+}
+
+impl Request {
+    fn write(command: Command) -> Request {
+        let payload = Bytes::from(yizhi_kv::encode_command(&command));
+        Request::Write { command, payload }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,14 +74,14 @@ pub struct ClientRequest {
 /// What a node answers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reply {
-    /// The write took effect at `position` with `result`.
+    /// The write took effect at `position`; the state machine answered `response`.
     Wrote {
         position: LogPosition,
-        result: KvResult,
+        response: Result<CommandResponse, KvError>,
     },
     /// Another entry committed where the write was placed: it definitely did not take effect.
     WriteFailed,
-    ReadValue(Option<String>),
+    Read(RangeResponse),
     NotLeader {
         hint: Option<NodeId>,
     },
@@ -75,10 +96,40 @@ pub struct ClientReply {
     pub reply: Reply,
 }
 
+/// One client operation. Compactions change nothing a read at the current revision can see (nor
+/// the revision), so they are exercised but left out of the judged history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientOp {
+    Checked(MvccInput),
+    Compact { revision: i64 },
+}
+
+impl ClientOp {
+    fn request(&self) -> Request {
+        match self {
+            ClientOp::Checked(input) => match kv::command_for(input) {
+                Some(command) => Request::write(command),
+                None => Request::Read(kv::read_for(input).expect("an input is a write or a read")),
+            },
+            ClientOp::Compact { revision } => Request::write(Command::Compact(CompactionRequest {
+                revision: *revision,
+                physical: false,
+            })),
+        }
+    }
+
+    fn is_read(&self) -> bool {
+        matches!(
+            self,
+            ClientOp::Checked(MvccInput::Get { .. } | MvccInput::Range { .. })
+        )
+    }
+}
+
 #[derive(Clone, Debug)]
 struct InFlight {
     op_id: u64,
-    input: KvInput,
+    op: ClientOp,
     invoke_time: u64,
 }
 
@@ -93,17 +144,22 @@ pub enum NextStep {
     Ignore,
 }
 
+/// What a client last saw of a key: its value and `mod_revision`, or absent.
+type Seen = Option<(String, i64)>;
+
 #[derive(Debug)]
 pub struct Client {
     pub id: u64,
     next_op_id: u64,
     in_flight: Option<InFlight>,
-    pending_retry: Option<KvInput>,
+    pending_retry: Option<ClientOp>,
     pub leader_hint: Option<NodeId>,
     /// The node the last operation went to.
     pub last_target: Option<NodeId>,
-    /// Last value seen per key, so compare-and-swap sometimes expects the right thing.
-    known: BTreeMap<String, Option<String>>,
+    /// Last state seen per key, so that compare-and-swap sometimes expects the right thing.
+    known: BTreeMap<String, Seen>,
+    /// The highest revision any response showed, for choosing compaction points.
+    max_revision_seen: i64,
     pub acked_writes: u64,
 }
 
@@ -117,6 +173,7 @@ impl Client {
             leader_hint: None,
             last_target: None,
             known: BTreeMap::new(),
+            max_revision_seen: 0,
             acked_writes: 0,
         }
     }
@@ -132,40 +189,16 @@ impl Client {
             "client {} already has an operation in flight",
             self.id
         );
-        let input = match self.pending_retry.take() {
+        let op = match self.pending_retry.take() {
             Some(retry) => self.retagged(retry),
-            None => self.pick_input(workload, rng),
+            None => self.pick_op(workload, rng),
         };
         let op_id = self.next_op_id;
         self.next_op_id += 1;
-        let request = match &input {
-            KvInput::Get { key } => Request::Read { key: key.clone() },
-            KvInput::Put { key, value } => self.write(
-                op_id,
-                KvOp::Put {
-                    key: key.clone(),
-                    value: value.clone(),
-                },
-            ),
-            KvInput::Cas { key, expected, new } => self.write(
-                op_id,
-                KvOp::Cas {
-                    key: key.clone(),
-                    expected: expected.clone(),
-                    new: new.clone(),
-                },
-            ),
-            KvInput::Append { key, suffix } => self.write(
-                op_id,
-                KvOp::Append {
-                    key: key.clone(),
-                    suffix: suffix.clone(),
-                },
-            ),
-        };
+        let request = op.request();
         self.in_flight = Some(InFlight {
             op_id,
-            input,
+            op,
             invoke_time,
         });
         ClientRequest {
@@ -175,58 +208,86 @@ impl Client {
         }
     }
 
-    fn write(&self, op_id: u64, op: KvOp) -> Request {
-        Request::Write(KvCommand {
-            client_id: self.id,
-            op_id,
-            op,
-        })
+    /// A value no other operation writes.
+    fn unique_value(&self) -> String {
+        format!("c{}o{}", self.id, self.next_op_id)
     }
 
     /// A retried write carries a value of its own: with the timed-out attempt's value reused, the
     /// checker could not tell which of several identical unknown writes took effect, and its
     /// search grows exponentially in their number.
-    fn retagged(&self, input: KvInput) -> KvInput {
-        let unique = format!("c{}o{}", self.id, self.next_op_id);
-        match input {
-            KvInput::Get { key } => KvInput::Get { key },
-            KvInput::Put { key, .. } => KvInput::Put { key, value: unique },
-            KvInput::Cas { key, expected, .. } => KvInput::Cas {
+    fn retagged(&self, op: ClientOp) -> ClientOp {
+        let unique = self.unique_value();
+        match op {
+            ClientOp::Checked(MvccInput::Put { key, .. }) => {
+                ClientOp::Checked(MvccInput::Put { key, value: unique })
+            }
+            ClientOp::Checked(MvccInput::Cas { key, compare, .. }) => ClientOp::Checked(MvccInput::Cas {
                 key,
-                expected,
-                new: unique,
-            },
-            KvInput::Append { key, .. } => KvInput::Append {
-                key,
-                suffix: format!("{unique};"),
-            },
+                compare,
+                value: unique,
+            }),
+            other => other,
         }
     }
 
-    fn pick_input(&mut self, workload: &Workload, rng: &mut SeededRng) -> KvInput {
+    fn pick_op(&mut self, workload: &Workload, rng: &mut SeededRng) -> ClientOp {
         workload.assert_valid();
         let key = format!("k{}", rng.below(workload.key_count));
-        let unique = format!("c{}o{}", self.id, self.next_op_id);
-        let known = self.known.get(&key).cloned().flatten();
-        let roll = rng.below(100);
-        if roll < workload.read_pct {
-            KvInput::Get { key }
-        } else if roll < workload.read_pct + workload.cas_pct {
-            let expected = if rng.chance(3, 4) { known } else { None };
-            KvInput::Cas {
-                key,
-                expected,
-                new: unique,
-            }
-        } else if roll < workload.read_pct + workload.cas_pct + workload.append_pct
-            && known.is_none_or(|v| v.len() < MAX_WRITTEN_VALUE_BYTES)
-        {
-            KvInput::Append {
-                key,
-                suffix: format!("{unique};"),
-            }
+        let value = self.unique_value();
+        let mut roll = rng.below(100);
+        let mut pick = |pct: u64| {
+            let hit = roll < pct;
+            roll = roll.wrapping_sub(pct);
+            hit
+        };
+        let input = if pick(workload.get_pct) {
+            MvccInput::Get { key }
+        } else if pick(workload.range_pct) {
+            self.pick_range(workload, rng)
+        } else if pick(workload.cas_pct) {
+            let compare = self.pick_compare(&key, rng);
+            MvccInput::Cas { key, compare, value }
+        } else if pick(workload.delete_pct) {
+            MvccInput::Delete { key }
+        } else if pick(workload.compact_pct) && self.max_revision_seen > COMPACT_KEEP_REVISIONS_MAX as i64 {
+            let keep = rng.range_inclusive(COMPACT_KEEP_REVISIONS_MIN, COMPACT_KEEP_REVISIONS_MAX);
+            return ClientOp::Compact {
+                revision: self.max_revision_seen - keep as i64,
+            };
         } else {
-            KvInput::Put { key, value: unique }
+            MvccInput::Put { key, value }
+        };
+        ClientOp::Checked(input)
+    }
+
+    /// Half the time every key (the prefix `k`), otherwise two neighbouring keys.
+    fn pick_range(&self, workload: &Workload, rng: &mut SeededRng) -> MvccInput {
+        if rng.chance(1, 2) {
+            return MvccInput::Range {
+                start: "k".into(),
+                end: "l".into(),
+            };
+        }
+        let first = rng.below(workload.key_count);
+        MvccInput::Range {
+            start: format!("k{first}"),
+            end: format!("k{}", first + 2),
+        }
+    }
+
+    /// Usually what this client last saw (so the swap may win), sometimes a guess that the key is
+    /// absent.
+    fn pick_compare(&self, key: &str, rng: &mut SeededRng) -> CasCompare {
+        match self.known.get(key) {
+            Some(Some((value, mod_revision))) if rng.chance(3, 4) => {
+                if rng.chance(1, 2) {
+                    CasCompare::ModRevision(*mod_revision)
+                } else {
+                    CasCompare::Value(value.clone())
+                }
+            }
+            _ => CasCompare::ModRevision(0),
         }
     }
 
@@ -235,6 +296,11 @@ impl Client {
     }
 
     /// Handles a reply; records the operation in `history` when it completed.
+    ///
+    /// # Panics
+    ///
+    /// If the state machine refused one of the workload's commands (they are all valid) or
+    /// answered with the wrong kind of response.
     pub fn on_reply(
         &mut self,
         reply: &ClientReply,
@@ -246,58 +312,99 @@ impl Client {
             return NextStep::Ignore;
         };
         let backoff_ms = rng.range_inclusive(1, workload.retry_backoff_ms_max);
-        let output = match &reply.reply {
-            Reply::Wrote {
-                result: KvResult::Ok, ..
-            } => KvOutput::Ok,
-            Reply::Wrote {
-                result: KvResult::CasResult { succeeded },
-                ..
-            } => KvOutput::CasResult {
-                succeeded: *succeeded,
-            },
-            Reply::ReadValue(value) => KvOutput::Value(value.clone()),
-            Reply::NotLeader { hint } => {
+        let think = NextStep::Think {
+            delay_ms: rng.range_inclusive(0, workload.think_ms_max),
+        };
+        let (input, output) = match (flight.op, &reply.reply) {
+            (ClientOp::Compact { .. }, Reply::Wrote { .. }) => {
+                // Refused ("compacted") when another client compacted further first: fine.
+                self.acked_writes += 1;
+                return think;
+            }
+            (ClientOp::Checked(input), Reply::Wrote { response, .. }) => {
+                let response = response.as_ref().unwrap_or_else(|e| {
+                    panic!("client {} op {}: {input:?} refused: {e}", self.id, reply.op_id)
+                });
+                self.acked_writes += 1;
+                let output = kv::write_output(&input, response);
+                (input, output)
+            }
+            (ClientOp::Checked(input), Reply::Read(response)) => {
+                let output = kv::read_output(&input, response);
+                (input, output)
+            }
+            (op, Reply::NotLeader { hint }) => {
                 self.leader_hint = *hint;
-                self.pending_retry = Some(flight.input);
+                self.pending_retry = Some(op);
                 return NextStep::Retry {
                     delay_ms: if hint.is_some() { 1 } else { backoff_ms },
                 };
             }
             // Definitely did not take effect: not part of the history, retried as a new operation.
-            Reply::WriteFailed | Reply::Rejected => {
-                self.pending_retry = Some(flight.input);
+            (op, Reply::WriteFailed | Reply::Rejected) => {
+                self.pending_retry = Some(op);
                 return NextStep::Retry { delay_ms: backoff_ms };
             }
+            (op, other) => panic!("client {} op {op:?} answered {other:?}", self.id),
         };
-        if matches!(reply.reply, Reply::Wrote { .. }) {
-            self.acked_writes += 1;
-        }
-        self.remember(&flight.input, &output);
-        history.returned(self.id, flight.op_id, flight.input, flight.invoke_time, output);
-        NextStep::Think {
-            delay_ms: rng.range_inclusive(0, workload.think_ms_max),
-        }
+        self.remember(&input, &output);
+        history.returned(self.id, flight.op_id, input, flight.invoke_time, output);
+        think
     }
 
-    fn remember(&mut self, input: &KvInput, output: &KvOutput) {
-        let key = input.key().to_string();
-        match (input, output) {
-            (KvInput::Get { .. }, KvOutput::Value(v)) => {
-                self.known.insert(key, v.clone());
+    fn remember(&mut self, input: &MvccInput, output: &MvccOutput) {
+        let seen = |record: &Option<yizhi_lincheck::mvcc::KeyRecord>| {
+            record.as_ref().map(|r| (r.value.clone(), r.mod_revision))
+        };
+        let revision = match (input, output) {
+            (MvccInput::Get { key }, MvccOutput::Get { revision, record }) => {
+                self.known.insert(key.clone(), seen(record));
+                *revision
             }
-            (KvInput::Put { value, .. }, _)
-            | (KvInput::Cas { new: value, .. }, KvOutput::CasResult { succeeded: true }) => {
-                self.known.insert(key, Some(value.clone()));
+            (MvccInput::Put { key, value }, MvccOutput::Put { revision }) => {
+                self.known.insert(key.clone(), Some((value.clone(), *revision)));
+                *revision
             }
-            _ => {
-                self.known.remove(&key);
+            (MvccInput::Delete { key }, MvccOutput::Delete { revision, .. }) => {
+                self.known.insert(key.clone(), None);
+                *revision
             }
-        }
+            (
+                MvccInput::Cas { key, value, .. },
+                MvccOutput::Cas {
+                    revision,
+                    succeeded,
+                    record,
+                },
+            ) => {
+                let now = if *succeeded {
+                    Some((value.clone(), *revision))
+                } else {
+                    seen(record)
+                };
+                self.known.insert(key.clone(), now);
+                *revision
+            }
+            (
+                MvccInput::Range { .. },
+                MvccOutput::Range {
+                    revision, records, ..
+                },
+            ) => {
+                for (key, record) in records {
+                    self.known
+                        .insert(key.clone(), Some((record.value.clone(), record.mod_revision)));
+                }
+                *revision
+            }
+            (input, output) => panic!("{input:?} answered {output:?}"),
+        };
+        self.max_revision_seen = self.max_revision_seen.max(revision);
     }
 
     /// The operation timed out: its outcome is unknown (a read that never returned is left out:
-    /// it cannot have changed anything). Returns false if that operation had already finished.
+    /// it cannot have changed anything; so is a compaction). Returns None if that operation had
+    /// already finished.
     pub fn on_timeout(
         &mut self,
         op_id: u64,
@@ -307,11 +414,15 @@ impl Client {
     ) -> Option<NextStep> {
         let flight = self.in_flight.take_if(|f| f.op_id == op_id)?;
         self.leader_hint = None;
-        if !matches!(flight.input, KvInput::Get { .. }) {
-            history.unknown(self.id, flight.op_id, flight.input.clone(), flight.invoke_time);
-            self.known.remove(flight.input.key());
+        if let ClientOp::Checked(input) = &flight.op
+            && !flight.op.is_read()
+        {
+            history.unknown(self.id, flight.op_id, input.clone(), flight.invoke_time);
+            if let Some(key) = written_key(input) {
+                self.known.remove(key);
+            }
         }
-        self.pending_retry = Some(flight.input);
+        self.pending_retry = Some(flight.op);
         Some(NextStep::Retry {
             delay_ms: rng.range_inclusive(1, workload.retry_backoff_ms_max),
         })
@@ -321,9 +432,10 @@ impl Client {
     /// still have taken effect), a read changed nothing and is left out.
     pub fn abandon(&mut self, history: &mut History) {
         if let Some(flight) = self.in_flight.take()
-            && !matches!(flight.input, KvInput::Get { .. })
+            && let ClientOp::Checked(input) = flight.op
+            && kv::command_for(&input).is_some()
         {
-            history.unknown(self.id, flight.op_id, flight.input, flight.invoke_time);
+            history.unknown(self.id, flight.op_id, input, flight.invoke_time);
         }
         self.pending_retry = None;
     }
@@ -334,12 +446,30 @@ impl Client {
     }
 }
 
+fn written_key(input: &MvccInput) -> Option<&str> {
+    match input {
+        MvccInput::Put { key, .. } | MvccInput::Delete { key } | MvccInput::Cas { key, .. } => Some(key),
+        MvccInput::Get { .. } | MvccInput::Range { .. } => None,
+    }
+}
+
+/// What the simulator knows of a write whose client timed out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteKnowledge<'a> {
+    /// A replica applied it, and the state machine answered this.
+    Applied(&'a Result<CommandResponse, KvError>),
+    /// It may have been applied: identical bytes from another operation were.
+    Unattributed,
+    /// No replica applied it.
+    NeverApplied,
+}
+
 /// The invoke/complete history handed to the linearizability checker. Times are a logical clock
 /// that advances at every invoke and return, so real-time order is exact.
 #[derive(Clone, Debug, Default)]
 pub struct History {
     clock: u64,
-    ops: Vec<Operation<KvInput, KvOutput>>,
+    ops: Vec<Operation<MvccInput, MvccOutput>>,
     /// The client's op id of each operation in `ops`, to match writes against what was applied.
     op_ids: Vec<u64>,
 }
@@ -359,7 +489,7 @@ impl History {
         self.ops.is_empty()
     }
 
-    pub fn ops(&self) -> &[Operation<KvInput, KvOutput>] {
+    pub fn ops(&self) -> &[Operation<MvccInput, MvccOutput>] {
         &self.ops
     }
 
@@ -369,18 +499,47 @@ impl History {
     /// observed by anyone, so a history is linearizable with it (placed last) exactly when it is
     /// without it. Dropping such writes removes ambiguity only a client has; writes that were applied
     /// stay unknown, and the checker still decides where they fall.
-    pub fn resolved(&self, was_applied: impl Fn(u64, u64) -> bool) -> Vec<Operation<KvInput, KvOutput>> {
-        self.ops
-            .iter()
-            .zip(&self.op_ids)
-            .filter(|&(op, &op_id)| {
-                !matches!(op.outcome, Outcome::Unknown) || was_applied(op.client_id, op_id)
+    ///
+    /// A timed-out write that a replica did apply is given the response the state machine produced
+    /// ([`Outcome::Unacknowledged`]), as etcd's robustness tests patch such writes with the
+    /// revision the WAL or a watch shows: the checker then verifies that response too, and needs
+    /// not guess where the write fell. Only a write whose bytes another operation also sent (two
+    /// deletes of one key, under Multi-Paxos) stays of unknown outcome.
+    ///
+    /// # Panics
+    ///
+    /// If the state machine refused an applied write: the workload sends only valid commands.
+    pub fn resolved<'a>(
+        &self,
+        knowledge: impl Fn(u64, u64) -> WriteKnowledge<'a>,
+    ) -> Vec<Operation<MvccInput, MvccOutput>> {
+        let resolve = |(op, &op_id): (&Operation<MvccInput, MvccOutput>, &u64)| {
+            if op.outcome != Outcome::Unknown {
+                return Some(op.clone());
+            }
+            let output = match knowledge(op.client_id, op_id) {
+                WriteKnowledge::NeverApplied => return None,
+                WriteKnowledge::Unattributed => return Some(op.clone()),
+                WriteKnowledge::Applied(Ok(response)) => kv::write_output(&op.input, response),
+                WriteKnowledge::Applied(Err(e)) => panic!("applied {op:?} was refused: {e}"),
+            };
+            let outcome = Outcome::Unacknowledged { output };
+            Some(Operation {
+                outcome,
+                ..op.clone()
             })
-            .map(|(op, _)| op.clone())
-            .collect()
+        };
+        self.ops.iter().zip(&self.op_ids).filter_map(resolve).collect()
     }
 
-    fn returned(&mut self, client_id: u64, op_id: u64, input: KvInput, invoke_time: u64, output: KvOutput) {
+    fn returned(
+        &mut self,
+        client_id: u64,
+        op_id: u64,
+        input: MvccInput,
+        invoke_time: u64,
+        output: MvccOutput,
+    ) {
         let return_time = self.now();
         assert!(return_time > invoke_time);
         self.op_ids.push(op_id);
@@ -392,7 +551,7 @@ impl History {
         });
     }
 
-    fn unknown(&mut self, client_id: u64, op_id: u64, input: KvInput, invoke_time: u64) {
+    fn unknown(&mut self, client_id: u64, op_id: u64, input: MvccInput, invoke_time: u64) {
         self.op_ids.push(op_id);
         self.ops.push(Operation {
             client_id,
@@ -410,9 +569,11 @@ mod tests {
     fn workload() -> Workload {
         Workload {
             key_count: 2,
-            read_pct: 30,
+            get_pct: 30,
+            range_pct: 0,
             cas_pct: 20,
-            append_pct: 20,
+            delete_pct: 0,
+            compact_pct: 0,
             think_ms_max: 10,
             timeout_ms: 500,
             retry_backoff_ms_max: 20,
@@ -438,10 +599,9 @@ mod tests {
         let second = c.start(&w, &mut rng, t + 1);
         assert_ne!(first.op_id, second.op_id);
         match (&first.request, &second.request) {
-            (Request::Write(a), Request::Write(b)) => {
-                assert_eq!(std::mem::discriminant(&a.op), std::mem::discriminant(&b.op));
-                assert_eq!(a.op.key(), b.op.key());
-                assert_ne!(a.op, b.op, "each attempt writes a value of its own");
+            (Request::Write { command: a, .. }, Request::Write { command: b, .. }) => {
+                assert_eq!(std::mem::discriminant(a), std::mem::discriminant(b));
+                assert_ne!(a, b, "each attempt writes a value of its own");
             }
             (a, b) => assert_eq!(a, b),
         }
@@ -456,7 +616,7 @@ mod tests {
         loop {
             let t = h.now();
             req = c.start(&w, &mut rng, t);
-            if matches!(req.request, Request::Write(_)) {
+            if matches!(req.request, Request::Write { .. }) {
                 break;
             }
             c.on_timeout(req.op_id, &w, &mut rng, &mut h);
@@ -477,7 +637,7 @@ mod tests {
     #[test]
     fn resolved_history_drops_only_unknown_writes_that_were_never_applied() {
         let mut h = History::default();
-        let put = |v: &str| KvInput::Put {
+        let put = |v: &str| MvccInput::Put {
             key: "k".into(),
             value: v.into(),
         };
@@ -486,13 +646,32 @@ mod tests {
         let t = h.now();
         h.unknown(1, 8, put("never-applied"), t);
         let t = h.now();
-        h.returned(2, 3, KvInput::Get { key: "k".into() }, t, KvOutput::Value(None));
-        let resolved = h.resolved(|client, op| (client, op) == (1, 7));
-        let kept: Vec<&KvInput> = resolved.iter().map(|op| &op.input).collect();
-        assert_eq!(kept, vec![&put("applied"), &KvInput::Get { key: "k".into() }]);
-        assert!(
-            matches!(resolved[0].outcome, Outcome::Unknown),
-            "an applied write stays unknown"
+        h.unknown(1, 9, put("same-bytes-as-another"), t);
+        let t = h.now();
+        let absent = MvccOutput::Get {
+            revision: 1,
+            record: None,
+        };
+        h.returned(2, 3, MvccInput::Get { key: "k".into() }, t, absent);
+        let response = Ok(CommandResponse::Put(yizhi_kv::PutResponse {
+            revision: 5,
+            prev_kv: None,
+        }));
+        let resolved = h.resolved(|client, op| match (client, op) {
+            (1, 7) => WriteKnowledge::Applied(&response),
+            (1, 9) => WriteKnowledge::Unattributed,
+            _ => WriteKnowledge::NeverApplied,
+        });
+        let kept: Vec<&MvccInput> = resolved.iter().map(|op| &op.input).collect();
+        let get = MvccInput::Get { key: "k".into() };
+        assert_eq!(kept, vec![&put("applied"), &put("same-bytes-as-another"), &get]);
+        let answered = Outcome::Unacknowledged {
+            output: MvccOutput::Put { revision: 5 },
+        };
+        assert_eq!(
+            resolved[0].outcome, answered,
+            "an applied write carries its answer"
         );
+        assert_eq!(resolved[1].outcome, Outcome::Unknown);
     }
 }

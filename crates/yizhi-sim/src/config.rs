@@ -37,6 +37,8 @@ pub struct SimConfig {
     /// Seeds the engine's own knobs (inflight window, message size, timeouts), the same on every
     /// node, so that the limits themselves are exercised under faults.
     pub engine_tuning: u64,
+    /// Whether a crash may tear the first lost disk write (see `disk`).
+    pub torn_writes: bool,
 }
 
 impl SimConfig {
@@ -66,12 +68,13 @@ impl SimConfig {
                 spike_ppm: rng.range_inclusive(0, scaled(profile.spike_ppm_max)),
             });
         }
-        let read_pct = rng.range_inclusive(10, 50);
         let workload = Workload {
             key_count: rng.range_inclusive(1, 5),
-            read_pct,
+            get_pct: rng.range_inclusive(10, 40),
+            range_pct: rng.range_inclusive(0, 10),
             cas_pct: rng.range_inclusive(0, 25),
-            append_pct: rng.range_inclusive(0, 25),
+            delete_pct: rng.range_inclusive(0, 15),
+            compact_pct: rng.range_inclusive(0, 3),
             think_ms_max: rng.range_inclusive(0, 50),
             timeout_ms: rng.range_inclusive(300, 1_500),
             retry_backoff_ms_max: rng.range_inclusive(5, 100),
@@ -86,6 +89,7 @@ impl SimConfig {
             workload,
             fault_phase_ms: rng.range_inclusive(FAULT_PHASE_MS_MIN, FAULT_PHASE_MS_MAX),
             engine_tuning: rng.next_u64(),
+            torn_writes: rng.chance(1, 2),
         }
     }
 

@@ -1,8 +1,18 @@
 //! A simulated disk: what survived the last fsync, plus the writes issued since.
 //!
-//! A crash keeps the durable state and a prefix of the unsynced writes (a real disk may have flushed
-//! some of them on its own, but in order: the model is an ordered journal). An engine that sends a
-//! message before the state it promises is synced is caught by exactly this.
+//! - **Latency**: writes land in the engine's view at once; making them durable takes an fsync,
+//!   whose duration the simulator draws per node (`NodeConfig::fsync_ms_max`). A `Ready` that must
+//!   sync holds back its messages, applies and `advance()` until then.
+//! - **Unsynced data is lost on crash**: a crash keeps the durable state and a prefix of the
+//!   unsynced writes (a real disk may have flushed some of them on its own, but in order: the model
+//!   is an ordered journal). An engine that sends a message before the state it promises is synced
+//!   is caught by exactly this.
+//! - **Torn writes** (a per-seed knob): the first unsynced write that did not survive may survive
+//!   in part. For an `Append` of several entries, a strict prefix of them reaches the log, as a WAL
+//!   whose torn tail record fails its checksum and is cut on recovery. None of those entries was
+//!   acknowledged (their messages wait for the fsync), so the engine must treat them like any other
+//!   unacknowledged suffix. A torn hard state, snapshot or compaction fails its checksum and is
+//!   simply lost, which the plain prefix model already covers.
 
 use std::collections::VecDeque;
 
@@ -80,10 +90,33 @@ impl Disk {
         self.durable.set_hard_state(hard_state);
     }
 
-    /// Power loss: the first `survivors` unsynced writes reached the platter, the rest are gone.
-    pub fn crash(&mut self, survivors: usize) {
+    /// How many entries the write after the first `survivors` unsynced ones carries, if it is an
+    /// `Append` that could be torn (two entries or more).
+    pub fn tearable_entries(&self, survivors: usize) -> Option<usize> {
+        match self.unsynced.get(survivors) {
+            Some(DiskWrite::Append(entries)) if entries.len() >= 2 => Some(entries.len()),
+            _ => None,
+        }
+    }
+
+    /// Power loss: the first `survivors` unsynced writes reached the platter, then the first
+    /// `torn_entries` entries of the next one (an `Append`, see [`Disk::tearable_entries`]); the
+    /// rest is gone.
+    pub fn crash(&mut self, survivors: usize, torn_entries: usize) {
         let survivors = survivors.min(self.unsynced.len());
-        let lost = self.unsynced.split_off(survivors);
+        let mut lost = self.unsynced.split_off(survivors);
+        if torn_entries > 0 {
+            let Some(DiskWrite::Append(mut entries)) = lost.pop_front() else {
+                panic!("only an append can be torn");
+            };
+            assert!(
+                torn_entries < entries.len(),
+                "a torn append keeps a strict prefix: {torn_entries} of {}",
+                entries.len()
+            );
+            entries.truncate(torn_entries);
+            self.unsynced.push_back(DiskWrite::Append(entries));
+        }
         self.sync();
         drop(lost);
         assert!(self.unsynced.is_empty());
@@ -137,7 +170,7 @@ mod tests {
             vote: Some(1),
             commit: 2,
         }));
-        d.crash(0);
+        d.crash(0, 0);
         assert_eq!(d.durable().last_index(), 1);
         assert_eq!(d.durable().hard_state(), HardState::default());
     }
@@ -151,10 +184,36 @@ mod tests {
             vote: None,
             commit: 2,
         }));
-        d.crash(1);
+        d.crash(1, 0);
         assert_eq!(d.durable().last_index(), 2);
         assert_eq!(d.durable().hard_state().commit, 0);
         assert_eq!(d.unsynced_len(), 0);
+    }
+
+    #[test]
+    fn a_torn_append_keeps_a_prefix_of_its_entries() {
+        let mut d = disk();
+        d.write(DiskWrite::HardState(HardState {
+            term: 2,
+            vote: Some(1),
+            commit: 0,
+        }));
+        d.write(DiskWrite::Append(vec![entry(1, 2), entry(2, 2), entry(3, 2)]));
+        d.write(DiskWrite::Append(vec![entry(4, 2), entry(5, 2)]));
+        assert_eq!(d.tearable_entries(0), None, "a hard state is not torn");
+        assert_eq!(d.tearable_entries(1), Some(3));
+        assert_eq!(d.tearable_entries(3), None);
+        d.crash(1, 2);
+        assert_eq!(d.durable().last_index(), 2);
+        assert_eq!(d.durable().hard_state().term, 2);
+    }
+
+    #[test]
+    #[should_panic(expected = "strict prefix")]
+    fn tearing_a_whole_append_is_a_bug() {
+        let mut d = disk();
+        d.write(DiskWrite::Append(vec![entry(1, 1), entry(2, 1)]));
+        d.crash(0, 2);
     }
 
     #[test]

@@ -2,11 +2,13 @@
 //!
 //! The checker keeps one global committed log, built from the committed entries every node hands
 //! its state machine. Every node must agree with it, every applied sequence must be a prefix of it,
-//! and every acknowledged write must be in it.
+//! and every acknowledged write must be in it. Replicas that applied the same prefix must hold the
+//! same state machine state (`MvccStore::state_hash`).
 
 use std::collections::BTreeMap;
 use std::fmt;
 
+use bytes::Bytes;
 use yizhi_engine::{Entry, EntryPayload, LogIndex, LogPosition, LogStorage, MemStorage, NodeId, Term};
 
 use crate::trace::Fnv1a;
@@ -104,6 +106,14 @@ pub enum Violation {
         position: LogPosition,
         committed: Option<EntryDigest>,
     },
+    /// Two replicas that applied the log up to `index` hold different state machine states.
+    StateDiverged {
+        index: LogIndex,
+        node: NodeId,
+        hash: u64,
+        first_node: NodeId,
+        first_hash: u64,
+    },
     NotLinearizable {
         explanation: String,
     },
@@ -132,6 +142,7 @@ impl Violation {
             Violation::CommitDecreased { .. } => "commit-monotonic",
             Violation::CommitBelowDurable { .. } => "commit-above-durable",
             Violation::AckedWriteLost { .. } => "acknowledged-write-durable",
+            Violation::StateDiverged { .. } => "replica-state-agrees",
             Violation::NotLinearizable { .. } => "linearizability",
             Violation::NoLeaderAfterHeal { .. } => "liveness-leader",
             Violation::NoProgressAfterHeal { .. } => "liveness-progress",
@@ -146,6 +157,7 @@ impl Violation {
             Violation::CommittedEntryMismatch { node, .. } => vec![node],
             Violation::LogMatching { a, b, .. } => vec![a, b],
             Violation::LeaderIncomplete { leader, .. } => vec![leader],
+            Violation::StateDiverged { node, first_node, .. } => vec![first_node, node],
             Violation::AppliedOutOfOrder { node, .. } | Violation::AppliedNotCommitted { node, .. } => {
                 vec![node]
             }
@@ -180,6 +192,13 @@ pub struct Checker {
     committed: BTreeMap<LogIndex, CommittedEntry>,
     nodes: BTreeMap<NodeId, NodeTrack>,
     acked: Vec<(u64, u64, LogPosition)>,
+    /// Every client write's bytes, with the `(client_id, op_id)` of each operation that sent them
+    /// (two deletes of one key send the same bytes).
+    proposals: BTreeMap<Bytes, Vec<(u64, u64)>>,
+    /// The operation(s) proposed at each `(index, term)`; one, unless a term had two leaders.
+    proposed_at: BTreeMap<(LogIndex, Term), Vec<(u64, u64)>>,
+    /// The state hash first reported at each applied index, and by whom.
+    state_hashes: BTreeMap<LogIndex, (u64, NodeId)>,
 }
 
 /// The Raft checks: terms identify values.
@@ -197,6 +216,9 @@ impl Checker {
             committed: BTreeMap::new(),
             nodes: BTreeMap::new(),
             acked: Vec::new(),
+            proposals: BTreeMap::new(),
+            proposed_at: BTreeMap::new(),
+            state_hashes: BTreeMap::new(),
         }
     }
 
@@ -429,10 +451,91 @@ impl Checker {
         Ok(())
     }
 
+    /// A client sent a write whose log payload is `payload`.
+    pub fn observe_proposal(&mut self, payload: &Bytes, client_id: u64, op_id: u64) {
+        self.proposals
+            .entry(payload.clone())
+            .or_default()
+            .push((client_id, op_id));
+    }
+
+    /// A node proposed client operation `(client_id, op_id)` at `position`.
+    pub fn observe_proposed_at(&mut self, position: LogPosition, client_id: u64, op_id: u64) {
+        self.proposed_at
+            .entry((position.index, position.term))
+            .or_default()
+            .push((client_id, op_id));
+    }
+
+    /// Which client operation an applied entry is. Raft: the one proposed at its `(index, term)`.
+    /// Multi-Paxos (a chosen value may carry another ballot): the one that sent its bytes, when
+    /// only one did.
+    pub fn attribute(&self, entry: &Entry) -> Attribution<'_> {
+        let ops = if self.terms_identify_values {
+            self.proposed_at
+                .get(&(entry.index, entry.term))
+                .map_or(&[][..], Vec::as_slice)
+        } else {
+            match &entry.payload {
+                EntryPayload::Normal(data) => self.ops_proposing(data),
+                _ => &[],
+            }
+        };
+        match ops {
+            [] => Attribution::Nobody,
+            [op] => Attribution::One(*op),
+            several => Attribution::Ambiguous(several),
+        }
+    }
+
+    /// How many client operations sent exactly these bytes.
+    pub fn proposers_of(&self, payload: &Bytes) -> usize {
+        self.proposals.get(payload).map_or(0, Vec::len)
+    }
+
+    /// The operations that sent `payload`: applying it may have been any of them.
+    pub fn ops_proposing(&self, payload: &Bytes) -> &[(u64, u64)] {
+        self.proposals.get(payload).map_or(&[], Vec::as_slice)
+    }
+
+    /// Replicas that applied the same prefix of the log hold the same state: `node`'s state
+    /// machine, having applied everything up to `applied`, hashes to `hash`.
+    pub fn observe_state_hash(
+        &mut self,
+        node: NodeId,
+        applied: LogIndex,
+        hash: u64,
+    ) -> Result<(), Violation> {
+        match self.state_hashes.get(&applied) {
+            Some(&(first_hash, first_node)) if first_hash != hash => Err(Violation::StateDiverged {
+                index: applied,
+                node,
+                hash,
+                first_node,
+                first_hash,
+            }),
+            Some(_) => Ok(()),
+            None => {
+                self.state_hashes.insert(applied, (hash, node));
+                Ok(())
+            }
+        }
+    }
+
     /// Who first reported `index` committed, for violation reports.
     pub fn committed_reporter(&self, index: LogIndex) -> Option<NodeId> {
         self.committed.get(&index).map(|c| c.reported_by)
     }
+}
+
+/// Whose operation an applied entry was, as far as the simulator can tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attribution<'a> {
+    One((u64, u64)),
+    /// Any one of these (they sent identical bytes, or shared a position in a term with two leaders).
+    Ambiguous(&'a [(u64, u64)]),
+    /// No client's: a no-op, a membership change, or a write no client is waiting for.
+    Nobody,
 }
 
 /// Log Matching (Raft §5.3): if two logs hold an entry with the same index and term, they are

@@ -1,391 +1,238 @@
-//! The small replicated key-value state machine every simulated node applies, and the byte codecs
-//! for its commands and snapshots. Deliberately tiny: the simulator tests the consensus engine, and
-//! a state machine with few keys makes conflicting operations (and so linearizability bugs) likely.
-
-use std::collections::BTreeMap;
+//! The state machine every simulated node applies is the server's own: `yizhi_kv::MvccStore` over
+//! the in-memory backend, fed the bytes of `yizhi_kv::encode_command` from the log. This module
+//! translates between the client workload (the checker's [`MvccInput`]/[`MvccOutput`]) and the
+//! store's etcd-shaped requests and responses.
 
 use bytes::Bytes;
+use yizhi_kv::{
+    Command, CommandResponse, Compare, CompareResult, CompareTarget, DeleteRangeRequest, KeyValue, KvConfig,
+    MemBackend, MvccStore, PutRequest, RangeRequest, RangeResponse, RequestOp, ResponseOp, SnapshotError,
+    TxnRequest,
+};
+use yizhi_lincheck::mvcc::{CasCompare, KeyRecord, MvccInput, MvccOutput};
 
-/// Keys and values are short; anything longer is a codec bug or a corrupted entry.
-pub const MAX_KEY_BYTES: usize = 64;
-pub const MAX_VALUE_BYTES: usize = 64 * 1024;
-/// A snapshot larger than this means the workload grew values without bound.
-pub const MAX_SNAPSHOT_KEYS: usize = 1024;
+/// The replicated state machine of one node.
+pub type Store = MvccStore<MemBackend>;
 
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum CodecError {
-    #[error("input ended at byte {at} while reading {what}")]
-    Truncated { at: usize, what: &'static str },
-    #[error("unknown command tag {0}")]
-    UnknownTag(u8),
-    #[error("{what} of {len} bytes exceeds the {limit} byte limit")]
-    TooLong {
-        what: &'static str,
-        len: usize,
-        limit: usize,
-    },
-    #[error("string is not UTF-8")]
-    NotUtf8,
-    #[error("{0} trailing bytes")]
-    Trailing(usize),
+pub fn empty_store() -> Store {
+    MvccStore::open(MemBackend::new(), KvConfig::default()).expect("the in-memory backend cannot fail")
 }
 
-/// A state-changing operation. Reads never enter the log (they use ReadIndex).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum KvOp {
-    Put {
-        key: String,
-        value: String,
-    },
-    /// Succeeds iff the current value equals `expected` (`None` = key absent).
-    Cas {
-        key: String,
-        expected: Option<String>,
-        new: String,
-    },
-    /// Appending to a missing key creates it.
-    Append {
-        key: String,
-        suffix: String,
-    },
+/// The store a snapshot images; an empty image (a snapshot taken before anything was applied)
+/// is an empty store.
+pub fn store_from_snapshot(data: &[u8]) -> Result<Store, SnapshotError> {
+    let mut store = empty_store();
+    if !data.is_empty() {
+        store.install_snapshot(data)?;
+    }
+    Ok(store)
 }
 
-impl KvOp {
-    pub fn key(&self) -> &str {
-        match self {
-            KvOp::Put { key, .. } | KvOp::Cas { key, .. } | KvOp::Append { key, .. } => key,
+pub fn snapshot_of(store: &Store) -> Bytes {
+    Bytes::from(store.snapshot().expect("the in-memory backend cannot fail"))
+}
+
+/// The command a write input replicates; None for reads, which go through ReadIndex instead.
+pub fn command_for(input: &MvccInput) -> Option<Command> {
+    let command = match input {
+        MvccInput::Get { .. } | MvccInput::Range { .. } => return None,
+        MvccInput::Put { key, value } => Command::Put(put_request(key, value)),
+        MvccInput::Delete { key } => Command::DeleteRange(DeleteRangeRequest {
+            key: bytes_of(key),
+            ..DeleteRangeRequest::default()
+        }),
+        MvccInput::Cas { key, compare, value } => {
+            let target = match compare {
+                CasCompare::ModRevision(revision) => CompareTarget::Mod(*revision),
+                CasCompare::Value(expected) => CompareTarget::Value(bytes_of(expected)),
+            };
+            Command::Txn(TxnRequest {
+                compare: vec![Compare {
+                    result: CompareResult::Equal,
+                    target,
+                    key: bytes_of(key),
+                    range_end: Bytes::new(),
+                }],
+                success: vec![RequestOp::Put(put_request(key, value))],
+                failure: vec![RequestOp::Range(get_request(key))],
+            })
         }
+    };
+    Some(command)
+}
+
+/// The local read a read input performs once ReadIndex says it is safe; None for writes.
+pub fn read_for(input: &MvccInput) -> Option<RangeRequest> {
+    match input {
+        MvccInput::Get { key } => Some(get_request(key)),
+        MvccInput::Range { start, end } => Some(RangeRequest {
+            key: bytes_of(start),
+            range_end: bytes_of(end),
+            ..RangeRequest::default()
+        }),
+        _ => None,
     }
 }
 
-/// What a log entry carries: the operation plus who asked, so every payload is unique and traceable.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KvCommand {
-    pub client_id: u64,
-    pub op_id: u64,
-    pub op: KvOp,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KvResult {
-    Ok,
-    CasResult { succeeded: bool },
-}
-
-const TAG_PUT: u8 = 1;
-const TAG_CAS: u8 = 2;
-const TAG_APPEND: u8 = 3;
-
-impl KvCommand {
-    pub fn encode(&self) -> Bytes {
-        let mut out = Vec::with_capacity(32);
-        out.extend_from_slice(&self.client_id.to_le_bytes());
-        out.extend_from_slice(&self.op_id.to_le_bytes());
-        match &self.op {
-            KvOp::Put { key, value } => {
-                out.push(TAG_PUT);
-                put_str(&mut out, key);
-                put_str(&mut out, value);
-            }
-            KvOp::Cas { key, expected, new } => {
-                out.push(TAG_CAS);
-                put_str(&mut out, key);
-                match expected {
-                    None => out.push(0),
-                    Some(value) => {
-                        out.push(1);
-                        put_str(&mut out, value);
-                    }
-                }
-                put_str(&mut out, new);
-            }
-            KvOp::Append { key, suffix } => {
-                out.push(TAG_APPEND);
-                put_str(&mut out, key);
-                put_str(&mut out, suffix);
+/// What the checker sees of a write's response.
+///
+/// # Panics
+///
+/// If the response does not have the shape the command asks for: the state machine is broken.
+pub fn write_output(input: &MvccInput, response: &CommandResponse) -> MvccOutput {
+    match (input, response) {
+        (MvccInput::Put { .. }, CommandResponse::Put(put)) => MvccOutput::Put {
+            revision: put.revision,
+        },
+        (MvccInput::Delete { .. }, CommandResponse::DeleteRange(delete)) => MvccOutput::Delete {
+            revision: delete.revision,
+            deleted: delete.deleted,
+        },
+        (MvccInput::Cas { .. }, CommandResponse::Txn(txn)) => {
+            assert_eq!(txn.responses.len(), 1, "one op per branch: {txn:?}");
+            let record = match (&txn.responses[0], txn.succeeded) {
+                (ResponseOp::Put(_), true) => None,
+                (ResponseOp::Range(range), false) => single_record(range),
+                (other, succeeded) => panic!("txn (succeeded {succeeded}) answered {other:?}"),
+            };
+            MvccOutput::Cas {
+                revision: txn.revision,
+                succeeded: txn.succeeded,
+                record,
             }
         }
-        Bytes::from(out)
-    }
-
-    pub fn decode(bytes: &[u8]) -> Result<KvCommand, CodecError> {
-        let mut d = Decoder { buf: bytes, pos: 0 };
-        let client_id = d.u64("client id")?;
-        let op_id = d.u64("op id")?;
-        let op = match d.u8("tag")? {
-            TAG_PUT => KvOp::Put {
-                key: d.key()?,
-                value: d.value()?,
-            },
-            TAG_CAS => {
-                let key = d.key()?;
-                let expected = if d.u8("cas flag")? == 0 {
-                    None
-                } else {
-                    Some(d.value()?)
-                };
-                KvOp::Cas {
-                    key,
-                    expected,
-                    new: d.value()?,
-                }
-            }
-            TAG_APPEND => KvOp::Append {
-                key: d.key()?,
-                suffix: d.value()?,
-            },
-            other => return Err(CodecError::UnknownTag(other)),
-        };
-        d.finish()?;
-        Ok(KvCommand { client_id, op_id, op })
+        (input, response) => panic!("{input:?} was answered with {response:?}"),
     }
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    let len = u32::try_from(s.len()).expect("strings are bounded far below 4 GiB");
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(s.as_bytes());
-}
-
-struct Decoder<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl Decoder<'_> {
-    fn take(&mut self, len: usize, what: &'static str) -> Result<&[u8], CodecError> {
-        let end = self.pos.checked_add(len).filter(|&end| end <= self.buf.len());
-        let end = end.ok_or(CodecError::Truncated { at: self.pos, what })?;
-        let slice = &self.buf[self.pos..end];
-        self.pos = end;
-        Ok(slice)
-    }
-
-    fn u8(&mut self, what: &'static str) -> Result<u8, CodecError> {
-        Ok(self.take(1, what)?[0])
-    }
-
-    fn u32(&mut self, what: &'static str) -> Result<u32, CodecError> {
-        let raw = self.take(4, what)?;
-        Ok(u32::from_le_bytes(raw.try_into().expect("took exactly 4 bytes")))
-    }
-
-    fn u64(&mut self, what: &'static str) -> Result<u64, CodecError> {
-        let raw = self.take(8, what)?;
-        Ok(u64::from_le_bytes(raw.try_into().expect("took exactly 8 bytes")))
-    }
-
-    fn string(&mut self, what: &'static str, limit: usize) -> Result<String, CodecError> {
-        let len = self.u32(what)? as usize;
-        if len > limit {
-            return Err(CodecError::TooLong { what, len, limit });
-        }
-        let raw = self.take(len, what)?;
-        String::from_utf8(raw.to_vec()).map_err(|_| CodecError::NotUtf8)
-    }
-
-    fn key(&mut self) -> Result<String, CodecError> {
-        self.string("key", MAX_KEY_BYTES)
-    }
-
-    fn value(&mut self) -> Result<String, CodecError> {
-        self.string("value", MAX_VALUE_BYTES)
-    }
-
-    fn finish(&self) -> Result<(), CodecError> {
-        match self.buf.len() - self.pos {
-            0 => Ok(()),
-            extra => Err(CodecError::Trailing(extra)),
-        }
+/// What the checker sees of a read's response.
+pub fn read_output(input: &MvccInput, response: &RangeResponse) -> MvccOutput {
+    match input {
+        MvccInput::Get { .. } => MvccOutput::Get {
+            revision: response.revision,
+            record: single_record(response),
+        },
+        MvccInput::Range { .. } => MvccOutput::Range {
+            revision: response.revision,
+            records: response
+                .kvs
+                .iter()
+                .map(|kv| (string_of(&kv.key), record_of(kv)))
+                .collect(),
+            count: response.count,
+        },
+        other => panic!("{other:?} is not a read"),
     }
 }
 
-/// The replicated map. Ordered so that snapshots encode identically on every node.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct KvStore {
-    map: BTreeMap<String, String>,
+fn single_record(range: &RangeResponse) -> Option<KeyRecord> {
+    assert!(range.kvs.len() <= 1, "a one-key read returned {range:?}");
+    range.kvs.first().map(record_of)
 }
 
-impl KvStore {
-    pub fn get(&self, key: &str) -> Option<String> {
-        self.map.get(key).cloned()
+fn record_of(kv: &KeyValue) -> KeyRecord {
+    KeyRecord {
+        value: string_of(&kv.value),
+        create_revision: kv.create_revision,
+        mod_revision: kv.mod_revision,
+        version: kv.version,
     }
+}
 
-    pub fn len(&self) -> usize {
-        self.map.len()
+fn put_request(key: &str, value: &str) -> PutRequest {
+    PutRequest {
+        key: bytes_of(key),
+        value: bytes_of(value),
+        ..PutRequest::default()
     }
+}
 
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+fn get_request(key: &str) -> RangeRequest {
+    RangeRequest {
+        key: bytes_of(key),
+        ..RangeRequest::default()
     }
+}
 
-    pub fn apply(&mut self, op: &KvOp) -> KvResult {
-        let result = match op {
-            KvOp::Put { key, value } => {
-                self.map.insert(key.clone(), value.clone());
-                KvResult::Ok
-            }
-            KvOp::Cas { key, expected, new } => {
-                let succeeded = self.map.get(key) == expected.as_ref();
-                if succeeded {
-                    self.map.insert(key.clone(), new.clone());
-                }
-                KvResult::CasResult { succeeded }
-            }
-            KvOp::Append { key, suffix } => {
-                self.map.entry(key.clone()).or_default().push_str(suffix);
-                KvResult::Ok
-            }
-        };
-        assert!(
-            self.map.len() <= MAX_SNAPSHOT_KEYS,
-            "workload created {} keys",
-            self.map.len()
-        );
-        result
-    }
+fn bytes_of(text: &str) -> Bytes {
+    Bytes::copy_from_slice(text.as_bytes())
+}
 
-    pub fn to_snapshot(&self) -> Bytes {
-        let mut out = Vec::new();
-        let count = u32::try_from(self.map.len()).expect("key count is bounded");
-        out.extend_from_slice(&count.to_le_bytes());
-        for (key, value) in &self.map {
-            put_str(&mut out, key);
-            put_str(&mut out, value);
-        }
-        Bytes::from(out)
-    }
-
-    /// An empty image (a snapshot taken before anything was applied) restores an empty map.
-    pub fn from_snapshot(data: &[u8]) -> Result<KvStore, CodecError> {
-        if data.is_empty() {
-            return Ok(KvStore::default());
-        }
-        let mut d = Decoder { buf: data, pos: 0 };
-        let count = d.u32("key count")? as usize;
-        if count > MAX_SNAPSHOT_KEYS {
-            return Err(CodecError::TooLong {
-                what: "key count",
-                len: count,
-                limit: MAX_SNAPSHOT_KEYS,
-            });
-        }
-        let mut map = BTreeMap::new();
-        for _ in 0..count {
-            let key = d.key()?;
-            map.insert(key, d.value()?);
-        }
-        d.finish()?;
-        Ok(KvStore { map })
-    }
+/// Keys and values are written by the simulator's clients, always ASCII; anything else read back
+/// is shown lossily, and then cannot match what the model expects.
+fn string_of(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use yizhi_kv::{decode_command, encode_command};
 
-    fn cmd(op: KvOp) -> KvCommand {
-        KvCommand {
-            client_id: 3,
-            op_id: 77,
-            op,
-        }
+    fn apply(store: &mut Store, index: u64, input: &MvccInput) -> MvccOutput {
+        let bytes = encode_command(&command_for(input).expect("a write"));
+        let command = decode_command(&bytes).expect("own encoding decodes");
+        let applied = store.apply(&command, index).expect("in-memory backend");
+        write_output(input, &applied.response.expect("a valid command"))
     }
 
     #[test]
-    fn commands_round_trip() {
-        let ops = [
-            KvOp::Put {
-                key: "k".into(),
-                value: "v".into(),
-            },
-            KvOp::Cas {
-                key: "k".into(),
-                expected: None,
-                new: "x".into(),
-            },
-            KvOp::Cas {
-                key: "k".into(),
-                expected: Some(String::new()),
-                new: "x".into(),
-            },
-            KvOp::Append {
-                key: "k2".into(),
-                suffix: "abc".into(),
-            },
-        ];
-        for op in ops {
-            let c = cmd(op);
-            assert_eq!(KvCommand::decode(&c.encode()), Ok(c));
-        }
-    }
-
-    #[test]
-    fn decode_rejects_truncated_trailing_and_unknown() {
-        let bytes = cmd(KvOp::Put {
-            key: "k".into(),
-            value: "v".into(),
-        })
-        .encode();
-        assert!(matches!(
-            KvCommand::decode(&bytes[..bytes.len() - 1]),
-            Err(CodecError::Truncated { .. })
-        ));
-        let mut longer = bytes.to_vec();
-        longer.push(0);
-        assert_eq!(KvCommand::decode(&longer), Err(CodecError::Trailing(1)));
-        let mut bad_tag = bytes.to_vec();
-        bad_tag[16] = 9;
-        assert_eq!(KvCommand::decode(&bad_tag), Err(CodecError::UnknownTag(9)));
-    }
-
-    #[test]
-    fn cas_and_append_semantics() {
-        let mut kv = KvStore::default();
-        let cas = |expected: Option<&str>, new: &str| KvOp::Cas {
-            key: "a".into(),
-            expected: expected.map(String::from),
-            new: new.into(),
+    fn the_real_store_answers_as_the_model_expects() {
+        let mut store = empty_store();
+        let put = |value: &str| MvccInput::Put {
+            key: "k1".into(),
+            value: value.into(),
         };
-        assert_eq!(
-            kv.apply(&cas(Some("x"), "y")),
-            KvResult::CasResult { succeeded: false }
-        );
-        assert_eq!(kv.apply(&cas(None, "1")), KvResult::CasResult { succeeded: true });
-        assert_eq!(
-            kv.apply(&cas(None, "2")),
-            KvResult::CasResult { succeeded: false }
-        );
-        assert_eq!(
-            kv.apply(&KvOp::Append {
-                key: "a".into(),
-                suffix: "+".into()
-            }),
-            KvResult::Ok
-        );
-        assert_eq!(
-            kv.apply(&KvOp::Append {
-                key: "b".into(),
-                suffix: "z".into()
-            }),
-            KvResult::Ok
-        );
-        assert_eq!((kv.get("a"), kv.get("b")), (Some("1+".into()), Some("z".into())));
+        assert_eq!(apply(&mut store, 1, &put("a")), MvccOutput::Put { revision: 2 });
+        let cas = MvccInput::Cas {
+            key: "k1".into(),
+            compare: CasCompare::ModRevision(0),
+            value: "b".into(),
+        };
+        let record = KeyRecord {
+            value: "a".into(),
+            create_revision: 2,
+            mod_revision: 2,
+            version: 1,
+        };
+        let lost = MvccOutput::Cas {
+            revision: 2,
+            succeeded: false,
+            record: Some(record.clone()),
+        };
+        assert_eq!(apply(&mut store, 2, &cas), lost);
+        let delete = MvccInput::Delete { key: "k1".into() };
+        let deleted = MvccOutput::Delete {
+            revision: 3,
+            deleted: 1,
+        };
+        assert_eq!(apply(&mut store, 3, &delete), deleted);
+        let range = MvccInput::Range {
+            start: "k".into(),
+            end: "l".into(),
+        };
+        let response = store
+            .range(&read_for(&range).expect("a read"))
+            .expect("valid range");
+        let empty = MvccOutput::Range {
+            revision: 3,
+            records: Vec::new(),
+            count: 0,
+        };
+        assert_eq!(read_output(&range, &response), empty);
     }
 
     #[test]
-    fn snapshot_round_trips_and_empty_image_is_empty_map() {
-        let mut kv = KvStore::default();
-        kv.apply(&KvOp::Put {
-            key: "a".into(),
-            value: "1".into(),
-        });
-        kv.apply(&KvOp::Put {
-            key: "b".into(),
-            value: String::new(),
-        });
-        assert_eq!(KvStore::from_snapshot(&kv.to_snapshot()), Ok(kv));
-        assert_eq!(KvStore::from_snapshot(&[]), Ok(KvStore::default()));
-        assert!(KvStore::from_snapshot(&[1, 0, 0]).is_err());
+    fn snapshots_restore_the_same_state_and_the_empty_image_is_empty() {
+        let mut store = empty_store();
+        let put = MvccInput::Put {
+            key: "k2".into(),
+            value: "v".into(),
+        };
+        apply(&mut store, 1, &put);
+        let restored = store_from_snapshot(&snapshot_of(&store)).expect("own snapshot");
+        assert_eq!(restored.state_hash(), store.state_hash());
+        assert_eq!(store_from_snapshot(&[]).expect("empty").current_revision(), 1);
+        assert!(store_from_snapshot(&[1, 2, 3]).is_err());
     }
 }

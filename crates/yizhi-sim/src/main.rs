@@ -156,11 +156,14 @@ fn replay<F: EngineFactory>(factory: &F, seed: u64, args: &Args) -> bool {
 fn sweep<F: EngineFactory>(factory: &F, args: &Args) -> bool {
     let started = Instant::now();
     let (mut runs, mut violations, mut simulated_ms, mut ops, mut undecided) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut lincheck_us, mut slowest_lincheck) = (0u64, (0u64, 0u64));
     for seed in args.seeds.clone() {
         let report = run_seed(factory, seed, args.profile, options(args));
         runs += 1;
         simulated_ms += report.simulated_ms;
         ops += report.ops as u64;
+        lincheck_us += report.lincheck_wall_us;
+        slowest_lincheck = slowest_lincheck.max((report.lincheck_wall_us, seed));
         if report.lincheck == LincheckVerdict::Undecided {
             // Not a pass: the history was too ambiguous to search within the step budget.
             undecided += 1;
@@ -181,11 +184,14 @@ fn sweep<F: EngineFactory>(factory: &F, args: &Args) -> bool {
     }
     println!(
         "summary: engine {} faults {}: {runs} seeds, {violations} violations, {:.1} s simulated, {ops} ops checked \
-         ({undecided} undecided), {:.1} s wall",
+         ({undecided} undecided), {:.1} s wall ({:.1} s checking linearizability, slowest seed {} at {:.1} ms)",
         factory.name(),
         args.profile.name,
         simulated_ms as f64 / 1000.0,
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        lincheck_us as f64 / 1e6,
+        slowest_lincheck.1,
+        slowest_lincheck.0 as f64 / 1000.0,
     );
     violations == 0
 }

@@ -1,18 +1,22 @@
 //! The runtime around one engine: it handles each `Ready` in the documented order (persist → fsync
-//! → send → apply → answer reads → advance), applies committed entries to the KV state machine,
-//! compacts, answers clients, and can crash and restart from its disk.
+//! → send → apply → answer reads → advance), applies committed entries to the MVCC state machine
+//! (`yizhi_kv`, exactly as the server will), compacts, answers clients, and can crash and restart
+//! from its disk.
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use yizhi_engine::{
     Engine, EntryPayload, Envelope, LogIndex, LogPosition, LogStorage, MemStorage, NodeId, ProposeError,
     Ready, Role, SeededRng, Term,
 };
 
+use yizhi_kv::{Command, CommandResponse, KvError, RangeRequest, RangeResponse, decode_command};
+
 use crate::client::{ClientReply, ClientRequest, Reply, Request};
 use crate::disk::{self, Disk, DiskWrite};
 use crate::invariants::{Checker, Violation};
-use crate::kv::{KvCommand, KvResult, KvStore};
+use crate::kv::{self, Store};
 use crate::trace::Trace;
 
 /// Writes a node waits on for clients at once; beyond it the node refuses new ones.
@@ -107,8 +111,15 @@ pub struct Outputs<M> {
     pub messages: Vec<Envelope<M>>,
     pub replies: Vec<ClientReply>,
     pub fsync_requested: bool,
-    /// `(client_id, op_id)` of every client write this node's state machine applied.
-    pub applied_writes: Vec<(u64, u64)>,
+    /// Every command this node's state machine applied, with its response.
+    pub applied_writes: Vec<AppliedWrite>,
+}
+
+/// One applied log entry carrying a command.
+#[derive(Clone, Debug)]
+pub struct AppliedWrite {
+    pub entry: yizhi_engine::Entry,
+    pub response: Result<CommandResponse, KvError>,
 }
 
 impl<M> Default for Outputs<M> {
@@ -129,14 +140,25 @@ struct PendingWrite {
     position: LogPosition,
     proposed_at_ms: u64,
     /// The proposed command, to recognise it where the term alone cannot (Paxos re-proposals).
-    data: bytes::Bytes,
+    data: Bytes,
 }
 
 #[derive(Clone, Debug)]
 struct PendingRead {
     client_id: u64,
     op_id: u64,
-    key: String,
+    request: RangeRequest,
+}
+
+/// What became of a pending write when its slot was applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WriteFate {
+    TookEffect,
+    Failed,
+    /// Multi-Paxos only: the slot holds the same bytes, re-proposed under another ballot, and
+    /// another client proposed those very bytes too (two deletes of one key), so whose command
+    /// was chosen cannot be told. The client is not answered and times out: unknown outcome.
+    Ambiguous,
 }
 
 #[derive(Debug)]
@@ -144,8 +166,8 @@ pub struct Node<E: Engine> {
     pub id: NodeId,
     engine: Option<E>,
     pub disk: Disk,
-    kv: KvStore,
-    /// Invariant: the KV map reflects exactly the committed entries up to `applied`.
+    kv: Store,
+    /// Invariant: the store reflects exactly the committed entries up to `applied`.
     applied: LogIndex,
     /// Bumped at every crash, so stale timers and fsync completions are recognised.
     pub incarnation: u64,
@@ -175,7 +197,7 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
             id,
             engine: Some(engine),
             disk,
-            kv: KvStore::default(),
+            kv: kv::empty_store(),
             applied: 0,
             incarnation: 0,
             paused_until_ms: 0,
@@ -203,6 +225,12 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
 
     pub fn applied(&self) -> LogIndex {
         self.applied
+    }
+
+    /// A hash of the replicated state (`MvccStore::state_hash`): equal at equal `applied` on
+    /// every replica.
+    pub fn state_hash(&self) -> u64 {
+        self.kv.state_hash().expect("the in-memory backend cannot fail")
     }
 
     pub fn pending_write_count(&self) -> usize {
@@ -271,8 +299,8 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
         ctx: &mut Ctx<'_>,
     ) -> Result<Outputs<E::Message>, Violation> {
         let answer = match &req.request {
-            Request::Write(cmd) => self.propose(&req, cmd, ctx.now_ms),
-            Request::Read { key } => self.read(&req, key),
+            Request::Write { command, payload } => self.propose(&req, command, payload, ctx),
+            Request::Read(range) => self.read(&req, range),
         };
         let mut out = self.pump(ctx)?;
         let reply = |reply| ClientReply {
@@ -285,23 +313,33 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
     }
 
     /// Returns the immediate answer, if any (a refusal, or a mutation's premature answer).
-    fn propose(&mut self, req: &ClientRequest, cmd: &KvCommand, now_ms: u64) -> Option<Reply> {
+    fn propose(
+        &mut self,
+        req: &ClientRequest,
+        command: &Command,
+        data: &Bytes,
+        ctx: &mut Ctx<'_>,
+    ) -> Option<Reply> {
         if self.pending_write_count() >= MAX_PENDING_WRITES_PER_NODE {
             return Some(Reply::Rejected);
         }
-        let data = cmd.encode();
-        match self.engine_mut().propose(data.clone()) {
+        let proposed = self.engine_mut().propose(data.clone());
+        if let Ok(position) = proposed {
+            ctx.checker
+                .observe_proposed_at(position, req.client_id, req.op_id);
+        }
+        match proposed {
             Ok(position) if self.mutation == Mutation::AckOnPropose => Some(Reply::Wrote {
                 position,
-                result: KvResult::Ok,
+                response: self.speculate(command, position.index),
             }),
             Ok(position) => {
                 let pending = PendingWrite {
                     client_id: req.client_id,
                     op_id: req.op_id,
                     position,
-                    proposed_at_ms: now_ms,
-                    data,
+                    proposed_at_ms: ctx.now_ms,
+                    data: data.clone(),
                 };
                 self.pending_writes
                     .entry(position.index)
@@ -313,9 +351,19 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
         }
     }
 
-    fn read(&mut self, req: &ClientRequest, key: &str) -> Option<Reply> {
+    /// Only for `Mutation::AckOnPropose`: the answer the command would get if nothing else were
+    /// applied before it, from a scratch copy of the store.
+    fn speculate(&self, command: &Command, index: LogIndex) -> Result<CommandResponse, KvError> {
+        let mut scratch = kv::store_from_snapshot(&kv::snapshot_of(&self.kv)).expect("own snapshot restores");
+        let applied = scratch
+            .apply(command, index)
+            .expect("the in-memory backend cannot fail");
+        applied.response
+    }
+
+    fn read(&mut self, req: &ClientRequest, range: &RangeRequest) -> Option<Reply> {
         if self.mutation == Mutation::StaleReads {
-            return Some(Reply::ReadValue(self.kv.get(key)));
+            return Some(Reply::Read(self.range(range)));
         }
         if self.pending_reads.len() >= MAX_PENDING_READS_PER_NODE {
             return Some(Reply::Rejected);
@@ -327,7 +375,7 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
                 let pending = PendingRead {
                     client_id: req.client_id,
                     op_id: req.op_id,
-                    key: key.to_string(),
+                    request: range.clone(),
                 };
                 self.pending_reads.insert(read_id, pending);
                 None
@@ -420,7 +468,7 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
                 continue;
             }
             ctx.checker.observe_applied(self.id, entry)?;
-            self.apply(entry, out);
+            self.apply(entry, ctx.checker, out);
         }
         for state in &ready.read_states {
             if let Some(read) = self.pending_reads.remove(&state.read_id) {
@@ -441,9 +489,11 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
         ctx: &mut Ctx<'_>,
     ) -> Result<(), Violation> {
         ctx.checker.observe_snapshot_installed(self.id, index, term)?;
-        self.kv = KvStore::from_snapshot(data)
-            .unwrap_or_else(|e| panic!("node {}: snapshot at {index} does not decode: {e}", self.id));
+        self.kv = kv::store_from_snapshot(data)
+            .unwrap_or_else(|e| panic!("node {}: snapshot at {index} does not restore: {e}", self.id));
         self.applied = index;
+        ctx.checker
+            .observe_state_hash(self.id, index, self.state_hash())?;
         // Writes placed at or below the snapshot can no longer be told apart: their clients time out.
         self.pending_writes.retain(|&i, _| i > index);
         ctx.trace.record(
@@ -454,35 +504,37 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
         Ok(())
     }
 
-    fn apply(&mut self, entry: &yizhi_engine::Entry, out: &mut Outputs<E::Message>) {
+    fn apply(&mut self, entry: &yizhi_engine::Entry, checker: &Checker, out: &mut Outputs<E::Message>) {
         assert_eq!(
             entry.index,
             self.applied + 1,
             "node {} applies out of order",
             self.id
         );
-        let result = match &entry.payload {
+        let response = match &entry.payload {
             EntryPayload::Normal(data) => {
-                let cmd = KvCommand::decode(data).unwrap_or_else(|e| {
+                // Only the simulator's clients write the log, so bytes that do not decode are a bug.
+                let command = decode_command(data).unwrap_or_else(|e| {
                     panic!("node {}: entry {} does not decode: {e}", self.id, entry.index)
                 });
-                out.applied_writes.push((cmd.client_id, cmd.op_id));
-                Some(self.kv.apply(&cmd.op))
+                let applied = self.kv.apply(&command, entry.index);
+                let response = applied.expect("the in-memory backend cannot fail").response;
+                out.applied_writes.push(AppliedWrite {
+                    entry: entry.clone(),
+                    response: response.clone(),
+                });
+                Some(response)
             }
             EntryPayload::Noop | EntryPayload::Membership(_) => None,
         };
         self.applied = entry.index;
         for pending in self.pending_writes.remove(&entry.index).unwrap_or_default() {
-            let took_effect = if self.term_identifies_value {
-                pending.position.term == entry.term
-            } else {
-                matches!(&entry.payload, EntryPayload::Normal(d) if *d == pending.data)
-            };
-            let reply = match result {
-                Some(result) if took_effect => Reply::Wrote {
+            let reply = match (self.fate(&pending, entry, checker), &response) {
+                (WriteFate::TookEffect, Some(response)) => Reply::Wrote {
                     position: pending.position,
-                    result,
+                    response: response.clone(),
                 },
+                (WriteFate::Ambiguous, Some(_)) => continue,
                 _ => Reply::WriteFailed,
             };
             out.replies.push(ClientReply {
@@ -493,6 +545,34 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
         }
     }
 
+    /// Raft: the proposal took effect iff the applied entry has its term. Multi-Paxos: iff the
+    /// slot holds its bytes; a term match (its own ballot) or bytes nobody else proposed prove
+    /// those bytes are this proposal's.
+    fn fate(&self, pending: &PendingWrite, entry: &yizhi_engine::Entry, checker: &Checker) -> WriteFate {
+        let same_term = pending.position.term == entry.term;
+        if self.term_identifies_value {
+            return if same_term {
+                WriteFate::TookEffect
+            } else {
+                WriteFate::Failed
+            };
+        }
+        let same_bytes = matches!(&entry.payload, EntryPayload::Normal(d) if *d == pending.data);
+        if !same_bytes {
+            WriteFate::Failed
+        } else if same_term || checker.proposers_of(&pending.data) == 1 {
+            WriteFate::TookEffect
+        } else {
+            WriteFate::Ambiguous
+        }
+    }
+
+    fn range(&self, request: &RangeRequest) -> RangeResponse {
+        self.kv
+            .range(request)
+            .unwrap_or_else(|e| panic!("node {}: {request:?} refused: {e}", self.id))
+    }
+
     fn answer_reads(&mut self, out: &mut Outputs<E::Message>) {
         let applied = self.applied;
         let (ready, waiting): (Vec<_>, Vec<_>) = self
@@ -501,7 +581,7 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
             .partition(|(index, _)| *index <= applied);
         self.safe_reads = waiting;
         for (_, read) in ready {
-            let reply = Reply::ReadValue(self.kv.get(&read.key));
+            let reply = Reply::Read(self.range(&read.request));
             out.replies.push(ClientReply {
                 client_id: read.client_id,
                 op_id: read.op_id,
@@ -520,7 +600,7 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
             return;
         }
         let membership = engine.status().membership;
-        let data = self.kv.to_snapshot();
+        let data = kv::snapshot_of(&self.kv);
         engine
             .storage_mut()
             .compact(applied, membership.clone(), data.clone());
@@ -532,11 +612,11 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
     }
 
     /// Power loss: the engine and everything in memory are gone; the disk keeps what was synced
-    /// plus `survivors` of the unsynced writes.
-    pub fn crash(&mut self, survivors: usize) {
+    /// plus `survivors` of the unsynced writes and `torn_entries` entries of the next one.
+    pub fn crash(&mut self, survivors: usize, torn_entries: usize) {
         assert!(self.is_up(), "node {} crashed twice", self.id);
         self.engine = None;
-        self.disk.crash(survivors);
+        self.disk.crash(survivors, torn_entries);
         match self.mutation {
             Mutation::ForgetVote => self.disk.forget_vote(),
             Mutation::ForgetPromise => self.disk.forget_promise(),
@@ -563,8 +643,8 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
         assert!(!self.is_up(), "node {} restarted while up", self.id);
         let durable = self.disk.durable().clone();
         let snapshot = durable.snapshot_ref();
-        self.kv = KvStore::from_snapshot(&snapshot.data)
-            .unwrap_or_else(|e| panic!("node {}: durable snapshot does not decode: {e}", self.id));
+        self.kv = kv::store_from_snapshot(&snapshot.data)
+            .unwrap_or_else(|e| panic!("node {}: durable snapshot does not restore: {e}", self.id));
         self.applied = snapshot.meta.index;
         checker.observe_restart(self.id, self.applied);
         self.engine = Some(factory.build(self.id, durable, self.applied, tuning, rng));

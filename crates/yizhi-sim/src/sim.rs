@@ -9,11 +9,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use yizhi_engine::{Engine, Envelope, NodeId, Role, SeededRng, SnapshotStatus};
 
-use crate::client::{Client, ClientReply, ClientRequest, History, NextStep, Reply};
+use yizhi_kv::{CommandResponse, KvError};
+
+use crate::client::{Client, ClientReply, ClientRequest, History, NextStep, Reply, Request, WriteKnowledge};
 use crate::config::{CLIENT_DELAY_MS_MAX, SimConfig};
 use crate::disk::Disk;
 use crate::faults::{FaultProfile, plan_epoch};
-use crate::invariants::{Checker, Violation, check_log_matching};
+use crate::invariants::{Attribution, Checker, Violation, check_log_matching};
 use crate::network::{DropReason, Network, SendOutcome};
 use crate::node::{Ctx, EngineFactory, Mutation, Node, Outputs};
 use crate::trace::{Trace, TraceMode};
@@ -140,6 +142,9 @@ pub struct RunReport {
     pub ops: usize,
     pub committed_entries: usize,
     pub lincheck: LincheckVerdict,
+    /// Wall-clock time the linearizability check took (0 when skipped). Not part of the run's
+    /// deterministic outcome: for measuring the checker only.
+    pub lincheck_wall_us: u64,
     /// The first broken invariant and the simulated time it broke at.
     pub violation: Option<(u64, Violation)>,
 }
@@ -163,8 +168,11 @@ pub(crate) struct Sim<'f, F: EngineFactory> {
     /// Regular clients, then the liveness probe last.
     clients: Vec<Client>,
     history: History,
-    /// Every client write some replica applied, as `(client_id, op_id)`.
-    applied_writes: BTreeSet<(u64, u64)>,
+    /// What the state machine answered each client write some replica applied (the first to apply
+    /// it), by `(client_id, op_id)`.
+    applied_writes: BTreeMap<(u64, u64), Result<CommandResponse, KvError>>,
+    /// Writes that may have been applied: their bytes were, but another operation sent them too.
+    maybe_applied: BTreeSet<(u64, u64)>,
     checker: Checker,
     pub(crate) trace: Trace,
     rng: Rngs,
@@ -225,7 +233,8 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             network,
             clients,
             history: History::default(),
-            applied_writes: BTreeSet::new(),
+            applied_writes: BTreeMap::new(),
+            maybe_applied: BTreeSet::new(),
             checker: Checker::new(factory.term_identifies_value()),
             trace: Trace::new(options.trace),
             rng,
@@ -448,7 +457,15 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             );
             self.send(envelope);
         }
-        self.applied_writes.extend(out.applied_writes);
+        for applied in out.applied_writes {
+            match self.checker.attribute(&applied.entry) {
+                Attribution::One(op) => {
+                    self.applied_writes.entry(op).or_insert(applied.response);
+                }
+                Attribution::Ambiguous(ops) => self.maybe_applied.extend(ops.iter().copied()),
+                Attribution::Nobody => {}
+            }
+        }
         for reply in out.replies {
             let at = self.now_ms + self.rng.clients.range_inclusive(1, CLIENT_DELAY_MS_MAX);
             self.schedule(at, Event::Reply { reply });
@@ -507,14 +524,22 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             );
             return Ok(());
         }
-        self.trace.record(
-            self.now_ms,
-            Some(node),
-            format_args!(
-                "client {} op {} {:?}",
-                request.client_id, request.op_id, request.request
+        let (client, op) = (request.client_id, request.op_id);
+        match &request.request {
+            Request::Write { command, .. } => self.trace.record(
+                self.now_ms,
+                Some(node),
+                format_args!("client {client} op {op} {command:?}"),
             ),
-        );
+            Request::Read(range) => self.trace.record(
+                self.now_ms,
+                Some(node),
+                format_args!(
+                    "client {client} op {op} read {:?}..{:?}",
+                    range.key, range.range_end
+                ),
+            ),
+        }
         let n = &mut self.nodes[(node - 1) as usize];
         let mut ctx = Ctx {
             now_ms: self.now_ms,
@@ -598,6 +623,9 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
         };
         self.clients[client].last_target = Some(target);
         let op_id = request.op_id;
+        if let Request::Write { payload, .. } = &request.request {
+            self.checker.observe_proposal(payload, request.client_id, op_id);
+        }
         let at = self.now_ms + self.rng.clients.range_inclusive(1, CLIENT_DELAY_MS_MAX);
         self.schedule(
             at,
@@ -657,12 +685,21 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
         }
         for &(node, down_ms) in &plan.crashes {
             let unsynced = self.node(node).disk.unsynced_len() as u64;
-            let survivors = self.rng.disk.range_inclusive(0, unsynced);
-            self.node(node).crash(survivors as usize);
+            let survivors = self.rng.disk.range_inclusive(0, unsynced) as usize;
+            let tearable = self.node(node).disk.tearable_entries(survivors);
+            let torn_entries = match tearable {
+                Some(entries) if self.config.torn_writes => {
+                    self.rng.disk.range_inclusive(0, entries as u64 - 1) as usize
+                }
+                _ => 0,
+            };
+            self.node(node).crash(survivors, torn_entries);
             self.trace.record(
                 self.now_ms,
                 Some(node),
-                format_args!("crash ({survivors} of {unsynced} unsynced writes survive)"),
+                format_args!(
+                    "crash ({survivors} of {unsynced} unsynced writes survive, then {torn_entries} entries of a torn append)"
+                ),
             );
             self.schedule(self.now_ms + down_ms, Event::Restart { node });
         }
@@ -724,6 +761,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             check_log_matching(&logs)?;
         }
         self.checker.check_acked_writes()?;
+        self.check_state_hashes()?;
         if let Phase::Liveness { healed_at_ms } = self.phase {
             self.check_liveness(healed_at_ms)?;
         }
@@ -795,7 +833,17 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
         Ok(())
     }
 
+    /// Replicas at the same applied index must hold the same state machine state.
+    fn check_state_hashes(&mut self) -> Result<(), Violation> {
+        for n in self.nodes.iter().filter(|n| n.is_up()) {
+            self.checker
+                .observe_state_hash(n.id, n.applied(), n.state_hash())?;
+        }
+        Ok(())
+    }
+
     fn final_checks(&mut self) -> Result<(), Violation> {
+        self.check_state_hashes()?;
         for client in self.clients.iter_mut() {
             client.abandon(&mut self.history);
         }
@@ -819,6 +867,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             ops: self.history.len(),
             committed_entries: self.checker.committed_len(),
             lincheck,
+            lincheck_wall_us: 0,
             violation,
         }
     }
@@ -830,8 +879,16 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
     /// The history for the linearizability check, with never-applied unknown writes left out.
     pub(crate) fn history_for_check(
         &self,
-    ) -> Vec<yizhi_lincheck::Operation<yizhi_lincheck::kv::KvInput, yizhi_lincheck::kv::KvOutput>> {
-        self.history
-            .resolved(|client, op| self.applied_writes.contains(&(client, op)))
+    ) -> Vec<yizhi_lincheck::Operation<yizhi_lincheck::mvcc::MvccInput, yizhi_lincheck::mvcc::MvccOutput>>
+    {
+        self.history.resolved(|client, op| {
+            if let Some(response) = self.applied_writes.get(&(client, op)) {
+                WriteKnowledge::Applied(response)
+            } else if self.maybe_applied.contains(&(client, op)) {
+                WriteKnowledge::Unattributed
+            } else {
+                WriteKnowledge::NeverApplied
+            }
+        })
     }
 }
