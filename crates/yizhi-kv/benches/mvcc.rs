@@ -4,7 +4,8 @@
 //!
 //! Each backend runs in its own child process (this binary re-executed), so resident memory is
 //! measured from a clean start. `YIZHI_KV_BENCH_KEYS` overrides the key count (default 1M);
-//! `YIZHI_KV_BENCH_PENDING` the redb overlay's entry bound.
+//! `YIZHI_KV_BENCH_PENDING` the redb overlay's entry bound; `YIZHI_KV_BENCH_ONLY=redb` (or `mem`)
+//! runs one backend.
 //!
 //! Run: `cargo bench -p yizhi-kv --bench mvcc`.
 
@@ -24,6 +25,7 @@ const RANGE_KEYS: u64 = 100;
 const BACKEND_ENV: &str = "YIZHI_KV_BENCH_BACKEND";
 const KEYS_ENV: &str = "YIZHI_KV_BENCH_KEYS";
 const PENDING_ENV: &str = "YIZHI_KV_BENCH_PENDING";
+const ONLY_ENV: &str = "YIZHI_KV_BENCH_ONLY";
 /// A prime: `i * SCATTER mod keys` is a permutation (keys out of order) unless it divides `keys`.
 const SCATTER: u64 = 2_654_435_761;
 
@@ -57,7 +59,11 @@ struct Measured {
 }
 
 fn load<B: Backend>(store: &mut MvccStore<B>, keys: u64) -> f64 {
-    let scatter = if keys.is_multiple_of(SCATTER) { 1 } else { SCATTER % keys };
+    let scatter = if keys.is_multiple_of(SCATTER) {
+        1
+    } else {
+        SCATTER % keys
+    };
     let start = Instant::now();
     for i in 0..keys {
         let k = ((u128::from(i) * u128::from(scatter) + 7) % u128::from(keys)) as u64;
@@ -169,7 +175,11 @@ fn main() {
         "{:<8} {:>10} {:>12} {:>12} {:>16} {:>14}  notes",
         "backend", "load s", "puts/s", "gets/s", "100-key ranges/s", "RSS B/key"
     );
+    let only = std::env::var(ONLY_ENV).ok();
     for backend in ["mem", "redb"] {
+        if only.as_deref().is_some_and(|o| o != backend) {
+            continue;
+        }
         let output = Process::new(std::env::current_exe().expect("bench binary"))
             .env(BACKEND_ENV, backend)
             .output()

@@ -23,6 +23,8 @@
 //! - [`backend`]: the [`Backend`] trait and [`MemBackend`]. Values live there keyed by revision,
 //!   as in etcd's `key` bucket; one applied entry is one [`backend::WriteBatch`] carrying its
 //!   log index, so a transactional backend stores data and applied index atomically.
+//! - [`redb_backend`]: [`RedbBackend`], the persistent backend (one redb file), and why it need
+//!   not fsync each entry (the server's WAL is the durable record; see the module doc).
 //! - [`codec`] and `wire`: the versioned binary command encoding; [`snapshot`]: whole-state
 //!   snapshots with a CRC-32, restored with [`MvccStore::install_snapshot`].
 //! - [`watch`]: the watch hub.
@@ -66,8 +68,7 @@
 //!
 //! # Not yet here
 //!
-//! The redb backend (the trait is ready for it), the simulator driving this crate, and the gRPC
-//! translation layer.
+//! The simulator driving this crate, and the gRPC translation layer.
 
 mod apply;
 pub mod backend;
