@@ -1,0 +1,125 @@
+//! `etcdserverpb.KV`: Range, Put, DeleteRange, Txn, Compact.
+//!
+//! Writes go through the log ([`NodeHandle::propose`](crate::node::NodeHandle::propose)) and answer
+//! with what this member applied. Ranges are linearizable by default (a read barrier, then a local
+//! read); `serializable: true` skips the barrier and may be stale, as in etcd.
+
+use prost::Message;
+use tonic::{Request, Response, Status};
+use yizhi_kv::{Command, CommandResponse};
+use yizhi_proto::etcdserverpb as pb;
+
+use super::{Api, convert, kv_status, propose_status};
+
+#[derive(Debug)]
+pub struct KvService {
+    api: Api,
+}
+
+impl KvService {
+    pub fn new(api: Api) -> Self {
+        KvService { api }
+    }
+
+    async fn write(&self, command: Command) -> Result<CommandResponse, Status> {
+        let applied = self
+            .api
+            .node
+            .propose(&command)
+            .await
+            .map_err(|f| propose_status(&f))?;
+        applied.response.map_err(|e| kv_status(&e))
+    }
+}
+
+fn unexpected(what: &str) -> Status {
+    Status::internal(format!("etcdserver: unexpected response to a {what}"))
+}
+
+#[tonic::async_trait]
+impl pb::kv_server::Kv for KvService {
+    async fn range(&self, request: Request<pb::RangeRequest>) -> Result<Response<pb::RangeResponse>, Status> {
+        let request = request.into_inner();
+        self.api.check_size(request.encoded_len())?;
+        let request = convert::range_request(request)?;
+        if !request.serializable {
+            self.api
+                .node
+                .read_barrier()
+                .await
+                .map_err(|f| propose_status(&f))?;
+        }
+        let response = {
+            let store = self.api.node.shared.store.read().expect("store lock");
+            store.range(&request).map_err(|e| kv_status(&e))?
+        };
+        let header = self.api.header(response.revision);
+        Ok(Response::new(convert::range_response(response, &header)))
+    }
+
+    async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        let request = request.into_inner();
+        self.api.check_size(request.encoded_len())?;
+        if request.key.is_empty() {
+            return Err(kv_status(&yizhi_kv::KvError::EmptyKey));
+        }
+        match self.write(Command::Put(convert::put_request(request))).await? {
+            CommandResponse::Put(r) => {
+                let header = self.api.header(r.revision);
+                Ok(Response::new(convert::put_response(r, &header)))
+            }
+            _ => Err(unexpected("put")),
+        }
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<pb::DeleteRangeRequest>,
+    ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        let request = request.into_inner();
+        self.api.check_size(request.encoded_len())?;
+        if request.key.is_empty() {
+            return Err(kv_status(&yizhi_kv::KvError::EmptyKey));
+        }
+        match self
+            .write(Command::DeleteRange(convert::delete_request(request)))
+            .await?
+        {
+            CommandResponse::DeleteRange(r) => {
+                let header = self.api.header(r.revision);
+                Ok(Response::new(convert::delete_response(r, &header)))
+            }
+            _ => Err(unexpected("delete")),
+        }
+    }
+
+    async fn txn(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+        let request = request.into_inner();
+        self.api.check_size(request.encoded_len())?;
+        let request = convert::txn_request(request)?;
+        match self.write(Command::Txn(request)).await? {
+            CommandResponse::Txn(r) => {
+                let header = self.api.header(r.revision);
+                Ok(Response::new(convert::txn_response(r, &header)))
+            }
+            _ => Err(unexpected("txn")),
+        }
+    }
+
+    async fn compact(
+        &self,
+        request: Request<pb::CompactionRequest>,
+    ) -> Result<Response<pb::CompactionResponse>, Status> {
+        let request = request.into_inner();
+        let command = Command::Compact(yizhi_kv::CompactionRequest {
+            revision: request.revision,
+            physical: request.physical,
+        });
+        match self.write(command).await? {
+            CommandResponse::Compact(r) => Ok(Response::new(pb::CompactionResponse {
+                header: Some(self.api.header(r.revision)),
+            })),
+            _ => Err(unexpected("compaction")),
+        }
+    }
+}

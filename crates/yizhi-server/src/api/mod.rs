@@ -1,0 +1,148 @@
+//! The etcd v3 gRPC services over a member's [`NodeHandle`]. Each service lives in its own module;
+//! this one holds what they share: etcd's error codes and texts, the response header, the request
+//! size limit, and the server that binds them to the client URLs.
+
+pub mod convert;
+pub mod kv;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use tonic::Status;
+use yizhi_kv::KvError;
+use yizhi_proto::etcdserverpb::ResponseHeader;
+
+use crate::node::NodeHandle;
+use crate::node::request::ProposeFailure;
+
+/// gRPC framing on top of `--max-request-bytes`, as etcd allows (its `grpcOverheadBytes`), so an
+/// oversize request reaches our own check and gets etcd's "request is too large" text.
+pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+/// Largest response message (a big Range); etcd's default is effectively unbounded (math.MaxInt32).
+pub const MAX_RESPONSE_BYTES: usize = i32::MAX as usize;
+
+#[derive(Clone, Copy, Debug)]
+pub struct ApiConfig {
+    pub max_request_bytes: u64,
+    pub quota_backend_bytes: u64,
+}
+
+/// What every service holds.
+#[derive(Clone, Debug)]
+pub struct Api {
+    pub node: NodeHandle,
+    pub config: ApiConfig,
+}
+
+impl Api {
+    /// etcd's response header: cluster, member, current revision and term.
+    pub fn header(&self, revision: i64) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.node.cluster.cluster_id,
+            member_id: self.node.local_id(),
+            revision,
+            raft_term: self.node.shared.status().term,
+        }
+    }
+
+    pub fn current_revision(&self) -> i64 {
+        self.node
+            .shared
+            .store
+            .read()
+            .expect("store lock")
+            .current_revision()
+    }
+
+    /// etcd refuses a request whose encoding exceeds `--max-request-bytes`.
+    pub fn check_size(&self, encoded_len: usize) -> Result<(), Status> {
+        if encoded_len as u64 > self.config.max_request_bytes {
+            return Err(Status::invalid_argument("etcdserver: request is too large"));
+        }
+        Ok(())
+    }
+}
+
+/// etcd's gRPC status for each store error; the texts are what etcd's clients match on.
+pub fn kv_status(error: &KvError) -> Status {
+    match error {
+        KvError::EmptyKey
+        | KvError::ValueProvided
+        | KvError::LeaseProvided
+        | KvError::KeyNotFound
+        | KvError::TooManyOps
+        | KvError::DuplicateKey
+        | KvError::TxnTooDeep { .. }
+        | KvError::InvalidLeaseId { .. } => Status::invalid_argument(error.to_string()),
+        KvError::LeaseNotFound => Status::not_found(error.to_string()),
+        KvError::LeaseExists => Status::failed_precondition(error.to_string()),
+        KvError::LeaseTtlTooLarge => Status::out_of_range(error.to_string()),
+        KvError::Compacted { .. } | KvError::FutureRevision => {
+            Status::out_of_range(format!("etcdserver: {error}"))
+        }
+        KvError::Backend(_) => Status::internal(format!("etcdserver: {error}")),
+    }
+}
+
+pub fn propose_status(failure: &ProposeFailure) -> Status {
+    match failure {
+        ProposeFailure::TooLarge => Status::invalid_argument(failure.to_string()),
+        ProposeFailure::TooManyRequests => Status::resource_exhausted(failure.to_string()),
+        ProposeFailure::NoLeader
+        | ProposeFailure::LeaderChanged
+        | ProposeFailure::Stopped
+        | ProposeFailure::TimedOut => Status::unavailable(failure.to_string()),
+    }
+}
+
+/// Serves every service on each client address until `shutdown` resolves.
+pub async fn serve(
+    node: NodeHandle,
+    config: ApiConfig,
+    addrs: Vec<String>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let api = Api { node, config };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut servers = Vec::new();
+    for addr in addrs {
+        let socket: SocketAddr = tokio::net::lookup_host(&addr)
+            .await
+            .map_err(|e| format!("client URL {addr}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("client URL {addr} resolves to nothing"))?;
+        let listener = tokio::net::TcpListener::bind(socket)
+            .await
+            .map_err(|e| format!("listening for clients on {addr}: {e}"))?;
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let mut stop = stop_rx.clone();
+        let router = routes(&api);
+        servers.push(tokio::spawn(async move {
+            router
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stop.wait_for(|stopped| *stopped).await;
+                })
+                .await
+        }));
+    }
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    for server in servers {
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("gRPC server: {e}")),
+            Err(e) => return Err(format!("gRPC server task: {e}")),
+        }
+    }
+    Ok(())
+}
+
+fn routes(api: &Api) -> tonic::transport::server::Router {
+    use yizhi_proto::etcdserverpb::kv_server::KvServer;
+    let max_decoding = api.config.max_request_bytes as usize + GRPC_OVERHEAD_BYTES;
+    tonic::transport::Server::builder().add_service(
+        KvServer::new(kv::KvService::new(api.clone()))
+            .max_decoding_message_size(max_decoding)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES),
+    )
+}

@@ -1,0 +1,259 @@
+//! The driver: one OS thread that owns the engine and the WAL. It takes inputs (peer messages,
+//! proposals, reads, ticks), and handles each `Ready` in the order the engine contract requires:
+//! persist (fsync) → send → hand committed entries to the applier → hand read states to the
+//! applier → advance. Inputs that arrive together are handled together, so one fsync covers
+//! every proposal of a round (group commit) and one ReadIndex round covers every read.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender, select};
+use yizhi_engine::{Envelope, LogIndex, NodeId, ProposeError, SnapshotStatus, WireMessage};
+
+use super::applier::{ApplyTask, ReadReply};
+use super::engines::ServerEngine;
+use super::request::{ProposeFailure, peek_header};
+use super::{Input, Shared};
+use crate::transport::{Frame, Transport};
+
+/// Inputs handled before the next `Ready`: bounds the latency one round adds to the first input.
+const MAX_INPUTS_PER_ROUND: usize = 4096;
+
+pub(crate) struct Driver<E: ServerEngine> {
+    pub engine: E,
+    pub inputs: Receiver<Input<E::Message>>,
+    pub tick: Duration,
+    pub transport: Transport,
+    pub applier: Sender<ApplyTask>,
+    pub shared: Arc<Shared>,
+    /// Reads waiting for the engine's answer, by read id, with the tick they were asked at.
+    pub pending_reads: BTreeMap<u64, (u64, Vec<ReadReply>)>,
+    /// Reads that arrived this round; one read-index request covers them all.
+    pub new_reads: Vec<ReadReply>,
+    pub next_read_id: u64,
+    pub ticks: u64,
+    /// Reads not confirmed within this many ticks are answered "timed out" (the request was
+    /// lost with a leader); clients retry.
+    pub read_timeout_ticks: u64,
+}
+
+impl<E: ServerEngine> Driver<E> {
+    pub fn run(mut self) {
+        let ticker = crossbeam_channel::tick(self.tick);
+        loop {
+            select! {
+                recv(self.inputs) -> input => match input {
+                    Ok(Input::Shutdown) | Err(_) => break,
+                    Ok(input) => self.handle(input),
+                },
+                recv(ticker) -> _ => self.on_tick(),
+            }
+            for _ in 0..MAX_INPUTS_PER_ROUND {
+                match self.inputs.try_recv() {
+                    Ok(Input::Shutdown) => return self.stop(),
+                    Ok(input) => self.handle(input),
+                    Err(_) => break,
+                }
+            }
+            self.issue_reads();
+            while self.engine.has_ready() {
+                self.handle_ready();
+            }
+            self.shared.publish_status(self.engine.status());
+        }
+        self.stop()
+    }
+
+    fn stop(self) {
+        for (_, (_, replies)) in self.pending_reads {
+            for reply in replies {
+                let _ = reply.send(Err(ProposeFailure::Stopped));
+            }
+        }
+        self.shared
+            .waiters
+            .lock()
+            .expect("waiters lock")
+            .fail_all(ProposeFailure::Stopped);
+        tracing::info!("driver stopped");
+    }
+
+    fn on_tick(&mut self) {
+        self.engine.tick();
+        self.ticks += 1;
+        let deadline = self.ticks.saturating_sub(self.read_timeout_ticks);
+        let expired: Vec<u64> = self
+            .pending_reads
+            .iter()
+            .filter(|(_, (asked_at, _))| *asked_at < deadline)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in expired {
+            if let Some((_, replies)) = self.pending_reads.remove(&id) {
+                for reply in replies {
+                    let _ = reply.send(Err(ProposeFailure::TimedOut));
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, input: Input<E::Message>) {
+        match input {
+            Input::Peer { from, msg } => self.engine.step(Envelope {
+                from,
+                to: self.engine.id(),
+                msg,
+            }),
+            Input::Propose { data } => self.propose(data, None),
+            Input::Forwarded { from, data } => self.propose(data, Some(from)),
+            Input::Read { reply } => self.new_reads.push(reply),
+            Input::Compact { index, data } => self.compact(index, data),
+            Input::TransferLeadership { to, reply } => {
+                let _ = reply.send(self.engine.transfer_leadership(to).map_err(|e| e.to_string()));
+            }
+            Input::Shutdown => unreachable!("handled by the loop"),
+        }
+    }
+
+    /// Proposes locally, forwards to the leader, or fails the proposal's client. `forwarded_by` is
+    /// the follower that sent it here: failures go back to it (a forwarded proposal is never
+    /// forwarded again, so a stale leader hint cannot make it loop).
+    fn propose(&mut self, data: Bytes, forwarded_by: Option<NodeId>) {
+        let Some(header) = peek_header(&data) else {
+            tracing::warn!(?forwarded_by, "dropping a proposal without a header");
+            return;
+        };
+        let failure = match self.engine.propose(data.clone()) {
+            Ok(_) => return,
+            Err(ProposeError::NotLeader { leader: Some(leader) }) if forwarded_by.is_none() => {
+                match self.transport.send(leader, &Frame::Forward { data }) {
+                    Ok(()) => return,
+                    Err(_) => ProposeFailure::NoLeader,
+                }
+            }
+            Err(ProposeError::NotLeader { .. }) => ProposeFailure::NoLeader,
+            Err(ProposeError::TransferInProgress) => ProposeFailure::LeaderChanged,
+            Err(ProposeError::TooLarge { .. }) => ProposeFailure::TooLarge,
+            Err(ProposeError::Backpressure { .. } | ProposeError::TooManyPendingReads { .. }) => {
+                ProposeFailure::TooManyRequests
+            }
+        };
+        match forwarded_by {
+            None => self
+                .shared
+                .waiters
+                .lock()
+                .expect("waiters lock")
+                .resolve(header.request_id, Err(failure)),
+            Some(from) => {
+                let frame = Frame::ForwardFailed {
+                    request_id: header.request_id,
+                    reason: failure.code(),
+                };
+                let _ = self.transport.send(from, &frame); // Else the client times out.
+            }
+        }
+    }
+
+    fn issue_reads(&mut self) {
+        if self.new_reads.is_empty() {
+            return;
+        }
+        let replies = std::mem::take(&mut self.new_reads);
+        let read_id = self.next_read_id;
+        self.next_read_id += 1;
+        match self.engine.read_index(read_id) {
+            Ok(()) => {
+                self.pending_reads.insert(read_id, (self.ticks, replies));
+            }
+            Err(e) => {
+                let failure = match e {
+                    ProposeError::NotLeader { .. } => ProposeFailure::NoLeader,
+                    ProposeError::TransferInProgress => ProposeFailure::LeaderChanged,
+                    _ => ProposeFailure::TooManyRequests,
+                };
+                for reply in replies {
+                    let _ = reply.send(Err(failure.clone()));
+                }
+            }
+        }
+    }
+
+    fn compact(&mut self, index: LogIndex, data: Bytes) {
+        let membership = self.engine.status().membership;
+        if let Err(e) = self.engine.storage_mut().compact(index, membership, data) {
+            fatal(&format!("compacting the log at {index}: {e}"));
+        }
+        tracing::info!(index, "snapshot taken, log compacted");
+    }
+
+    fn handle_ready(&mut self) {
+        let ready = self.engine.ready();
+        // 1. Durable before anything leaves: a vote or an acknowledgement must survive a crash.
+        if let Err(e) = self.engine.storage_mut().persist_ready(&ready) {
+            fatal(&format!("persisting a Ready: {e}"));
+        }
+        // 2. Send. A full queue drops the message; the engine retries (after being told).
+        let mut unreachable = Vec::new();
+        let mut snapshots_sent = Vec::new();
+        let mut buf = Vec::new();
+        for envelope in &ready.messages {
+            buf.clear();
+            envelope.msg.encode(&mut buf);
+            let sent = self
+                .transport
+                .send(envelope.to, &Frame::Engine(Bytes::copy_from_slice(&buf)));
+            if E::is_snapshot(&envelope.msg) {
+                snapshots_sent.push((envelope.to, sent.is_ok()));
+            }
+            if sent.is_err() {
+                unreachable.push(envelope.to);
+            }
+        }
+        // 3. Apply, off this thread. A snapshot from the leader goes first.
+        if let Some(snapshot) = &ready.snapshot {
+            self.to_applier(ApplyTask::Snapshot(snapshot.clone()));
+        }
+        if !ready.committed_entries.is_empty() {
+            self.to_applier(ApplyTask::Entries(ready.committed_entries));
+        }
+        // 4. Reads, answered by the applier once it has applied their index.
+        for read_state in ready.read_states {
+            if let Some((_, replies)) = self.pending_reads.remove(&read_state.read_id) {
+                self.to_applier(ApplyTask::Reads {
+                    index: read_state.index,
+                    replies,
+                });
+            }
+        }
+        self.engine.advance();
+        unreachable.dedup();
+        for peer in unreachable {
+            self.engine.report_unreachable(peer);
+        }
+        for (peer, ok) in snapshots_sent {
+            let status = if ok {
+                SnapshotStatus::Finished
+            } else {
+                SnapshotStatus::Failed
+            };
+            self.engine.report_snapshot(peer, status);
+        }
+    }
+
+    /// Blocks when the applier is behind: backpressure instead of an unbounded queue.
+    fn to_applier(&self, task: ApplyTask) {
+        if self.applier.send(task).is_err() {
+            fatal("the applier stopped");
+        }
+    }
+}
+
+/// A storage failure leaves the node unable to keep its promises: stop, never retry (fsyncgate).
+pub(crate) fn fatal(what: &str) -> ! {
+    tracing::error!("fatal: {what}; stopping the node");
+    eprintln!("yizhi: fatal: {what}; stopping the node");
+    std::process::exit(2)
+}

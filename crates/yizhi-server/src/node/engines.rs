@@ -1,0 +1,57 @@
+//! The two consensus engines as the server runs them: over the WAL, built from the server's
+//! settings. The runtime is generic over [`ServerEngine`] and never learns which one it drives.
+
+use yizhi_engine::{Engine, NodeId, SeededRng};
+use yizhi_paxos::{PaxosConfig, PaxosNode};
+use yizhi_raft::{MessageKind, RaftConfig, RaftNode};
+use yizhi_storage::storage::WalStorage;
+
+/// Timing and sizes the server passes to whichever engine it builds.
+#[derive(Clone, Copy, Debug)]
+pub struct EngineSettings {
+    pub id: NodeId,
+    pub election_timeout_ticks: u64,
+    /// What the state machine holds already: the engine hands out committed entries after it.
+    pub applied: u64,
+    pub max_proposal_bytes: u64,
+    pub seed: u64,
+}
+
+pub trait ServerEngine: Engine<Storage = WalStorage> + Send + 'static {
+    fn build(settings: EngineSettings, storage: WalStorage) -> Result<Self, String>
+    where
+        Self: Sized;
+
+    /// Snapshot messages are reported back to the engine once handed to the transport.
+    fn is_snapshot(msg: &Self::Message) -> bool;
+}
+
+impl ServerEngine for RaftNode<WalStorage> {
+    fn build(settings: EngineSettings, storage: WalStorage) -> Result<Self, String> {
+        let mut config = RaftConfig::new(settings.id);
+        config.election_timeout_ticks = settings.election_timeout_ticks;
+        config.heartbeat_interval_ticks = 1;
+        config.applied = settings.applied;
+        config.max_proposal_bytes = settings.max_proposal_bytes;
+        RaftNode::new(config, storage, SeededRng::new(settings.seed)).map_err(|e| e.to_string())
+    }
+
+    fn is_snapshot(msg: &Self::Message) -> bool {
+        matches!(msg.kind, MessageKind::InstallSnapshot { .. })
+    }
+}
+
+impl ServerEngine for PaxosNode<WalStorage> {
+    fn build(settings: EngineSettings, storage: WalStorage) -> Result<Self, String> {
+        let mut config = PaxosConfig::new(settings.id);
+        config.election_timeout_ticks = settings.election_timeout_ticks;
+        config.heartbeat_interval_ticks = 1;
+        config.applied = settings.applied;
+        config.max_proposal_bytes = settings.max_proposal_bytes;
+        PaxosNode::new(config, storage, SeededRng::new(settings.seed)).map_err(|e| e.to_string())
+    }
+
+    fn is_snapshot(msg: &Self::Message) -> bool {
+        msg.is_snapshot()
+    }
+}

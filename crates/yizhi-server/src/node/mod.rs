@@ -1,0 +1,443 @@
+//! One member's runtime: the driver thread (engine + WAL), the applier thread (MVCC store), the
+//! peer transport, and the handle the gRPC services use to propose and read.
+//!
+//! A Put: gRPC handler → [`NodeHandle::propose`] registers a waiter and queues the proposal →
+//! driver proposes it (or forwards it to the leader over the peer transport) → the engine
+//! replicates it; the `Ready` that commits it is persisted and sent → the applier applies it on
+//! every member → the member it came from resolves the waiter with the applied response.
+//!
+//! A linearizable Range: [`NodeHandle::read_barrier`] queues a read → the driver asks the engine
+//! for one read index covering all reads of its round → the `ReadState` goes to the applier,
+//! which answers once it has applied that index → the handler reads the store locally.
+
+pub mod applier;
+pub mod driver;
+pub mod engines;
+pub mod request;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use crossbeam_channel::Sender;
+use tokio::sync::{oneshot, watch};
+use yizhi_engine::{LogIndex, NodeId, Role, Status, WireMessage};
+use yizhi_kv::{Command, KvConfig, MvccStore, WatchConfig, WatchHub};
+
+use crate::transport::{self, Frame, Inbound, PeerDirectory, Transport, TransportConfig};
+use applier::ReadReply;
+use engines::{EngineSettings, ServerEngine};
+use request::{ApplyResult, ProposalHeader, ProposeFailure, Waiters, encode_proposal};
+
+/// The key-value backend the server stores its state machine in.
+pub type KvBackend = yizhi_kv::RedbBackend;
+pub type Store = MvccStore<KvBackend>;
+
+/// Inputs queued for the driver; beyond this, new requests are refused ("too many requests").
+pub const DRIVER_QUEUE_INPUTS: usize = 65_536;
+/// Batches of committed entries queued for the applier (each at most the engine's per-Ready limit).
+pub const APPLIER_QUEUE_TASKS: usize = 1024;
+/// Clients waiting for their writes to apply.
+pub const MAX_WAITING_PROPOSALS: usize = 100_000;
+
+pub type TransferReply = oneshot::Sender<Result<(), String>>;
+
+#[derive(Debug)]
+pub enum Input<M> {
+    Peer {
+        from: NodeId,
+        msg: M,
+    },
+    /// A proposal of a local client (the data names this member as its origin).
+    Propose {
+        data: Bytes,
+    },
+    /// A proposal a follower forwarded to us.
+    Forwarded {
+        from: NodeId,
+        data: Bytes,
+    },
+    Read {
+        reply: ReadReply,
+    },
+    /// The applier took a snapshot at `index`: the WAL may drop what it covers.
+    Compact {
+        index: LogIndex,
+        data: Bytes,
+    },
+    TransferLeadership {
+        to: NodeId,
+        reply: TransferReply,
+    },
+    Shutdown,
+}
+
+/// What the driver last saw of the engine, for status answers and routing.
+#[derive(Clone, Debug, Default)]
+pub struct NodeStatus {
+    pub leader: Option<NodeId>,
+    pub role: Option<Role>,
+    pub term: u64,
+    pub commit: LogIndex,
+    pub last_index: LogIndex,
+}
+
+/// State shared by the driver, the applier and the gRPC services.
+#[derive(Debug)]
+pub struct Shared {
+    pub local_id: NodeId,
+    pub store: RwLock<Store>,
+    pub watch_hub: Mutex<WatchHub>,
+    pub waiters: Mutex<Waiters>,
+    status: Mutex<NodeStatus>,
+    applied: AtomicU64,
+    /// Bumped after every applied batch; watch streams wait on it.
+    applied_signal: watch::Sender<u64>,
+}
+
+impl Shared {
+    pub(crate) fn publish_status(&self, status: Status) {
+        let mut current = self.status.lock().expect("status lock");
+        current.leader = status.leader;
+        current.role = Some(status.role);
+        current.term = status.term;
+        current.commit = status.commit;
+        current.last_index = status.last_index;
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        self.status.lock().expect("status lock").clone()
+    }
+
+    pub fn applied(&self) -> LogIndex {
+        self.applied.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_applied(&self, index: LogIndex) {
+        self.applied.store(index, Ordering::Release);
+    }
+
+    pub(crate) fn wake_watchers(&self) {
+        self.applied_signal.send_modify(|n| *n += 1);
+    }
+
+    pub fn subscribe_applied(&self) -> watch::Receiver<u64> {
+        self.applied_signal.subscribe()
+    }
+}
+
+/// What the gRPC services hold: cheap to clone.
+#[derive(Clone)]
+pub struct NodeHandle {
+    pub shared: Arc<Shared>,
+    pub cluster: Arc<crate::cluster::ClusterSpec>,
+    pub directory: PeerDirectory,
+    pub local_client_urls: String,
+    proposals: ProposalSender,
+    pub request_timeout: Duration,
+}
+
+impl std::fmt::Debug for NodeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeHandle")
+            .field("local_id", &self.shared.local_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The driver's input channel with the engine's message type erased, so handles are not generic.
+#[derive(Clone)]
+struct ProposalSender {
+    propose: Arc<dyn Fn(Bytes) -> bool + Send + Sync>,
+    read: Arc<dyn Fn(ReadReply) -> bool + Send + Sync>,
+    transfer: Arc<dyn Fn(NodeId, TransferReply) -> bool + Send + Sync>,
+    shutdown: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl NodeHandle {
+    /// Replicates `command` and returns its applied response (from this member's own apply).
+    pub async fn propose(&self, command: &Command) -> ApplyResult {
+        let (request_id, rx) = self.shared.waiters.lock().expect("waiters lock").register()?;
+        let header = ProposalHeader {
+            origin: self.shared.local_id,
+            request_id,
+        };
+        if !(self.proposals.propose)(encode_proposal(&header, command)) {
+            self.shared
+                .waiters
+                .lock()
+                .expect("waiters lock")
+                .resolve(request_id, Err(ProposeFailure::TooManyRequests));
+        }
+        match tokio::time::timeout(self.request_timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ProposeFailure::Stopped),
+            Err(_) => Err(ProposeFailure::TimedOut),
+        }
+    }
+
+    /// Waits until this member's store reflects every write acknowledged before the call
+    /// (ReadIndex, Raft thesis §6.4).
+    pub async fn read_barrier(&self) -> Result<(), ProposeFailure> {
+        let (tx, rx) = oneshot::channel();
+        if !(self.proposals.read)(tx) {
+            return Err(ProposeFailure::TooManyRequests);
+        }
+        match tokio::time::timeout(self.request_timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ProposeFailure::Stopped),
+            Err(_) => Err(ProposeFailure::TimedOut),
+        }
+    }
+
+    pub async fn transfer_leadership(&self, to: NodeId) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        if !(self.proposals.transfer)(to, tx) {
+            return Err("etcdserver: too many requests".into());
+        }
+        rx.await.map_err(|_| "etcdserver: server stopped".to_string())?
+    }
+
+    pub fn shutdown(&self) {
+        (self.proposals.shutdown)()
+    }
+
+    pub fn local_id(&self) -> NodeId {
+        self.shared.local_id
+    }
+}
+
+/// Frames from peers, decoded and queued for the driver (never blocking the network task).
+struct InboundQueue<M> {
+    driver: Sender<Input<M>>,
+    shared: Arc<Shared>,
+}
+
+impl<M: WireMessage + Send + 'static> Inbound for InboundQueue<M> {
+    fn deliver(&self, from: NodeId, frame: Frame) {
+        let input = match frame {
+            Frame::Engine(bytes) => match M::decode(&bytes) {
+                Ok(msg) => Input::Peer { from, msg },
+                Err(e) => {
+                    tracing::warn!(from, error = %e, "dropping a malformed engine message");
+                    return;
+                }
+            },
+            Frame::Forward { data } => Input::Forwarded { from, data },
+            Frame::ForwardFailed { request_id, reason } => {
+                let failure = ProposeFailure::from_code(reason).unwrap_or(ProposeFailure::NoLeader);
+                self.shared
+                    .waiters
+                    .lock()
+                    .expect("waiters lock")
+                    .resolve(request_id, Err(failure));
+                return;
+            }
+            Frame::Hello(_) => return,
+        };
+        // A full queue drops peer traffic; the engines retransmit.
+        let _ = self.driver.try_send(input);
+    }
+}
+
+/// Everything `start` needs.
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    pub data_dir: std::path::PathBuf,
+    pub cluster: crate::cluster::ClusterSpec,
+    pub local_id: NodeId,
+    pub local_name: String,
+    pub local_client_urls: String,
+    pub peer_listener_addr: String,
+    pub tick: Duration,
+    pub election_timeout_ticks: u64,
+    pub snapshot_count: u64,
+    pub max_request_bytes: u64,
+    pub kv: KvConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("engine: {0}")]
+    Engine(String),
+    #[error("peer listener on {addr}: {source}")]
+    Listen { addr: String, source: std::io::Error },
+}
+
+/// Opens (or creates) the member's storage, starts its threads and its peer transport on the
+/// current tokio runtime, and returns the handle the services use.
+pub async fn start<E: ServerEngine>(options: NodeOptions) -> Result<NodeHandle, StartError>
+where
+    E::Message: WireMessage,
+{
+    let storage_err = |e: &dyn std::fmt::Display| StartError::Storage(e.to_string());
+    let wal_dir = options.data_dir.join("wal");
+    let wal = open_wal(&wal_dir, &options).map_err(|e| storage_err(&e))?;
+    let store = open_store(&options.data_dir, options.kv).map_err(|e| storage_err(&e))?;
+    let applied = store.applied_index().max(wal.snapshot_ref().meta.index);
+    let settings = EngineSettings {
+        id: options.local_id,
+        election_timeout_ticks: options.election_timeout_ticks,
+        applied,
+        max_proposal_bytes: options.max_request_bytes + 64,
+        seed: seed_for(options.local_id),
+    };
+    let engine = E::build(settings, wal).map_err(StartError::Engine)?;
+
+    let (applied_signal, _) = watch::channel(0);
+    let shared = Arc::new(Shared {
+        local_id: options.local_id,
+        store: RwLock::new(store),
+        watch_hub: Mutex::new(WatchHub::new(WatchConfig::default())),
+        waiters: Mutex::new(Waiters::new(MAX_WAITING_PROPOSALS)),
+        status: Mutex::new(NodeStatus::default()),
+        applied: AtomicU64::new(applied),
+        applied_signal,
+    });
+
+    let peers: BTreeMap<NodeId, String> = options
+        .cluster
+        .members
+        .iter()
+        .filter(|m| m.id != options.local_id)
+        .map(|m| {
+            let addr = crate::cluster::parse_url(&m.peer_urls[0]).expect("validated when parsed");
+            (m.id, addr)
+        })
+        .collect();
+    let transport_config = TransportConfig {
+        cluster_id: options.cluster.cluster_id,
+        local_id: options.local_id,
+        local_name: options.local_name.clone(),
+        local_client_urls: options.local_client_urls.clone(),
+        peers,
+    };
+    let listener = tokio::net::TcpListener::bind(&options.peer_listener_addr)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: options.peer_listener_addr.clone(),
+            source,
+        })?;
+    let transport = Transport::start(&transport_config);
+    let directory = PeerDirectory::default();
+    directory.set(options.local_id, options.local_client_urls.clone());
+
+    let (input_tx, input_rx) = crossbeam_channel::bounded::<Input<E::Message>>(DRIVER_QUEUE_INPUTS);
+    let (apply_tx, apply_rx) = crossbeam_channel::bounded(APPLIER_QUEUE_TASKS);
+    let inbound = Arc::new(InboundQueue {
+        driver: input_tx.clone(),
+        shared: shared.clone(),
+    });
+    tokio::spawn(transport::serve(
+        listener,
+        transport_config,
+        directory.clone(),
+        inbound,
+    ));
+
+    let driver = driver::Driver {
+        engine,
+        inputs: input_rx,
+        tick: options.tick,
+        transport,
+        applier: apply_tx,
+        shared: shared.clone(),
+        pending_reads: BTreeMap::new(),
+        new_reads: Vec::new(),
+        next_read_id: 1,
+        ticks: 0,
+        read_timeout_ticks: 2 * options.election_timeout_ticks,
+    };
+    let applier = applier::Applier {
+        tasks: apply_rx,
+        driver: input_tx.clone(),
+        shared: shared.clone(),
+        local_id: options.local_id,
+        applied,
+        last_snapshot_index: applied,
+        snapshot_count: options.snapshot_count,
+        parked_reads: BTreeMap::new(),
+    };
+    std::thread::Builder::new()
+        .name("yizhi-driver".into())
+        .spawn(move || driver.run())
+        .expect("spawn the driver thread");
+    std::thread::Builder::new()
+        .name("yizhi-applier".into())
+        .spawn(move || applier.run())
+        .expect("spawn the applier thread");
+
+    let (propose_tx, read_tx, transfer_tx, shutdown_tx) =
+        (input_tx.clone(), input_tx.clone(), input_tx.clone(), input_tx);
+    let proposals = ProposalSender {
+        propose: Arc::new(move |data| propose_tx.try_send(Input::Propose { data }).is_ok()),
+        read: Arc::new(move |reply| read_tx.try_send(Input::Read { reply }).is_ok()),
+        transfer: Arc::new(move |to, reply| {
+            transfer_tx
+                .try_send(Input::TransferLeadership { to, reply })
+                .is_ok()
+        }),
+        shutdown: Arc::new(move || {
+            let _ = shutdown_tx.send(Input::Shutdown);
+        }),
+    };
+    let request_timeout = options.tick * (options.election_timeout_ticks as u32) * 2 + Duration::from_secs(5);
+    Ok(NodeHandle {
+        shared,
+        cluster: Arc::new(options.cluster),
+        directory,
+        local_client_urls: options.local_client_urls,
+        proposals,
+        request_timeout,
+    })
+}
+
+fn open_wal(dir: &Path, options: &NodeOptions) -> Result<yizhi_storage::WalStorage, yizhi_storage::WalError> {
+    use yizhi_storage::{WalStorage, WalStorageConfig};
+    let config = WalStorageConfig::default();
+    if dir.join("LOCK").exists() || has_segments(dir) {
+        let (storage, report) = WalStorage::open(dir, config)?;
+        if let Some(torn) = &report.torn_tail {
+            tracing::warn!(?torn, "cut a torn tail off the WAL (an unacknowledged write)");
+        }
+        Ok(storage)
+    } else {
+        std::fs::create_dir_all(dir).map_err(|e| yizhi_storage::WalError::Io {
+            op: "create directory",
+            path: dir.into(),
+            source: e,
+        })?;
+        let membership = yizhi_engine::Membership::new(options.cluster.ids());
+        WalStorage::create(dir, config, membership)
+    }
+}
+
+fn has_segments(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .any(|e| e.file_name().to_string_lossy().ends_with(".wal"))
+        })
+        .unwrap_or(false)
+}
+
+fn open_store(data_dir: &Path, kv: KvConfig) -> Result<Store, String> {
+    std::fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    let backend = KvBackend::open(data_dir.join("kv.redb")).map_err(|e| e.to_string())?;
+    MvccStore::open(backend, kv).map_err(|e| e.to_string())
+}
+
+/// Election timeouts are randomized from this seed; distinct per member so they rarely tie.
+fn seed_for(id: NodeId) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    nanos ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}

@@ -1,0 +1,155 @@
+//! `yizhi server`: settings → identity check → node runtime → gRPC services, until SIGINT/SIGTERM.
+
+use std::sync::Arc;
+
+use yizhi_paxos::PaxosNode;
+use yizhi_raft::RaftNode;
+use yizhi_storage::WalStorage;
+
+use crate::cluster::{ClusterSpec, Identity, parse_url};
+use crate::config::{ClusterState, EngineKind, LogFormat, ServerConfig};
+use crate::node::{self, NodeHandle, NodeOptions};
+
+/// Runs a member until it is told to stop; returns the process exit code.
+pub fn run(config: ServerConfig) -> i32 {
+    init_logging(config.log_format);
+    match try_run(config) {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("yizhi: {e}");
+            1
+        }
+    }
+}
+
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("YIZHI_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+fn try_run(config: ServerConfig) -> Result<(), String> {
+    config.validate().map_err(|e| e.to_string())?;
+    let cluster = ClusterSpec::parse(&config.initial_cluster(), &config.initial_cluster_token)
+        .map_err(|e| e.to_string())?;
+    let me = cluster
+        .member_by_name(&config.name)
+        .map_err(|e| e.to_string())?
+        .clone();
+    let data_dir = config.data_dir();
+    std::fs::create_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    let identity = Identity {
+        cluster_id: cluster.cluster_id,
+        member_id: me.id,
+    };
+    match Identity::load(&data_dir).map_err(|e| e.to_string())? {
+        Some(stored) if stored == identity => {}
+        Some(stored) => {
+            return Err(format!(
+                "{} belongs to member {:x} of cluster {:016x}, not member {:x} of cluster {:016x}: \
+                 check --name, --initial-cluster and --initial-cluster-token",
+                data_dir.display(),
+                stored.member_id,
+                stored.cluster_id,
+                identity.member_id,
+                identity.cluster_id
+            ));
+        }
+        None if config.initial_cluster_state == ClusterState::Existing => {
+            return Err(
+                "--initial-cluster-state existing needs this member's data directory \
+                        (adding members to a running cluster is not supported yet)"
+                    .into(),
+            );
+        }
+        None => identity
+            .store(&data_dir)
+            .map_err(|e| format!("{}: {e}", data_dir.display()))?,
+    }
+    let client_addrs: Vec<String> = config
+        .listen_client_urls
+        .split(',')
+        .map(|u| parse_url(u.trim()))
+        .collect::<Result<_, _>>()?;
+    let peer_addr = parse_url(
+        config
+            .listen_peer_urls
+            .split(',')
+            .next()
+            .unwrap_or_default()
+            .trim(),
+    )?;
+    let options = NodeOptions {
+        data_dir: data_dir.clone(),
+        cluster,
+        local_id: me.id,
+        local_name: config.name.clone(),
+        local_client_urls: config.advertise_client_urls(),
+        peer_listener_addr: peer_addr,
+        tick: config.tick(),
+        election_timeout_ticks: config.election_timeout_ticks(),
+        snapshot_count: config.snapshot_count,
+        max_request_bytes: config.max_request_bytes,
+        kv: yizhi_kv::KvConfig {
+            max_txn_ops: config.max_txn_ops,
+            ..Default::default()
+        },
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("yizhi-io")
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    runtime.block_on(async move {
+        let handle = match config.engine {
+            EngineKind::Raft => node::start::<RaftNode<WalStorage>>(options).await,
+            EngineKind::Paxos => node::start::<PaxosNode<WalStorage>>(options).await,
+        }
+        .map_err(|e| e.to_string())?;
+        tracing::info!(
+            name = %config.name,
+            id = me.id,
+            engine = ?config.engine,
+            data_dir = %data_dir.display(),
+            clients = %config.listen_client_urls,
+            peers = %config.listen_peer_urls,
+            "member started"
+        );
+        let api = crate::api::ApiConfig {
+            max_request_bytes: config.max_request_bytes,
+            quota_backend_bytes: config.quota_backend_bytes,
+        };
+        let serving = crate::api::serve(handle.clone(), api, client_addrs, shutdown_signal());
+        let result = serving.await;
+        stop(&handle);
+        result
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}
+
+/// Stops the driver and makes everything applied durable, so a restart replays little.
+fn stop(handle: &NodeHandle) {
+    handle.shutdown();
+    let shared: &Arc<node::Shared> = &handle.shared;
+    let mut store = shared.store.write().expect("store lock");
+    if let Err(e) = store.flush(true) {
+        tracing::error!(error = %e, "final flush of the key-value store failed");
+    }
+}

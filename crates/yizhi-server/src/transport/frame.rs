@@ -1,0 +1,209 @@
+//! Peer frames: `len u32 LE | kind u8 | body[len - 1]`. A connection starts with one `Hello`
+//! from the dialing side; every later frame flows the same way (each direction of a member pair
+//! has its own connection, so no frame needs a sender or receiver field).
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+/// Largest frame accepted. Engine messages are bounded far below this (appends by
+/// `max_msg_bytes`); a snapshot larger than this cannot be sent over the peer port yet.
+pub const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
+const HELLO_MAGIC: &[u8; 8] = b"YZPEER01";
+/// Names and URL lists in a hello.
+const MAX_HELLO_STRING_BYTES: usize = 4096;
+
+const KIND_HELLO: u8 = 1;
+const KIND_ENGINE: u8 = 2;
+const KIND_FORWARD: u8 = 3;
+const KIND_FORWARD_FAILED: u8 = 4;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hello {
+    pub cluster_id: u64,
+    pub from: u64,
+    pub to: u64,
+    pub name: String,
+    /// The sender's advertised client URLs, comma-separated (for MemberList).
+    pub client_urls: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    Hello(Hello),
+    /// An engine message, in the engine's own encoding.
+    Engine(Bytes),
+    /// A follower hands a client's proposal to the leader; the proposal names its origin.
+    Forward {
+        data: Bytes,
+    },
+    /// The leader could not take a forwarded proposal; `reason` is a `ProposeFailure` code.
+    ForwardFailed {
+        request_id: u64,
+        reason: u8,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME_BYTES} byte limit")]
+    TooLarge(usize),
+    #[error("empty frame")]
+    Empty,
+    #[error("unknown frame kind {0}")]
+    UnknownKind(u8),
+    #[error("malformed {what}")]
+    Malformed { what: &'static str },
+}
+
+impl Frame {
+    /// The whole frame, length prefix included.
+    pub fn encode(&self) -> Bytes {
+        let mut out = BytesMut::new();
+        out.put_u32_le(0); // Patched below.
+        match self {
+            Frame::Hello(h) => {
+                out.put_u8(KIND_HELLO);
+                out.put_slice(HELLO_MAGIC);
+                out.put_u64_le(h.cluster_id);
+                out.put_u64_le(h.from);
+                out.put_u64_le(h.to);
+                put_string(&mut out, &h.name);
+                put_string(&mut out, &h.client_urls);
+            }
+            Frame::Engine(body) => {
+                out.put_u8(KIND_ENGINE);
+                out.put_slice(body);
+            }
+            Frame::Forward { data } => {
+                out.put_u8(KIND_FORWARD);
+                out.put_slice(data);
+            }
+            Frame::ForwardFailed { request_id, reason } => {
+                out.put_u8(KIND_FORWARD_FAILED);
+                out.put_u64_le(*request_id);
+                out.put_u8(*reason);
+            }
+        }
+        let len = out.len() - 4;
+        assert!(len <= MAX_FRAME_BYTES, "outgoing frame of {len} bytes");
+        out[..4].copy_from_slice(&(len as u32).to_le_bytes());
+        out.freeze()
+    }
+
+    /// Decodes the part after the length prefix.
+    pub fn decode(mut body: Bytes) -> Result<Frame, FrameError> {
+        if body.is_empty() {
+            return Err(FrameError::Empty);
+        }
+        let kind = body.get_u8();
+        match kind {
+            KIND_HELLO => {
+                let what = "hello";
+                if body.remaining() < 32 || &body[..8] != HELLO_MAGIC {
+                    return Err(FrameError::Malformed { what });
+                }
+                body.advance(8);
+                let cluster_id = body.get_u64_le();
+                let from = body.get_u64_le();
+                let to = body.get_u64_le();
+                let name = get_string(&mut body, what)?;
+                let client_urls = get_string(&mut body, what)?;
+                if body.has_remaining() {
+                    return Err(FrameError::Malformed { what });
+                }
+                Ok(Frame::Hello(Hello {
+                    cluster_id,
+                    from,
+                    to,
+                    name,
+                    client_urls,
+                }))
+            }
+            KIND_ENGINE => Ok(Frame::Engine(body)),
+            KIND_FORWARD => Ok(Frame::Forward { data: body }),
+            KIND_FORWARD_FAILED => {
+                if body.remaining() != 9 {
+                    return Err(FrameError::Malformed {
+                        what: "forward failure",
+                    });
+                }
+                Ok(Frame::ForwardFailed {
+                    request_id: body.get_u64_le(),
+                    reason: body.get_u8(),
+                })
+            }
+            other => Err(FrameError::UnknownKind(other)),
+        }
+    }
+}
+
+fn put_string(out: &mut BytesMut, s: &str) {
+    let bytes = &s.as_bytes()[..s.len().min(MAX_HELLO_STRING_BYTES)];
+    out.put_u16_le(bytes.len() as u16);
+    out.put_slice(bytes);
+}
+
+fn get_string(body: &mut Bytes, what: &'static str) -> Result<String, FrameError> {
+    if body.remaining() < 2 {
+        return Err(FrameError::Malformed { what });
+    }
+    let len = usize::from(body.get_u16_le());
+    if len > MAX_HELLO_STRING_BYTES || body.remaining() < len {
+        return Err(FrameError::Malformed { what });
+    }
+    let raw = body.split_to(len);
+    String::from_utf8(raw.to_vec()).map_err(|_| FrameError::Malformed { what })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames() -> Vec<Frame> {
+        vec![
+            Frame::Hello(Hello {
+                cluster_id: 7,
+                from: 1,
+                to: 2,
+                name: "n1".into(),
+                client_urls: "http://127.0.0.1:2379".into(),
+            }),
+            Frame::Engine(Bytes::from_static(b"\x01\x02")),
+            Frame::Forward {
+                data: Bytes::from_static(b"abc"),
+            },
+            Frame::ForwardFailed {
+                request_id: 9,
+                reason: 2,
+            },
+        ]
+    }
+
+    #[test]
+    fn frames_round_trip() {
+        for frame in frames() {
+            let encoded = frame.encode();
+            let len = u32::from_le_bytes(encoded[..4].try_into().expect("4 bytes")) as usize;
+            assert_eq!(len, encoded.len() - 4);
+            assert_eq!(Frame::decode(encoded.slice(4..)), Ok(frame));
+        }
+    }
+
+    #[test]
+    fn damaged_frames_are_errors_not_panics() {
+        assert_eq!(Frame::decode(Bytes::new()), Err(FrameError::Empty));
+        assert_eq!(
+            Frame::decode(Bytes::from_static(&[99])),
+            Err(FrameError::UnknownKind(99))
+        );
+        for frame in frames() {
+            let encoded = frame.encode().slice(4..);
+            for cut in 1..encoded.len() {
+                let _ = Frame::decode(encoded.slice(..cut)); // Must not panic.
+            }
+        }
+        let hello = frames()[0].encode().slice(4..);
+        for cut in 1..hello.len() {
+            assert!(Frame::decode(hello.slice(..cut)).is_err(), "hello cut at {cut}");
+        }
+    }
+}
