@@ -20,6 +20,8 @@ use crate::transport::{Frame, Transport};
 
 /// Inputs handled before the next `Ready`: bounds the latency one round adds to the first input.
 const MAX_INPUTS_PER_ROUND: usize = 4096;
+/// Followers' reads a leader confirms at once (each is one batch of a follower's reads).
+const MAX_FORWARDED_READS: usize = 65_536;
 
 pub(crate) struct Driver<E: ServerEngine> {
     pub engine: E,
@@ -33,6 +35,10 @@ pub(crate) struct Driver<E: ServerEngine> {
     /// Reads that arrived this round; one read-index request covers them all.
     pub new_reads: Vec<ReadReply>,
     pub next_read_id: u64,
+    /// Read ids this member (as leader) asked its engine for on behalf of followers: the
+    /// follower and its own read id.
+    /// Bounded by [`MAX_FORWARDED_READS`] and expired like `pending_reads`.
+    pub forwarded_reads: BTreeMap<u64, (NodeId, u64, u64)>,
     pub ticks: u64,
     /// Reads not confirmed within this many ticks are answered "timed out" (the request was
     /// lost with a leader); clients retry.
@@ -97,6 +103,9 @@ impl<E: ServerEngine> Driver<E> {
                 }
             }
         }
+        // The follower has given up on these by now; forget them.
+        self.forwarded_reads
+            .retain(|_, (_, _, asked_at)| *asked_at >= deadline);
     }
 
     fn handle(&mut self, input: Input<E::Message>) {
@@ -109,6 +118,18 @@ impl<E: ServerEngine> Driver<E> {
             Input::Propose { data } => self.propose(data, None),
             Input::Forwarded { from, data } => self.propose(data, Some(from)),
             Input::Read { reply } => self.new_reads.push(reply),
+            Input::ReadRequest { from, read_id } => self.read_for_follower(from, read_id),
+            Input::ReadResponse { read_id, index } => {
+                if let Some((_, replies)) = self.pending_reads.remove(&read_id) {
+                    if index == 0 {
+                        for reply in replies {
+                            let _ = reply.send(Err(ProposeFailure::NoLeader));
+                        }
+                    } else {
+                        self.to_applier(ApplyTask::Reads { index, replies });
+                    }
+                }
+            }
             Input::Compact { index, data } => self.compact(index, data),
             Input::TransferLeadership { to, reply } => {
                 let _ = reply.send(self.engine.transfer_leadership(to).map_err(|e| e.to_string()));
@@ -168,6 +189,15 @@ impl<E: ServerEngine> Driver<E> {
             Ok(()) => {
                 self.pending_reads.insert(read_id, (self.ticks, replies));
             }
+            // An engine that confirms reads only as leader (Multi-Paxos): ask the leader.
+            Err(ProposeError::NotLeader { leader: Some(leader) })
+                if self
+                    .transport
+                    .send(leader, &Frame::ReadRequest { read_id })
+                    .is_ok() =>
+            {
+                self.pending_reads.insert(read_id, (self.ticks, replies));
+            }
             Err(e) => {
                 let failure = match e {
                     ProposeError::NotLeader { .. } => ProposeFailure::NoLeader,
@@ -177,6 +207,28 @@ impl<E: ServerEngine> Driver<E> {
                 for reply in replies {
                     let _ = reply.send(Err(failure.clone()));
                 }
+            }
+        }
+    }
+
+    /// Registers a follower's read with the engine under a fresh local id; the `ReadState` for it
+    /// goes back to the follower instead of to the applier.
+    fn read_for_follower(&mut self, from: NodeId, their_read_id: u64) {
+        let read_id = self.next_read_id;
+        self.next_read_id += 1;
+        let accepted =
+            self.forwarded_reads.len() < MAX_FORWARDED_READS && self.engine.read_index(read_id).is_ok();
+        match accepted {
+            true => {
+                self.forwarded_reads
+                    .insert(read_id, (from, their_read_id, self.ticks));
+            }
+            false => {
+                let frame = Frame::ReadResponse {
+                    read_id: their_read_id,
+                    index: 0,
+                };
+                let _ = self.transport.send(from, &frame);
             }
         }
     }
@@ -221,6 +273,14 @@ impl<E: ServerEngine> Driver<E> {
         }
         // 4. Reads, answered by the applier once it has applied their index.
         for read_state in ready.read_states {
+            if let Some((follower, their_read_id, _)) = self.forwarded_reads.remove(&read_state.read_id) {
+                let frame = Frame::ReadResponse {
+                    read_id: their_read_id,
+                    index: read_state.index,
+                };
+                let _ = self.transport.send(follower, &frame); // Lost: the follower times out.
+                continue;
+            }
             if let Some((_, replies)) = self.pending_reads.remove(&read_state.read_id) {
                 self.to_applier(ApplyTask::Reads {
                     index: read_state.index,

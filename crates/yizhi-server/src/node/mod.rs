@@ -63,6 +63,16 @@ pub enum Input<M> {
     Read {
         reply: ReadReply,
     },
+    /// A follower asks this member (as leader) for a read index.
+    ReadRequest {
+        from: NodeId,
+        read_id: u64,
+    },
+    /// The leader's answer to our `ReadRequest`.
+    ReadResponse {
+        read_id: u64,
+        index: LogIndex,
+    },
     /// The applier took a snapshot at `index`: the WAL may drop what it covers.
     Compact {
         index: LogIndex,
@@ -236,6 +246,8 @@ impl<M: WireMessage + Send + 'static> Inbound for InboundQueue<M> {
                     .resolve(request_id, Err(failure));
                 return;
             }
+            Frame::ReadRequest { read_id } => Input::ReadRequest { from, read_id },
+            Frame::ReadResponse { read_id, index } => Input::ReadResponse { read_id, index },
             Frame::Hello(_) => return,
         };
         // A full queue drops peer traffic; the engines retransmit.
@@ -350,6 +362,7 @@ where
         pending_reads: BTreeMap::new(),
         new_reads: Vec::new(),
         next_read_id: 1,
+        forwarded_reads: BTreeMap::new(),
         ticks: 0,
         read_timeout_ticks: 2 * options.election_timeout_ticks,
     };

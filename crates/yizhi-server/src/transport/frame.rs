@@ -15,6 +15,8 @@ const KIND_HELLO: u8 = 1;
 const KIND_ENGINE: u8 = 2;
 const KIND_FORWARD: u8 = 3;
 const KIND_FORWARD_FAILED: u8 = 4;
+const KIND_READ_REQUEST: u8 = 5;
+const KIND_READ_RESPONSE: u8 = 6;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hello {
@@ -39,6 +41,16 @@ pub enum Frame {
     ForwardFailed {
         request_id: u64,
         reason: u8,
+    },
+    /// A follower whose engine cannot confirm reads itself asks the leader for a read index.
+    ReadRequest {
+        read_id: u64,
+    },
+    /// The leader's answer: reads of `read_id` may be served once `index` is applied
+    /// (`index` 0: the leader could not confirm; the reads fail and clients retry).
+    ReadResponse {
+        read_id: u64,
+        index: u64,
     },
 }
 
@@ -81,6 +93,15 @@ impl Frame {
                 out.put_u8(KIND_FORWARD_FAILED);
                 out.put_u64_le(*request_id);
                 out.put_u8(*reason);
+            }
+            Frame::ReadRequest { read_id } => {
+                out.put_u8(KIND_READ_REQUEST);
+                out.put_u64_le(*read_id);
+            }
+            Frame::ReadResponse { read_id, index } => {
+                out.put_u8(KIND_READ_RESPONSE);
+                out.put_u64_le(*read_id);
+                out.put_u64_le(*index);
             }
         }
         let len = out.len() - 4;
@@ -131,6 +152,25 @@ impl Frame {
                     reason: body.get_u8(),
                 })
             }
+            KIND_READ_REQUEST => {
+                if body.remaining() != 8 {
+                    return Err(FrameError::Malformed { what: "read request" });
+                }
+                Ok(Frame::ReadRequest {
+                    read_id: body.get_u64_le(),
+                })
+            }
+            KIND_READ_RESPONSE => {
+                if body.remaining() != 16 {
+                    return Err(FrameError::Malformed {
+                        what: "read response",
+                    });
+                }
+                Ok(Frame::ReadResponse {
+                    read_id: body.get_u64_le(),
+                    index: body.get_u64_le(),
+                })
+            }
             other => Err(FrameError::UnknownKind(other)),
         }
     }
@@ -174,6 +214,11 @@ mod tests {
             Frame::ForwardFailed {
                 request_id: 9,
                 reason: 2,
+            },
+            Frame::ReadRequest { read_id: 5 },
+            Frame::ReadResponse {
+                read_id: 5,
+                index: 77,
             },
         ]
     }
