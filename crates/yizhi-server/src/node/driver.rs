@@ -26,6 +26,8 @@ const MAX_FORWARDED_READS: usize = 65_536;
 pub(crate) struct Driver<E: ServerEngine> {
     pub engine: E,
     pub inputs: Receiver<Input<E::Message>>,
+    /// For tasks that report back to the driver (snapshot streams).
+    pub self_sender: Sender<Input<E::Message>>,
     pub tick: Duration,
     pub transport: Transport,
     pub applier: Sender<ApplyTask>,
@@ -131,6 +133,14 @@ impl<E: ServerEngine> Driver<E> {
                 }
             }
             Input::Compact { index, data } => self.compact(index, data),
+            Input::SnapshotSent { peer, ok } => {
+                let status = if ok {
+                    SnapshotStatus::Finished
+                } else {
+                    SnapshotStatus::Failed
+                };
+                self.engine.report_snapshot(peer, status);
+            }
             Input::TransferLeadership { to, reply } => {
                 let _ = reply.send(self.engine.transfer_leadership(to).map_err(|e| e.to_string()));
             }
@@ -249,17 +259,23 @@ impl<E: ServerEngine> Driver<E> {
         }
         // 2. Send. A full queue drops the message; the engine retries (after being told).
         let mut unreachable = Vec::new();
-        let mut snapshots_sent = Vec::new();
         let mut buf = Vec::new();
         for envelope in &ready.messages {
             buf.clear();
             envelope.msg.encode(&mut buf);
+            if E::is_snapshot(&envelope.msg) {
+                // Its own stream; the engine hears how it went when the stream ends.
+                let (peer, driver) = (envelope.to, self.self_sender.clone());
+                let done = Box::new(move |ok: bool| {
+                    let _ = driver.try_send(Input::SnapshotSent { peer, ok });
+                });
+                self.transport
+                    .send_snapshot(peer, Bytes::copy_from_slice(&buf), done);
+                continue;
+            }
             let sent = self
                 .transport
                 .send(envelope.to, &Frame::Engine(Bytes::copy_from_slice(&buf)));
-            if E::is_snapshot(&envelope.msg) {
-                snapshots_sent.push((envelope.to, sent.is_ok()));
-            }
             if sent.is_err() {
                 unreachable.push(envelope.to);
             }
@@ -292,14 +308,6 @@ impl<E: ServerEngine> Driver<E> {
         unreachable.dedup();
         for peer in unreachable {
             self.engine.report_unreachable(peer);
-        }
-        for (peer, ok) in snapshots_sent {
-            let status = if ok {
-                SnapshotStatus::Finished
-            } else {
-                SnapshotStatus::Failed
-            };
-            self.engine.report_snapshot(peer, status);
         }
     }
 

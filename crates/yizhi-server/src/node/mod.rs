@@ -13,6 +13,7 @@
 pub mod applier;
 pub mod driver;
 pub mod engines;
+pub mod lessor;
 pub mod request;
 
 use std::collections::BTreeMap;
@@ -72,6 +73,11 @@ pub enum Input<M> {
     ReadResponse {
         read_id: u64,
         index: LogIndex,
+    },
+    /// A snapshot stream to `peer` ended (`ok`: every byte was written).
+    SnapshotSent {
+        peer: NodeId,
+        ok: bool,
     },
     /// The applier took a snapshot at `index`: the WAL may drop what it covers.
     Compact {
@@ -248,7 +254,8 @@ impl<M: WireMessage + Send + 'static> Inbound for InboundQueue<M> {
             }
             Frame::ReadRequest { read_id } => Input::ReadRequest { from, read_id },
             Frame::ReadResponse { read_id, index } => Input::ReadResponse { read_id, index },
-            Frame::Hello(_) => return,
+            // The transport assembles chunks into an `Engine` frame before delivering.
+            Frame::Hello(_) | Frame::SnapshotChunk { .. } | Frame::SnapshotEnd { .. } => return,
         };
         // A full queue drops peer traffic; the engines retransmit.
         let _ = self.driver.try_send(input);
@@ -355,6 +362,7 @@ where
     let driver = driver::Driver {
         engine,
         inputs: input_rx,
+        self_sender: input_tx.clone(),
         tick: options.tick,
         transport,
         applier: apply_tx,
@@ -400,14 +408,17 @@ where
         }),
     };
     let request_timeout = options.tick * (options.election_timeout_ticks as u32) * 2 + Duration::from_secs(5);
-    Ok(NodeHandle {
+    let handle = NodeHandle {
         shared,
         cluster: Arc::new(options.cluster),
         directory,
         local_client_urls: options.local_client_urls,
         proposals,
         request_timeout,
-    })
+    };
+    let election_timeout = options.tick * (options.election_timeout_ticks as u32);
+    tokio::spawn(lessor::Lessor::new(handle.clone(), election_timeout).run());
+    Ok(handle)
 }
 
 fn open_wal(dir: &Path, options: &NodeOptions) -> Result<yizhi_storage::WalStorage, yizhi_storage::WalError> {

@@ -5,8 +5,8 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Largest frame accepted. Engine messages are bounded far below this (appends by
-/// `max_msg_bytes`); a snapshot larger than this cannot be sent over the peer port yet.
-pub const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
+/// `max_msg_bytes`); snapshots travel as chunks (see `transport::snapshot`).
+pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
 const HELLO_MAGIC: &[u8; 8] = b"YZPEER01";
 /// Names and URL lists in a hello.
 const MAX_HELLO_STRING_BYTES: usize = 4096;
@@ -17,6 +17,8 @@ const KIND_FORWARD: u8 = 3;
 const KIND_FORWARD_FAILED: u8 = 4;
 const KIND_READ_REQUEST: u8 = 5;
 const KIND_READ_RESPONSE: u8 = 6;
+const KIND_SNAPSHOT_CHUNK: u8 = 7;
+const KIND_SNAPSHOT_END: u8 = 8;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hello {
@@ -51,6 +53,17 @@ pub enum Frame {
     ReadResponse {
         read_id: u64,
         index: u64,
+    },
+    /// Part of an engine message too large for one frame (a snapshot), at byte `offset` of
+    /// `total_bytes`. Chunks arrive in order on a connection of their own.
+    SnapshotChunk {
+        total_bytes: u64,
+        offset: u64,
+        data: Bytes,
+    },
+    /// The whole message has been sent; `crc32c` covers all of its bytes.
+    SnapshotEnd {
+        crc32c: u32,
     },
 }
 
@@ -102,6 +115,20 @@ impl Frame {
                 out.put_u8(KIND_READ_RESPONSE);
                 out.put_u64_le(*read_id);
                 out.put_u64_le(*index);
+            }
+            Frame::SnapshotChunk {
+                total_bytes,
+                offset,
+                data,
+            } => {
+                out.put_u8(KIND_SNAPSHOT_CHUNK);
+                out.put_u64_le(*total_bytes);
+                out.put_u64_le(*offset);
+                out.put_slice(data);
+            }
+            Frame::SnapshotEnd { crc32c } => {
+                out.put_u8(KIND_SNAPSHOT_END);
+                out.put_u32_le(*crc32c);
             }
         }
         let len = out.len() - 4;
@@ -171,6 +198,28 @@ impl Frame {
                     index: body.get_u64_le(),
                 })
             }
+            KIND_SNAPSHOT_CHUNK => {
+                if body.remaining() < 16 {
+                    return Err(FrameError::Malformed {
+                        what: "snapshot chunk",
+                    });
+                }
+                let total_bytes = body.get_u64_le();
+                let offset = body.get_u64_le();
+                Ok(Frame::SnapshotChunk {
+                    total_bytes,
+                    offset,
+                    data: body,
+                })
+            }
+            KIND_SNAPSHOT_END => {
+                if body.remaining() != 4 {
+                    return Err(FrameError::Malformed { what: "snapshot end" });
+                }
+                Ok(Frame::SnapshotEnd {
+                    crc32c: body.get_u32_le(),
+                })
+            }
             other => Err(FrameError::UnknownKind(other)),
         }
     }
@@ -220,6 +269,12 @@ mod tests {
                 read_id: 5,
                 index: 77,
             },
+            Frame::SnapshotChunk {
+                total_bytes: 10,
+                offset: 4,
+                data: Bytes::from_static(b"xyz"),
+            },
+            Frame::SnapshotEnd { crc32c: 0xdead_beef },
         ]
     }
 

@@ -25,6 +25,12 @@ pub const PEER_QUEUE_FRAMES: usize = 4096;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Snapshot bytes per chunk frame.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+/// Largest snapshot message received (it is held in memory while it is assembled and installed).
+pub const MAX_SNAPSHOT_MESSAGE_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+/// A snapshot stream that stalls this long is abandoned (the engine retries later).
+const SNAPSHOT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the transport tells the node about a peer.
 pub trait Inbound: Send + Sync + 'static {
@@ -68,12 +74,18 @@ pub enum SendError {
 #[derive(Clone, Debug)]
 pub struct Transport {
     queues: Arc<BTreeMap<NodeId, mpsc::Sender<Bytes>>>,
+    /// Where and how to open a snapshot stream to each peer: its address and our hello.
+    snapshot_routes: Arc<BTreeMap<NodeId, (String, Bytes)>>,
+    /// Peers a snapshot is streaming to now: one at a time per peer.
+    snapshots_in_flight: Arc<Mutex<std::collections::BTreeSet<NodeId>>>,
+    runtime: tokio::runtime::Handle,
 }
 
 impl Transport {
     /// Starts one dialer per peer on the current tokio runtime.
     pub fn start(config: &TransportConfig) -> Transport {
         let mut queues = BTreeMap::new();
+        let mut snapshot_routes = BTreeMap::new();
         for (&peer, addr) in &config.peers {
             assert_ne!(peer, config.local_id, "a member does not dial itself");
             let (tx, rx) = mpsc::channel(PEER_QUEUE_FRAMES);
@@ -84,12 +96,50 @@ impl Transport {
                 name: config.local_name.clone(),
                 client_urls: config.local_client_urls.clone(),
             });
-            tokio::spawn(dial_loop(peer, addr.clone(), hello.encode(), rx));
+            let hello = hello.encode();
+            snapshot_routes.insert(peer, (addr.clone(), hello.clone()));
+            tokio::spawn(dial_loop(peer, addr.clone(), hello, rx));
             queues.insert(peer, tx);
         }
         Transport {
             queues: Arc::new(queues),
+            snapshot_routes: Arc::new(snapshot_routes),
+            snapshots_in_flight: Arc::default(),
+            runtime: tokio::runtime::Handle::current(),
         }
+    }
+
+    /// Streams a large engine message (a snapshot) to `to` over a connection of its own, in
+    /// chunks, so it neither exceeds the frame limit nor delays the small messages behind it.
+    /// `done(true)` once every byte was written, `done(false)` if it could not be.
+    pub fn send_snapshot(&self, to: NodeId, message: Bytes, done: Box<dyn FnOnce(bool) + Send>) {
+        let Some((addr, hello)) = self.snapshot_routes.get(&to).cloned() else {
+            return done(false);
+        };
+        if !self
+            .snapshots_in_flight
+            .lock()
+            .expect("in-flight lock")
+            .insert(to)
+        {
+            return done(false);
+        }
+        let in_flight = self.snapshots_in_flight.clone();
+        self.runtime.spawn(async move {
+            let result =
+                tokio::time::timeout(SNAPSHOT_STALL_TIMEOUT, stream_snapshot(&addr, &hello, &message)).await;
+            in_flight.lock().expect("in-flight lock").remove(&to);
+            let ok = matches!(result, Ok(Ok(())));
+            if !ok {
+                tracing::warn!(
+                    peer = to,
+                    bytes = message.len(),
+                    ?result,
+                    "snapshot stream failed"
+                );
+            }
+            done(ok);
+        });
     }
 
     /// Queues `frame` for `to`; never blocks.
@@ -97,6 +147,30 @@ impl Transport {
         let queue = self.queues.get(&to).ok_or(SendError::UnknownPeer)?;
         queue.try_send(frame.encode()).map_err(|_| SendError::Dropped)
     }
+}
+
+async fn stream_snapshot(addr: &str, hello: &Bytes, message: &Bytes) -> std::io::Result<()> {
+    let stream = TcpStream::connect(addr).await?;
+    let _ = stream.set_nodelay(true);
+    let mut writer = BufWriter::with_capacity(256 * 1024, stream);
+    writer.write_all(hello).await?;
+    let total_bytes = message.len() as u64;
+    let mut offset = 0;
+    for chunk in message.chunks(SNAPSHOT_CHUNK_BYTES) {
+        let frame = Frame::SnapshotChunk {
+            total_bytes,
+            offset,
+            data: message.slice_ref(chunk),
+        };
+        writer.write_all(&frame.encode()).await?;
+        offset += chunk.len() as u64;
+    }
+    let end = Frame::SnapshotEnd {
+        crc32c: crc32c::crc32c(message),
+    };
+    writer.write_all(&end.encode()).await?;
+    writer.flush().await?;
+    writer.into_inner().shutdown().await
 }
 
 async fn dial_loop(peer: NodeId, addr: String, hello: Bytes, mut rx: mpsc::Receiver<Bytes>) {
@@ -192,6 +266,15 @@ enum ReceiveError {
     Frame(#[from] FrameError),
     #[error("handshake: {0}")]
     Handshake(String),
+    #[error("snapshot stream: {0}")]
+    Snapshot(String),
+}
+
+/// A chunked message being received.
+struct Assembly {
+    total_bytes: u64,
+    bytes: BytesMut,
+    crc32c: u32,
 }
 
 async fn read_frame(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Option<Frame>, ReceiveError> {
@@ -206,8 +289,14 @@ async fn read_frame(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Option
         return Err(FrameError::TooLarge(len).into());
     }
     buf.clear();
-    buf.resize(len, 0);
-    stream.read_exact(buf).await?;
+    // Read what arrives instead of allocating the announced length up front.
+    let mut limited = (&mut *stream).take(len as u64);
+    while buf.len() < len {
+        buf.reserve((len - buf.len()).min(1024 * 1024));
+        if limited.read_buf(buf).await? == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+    }
     Ok(Some(Frame::decode(buf.split().freeze())?))
 }
 
@@ -237,11 +326,51 @@ async fn receive(
         )));
     }
     directory.set(hello.from, hello.client_urls.clone());
+    let mut assembly: Option<Assembly> = None;
     while let Some(frame) = read_frame(&mut stream, &mut buf).await? {
-        if matches!(frame, Frame::Hello(_)) {
-            return Err(ReceiveError::Handshake("second hello".into()));
+        match frame {
+            Frame::Hello(_) => return Err(ReceiveError::Handshake("second hello".into())),
+            Frame::SnapshotChunk {
+                total_bytes,
+                offset,
+                data,
+            } => {
+                let bad = |why: &str| ReceiveError::Snapshot(why.to_string());
+                if total_bytes > MAX_SNAPSHOT_MESSAGE_BYTES {
+                    return Err(bad("larger than the snapshot limit"));
+                }
+                let current = assembly.get_or_insert_with(|| Assembly {
+                    total_bytes,
+                    // Grows as chunks arrive: a lying length cannot make us allocate it all.
+                    bytes: BytesMut::with_capacity(SNAPSHOT_CHUNK_BYTES),
+                    crc32c: 0,
+                });
+                if current.total_bytes != total_bytes || current.bytes.len() as u64 != offset {
+                    return Err(bad("chunk out of order"));
+                }
+                if offset + data.len() as u64 > total_bytes {
+                    return Err(bad("chunk beyond the announced length"));
+                }
+                current.crc32c = crc32c::crc32c_append(current.crc32c, &data);
+                current.bytes.extend_from_slice(&data);
+            }
+            Frame::SnapshotEnd { crc32c } => {
+                let Some(done) = assembly.take() else {
+                    return Err(ReceiveError::Snapshot("end without chunks".into()));
+                };
+                if done.bytes.len() as u64 != done.total_bytes {
+                    return Err(ReceiveError::Snapshot("ended early".into()));
+                }
+                if done.crc32c != crc32c {
+                    return Err(ReceiveError::Snapshot(format!(
+                        "checksum mismatch: got {:08x}, sender says {crc32c:08x}",
+                        done.crc32c
+                    )));
+                }
+                inbound.deliver(hello.from, Frame::Engine(done.bytes.freeze()));
+            }
+            frame => inbound.deliver(hello.from, frame),
         }
-        inbound.deliver(hello.from, frame);
     }
     Ok(())
 }
