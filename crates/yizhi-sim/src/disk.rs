@@ -90,11 +90,16 @@ impl Disk {
         self.durable.set_hard_state(hard_state);
     }
 
-    /// How many entries the write after the first `survivors` unsynced ones carries, if it is an
-    /// `Append` that could be torn (two entries or more).
-    pub fn tearable_entries(&self, survivors: usize) -> Option<usize> {
+    /// Whether some unsynced write is an append a crash could tear.
+    pub fn holds_tearable_append(&self) -> bool {
+        (0..self.unsynced.len()).any(|i| self.tearable_entries(i).is_some())
+    }
+
+    /// The first index and the entry count of the write after the first `survivors` unsynced
+    /// ones, if it is an `Append` that could be torn (two entries or more).
+    pub fn tearable_entries(&self, survivors: usize) -> Option<(LogIndex, usize)> {
         match self.unsynced.get(survivors) {
-            Some(DiskWrite::Append(entries)) if entries.len() >= 2 => Some(entries.len()),
+            Some(DiskWrite::Append(entries)) if entries.len() >= 2 => Some((entries[0].index, entries.len())),
             _ => None,
         }
     }
@@ -201,7 +206,7 @@ mod tests {
         d.write(DiskWrite::Append(vec![entry(1, 2), entry(2, 2), entry(3, 2)]));
         d.write(DiskWrite::Append(vec![entry(4, 2), entry(5, 2)]));
         assert_eq!(d.tearable_entries(0), None, "a hard state is not torn");
-        assert_eq!(d.tearable_entries(1), Some(3));
+        assert_eq!(d.tearable_entries(1), Some((1, 3)));
         assert_eq!(d.tearable_entries(3), None);
         d.crash(1, 2);
         assert_eq!(d.durable().last_index(), 2);

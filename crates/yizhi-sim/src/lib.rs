@@ -15,16 +15,25 @@
 //! - **Disk** ([`disk`]): the durable image plus a queue of unsynced writes. A `Ready` is written
 //!   to the engine's storage at once and queued on the disk; if it must sync, its messages,
 //!   applies and `advance()` wait for an fsync that takes simulated time. A crash keeps the durable
-//!   image and an ordered prefix of the unsynced writes.
+//!   image and an ordered prefix of the unsynced writes; with the seed's torn-writes knob on, a
+//!   prefix of the next multi-entry append too (as the WAL's recovery cuts a torn tail at a record
+//!   boundary). Half the crashes strike at the node's next fsync request, so that unsynced writes
+//!   are in flight when the power goes.
 //! - **Nodes** ([`node`]): crash and restart from the disk (state machine from the durable
-//!   snapshot), pause (their events wait), apply committed entries to a KV map ([`kv`]), compact
-//!   periodically so lagging followers need InstallSnapshot, and answer clients.
-//! - **Clients** ([`client`]): one operation in flight each, timeouts, retries as new operations
-//!   with fresh values; the history is judged by `yizhi-lincheck` at the end. A timed-out write
-//!   that no replica ever applied is left out of the judged history (nobody can have observed it);
-//!   one that was applied stays of unknown outcome.
+//!   snapshot), pause (their events wait), apply committed entries to the server's own MVCC state
+//!   machine (`yizhi_kv::MvccStore`, fed the `encode_command` bytes from the log; [`kv`]), compact
+//!   periodically (snapshots are `MvccStore::snapshot`) so lagging followers need
+//!   InstallSnapshot, and answer clients.
+//! - **Clients** ([`client`]): one operation in flight each over etcd's API on a few keys (put,
+//!   get, delete, a compare-and-swap txn, a prefix range, and the occasional compaction), timeouts,
+//!   retries as new operations with fresh values; the history, revisions included, is judged by
+//!   `yizhi-lincheck`'s MVCC model at the end. A timed-out write that no replica ever applied is
+//!   left out of the judged history (nobody can have observed it); one that was applied carries
+//!   the state machine's answer, unseen by its client, which pins it to its revision (as etcd's
+//!   robustness tests patch such writes from the WAL); one whose bytes another operation also
+//!   sent (under Multi-Paxos, two deletes of a key) stays of unknown outcome.
 //! - **Invariants** ([`invariants`]): checked after every event; the run stops at the first one
-//!   broken. After the fault phase the network heals, a majority is up, and a leader plus a probe
+//!   broken. Replicas at the same applied index must have the same `MvccStore::state_hash`. After the fault phase the network heals, a majority is up, and a leader plus a probe
 //!   write must get through within bounds (liveness).
 //! - **Self-test**: [`node::Mutation`] plants a deliberate runtime bug (send before fsync, ack
 //!   before commit, reads without ReadIndex, a disk that forgets votes or promises); the tests require that

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use yizhi_engine::{Engine, Envelope, NodeId, Role, SeededRng, SnapshotStatus};
+use yizhi_engine::{Engine, Envelope, LogStorage, NodeId, Role, SeededRng, SnapshotStatus};
 
 use yizhi_kv::{CommandResponse, KvError};
 
@@ -28,6 +28,8 @@ pub const CHECK_PERIOD_MS: u64 = 100;
 pub const LIVENESS_LEADER_BOUND_MS: u64 = 5_000;
 /// ...and a probe write acknowledged, with every pending write resolved, within this long.
 pub const LIVENESS_PROGRESS_BOUND_MS: u64 = 10_000;
+/// A crash waiting for an append it can tear lets at most this many fsyncs pass first.
+pub const MAX_FSYNCS_AWAITING_TEARABLE_APPEND: u64 = 20;
 /// A snapshot stream that lost its message is reported failed after this long.
 pub const SNAPSHOT_STREAM_TIMEOUT_MS: u64 = 100;
 
@@ -178,6 +180,11 @@ pub(crate) struct Sim<'f, F: EngineFactory> {
     rng: Rngs,
     phase: Phase,
     kept_down: BTreeSet<NodeId>,
+    /// Crashes that wait for one of the node's next fsync requests, with how long the node stays
+    /// down and how many more fsyncs they may let pass: power lost while writes are in flight, so
+    /// that unsynced writes are lost often, not only when an epoch boundary happens to fall inside
+    /// an fsync. With torn writes on, the crash waits (a little) for an append it can tear.
+    crash_at_next_fsync: BTreeMap<NodeId, (u64, u64)>,
 }
 
 impl<'f, F: EngineFactory> Sim<'f, F> {
@@ -240,6 +247,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             rng,
             phase: Phase::Faults,
             kept_down: BTreeSet::new(),
+            crash_at_next_fsync: BTreeMap::new(),
         }
     }
 
@@ -470,7 +478,10 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             let at = self.now_ms + self.rng.clients.range_inclusive(1, CLIENT_DELAY_MS_MAX);
             self.schedule(at, Event::Reply { reply });
         }
-        if out.fsync_requested {
+        if out.fsync_requested && self.crash_due_at_fsync(node) {
+            let (down_ms, _) = self.crash_at_next_fsync.remove(&node).expect("crash is due");
+            self.crash(node, down_ms);
+        } else if out.fsync_requested {
             let n = &self.nodes[(node - 1) as usize];
             let (max, incarnation) = (n.fsync_ms_max, n.incarnation);
             let at = self.now_ms + self.rng.disk.range_inclusive(1, max);
@@ -684,24 +695,17 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             );
         }
         for &(node, down_ms) in &plan.crashes {
-            let unsynced = self.node(node).disk.unsynced_len() as u64;
-            let survivors = self.rng.disk.range_inclusive(0, unsynced) as usize;
-            let tearable = self.node(node).disk.tearable_entries(survivors);
-            let torn_entries = match tearable {
-                Some(entries) if self.config.torn_writes => {
-                    self.rng.disk.range_inclusive(0, entries as u64 - 1) as usize
-                }
-                _ => 0,
-            };
-            self.node(node).crash(survivors, torn_entries);
-            self.trace.record(
-                self.now_ms,
-                Some(node),
-                format_args!(
-                    "crash ({survivors} of {unsynced} unsynced writes survive, then {torn_entries} entries of a torn append)"
-                ),
-            );
-            self.schedule(self.now_ms + down_ms, Event::Restart { node });
+            if self.rng.disk.chance(1, 2) {
+                let patience = if self.config.torn_writes {
+                    MAX_FSYNCS_AWAITING_TEARABLE_APPEND
+                } else {
+                    0
+                };
+                self.crash_at_next_fsync.insert(node, (down_ms, patience));
+            } else {
+                self.crash_at_next_fsync.remove(&node);
+                self.crash(node, down_ms);
+            }
         }
         for &(node, pause_ms) in &plan.pauses {
             self.node(node).paused_until_ms = self.now_ms + pause_ms;
@@ -710,6 +714,47 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
         if next < self.config.fault_phase_ms {
             self.schedule(next, Event::FaultEpoch);
         }
+    }
+
+    /// Whether the crash waiting for `node`'s fsync happens at this one; counts down its patience.
+    fn crash_due_at_fsync(&mut self, node: NodeId) -> bool {
+        let tearable = self.nodes[(node - 1) as usize].disk.holds_tearable_append();
+        let Some((_, patience)) = self.crash_at_next_fsync.get_mut(&node) else {
+            return false;
+        };
+        if tearable || *patience == 0 {
+            return true;
+        }
+        *patience -= 1;
+        false
+    }
+
+    /// Power loss: a random prefix of the unsynced writes survives, and with torn writes on, part
+    /// of the next append.
+    fn crash(&mut self, node: NodeId, down_ms: u64) {
+        assert_eq!(self.phase, Phase::Faults, "crashes belong to the fault phase");
+        let unsynced = self.node(node).disk.unsynced_len() as u64;
+        let survivors = self.rng.disk.range_inclusive(0, unsynced) as usize;
+        let tearable = self.node(node).disk.tearable_entries(survivors);
+        let durable_last = self.node(node).disk.durable().last_index();
+        let (torn_entries, torn_from) = match tearable {
+            Some((first, entries)) if self.config.torn_writes => {
+                let kept = self.rng.disk.range_inclusive(0, entries as u64 - 1) as usize;
+                (kept, first)
+            }
+            _ => (0, 0),
+        };
+        self.node(node).crash(survivors, torn_entries);
+        let now_last = self.node(node).disk.durable().last_index();
+        self.trace.record(
+            self.now_ms,
+            Some(node),
+            format_args!(
+                "crash ({survivors} of {unsynced} unsynced writes survive, then {torn_entries} entries of a torn append \
+                 from {torn_from}; durable last index {durable_last} -> {now_last})"
+            ),
+        );
+        self.schedule(self.now_ms + down_ms, Event::Restart { node });
     }
 
     fn restart(&mut self, node: NodeId) {
@@ -733,6 +778,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             healed_at_ms: self.now_ms,
         };
         self.network.make_reliable();
+        self.crash_at_next_fsync.clear();
         let may_stay_down = (self.nodes.len() - 1) / 2;
         for id in self.config.node_ids() {
             self.node(id).paused_until_ms = 0;

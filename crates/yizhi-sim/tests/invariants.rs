@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use yizhi_engine::{Entry, EntryPayload, LogIndex, LogPosition, MemStorage, Membership, Term};
-use yizhi_sim::invariants::{Checker, Violation, check_log_matching};
+use yizhi_sim::invariants::{Attribution, Checker, Violation, check_log_matching};
 
 fn entry(index: LogIndex, term: Term, data: &'static str) -> Entry {
     Entry {
@@ -231,4 +231,46 @@ fn without_term_identity_values_are_compared_by_payload() {
         raft.observe_committed(2, 9, &[entry(1, 9, "a")]).is_err(),
         "Raft keeps term identity"
     );
+}
+
+#[test]
+fn replicas_with_different_states_at_one_applied_index_are_reported() {
+    let mut c = Checker::default();
+    c.observe_state_hash(1, 5, 0xaaaa).unwrap();
+    c.observe_state_hash(2, 5, 0xaaaa).unwrap();
+    c.observe_state_hash(2, 6, 0xbbbb).unwrap();
+    assert_eq!(
+        c.observe_state_hash(3, 5, 0xcccc),
+        Err(Violation::StateDiverged {
+            index: 5,
+            node: 3,
+            hash: 0xcccc,
+            first_node: 1,
+            first_hash: 0xaaaa
+        })
+    );
+}
+
+#[test]
+fn applied_entries_are_attributed_by_position_in_raft_and_by_unique_bytes_in_paxos() {
+    let position = |index, term| LogPosition { index, term };
+    let mut raft = Checker::new(true);
+    raft.observe_proposed_at(position(3, 2), 7, 1);
+    assert_eq!(raft.attribute(&entry(3, 2, "del k")), Attribution::One((7, 1)));
+    assert_eq!(raft.attribute(&entry(3, 4, "del k")), Attribution::Nobody);
+    let mut paxos = Checker::new(false);
+    let bytes = |s: &'static str| Bytes::from_static(s.as_bytes());
+    paxos.observe_proposal(&bytes("put k v1"), 7, 1);
+    paxos.observe_proposal(&bytes("del k"), 7, 2);
+    paxos.observe_proposal(&bytes("del k"), 8, 1);
+    // A re-proposal under a later ballot keeps the bytes, not the term.
+    assert_eq!(
+        paxos.attribute(&entry(3, 9, "put k v1")),
+        Attribution::One((7, 1))
+    );
+    assert_eq!(
+        paxos.attribute(&entry(4, 9, "del k")),
+        Attribution::Ambiguous(&[(7, 2), (8, 1)])
+    );
+    assert_eq!(paxos.proposers_of(&bytes("del k")), 2);
 }
