@@ -253,32 +253,23 @@ impl<E: ServerEngine> Driver<E> {
 
     fn handle_ready(&mut self) {
         let ready = self.engine.ready();
-        // 1. Durable before anything leaves: a vote or an acknowledgement must survive a crash.
+        let mut unreachable = Vec::new();
+        // 0. A leader's appends may leave before its own write (Raft thesis §10.2.1): the leader
+        //    counts its own log toward a quorum only at `advance`, after the write is durable.
+        let (early, late): (Vec<_>, Vec<_>) = ready
+            .messages
+            .iter()
+            .partition(|envelope| E::may_send_before_persist(&envelope.msg));
+        for envelope in early {
+            self.send(envelope, &mut unreachable);
+        }
+        // 1. Durable before anything else leaves: a vote or an acknowledgement must survive a crash.
         if let Err(e) = self.engine.storage_mut().persist_ready(&ready) {
             fatal(&format!("persisting a Ready: {e}"));
         }
         // 2. Send. A full queue drops the message; the engine retries (after being told).
-        let mut unreachable = Vec::new();
-        let mut buf = Vec::new();
-        for envelope in &ready.messages {
-            buf.clear();
-            envelope.msg.encode(&mut buf);
-            if E::is_snapshot(&envelope.msg) {
-                // Its own stream; the engine hears how it went when the stream ends.
-                let (peer, driver) = (envelope.to, self.self_sender.clone());
-                let done = Box::new(move |ok: bool| {
-                    let _ = driver.try_send(Input::SnapshotSent { peer, ok });
-                });
-                self.transport
-                    .send_snapshot(peer, Bytes::copy_from_slice(&buf), done);
-                continue;
-            }
-            let sent = self
-                .transport
-                .send(envelope.to, &Frame::Engine(Bytes::copy_from_slice(&buf)));
-            if sent.is_err() {
-                unreachable.push(envelope.to);
-            }
+        for envelope in late {
+            self.send(envelope, &mut unreachable);
         }
         // 3. Apply, off this thread. A snapshot from the leader goes first.
         if let Some(snapshot) = &ready.snapshot {
@@ -308,6 +299,22 @@ impl<E: ServerEngine> Driver<E> {
         unreachable.dedup();
         for peer in unreachable {
             self.engine.report_unreachable(peer);
+        }
+    }
+
+    fn send(&self, envelope: &Envelope<E::Message>, unreachable: &mut Vec<NodeId>) {
+        let mut buf = Vec::with_capacity(envelope.msg.encoded_len());
+        envelope.msg.encode(&mut buf);
+        let bytes = Bytes::from(buf);
+        if E::is_snapshot(&envelope.msg) {
+            // Its own stream; the engine hears how it went when the stream ends.
+            let (peer, driver) = (envelope.to, self.self_sender.clone());
+            let done = Box::new(move |ok: bool| {
+                let _ = driver.try_send(Input::SnapshotSent { peer, ok });
+            });
+            self.transport.send_snapshot(peer, bytes, done);
+        } else if self.transport.send(envelope.to, &Frame::Engine(bytes)).is_err() {
+            unreachable.push(envelope.to);
         }
     }
 

@@ -24,6 +24,10 @@ pub trait ServerEngine: Engine<Storage = WalStorage> + Send + 'static {
 
     /// Snapshot messages are reported back to the engine once handed to the transport.
     fn is_snapshot(msg: &Self::Message) -> bool;
+
+    /// Messages the runtime may send before the `Ready` they came in is durable. Only what cannot
+    /// promise anything about this member's disk qualifies.
+    fn may_send_before_persist(msg: &Self::Message) -> bool;
 }
 
 impl ServerEngine for RaftNode<WalStorage> {
@@ -39,6 +43,16 @@ impl ServerEngine for RaftNode<WalStorage> {
     fn is_snapshot(msg: &Self::Message) -> bool {
         matches!(msg.kind, MessageKind::InstallSnapshot { .. })
     }
+
+    /// A leader's appends and heartbeats (thesis §10.2.1). They assert nothing about the leader's
+    /// own disk: its term and vote were durable before it could win, and the commit index they
+    /// carry counts the leader's own log only after `advance`, i.e. after its write is durable.
+    fn may_send_before_persist(msg: &Self::Message) -> bool {
+        matches!(
+            msg.kind,
+            MessageKind::Append { .. } | MessageKind::Heartbeat { .. }
+        )
+    }
 }
 
 impl ServerEngine for PaxosNode<WalStorage> {
@@ -53,5 +67,11 @@ impl ServerEngine for PaxosNode<WalStorage> {
 
     fn is_snapshot(msg: &Self::Message) -> bool {
         msg.is_snapshot()
+    }
+
+    /// Not argued for this engine yet (its leader is also an acceptor whose accept is a promise),
+    /// so everything waits for the disk.
+    fn may_send_before_persist(_msg: &Self::Message) -> bool {
+        false
     }
 }
