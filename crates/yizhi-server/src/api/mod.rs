@@ -4,6 +4,8 @@
 
 pub mod convert;
 pub mod kv;
+pub mod lease;
+pub mod watch;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -140,9 +142,20 @@ pub async fn serve(
 fn routes(api: &Api) -> tonic::transport::server::Router {
     use yizhi_proto::etcdserverpb::kv_server::KvServer;
     let max_decoding = api.config.max_request_bytes as usize + GRPC_OVERHEAD_BYTES;
-    tonic::transport::Server::builder().add_service(
-        KvServer::new(kv::KvService::new(api.clone()))
-            .max_decoding_message_size(max_decoding)
-            .max_encoding_message_size(MAX_RESPONSE_BYTES),
-    )
+    tonic::transport::Server::builder()
+        .add_service(
+            KvServer::new(kv::KvService::new(api.clone()))
+                .max_decoding_message_size(max_decoding)
+                .max_encoding_message_size(MAX_RESPONSE_BYTES),
+        )
+        .add_service(
+            yizhi_proto::etcdserverpb::watch_server::WatchServer::new(watch::WatchService::new(api.clone()))
+                .max_decoding_message_size(max_decoding)
+                .max_encoding_message_size(MAX_RESPONSE_BYTES),
+        )
+        .add_service(
+            yizhi_proto::etcdserverpb::lease_server::LeaseServer::new(lease::LeaseService::new(api.clone()))
+                .max_decoding_message_size(max_decoding)
+                .max_encoding_message_size(MAX_RESPONSE_BYTES),
+        )
 }
