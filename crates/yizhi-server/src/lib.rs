@@ -2,6 +2,7 @@
 //! gRPC services on top of it. See ARCHITECTURE.md for how a request flows through it.
 
 pub mod api;
+pub mod bench;
 pub mod cluster;
 pub mod config;
 pub mod node;

@@ -23,6 +23,8 @@ enum Command {
     Server(Box<ServerConfig>),
     /// Start a local cluster of server processes on loopback and wait for Ctrl-C.
     Up(UpArgs),
+    /// Benchmark an etcd v3 endpoint (Yizhi or etcd): put, range, txn, lease, watch, failover, floor.
+    Bench(yizhi_server::bench::BenchArgs),
 }
 
 fn main() {
@@ -36,6 +38,7 @@ fn main() {
     let code = match cli.command {
         Command::Server(config) => yizhi_server::server::run(*config),
         Command::Up(args) => yizhi_server::up::run(args),
+        Command::Bench(args) => yizhi_server::bench::run(args),
     };
     std::process::exit(code);
 }
