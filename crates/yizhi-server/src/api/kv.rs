@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 use yizhi_kv::{Command, CommandResponse};
 use yizhi_proto::etcdserverpb as pb;
 
-use super::{Api, convert, kv_status, propose_status};
+use super::{Api, convert, kv_status, maintenance, propose_status};
 
 #[derive(Debug)]
 pub struct KvService {
@@ -63,6 +63,7 @@ impl pb::kv_server::Kv for KvService {
         if request.key.is_empty() {
             return Err(kv_status(&yizhi_kv::KvError::EmptyKey));
         }
+        maintenance::check_space(&self.api, maintenance::put_cost(&request))?;
         match self.write(Command::Put(convert::put_request(request))).await? {
             CommandResponse::Put(r) => {
                 let header = self.api.header(r.revision);
@@ -96,6 +97,7 @@ impl pb::kv_server::Kv for KvService {
     async fn txn(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
         let request = request.into_inner();
         self.api.check_size(request.encoded_len())?;
+        maintenance::check_space(&self.api, maintenance::txn_cost(&request))?;
         let request = convert::txn_request(request)?;
         match self.write(Command::Txn(request)).await? {
             CommandResponse::Txn(r) => {

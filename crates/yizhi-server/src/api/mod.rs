@@ -2,9 +2,13 @@
 //! this one holds what they share: etcd's error codes and texts, the response header, the request
 //! size limit, and the server that binds them to the client URLs.
 
+pub mod auth;
+pub mod cluster;
 pub mod convert;
+pub mod health;
 pub mod kv;
 pub mod lease;
+pub mod maintenance;
 pub mod watch;
 
 use std::future::Future;
@@ -34,6 +38,8 @@ pub struct ApiConfig {
 pub struct Api {
     pub node: NodeHandle,
     pub config: ApiConfig,
+    /// This member's alarms (member-local: see [`maintenance`]).
+    pub alarms: std::sync::Arc<maintenance::Alarms>,
 }
 
 impl Api {
@@ -104,7 +110,11 @@ pub async fn serve(
     addrs: Vec<String>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
-    let api = Api { node, config };
+    let api = Api {
+        node,
+        config,
+        alarms: Default::default(),
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = Vec::new();
     for addr in addrs {
@@ -158,4 +168,18 @@ fn routes(api: &Api) -> tonic::transport::server::Router {
                 .max_decoding_message_size(max_decoding)
                 .max_encoding_message_size(MAX_RESPONSE_BYTES),
         )
+        .add_service(
+            yizhi_proto::etcdserverpb::maintenance_server::MaintenanceServer::new(
+                maintenance::MaintenanceService::new(api.clone()),
+            ),
+        )
+        .add_service(yizhi_proto::etcdserverpb::cluster_server::ClusterServer::new(
+            cluster::ClusterService::new(api.clone()),
+        ))
+        .add_service(yizhi_proto::etcdserverpb::auth_server::AuthServer::new(
+            auth::AuthService::new(api.clone()),
+        ))
+        .add_service(yizhi_proto::grpc_health_v1::health_server::HealthServer::new(
+            health::HealthService::new(api.clone()),
+        ))
 }

@@ -1,0 +1,669 @@
+//! Maintenance, Cluster, Health and Auth services against a real 3-member cluster of `yizhi`
+//! processes, driven by the generated tonic clients and by Debian's stock `etcdctl` (3.4).
+//!
+//! One cluster serves every phase, in an order where no phase disturbs the next: status and
+//! health, member list, hashes, snapshot, move-leader, the refused services, and last the space
+//! quota (member 3 runs with a small `--quota-backend-bytes` and is filled until NOSPACE).
+//!
+//! The etcdctl phases are skipped when etcdctl is not on PATH, unless YIZHI_REQUIRE_ETCDCTL is
+//! set (CI sets it).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tonic::Code;
+use tonic::transport::Channel;
+use yizhi_proto::etcdserverpb as pb;
+use yizhi_proto::etcdserverpb::alarm_request::AlarmAction;
+use yizhi_proto::etcdserverpb::auth_client::AuthClient;
+use yizhi_proto::etcdserverpb::cluster_client::ClusterClient;
+use yizhi_proto::etcdserverpb::kv_client::KvClient;
+use yizhi_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use yizhi_proto::grpc_health_v1::health_check_response::ServingStatus;
+use yizhi_proto::grpc_health_v1::health_client::HealthClient;
+use yizhi_proto::grpc_health_v1::{HealthCheckRequest, HealthCheckResponse};
+
+const MEMBERS: usize = 3;
+/// Ports this suite may use (others test elsewhere).
+const PORT_RANGE: std::ops::Range<u16> = 50_000..60_000;
+/// Generous: the machine has 2 cores shared with parallel builds and tests.
+const DEADLINE: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(100);
+/// An empty member's redb file is about 74 kB; the phases before the quota phase write a few kB.
+const SMALL_QUOTA_BYTES: u64 = 2 * 1024 * 1024;
+const BIG_VALUE_BYTES: usize = 100_000;
+const LOG_TAIL_LINES: usize = 40;
+
+struct Member {
+    id: u64,
+    client_port: u16,
+    dir: PathBuf,
+    child: Child,
+}
+
+impl Member {
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// How MemberList lists the member (host:port; see api/cluster.rs).
+    fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+}
+
+/// The cluster's processes and directory; killed and removed on drop, with log tails printed
+/// first when the test is failing.
+struct Cluster {
+    root: PathBuf,
+    members: Vec<Member>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for m in &mut self.members {
+            let _ = m.child.kill();
+            let _ = m.child.wait();
+        }
+        if std::thread::panicking() {
+            for m in &self.members {
+                let log = std::fs::read_to_string(m.dir.join("server.log")).unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+                eprintln!("---- member {} log tail ----\n{}", m.id, tail.join("\n"));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// `count` ports of PORT_RANGE free right now, starting at a per-process offset so that
+/// parallel runs rarely race for the same ones.
+fn free_ports(count: usize) -> Vec<u16> {
+    let span = PORT_RANGE.end - PORT_RANGE.start;
+    let offset = (std::process::id() as u16).wrapping_mul(97) % span;
+    let mut ports = Vec::new();
+    for step in 0..span {
+        let port = PORT_RANGE.start + (offset + step) % span;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            ports.push(port);
+            if ports.len() == count {
+                return ports;
+            }
+        }
+    }
+    panic!("fewer than {count} free ports in {PORT_RANGE:?}");
+}
+
+fn start_cluster(quota_of_member_3: u64) -> Cluster {
+    let root = std::env::temp_dir().join(format!("yizhi-maintenance-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).expect("temp dir");
+    let ports = free_ports(2 * MEMBERS);
+    let initial_cluster: Vec<String> = (0..MEMBERS)
+        .map(|i| format!("m{}=http://127.0.0.1:{}", i + 1, ports[2 * i + 1]))
+        .collect();
+    let mut cluster = Cluster {
+        root: root.clone(),
+        members: Vec::new(),
+    };
+    for i in 0..MEMBERS {
+        let (client_port, peer_port) = (ports[2 * i], ports[2 * i + 1]);
+        let dir = root.join(format!("m{}", i + 1));
+        std::fs::create_dir_all(&dir).expect("member dir");
+        let log = std::fs::File::create(dir.join("server.log")).expect("log file");
+        let client_url = format!("http://127.0.0.1:{client_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_yizhi"));
+        command
+            .arg("server")
+            .args(["--name", &format!("m{}", i + 1)])
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &initial_cluster.join(",")])
+            .args(["--initial-cluster-token", "maintenance-test"]);
+        if i == 2 {
+            command.arg(format!("--quota-backend-bytes={quota_of_member_3}"));
+        }
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn yizhi");
+        cluster.members.push(Member {
+            id: i as u64 + 1,
+            client_port,
+            dir,
+            child,
+        });
+    }
+    cluster
+}
+
+async fn maintenance(m: &Member) -> MaintenanceClient<Channel> {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match MaintenanceClient::connect(m.url()).await {
+            Ok(client) => return client,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(POLL).await;
+            }
+            Err(e) => panic!("member {} does not accept connections: {e}", m.id),
+        }
+    }
+}
+
+async fn channel(m: &Member) -> Channel {
+    Channel::from_shared(m.url())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect")
+}
+
+async fn statuses(cluster: &Cluster) -> Vec<Option<pb::StatusResponse>> {
+    let mut all = Vec::new();
+    for m in &cluster.members {
+        let status = maintenance(m).await.status(pb::StatusRequest {}).await;
+        all.push(status.ok().map(|r| r.into_inner()));
+    }
+    all
+}
+
+/// Polls every member's Status until all name the same leader (and, if given, that one).
+async fn agreed_leader(cluster: &Cluster, expected: Option<u64>) -> u64 {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let all = statuses(cluster).await;
+        let leaders: Vec<u64> = all.iter().flatten().map(|s| s.leader).collect();
+        let agreed = leaders.len() == MEMBERS && leaders.iter().all(|&l| l == leaders[0] && l != 0);
+        if agreed && expected.is_none_or(|e| e == leaders[0]) {
+            return leaders[0];
+        }
+        assert!(
+            Instant::now() < deadline,
+            "members do not agree on a leader ({expected:?}): {all:#?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+#[derive(Debug)]
+struct Etcdctl {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn etcdctl_available() -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("etcdctl").is_file()));
+    if !found {
+        assert!(
+            std::env::var_os("YIZHI_REQUIRE_ETCDCTL").is_none(),
+            "etcdctl is not on PATH but YIZHI_REQUIRE_ETCDCTL is set"
+        );
+        eprintln!("SKIPPED the etcdctl phases: etcdctl is not on PATH");
+    }
+    found
+}
+
+fn etcdctl(endpoints: &[&Member], args: &[&str]) -> Etcdctl {
+    let endpoints: Vec<String> = endpoints.iter().map(|m| m.endpoint()).collect();
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", endpoints.join(",")))
+        .args(["--dial-timeout=5s", "--command-timeout=20s"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run etcdctl");
+    Etcdctl {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn etcdctl_ok(endpoints: &[&Member], args: &[&str]) -> Etcdctl {
+    let out = etcdctl(endpoints, args);
+    assert_eq!(out.code, 0, "etcdctl {args:?} failed: {out:#?}");
+    out
+}
+
+#[test]
+fn maintenance_cluster_health_and_auth_services_on_a_live_cluster() {
+    let with_etcdctl = etcdctl_available();
+    let cluster = start_cluster(SMALL_QUOTA_BYTES);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let leader = status_names_one_leader(&cluster).await;
+        health_serves(&cluster).await;
+        member_list_has_every_member(&cluster).await;
+        hash_kv_agrees_across_members(&cluster, with_etcdctl).await;
+        if with_etcdctl {
+            etcdctl_endpoint_commands(&cluster);
+            etcdctl_snapshot_save(&cluster).await;
+        }
+        move_leader(&cluster, leader, with_etcdctl).await;
+        refused_services_say_why(&cluster).await;
+        quota_raises_a_member_local_nospace_alarm(&cluster, with_etcdctl).await;
+    });
+}
+
+async fn status_names_one_leader(cluster: &Cluster) -> u64 {
+    let leader = agreed_leader(cluster, None).await;
+    let all = statuses(cluster).await;
+    for (m, status) in cluster.members.iter().zip(&all) {
+        let status = status.as_ref().expect("status");
+        let header = status.header.as_ref().expect("header");
+        assert_eq!(header.member_id, m.id);
+        assert_eq!(status.version, "3.5.0");
+        assert!(status.db_size > 0 && status.db_size_in_use > 0, "{status:?}");
+        assert!(status.raft_term >= 1 && status.raft_index >= 1, "{status:?}");
+        assert!(status.raft_applied_index <= status.raft_index, "{status:?}");
+        assert!(status.errors.is_empty(), "{status:?}");
+    }
+    assert!(
+        cluster.members.iter().any(|m| m.id == leader),
+        "the leader {leader} is a member"
+    );
+    leader
+}
+
+async fn health_serves(cluster: &Cluster) {
+    for m in &cluster.members {
+        let mut health = HealthClient::new(channel(m).await);
+        for service in ["", "etcdserverpb.KV"] {
+            let answer = health
+                .check(HealthCheckRequest {
+                    service: service.into(),
+                })
+                .await
+                .expect("check")
+                .into_inner();
+            assert_eq!(answer.status, ServingStatus::Serving as i32, "member {}", m.id);
+        }
+        let mut watch = health
+            .watch(HealthCheckRequest::default())
+            .await
+            .expect("watch")
+            .into_inner();
+        let first: HealthCheckResponse = tokio::time::timeout(DEADLINE, watch.message())
+            .await
+            .expect("a first health answer in time")
+            .expect("stream")
+            .expect("an answer");
+        assert_eq!(first.status, ServingStatus::Serving as i32);
+    }
+}
+
+async fn member_list_has_every_member(cluster: &Cluster) {
+    let mut client = ClusterClient::new(channel(&cluster.members[0]).await);
+    let deadline = Instant::now() + DEADLINE;
+    // Client URLs of peers are learnt when they connect: poll until every member announced.
+    let members = loop {
+        let list = client
+            .member_list(pb::MemberListRequest { linearizable: true })
+            .await
+            .expect("member list")
+            .into_inner();
+        if list.members.iter().all(|m| !m.client_ur_ls.is_empty()) {
+            break list.members;
+        }
+        assert!(Instant::now() < deadline, "{list:#?}");
+        tokio::time::sleep(POLL).await;
+    };
+    assert_eq!(members.len(), MEMBERS);
+    for (listed, m) in members.iter().zip(&cluster.members) {
+        assert_eq!(listed.id, m.id);
+        assert_eq!(listed.name, format!("m{}", m.id));
+        assert_eq!(listed.client_ur_ls, vec![m.endpoint()]);
+        assert_eq!(listed.peer_ur_ls.len(), 1);
+        assert!(!listed.is_learner);
+    }
+}
+
+async fn hash_kv_agrees_across_members(cluster: &Cluster, with_etcdctl: bool) {
+    let mut kv = KvClient::new(channel(&cluster.members[0]).await);
+    let mut revision = 0;
+    for i in 0..20 {
+        let put = pb::PutRequest {
+            key: format!("hash/{i}").into_bytes(),
+            value: format!("value {i}").into_bytes(),
+            ..Default::default()
+        };
+        revision = kv
+            .put(put)
+            .await
+            .expect("put")
+            .into_inner()
+            .header
+            .expect("header")
+            .revision;
+    }
+    let delete = pb::DeleteRangeRequest {
+        key: b"hash/3".to_vec(),
+        ..Default::default()
+    };
+    kv.delete_range(delete).await.expect("delete");
+    let last = revision + 1;
+    let mut hashes = Vec::new();
+    for m in &cluster.members {
+        let mut client = maintenance(m).await;
+        let deadline = Instant::now() + DEADLINE;
+        // A follower may not have applied `last` yet ("future revision"): retry.
+        let answer = loop {
+            match client.hash_kv(pb::HashKvRequest { revision: last }).await {
+                Ok(answer) => break answer.into_inner(),
+                Err(e) if e.code() == Code::OutOfRange && Instant::now() < deadline => {
+                    tokio::time::sleep(POLL).await
+                }
+                Err(e) => panic!("hashkv on member {}: {e}", m.id),
+            }
+        };
+        assert_eq!(answer.hash_revision, last);
+        assert_eq!(answer.compact_revision, 0);
+        hashes.push(answer.hash);
+        let earlier = client
+            .hash_kv(pb::HashKvRequest { revision })
+            .await
+            .expect("hashkv")
+            .into_inner();
+        assert_ne!(
+            earlier.hash, answer.hash,
+            "the delete at {last} is part of the hash"
+        );
+    }
+    assert!(hashes.iter().all(|&h| h == hashes[0]), "{hashes:?}");
+    let future = maintenance(&cluster.members[0])
+        .await
+        .hash_kv(pb::HashKvRequest {
+            revision: last + 1000,
+        })
+        .await
+        .expect_err("a future revision");
+    assert_eq!(
+        future.message(),
+        "etcdserver: mvcc: required revision is a future revision"
+    );
+
+    if with_etcdctl {
+        let out = etcdctl_ok(
+            &[&cluster.members[0]],
+            &["endpoint", "hashkv", "--cluster", &format!("--rev={last}")],
+        );
+        let rows: Vec<&str> = out.stdout.lines().collect();
+        assert_eq!(rows.len(), MEMBERS, "{out:#?}");
+        for (row, m) in rows.iter().zip(&cluster.members) {
+            assert_eq!(*row, format!("{}, {}", m.endpoint(), hashes[0]), "{out:#?}");
+        }
+    }
+}
+
+fn etcdctl_endpoint_commands(cluster: &Cluster) {
+    let first = &cluster.members[0];
+    let status = etcdctl_ok(&[first], &["endpoint", "status", "--cluster"]);
+    let rows: Vec<Vec<&str>> = status.stdout.lines().map(|l| l.split(", ").collect()).collect();
+    assert_eq!(rows.len(), MEMBERS, "{status:#?}");
+    let leaders = rows.iter().filter(|r| r.get(4) == Some(&"true")).count();
+    assert_eq!(leaders, 1, "{status:#?}");
+    for (row, m) in rows.iter().zip(&cluster.members) {
+        assert_eq!(row[0], m.endpoint());
+        assert_eq!(row[2], "3.5.0");
+    }
+    let health = etcdctl_ok(&[first], &["endpoint", "health", "--cluster"]);
+    for m in &cluster.members {
+        assert!(
+            health.stderr.contains(&format!(
+                "{} is healthy: successfully committed proposal",
+                m.endpoint()
+            )),
+            "{health:#?}"
+        );
+    }
+}
+
+async fn etcdctl_snapshot_save(cluster: &Cluster) {
+    let first = &cluster.members[0];
+    let mut kv = KvClient::new(channel(first).await);
+    let marker = pb::PutRequest {
+        key: b"snapshot/marker".to_vec(),
+        value: b"written before the snapshot".to_vec(),
+        ..Default::default()
+    };
+    kv.put(marker).await.expect("put");
+    let path = cluster.root.join("saved.db");
+    let path_text = path.to_string_lossy().into_owned();
+    let out = etcdctl_ok(&[first], &["snapshot", "save", &path_text]);
+    assert!(
+        out.stdout.contains(&format!("Snapshot saved at {path_text}")),
+        "{out:#?}"
+    );
+
+    let bytes = std::fs::read(&path).expect("snapshot file");
+    assert_eq!(bytes.len() % 512, 32, "etcd's layout: 512-byte multiple + sha256");
+    let (image, digest) = bytes.split_at(bytes.len() - 32);
+    assert_eq!(
+        hex(digest),
+        sha256sum(&cluster.root, image),
+        "digest of the image"
+    );
+    let encoded = yizhi_server::api::maintenance::snapshot_from_image(image).expect("image");
+    let mut restored =
+        yizhi_kv::MvccStore::open(yizhi_kv::MemBackend::new(), yizhi_kv::KvConfig::default()).expect("store");
+    restored
+        .install_snapshot(encoded)
+        .expect("a valid yizhi-kv snapshot");
+    let read = restored
+        .range(&yizhi_kv::RangeRequest {
+            key: b"snapshot/marker".to_vec().into(),
+            ..Default::default()
+        })
+        .expect("range");
+    assert_eq!(read.kvs.len(), 1);
+    assert_eq!(&read.kvs[0].value[..], b"written before the snapshot");
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// coreutils' sha256sum, an implementation independent of ours.
+fn sha256sum(dir: &Path, data: &[u8]) -> String {
+    let path = dir.join("sha256-input");
+    std::fs::write(&path, data).expect("write");
+    let out = Command::new("sha256sum").arg(&path).output().expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("a digest")
+        .to_string()
+}
+
+async fn move_leader(cluster: &Cluster, leader: u64, with_etcdctl: bool) {
+    let leader = agreed_leader(cluster, Some(leader)).await;
+    let follower = cluster
+        .members
+        .iter()
+        .find(|m| m.id != leader)
+        .expect("a follower");
+    let not_leader = maintenance(follower)
+        .await
+        .move_leader(pb::MoveLeaderRequest { target_id: leader })
+        .await
+        .expect_err("a follower cannot move leadership");
+    assert_eq!(not_leader.code(), Code::FailedPrecondition);
+    assert_eq!(not_leader.message(), "etcdserver: not leader");
+    let leader_member = &cluster.members[leader as usize - 1];
+    let bad = maintenance(leader_member)
+        .await
+        .move_leader(pb::MoveLeaderRequest { target_id: 99 })
+        .await
+        .expect_err("no member 99");
+    assert_eq!(bad.message(), "etcdserver: bad leader transferee");
+
+    let target = follower.id;
+    if with_etcdctl {
+        let all: Vec<&Member> = cluster.members.iter().collect();
+        let out = etcdctl_ok(&all, &["move-leader", &format!("{target:x}")]);
+        assert!(
+            out.stdout
+                .contains(&format!("Leadership transferred from {leader:x} to {target:x}")),
+            "{out:#?}"
+        );
+    } else {
+        maintenance(leader_member)
+            .await
+            .move_leader(pb::MoveLeaderRequest { target_id: target })
+            .await
+            .expect("move leader");
+    }
+    // MoveLeader answers once the target leads; every member learns it soon after.
+    agreed_leader(cluster, Some(target)).await;
+}
+
+async fn refused_services_say_why(cluster: &Cluster) {
+    let m = &cluster.members[0];
+    let mut auth = AuthClient::new(channel(m).await);
+    let status = auth
+        .auth_status(pb::AuthStatusRequest {})
+        .await
+        .expect("auth status");
+    assert!(!status.into_inner().enabled);
+    let refused = auth
+        .user_list(pb::AuthUserListRequest {})
+        .await
+        .expect_err("no auth");
+    assert_eq!(refused.code(), Code::Unimplemented);
+    assert_eq!(
+        refused.message(),
+        "etcdserver: authentication is not supported yet"
+    );
+    let refused = ClusterClient::new(channel(m).await)
+        .member_add(pb::MemberAddRequest::default())
+        .await
+        .expect_err("static membership");
+    assert_eq!(refused.code(), Code::Unimplemented);
+    assert_eq!(refused.message(), "membership changes are not supported yet");
+    let refused = maintenance(m)
+        .await
+        .defragment(pb::DefragmentRequest {})
+        .await
+        .expect_err("no defragment");
+    assert_eq!(refused.code(), Code::Unimplemented);
+    assert!(
+        refused.message().contains("defragment is not supported"),
+        "{refused:?}"
+    );
+}
+
+fn alarm_request(action: AlarmAction, member_id: u64) -> pb::AlarmRequest {
+    pb::AlarmRequest {
+        action: action as i32,
+        member_id,
+        alarm: pb::AlarmType::Nospace as i32,
+    }
+}
+
+async fn quota_raises_a_member_local_nospace_alarm(cluster: &Cluster, with_etcdctl: bool) {
+    let small = &cluster.members[2];
+    let mut kv = KvClient::new(channel(small).await);
+    let mut refused = None;
+    for i in 0..(4 * SMALL_QUOTA_BYTES as usize / BIG_VALUE_BYTES) {
+        let put = pb::PutRequest {
+            key: format!("big/{i}").into_bytes(),
+            value: vec![b'x'; BIG_VALUE_BYTES],
+            ..Default::default()
+        };
+        if let Err(e) = kv.put(put).await {
+            refused = Some(e);
+            break;
+        }
+    }
+    let refused = refused.expect("member 3 refuses writes beyond its quota");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert_eq!(refused.message(), "etcdserver: mvcc: database space exceeded");
+
+    let mut small_maintenance = maintenance(small).await;
+    let alarms = small_maintenance
+        .alarm(alarm_request(AlarmAction::Get, 0))
+        .await
+        .expect("alarm list")
+        .into_inner()
+        .alarms;
+    assert_eq!(
+        alarms,
+        vec![pb::AlarmMember {
+            member_id: 3,
+            alarm: pb::AlarmType::Nospace as i32
+        }]
+    );
+    let status = small_maintenance
+        .status(pb::StatusRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(status.errors, vec!["memberID:3 alarm:NOSPACE"]);
+    assert!(status.db_size as u64 > SMALL_QUOTA_BYTES, "{status:?}");
+
+    // Deletes still pass; writes elsewhere too (each member judges its own quota).
+    let delete = pb::DeleteRangeRequest {
+        key: b"big/0".to_vec(),
+        ..Default::default()
+    };
+    kv.delete_range(delete)
+        .await
+        .expect("deletes are allowed under NOSPACE");
+    let put = pb::PutRequest {
+        key: b"elsewhere".to_vec(),
+        value: b"fine".to_vec(),
+        ..Default::default()
+    };
+    KvClient::new(channel(&cluster.members[0]).await)
+        .put(put)
+        .await
+        .expect("member 1 has the default quota");
+    let elsewhere = maintenance(&cluster.members[0])
+        .await
+        .alarm(alarm_request(AlarmAction::Get, 0))
+        .await
+        .expect("alarm list")
+        .into_inner();
+    assert!(elsewhere.alarms.is_empty(), "{elsewhere:?}");
+
+    if with_etcdctl {
+        let out = etcdctl_ok(&[small], &["alarm", "list"]);
+        assert_eq!(out.stdout.trim(), "memberID:3 alarm:NOSPACE", "{out:#?}");
+        let out = etcdctl(&[small], &["put", "more", "data"]);
+        assert!(
+            out.stderr.contains("etcdserver: mvcc: database space exceeded"),
+            "{out:#?}"
+        );
+    }
+    let disarmed = small_maintenance
+        .alarm(alarm_request(AlarmAction::Deactivate, 3))
+        .await
+        .expect("disarm")
+        .into_inner()
+        .alarms;
+    assert_eq!(disarmed.len(), 1);
+    let alarms = small_maintenance
+        .alarm(alarm_request(AlarmAction::Get, 0))
+        .await
+        .expect("alarm list")
+        .into_inner()
+        .alarms;
+    assert!(alarms.is_empty(), "{alarms:?}");
+}
