@@ -151,8 +151,8 @@ fn quota_bytes(api: &Api) -> u64 {
     }
 }
 
-/// Size of the redb file. Writes held in the backend's memory overlay are not counted until
-/// they are flushed (at most the overlay's limit, 8 MiB by default).
+/// Size of the redb file. It trails the store by at most one applied batch: the applier writes
+/// the backend's memory overlay to redb (without fsync) after every batch.
 pub fn db_size_bytes(api: &Api) -> std::io::Result<u64> {
     let path = {
         let store = api.node.shared.store.read().expect("store lock");
@@ -175,7 +175,8 @@ impl MaintenanceService {
         self.api.header(self.api.current_revision())
     }
 
-    /// Runs `read` on the store on a blocking thread: hashing and snapshots read every record.
+    /// Runs `read` on the store on a blocking thread: hashing and snapshots read every record,
+    /// and hold the store's read lock (pausing the applier) while they do.
     async fn with_store<T: Send + 'static>(
         &self,
         read: impl FnOnce(&crate::node::Store) -> Result<T, Status> + Send + 'static,
@@ -384,13 +385,13 @@ pub fn snapshot_image(mut encoded: Vec<u8>) -> Vec<u8> {
     let image_bytes = (encoded.len() + SNAPSHOT_LENGTH_TRAILER_BYTES).next_multiple_of(SNAPSHOT_ALIGN_BYTES);
     encoded.resize(image_bytes - SNAPSHOT_LENGTH_TRAILER_BYTES, 0);
     encoded.extend_from_slice(&length.to_le_bytes());
-    assert_eq!(encoded.len() % SNAPSHOT_ALIGN_BYTES, 0);
+    assert!(encoded.len().is_multiple_of(SNAPSHOT_ALIGN_BYTES));
     encoded
 }
 
 /// The yizhi-kv snapshot encoding inside an image, or why the image is malformed.
 pub fn snapshot_from_image(image: &[u8]) -> Result<&[u8], String> {
-    if image.is_empty() || image.len() % SNAPSHOT_ALIGN_BYTES != 0 {
+    if image.is_empty() || !image.len().is_multiple_of(SNAPSHOT_ALIGN_BYTES) {
         return Err(format!(
             "{} bytes is not a positive multiple of {SNAPSHOT_ALIGN_BYTES}",
             image.len()
@@ -417,7 +418,7 @@ fn snapshot_stream(data: Vec<u8>, digest: [u8; 32], header: ResponseHeader) -> S
         let start = i * SNAPSHOT_CHUNK_BYTES;
         let end = (start + SNAPSHOT_CHUNK_BYTES).min(total_bytes);
         Ok(pb::SnapshotResponse {
-            header: (i == 0).then(|| header.clone()),
+            header: (i == 0).then_some(header),
             remaining_bytes: (total_bytes - end) as u64,
             blob: data[start..end].to_vec(),
         })
