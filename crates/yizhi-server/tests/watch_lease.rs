@@ -625,18 +625,34 @@ async fn revoking_a_lease_deletes_its_keys_and_watchers_see_it() {
     assert_eq!(error.code(), Code::NotFound);
     assert_eq!(error.message(), "etcdserver: requested lease not found");
 
-    let (tx, rx) = mpsc::channel(1);
+    // One stream serves every lease of a client; answers are matched by id.
+    let other = lease
+        .lease_grant(pb::LeaseGrantRequest { ttl: 30, id: 0 })
+        .await
+        .expect("grant")
+        .into_inner()
+        .id;
+    let (tx, rx) = mpsc::channel(2);
     let mut answers = lease
         .lease_keep_alive(ReceiverStream::new(rx))
         .await
         .expect("keep-alive stream")
         .into_inner();
     tx.send(pb::LeaseKeepAliveRequest { id }).await.expect("send");
-    let answer = answers.next().await.expect("an answer").expect("not an error");
-    assert_eq!(
-        (answer.id, answer.ttl),
-        (id, 0),
-        "etcd answers TTL 0 for an unknown lease"
+    tx.send(pb::LeaseKeepAliveRequest { id: other })
+        .await
+        .expect("send");
+    let mut ttls = std::collections::BTreeMap::new();
+    for _ in 0..2 {
+        let answer = answers.next().await.expect("an answer").expect("not an error");
+        ttls.insert(answer.id, answer.ttl);
+    }
+    // etcd answers TTL 0 for an unknown lease.
+    assert_eq!(ttls, [(id, 0), (other, 30)].into_iter().collect());
+    drop(tx);
+    assert!(
+        answers.next().await.is_none(),
+        "the stream ends when the client is done"
     );
 }
 

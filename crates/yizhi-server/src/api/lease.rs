@@ -9,6 +9,7 @@
 
 use prost::Message;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_stream::StreamExt;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -20,6 +21,8 @@ use crate::node::lessor::wall_clock_ms;
 
 /// Keep-alive answers queued toward one client before its stream's task waits for it to read.
 pub const KEEP_ALIVE_RESPONSE_QUEUE: usize = 16;
+/// Keep-alives of one stream being replicated at once; further requests wait unread.
+pub const MAX_KEEP_ALIVES_IN_FLIGHT: usize = 64;
 
 #[derive(Debug)]
 pub struct LeaseService {
@@ -60,6 +63,42 @@ async fn keep_alive(api: &Api, id: i64) -> Result<pb::LeaseKeepAliveResponse, St
         }),
         Err(e) => Err(kv_status(&e)),
         Ok(_) => Err(unexpected("lease keep-alive")),
+    }
+}
+
+type KeepAliveAnswers = mpsc::Sender<Result<pb::LeaseKeepAliveResponse, Status>>;
+
+async fn serve_keep_alives(
+    api: Api,
+    mut inbound: Streaming<pb::LeaseKeepAliveRequest>,
+    tx: KeepAliveAnswers,
+) {
+    let mut in_flight = JoinSet::new();
+    let mut inbound_open = true;
+    loop {
+        let room = in_flight.len() < MAX_KEEP_ALIVES_IN_FLIGHT;
+        tokio::select! {
+            message = inbound.next(), if inbound_open && room => match message {
+                Some(Ok(request)) => {
+                    let api = api.clone();
+                    in_flight.spawn(async move { keep_alive(&api, request.id).await });
+                }
+                Some(Err(_)) => return,
+                // The client is done sending: answer what it sent, then end the stream.
+                None => inbound_open = false,
+            },
+            Some(joined) = in_flight.join_next() => {
+                let answer = joined.unwrap_or_else(|e| Err(Status::internal(format!("etcdserver: {e}"))));
+                let failed = answer.is_err();
+                if tx.send(answer).await.is_err() || failed {
+                    return;
+                }
+            }
+            () = tx.closed() => return,
+        }
+        if !inbound_open && in_flight.is_empty() {
+            return;
+        }
     }
 }
 
@@ -105,31 +144,16 @@ impl pb::lease_server::Lease for LeaseService {
 
     type LeaseKeepAliveStream = BoxStream<pb::LeaseKeepAliveResponse>;
 
-    /// Answers each keep-alive in order; a failure to replicate ends the stream with its status
-    /// (etcd's clients then open a new one).
+    /// Answers keep-alives as they apply, up to [`MAX_KEEP_ALIVES_IN_FLIGHT`] at once (etcd's
+    /// clients send every lease of a client down one stream). A failure to replicate ends the
+    /// stream with its status; etcd's clients then open a new one.
     async fn lease_keep_alive(
         &self,
         request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        let mut inbound = request.into_inner();
+        let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(KEEP_ALIVE_RESPONSE_QUEUE);
-        let api = self.api.clone();
-        tokio::spawn(async move {
-            loop {
-                let request = tokio::select! {
-                    message = inbound.next() => match message {
-                        Some(Ok(request)) => request,
-                        Some(Err(_)) | None => return,
-                    },
-                    () = tx.closed() => return,
-                };
-                let answer = keep_alive(&api, request.id).await;
-                let failed = answer.is_err();
-                if tx.send(answer).await.is_err() || failed {
-                    return;
-                }
-            }
-        });
+        tokio::spawn(serve_keep_alives(self.api.clone(), inbound, tx));
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
