@@ -656,7 +656,7 @@ async fn revoking_a_lease_deletes_its_keys_and_watchers_see_it() {
     );
 }
 
-/// A keep-alive stream keeps a 2 s lease (and its key) alive well past 2 s; once the client
+/// A keep-alive stream keeps a 3 s lease (and its key) alive for twice its TTL; once the client
 /// stops, the lessor revokes it and the key disappears.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alives_hold_a_lease_past_its_ttl_then_it_expires() {
@@ -664,7 +664,7 @@ async fn keep_alives_hold_a_lease_past_its_ttl_then_it_expires() {
     let mut kv = cluster.kv(0).await;
     let mut lease = cluster.lease(0).await;
     let id = lease
-        .lease_grant(pb::LeaseGrantRequest { ttl: 2, id: 0 })
+        .lease_grant(pb::LeaseGrantRequest { ttl: 3, id: 0 })
         .await
         .expect("grant")
         .into_inner()
@@ -677,7 +677,7 @@ async fn keep_alives_hold_a_lease_past_its_ttl_then_it_expires() {
         .await
         .expect("keep-alive stream")
         .into_inner();
-    let kept_until = Instant::now() + Duration::from_secs(5);
+    let kept_until = Instant::now() + Duration::from_secs(6);
     while Instant::now() < kept_until {
         tx.send(pb::LeaseKeepAliveRequest { id }).await.expect("send");
         let answer = tokio::time::timeout(RESPONSE_DEADLINE, answers.next())
@@ -685,7 +685,7 @@ async fn keep_alives_hold_a_lease_past_its_ttl_then_it_expires() {
             .expect("keep-alive answered in time")
             .expect("an answer")
             .expect("not an error");
-        assert_eq!((answer.id, answer.ttl), (id, 2));
+        assert_eq!((answer.id, answer.ttl), (id, 3));
         assert_eq!(
             get(&mut kv, "ka").await.len(),
             1,
