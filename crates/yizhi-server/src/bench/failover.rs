@@ -86,10 +86,10 @@ pub async fn run(endpoints: &[String], pids: &[i32], timeout: Duration) -> Resul
         value: b"before".to_vec(),
         ..Default::default()
     };
-    survivors[0]
-        .clone()
-        .put(put.clone())
+    let mut first = survivors[0].clone();
+    tokio::time::timeout(timeout, first.put(put.clone()))
         .await
+        .map_err(|_| "put before the kill: no answer".to_string())?
         .map_err(|e| format!("put before the kill: {}", e.message()))?;
     kill(Pid::from_raw(pids[leader]), Signal::SIGKILL)
         .map_err(|e| format!("kill -9 {}: {e}", pids[leader]))?;

@@ -18,6 +18,8 @@ use super::load::{KeySpace, Plan, Rng, drive};
 
 /// Leases granted for keep-alive runs live this long if the run dies without revoking them.
 const BENCH_LEASE_TTL_S: i64 = 60;
+/// A setup step (lease grant, stream open) without an answer after this long fails the run.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Clients that prefill the key space of a read workload.
 const PREFILL_CLIENTS: usize = 64;
 
@@ -205,26 +207,42 @@ pub async fn open_keepalives(
     let mut streams = Vec::with_capacity(clients);
     for client in 0..clients {
         let mut lease = LeaseClient::new(channels[client % channels.len()].clone());
-        let granted = lease
-            .lease_grant(LeaseGrantRequest {
+        let granted = tokio::time::timeout(
+            SETUP_TIMEOUT,
+            lease.lease_grant(LeaseGrantRequest {
                 ttl: BENCH_LEASE_TTL_S,
                 id: 0,
-            })
-            .await
-            .map_err(|e| format!("LeaseGrant: {:?}: {}", e.code(), e.message()))?
-            .into_inner();
+            }),
+        )
+        .await
+        .map_err(|_| "LeaseGrant: no answer".to_string())?
+        .map_err(|e| format!("LeaseGrant: {:?}: {}", e.code(), e.message()))?
+        .into_inner();
         // One request in flight per client: a queue of one is all the stream needs.
         let (requests, receiver) = mpsc::channel(1);
-        let responses = lease
-            .lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(receiver))
+        // A server may hold the response headers back until it answers a first message (grpc-go
+        // does), and the call resolves only on those headers: queue one keep-alive before calling.
+        requests
+            .send(LeaseKeepAliveRequest { id: granted.id })
             .await
-            .map_err(|e| format!("LeaseKeepAlive: {:?}: {}", e.code(), e.message()))?
-            .into_inner();
-        streams.push(Mutex::new(KeepAliveStream {
+            .map_err(|_| "keep-alive queue closed".to_string())?;
+        let responses = tokio::time::timeout(
+            SETUP_TIMEOUT,
+            lease.lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(receiver)),
+        )
+        .await
+        .map_err(|_| "LeaseKeepAlive: no stream".to_string())?
+        .map_err(|e| format!("LeaseKeepAlive: {:?}: {}", e.code(), e.message()))?
+        .into_inner();
+        let stream = Mutex::new(KeepAliveStream {
             lease_id: granted.id,
             requests,
             responses,
-        }));
+        });
+        tokio::time::timeout(SETUP_TIMEOUT, receive_keepalive(&mut *stream.lock().await))
+            .await
+            .map_err(|_| "first keep-alive: no answer".to_string())??;
+        streams.push(stream);
     }
     Ok(Arc::new(streams))
 }
@@ -238,6 +256,11 @@ pub async fn keepalive_once(stream: &Mutex<KeepAliveStream>) -> Result<(), Strin
         .send(LeaseKeepAliveRequest { id })
         .await
         .map_err(|_| "keep-alive stream closed".to_string())?;
+    receive_keepalive(&mut stream).await
+}
+
+async fn receive_keepalive(stream: &mut KeepAliveStream) -> Result<(), String> {
+    let id = stream.lease_id;
     match stream.responses.message().await {
         Ok(Some(response)) if response.id == id && response.ttl > 0 => Ok(()),
         Ok(Some(response)) => Err(format!(
