@@ -66,9 +66,11 @@
 //!   catches up from history, and is cancelled (with the compact revision) only if compaction
 //!   overtakes it.
 //!
-//! # Not yet here
+//! # Who uses it
 //!
-//! The simulator driving this crate, and the gRPC translation layer.
+//! The simulator (`yizhi-sim`) applies it on every simulated node and judges the histories with
+//! revisions; the server (`yizhi-server`) applies it on redb and translates etcd's gRPC messages
+//! to and from these types (`api/convert.rs`).
 
 mod apply;
 pub mod backend;
