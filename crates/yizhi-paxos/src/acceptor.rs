@@ -77,10 +77,20 @@ impl<S: LogStorage> PaxosNode<S> {
         self.ticks_since_heard = 0;
     }
 
-    /// Phase 2b for a run of slots. The acceptor overwrites slots from the run's first slot it does
-    /// not already know chosen; if it holds slots beyond the run, it keeps them and rewrites them
-    /// in the same write (the log's write rule), because a reordered shorter run must never drop a
-    /// slot that a longer run of the same ballot had it accept.
+    /// Phase 2b for a run of slots. The acceptor writes from the first slot of the run whose
+    /// content (ballot and value) differs from what it holds; if it holds slots beyond the run, it
+    /// keeps them and rewrites them in the same write (the log's write rule), because a reordered
+    /// shorter run must never drop a slot that a longer run of the same ballot had it accept.
+    ///
+    /// Why not rewrite what it already holds: a write at slot i replaces every stored slot from i
+    /// on, and a crash may tear an unsynced append after any of its entries. Rewriting held slots
+    /// therefore puts acknowledged slots into the part a tear can cut: the durable log gets
+    /// *shorter*, and slots this acceptor reported accepted (the leader counted them towards a
+    /// quorum) are gone. Starting at the first changed slot, a resent, duplicated or reordered run
+    /// of the ballot the acceptor already accepted writes nothing, and a run that extends the log
+    /// only appends; a tear then loses only entries of this very write, whose `Accepted` has not
+    /// left (messages wait for the fsync). What a tear can still cut is a rewrite after a change
+    /// of ballot (an overwritten slot below held ones): see `write_keeping_tail`.
     pub(crate) fn on_accept(&mut self, from: NodeId, ballot: Ballot, commit: LogIndex, entries: Vec<Entry>) {
         if !self.admit(from, ballot) {
             return;
@@ -104,7 +114,14 @@ impl<S: LogStorage> PaxosNode<S> {
             if first <= last + 1 {
                 let fresh_last = fresh.last().expect("non-empty").index;
                 covered = Some((first, fresh_last));
-                self.write_keeping_tail(fresh, fresh_last, last);
+                let held = fresh
+                    .iter()
+                    .take_while(|e| self.log.entry(&self.storage, e.index).as_ref() == Some(*e))
+                    .count();
+                let changed: Vec<Entry> = fresh.into_iter().skip(held).collect();
+                if !changed.is_empty() {
+                    self.write_keeping_tail(changed, fresh_last, last);
+                }
             }
         }
         self.learn_commit(ballot, commit, covered);
@@ -135,6 +152,15 @@ impl<S: LogStorage> PaxosNode<S> {
         }
     }
 
+    /// Writes `fresh` (starting at the first changed slot) and, if the log reaches past the run,
+    /// the held slots after it. Under the storage contract this is the only way to change a slot
+    /// below held ones, and such a write can be torn anywhere after its first entry. It happens
+    /// only when a new ballot's run changes a slot this acceptor holds from an older ballot (or an
+    /// older value); the slots such a tear can cut were accepted in older ballots, and the leader
+    /// of the new ballot holds its own proposal for each of them durably (it persisted its log
+    /// before sending this run). Slots acknowledged in the current ballot and counted by its
+    /// leader (the contiguous prefix `matched_in`) all lie below the first changed slot, so no
+    /// tear of this write reaches them.
     fn write_keeping_tail(&mut self, mut fresh: Vec<Entry>, fresh_last: LogIndex, last: LogIndex) {
         let first = fresh.first().expect("called with entries").index;
         assert!(

@@ -301,14 +301,24 @@ impl<S: LogStorage> PaxosNode<S> {
         let Some(progress) = leadership.peers.get_mut(&from) else {
             return;
         };
-        progress.matched = progress.matched.max(matched);
-        if let Some(run_last) = run_last {
+        let gap = run_last.is_some_and(|run_last| matched < run_last);
+        if gap {
+            // A gap or a refused run: resend from what the acceptor has *now*. That may be less
+            // than it reported before: its commit index is a hint persisted without an fsync, so
+            // after a restart it may no longer know chosen a slot it once reported (an old-ballot
+            // slot then no longer counts towards `matched`). Keeping the higher old value would
+            // make us resend only after it, forever. Lowering it only delays our count (the
+            // commit index never goes back) and costs a resend if the report was stale.
+            progress.matched = matched;
+        } else {
+            progress.matched = progress.matched.max(matched);
+        }
+        if run_last.is_some() {
             progress.acked_since_heartbeat = true;
             progress.inflight_msgs = progress.inflight_msgs.saturating_sub(1);
             progress.snapshot_in_flight = false;
-            if matched < run_last {
-                // A gap or a refused run: resend from what the acceptor has.
-                progress.next = progress.matched + 1;
+            if gap {
+                progress.next = matched + 1;
                 progress.inflight_msgs = 0;
             }
         }
@@ -613,6 +623,29 @@ mod tests {
             },
         );
         assert_eq!(accepts_to(&sent(&mut n), 2), vec![vec![1, 2]]);
+    }
+
+    #[test]
+    fn a_gap_below_what_an_acceptor_reported_before_resends_from_its_new_report() {
+        // An acceptor that once reported matched 2 restarted knowing less chosen (its commit
+        // index is an unsynced hint): it now reports matched 1 for run 3..=3.
+        let mut n = leader_of(node(1));
+        let b = n.leading_ballot().unwrap();
+        for v in ["a", "b", "c"] {
+            n.propose(value(v)).unwrap();
+        }
+        sent(&mut n);
+        let ack = |matched, run_last| Message::Accepted {
+            ballot: b,
+            matched,
+            run_last,
+        };
+        deliver(&mut n, 2, ack(2, 2));
+        sent(&mut n);
+        deliver(&mut n, 2, ack(1, 3));
+        assert_eq!(accepts_to(&sent(&mut n), 2), vec![vec![2, 3]]);
+        let p = &n.leadership.as_ref().unwrap().peers[&2];
+        assert_eq!((p.matched, p.next), (1, 4));
     }
 
     #[test]
