@@ -1,0 +1,112 @@
+//! A distributed counting semaphore: at most N holders at once.
+//!
+//! **Protocol.** A contender creates `<prefix>/<lease hex>` under its session's lease. The
+//! holders are the N keys with the lowest `create_revision`. A contender counts the keys created
+//! before its own (a count-only read at revision R); if fewer than N, it holds a permit. Otherwise
+//! it watches the prefix from R + 1 for deletions and counts again after each one. Before reporting
+//! acquisition it re-reads its key and checks its session. Release deletes the key.
+//!
+//! **Guarantees.** At most N live sessions hold permits at once; contenders are admitted in
+//! arrival (`create_revision`) order; a crashed holder's permit returns when its lease expires.
+//! All N must agree on N: the semaphore does not store it.
+
+use crate::error::{Error, Result};
+use crate::kv::GetOptions;
+use crate::session::{Session, wait_lost};
+use crate::watch::{EventType, WatchOptions};
+
+use super::{confirm_owned, create_leased_key, delete_own_key, dir, lease_key};
+
+/// The largest N a semaphore accepts (a bound on how many keys a contender counts).
+pub const MAX_PERMITS: i64 = 10_000;
+
+#[derive(Clone, Debug)]
+pub struct Semaphore {
+    dir: Vec<u8>,
+    permits: i64,
+}
+
+/// One held permit.
+#[derive(Debug)]
+#[must_use = "the permit stays held until release() or the session ends"]
+pub struct Permit {
+    key: Vec<u8>,
+    create_revision: i64,
+}
+
+impl Semaphore {
+    pub fn new(prefix: impl AsRef<[u8]>, permits: i64) -> Result<Self> {
+        if !(1..=MAX_PERMITS).contains(&permits) {
+            return Err(Error::InvalidArgument(format!(
+                "{permits} permits (1..={MAX_PERMITS})"
+            )));
+        }
+        Ok(Semaphore {
+            dir: dir(prefix.as_ref()),
+            permits,
+        })
+    }
+
+    pub async fn acquire(&self, session: &Session) -> Result<Permit> {
+        let key = lease_key(&self.dir, session.lease_id());
+        let (create_revision, _) = create_leased_key(session, &key, b"").await?;
+        let acquired = async {
+            self.wait_turn(session, create_revision).await?;
+            confirm_owned(session, &key, create_revision).await
+        }
+        .await;
+        if let Err(error) = acquired {
+            if session.is_alive() {
+                let _ = delete_own_key(session.client(), &key, create_revision).await;
+            }
+            return Err(error);
+        }
+        Ok(Permit { key, create_revision })
+    }
+
+    async fn wait_turn(&self, session: &Session, create_revision: i64) -> Result<()> {
+        let client = session.client();
+        loop {
+            session.check_alive()?;
+            let ahead = client
+                .get(
+                    self.dir.clone(),
+                    GetOptions::new()
+                        .prefix()
+                        .max_create_revision(create_revision - 1)
+                        .count_only(),
+                )
+                .await?;
+            if ahead.count < self.permits {
+                return Ok(());
+            }
+            let read_at = crate::kv::header_revision(ahead.header.as_ref(), "range")?;
+            let mut watcher = client
+                .watch(
+                    self.dir.clone(),
+                    WatchOptions::new().prefix().start_revision(read_at + 1).no_put(),
+                )
+                .await?;
+            // Any deletion may have freed a permit ahead of us: count again.
+            loop {
+                tokio::select! {
+                    batch = watcher.next() => {
+                        let batch = batch.ok_or_else(|| Error::Stopped("watch ended".into()))??;
+                        if batch.events.iter().any(|e| e.r#type == EventType::Delete as i32) {
+                            break;
+                        }
+                    }
+                    () = wait_lost(session.lost_signal()) => {
+                        return Err(Error::SessionLost { lease_id: session.lease_id() });
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Permit {
+    pub async fn release(self, session: &Session) -> Result<()> {
+        delete_own_key(session.client(), &self.key, self.create_revision).await
+    }
+}
