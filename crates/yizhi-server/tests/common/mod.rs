@@ -244,9 +244,19 @@ impl Cluster {
         self.members().iter().map(Member::client_url).collect()
     }
 
-    /// `--endpoints` for etcdctl: every member.
+    /// `host:port` of each member's client listener.
+    pub fn client_addrs(&self) -> Vec<String> {
+        self.members()
+            .iter()
+            .map(|m| format!("127.0.0.1:{}", m.client_port))
+            .collect()
+    }
+
+    /// `--endpoints` for etcdctl: every member, as `host:port` (the README's form; etcdctl 3.4
+    /// sends a whole `http://` URL as the HTTP/2 authority when it dials one endpoint alone, as
+    /// move-leader does, which the server refuses).
     pub fn endpoints(&self) -> String {
-        self.client_urls().join(",")
+        self.client_addrs().join(",")
     }
 
     pub fn running_indices(&self) -> Vec<usize> {
@@ -455,7 +465,7 @@ impl Cluster {
 
     /// `etcdctl` against one member only.
     pub fn etcdctl_at(&self, index: usize, args: &[&str]) -> CtlOutput {
-        run_etcdctl(&self.client_url(index), args, None)
+        run_etcdctl(&self.client_addrs()[index], args, None)
     }
 
     /// A long-running etcdctl (watch, lease keep-alive) whose stdout is read line by line.
