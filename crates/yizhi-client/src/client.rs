@@ -258,9 +258,19 @@ pub(crate) fn never_sent(status: &Status) -> bool {
     if status.code() != Code::Unavailable || from_server(status) {
         return false;
     }
+    // The status and its source chain as text: tonic reports a failed dial only this way.
     let text = format!("{status:?}").to_ascii_lowercase();
-    text.contains("connect") && !text.contains("reset") && !text.contains("broken pipe")
+    UNSENT_MARKERS.iter().any(|marker| text.contains(marker))
 }
+
+/// Phrases of a failed dial (hyper/tonic), as opposed to a connection that broke later.
+const UNSENT_MARKERS: [&str; 5] = [
+    "tcp connect error",
+    "connection refused",
+    "error trying to connect",
+    "connecterror",
+    "dns error",
+];
 
 /// Whether another attempt (on the next endpoint) is allowed for `status`.
 fn judge(status: &Status, retry: Retry) -> Verdict {
@@ -317,6 +327,24 @@ mod tests {
         ));
         let busy = Status::resource_exhausted("etcdserver: too many requests");
         assert_eq!(judge(&busy, Retry::OnlyIfUnsent), Verdict::Retry);
+    }
+
+    #[tokio::test]
+    async fn a_refused_dial_counts_as_never_sent() {
+        let options = ClientOptions {
+            max_attempts: 2,
+            backoff_initial: Duration::from_millis(1),
+            ..Default::default()
+        };
+        // Port 1 on loopback: nothing listens there.
+        let client = Client::connect_with(&["127.0.0.1:1"], options).await.expect("lazy connect");
+        let result = client.put("k", "v", crate::kv::PutOptions::new()).await;
+        assert!(
+            matches!(result, Err(Error::Unreachable { attempts: 2, .. })),
+            "a refused put is retried, then unreachable: {result:?}"
+        );
+        let error_text = Status::unavailable("error reading a body from connection");
+        assert!(!never_sent(&error_text));
     }
 
     #[tokio::test]
