@@ -651,7 +651,7 @@ fn move_leader_hands_leadership_to_the_named_member() {
     );
 }
 
-/// `etcdctl check perf` runs a fixed 60 s load (its "small" profile: 50 clients, 500 puts/s) and
+/// `etcdctl check perf` runs a fixed 60 s load (its "small" profile: 50 clients, 150 writes/s) and
 /// judges throughput and latency, so it alone would exceed the suite's time budget: run it with
 /// `cargo test --release -p yizhi-server --test etcdctl -- --ignored check_perf`.
 #[test]
