@@ -1,7 +1,8 @@
 //! The machine's floor for a replicated write: what a 4 KiB append + fdatasync costs on the data
 //! directory's file system, and a loopback TCP round trip. A one-client put through a leader that
 //! persists before it sends cannot be faster than two sequential fsyncs (leader, then follower) plus
-//! a round trip between them.
+//! a round trip between them; one whose appends leave before its own write (Raft thesis §10.2.1,
+//! as etcd and Yizhi do) overlaps the two fsyncs: one fsync plus the round trip.
 
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -28,8 +29,14 @@ pub struct Floor {
 }
 
 impl Floor {
+    /// Leader fsync, then the append travels, then the follower's fsync.
     pub fn floor_us(&self) -> u64 {
         2 * self.append_fsync_us.value_at_quantile(0.5) + self.loopback_rtt_us.value_at_quantile(0.5)
+    }
+
+    /// The leader's and the follower's fsyncs overlap.
+    pub fn overlapped_floor_us(&self) -> u64 {
+        self.append_fsync_us.value_at_quantile(0.5) + self.loopback_rtt_us.value_at_quantile(0.5)
     }
 
     pub fn to_json(&self, dir: &Path) -> Value {
@@ -41,6 +48,7 @@ impl Floor {
             "overwrite_fdatasync_us": summary(&self.overwrite_fsync_us),
             "loopback_rtt_us": summary(&self.loopback_rtt_us),
             "floor_us": self.floor_us(),
+            "overlapped_floor_us": self.overlapped_floor_us(),
             "error_count": 0,
         })
     }
@@ -59,8 +67,9 @@ impl Floor {
         out.push_str(&line("4 KiB overwrite + fdatasync", &self.overwrite_fsync_us));
         out.push_str(&line("loopback TCP round trip", &self.loopback_rtt_us));
         out.push_str(&format!(
-            "  floor (2 × append fsync p50 + rtt p50): {}\n",
-            fmt_us(self.floor_us())
+            "  floor (2 × append fsync p50 + rtt p50): {}; fsyncs overlapped (1 × fsync + rtt): {}\n",
+            fmt_us(self.floor_us()),
+            fmt_us(self.overlapped_floor_us())
         ));
         out
     }
@@ -183,7 +192,8 @@ mod tests {
         assert_eq!(floor.append_fsync_us.len(), 5);
         assert_eq!(floor.overwrite_fsync_us.len(), 5);
         assert_eq!(floor.loopback_rtt_us.len(), 5);
-        assert!(floor.floor_us() >= floor.loopback_rtt_us.value_at_quantile(0.5));
+        assert!(floor.floor_us() > floor.overlapped_floor_us());
+        assert!(floor.overlapped_floor_us() > floor.loopback_rtt_us.value_at_quantile(0.5));
         assert_eq!(
             std::fs::read_dir(&dir).expect("list").count(),
             0,
