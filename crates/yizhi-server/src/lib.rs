@@ -5,6 +5,7 @@ pub mod api;
 pub mod bench;
 pub mod cluster;
 pub mod config;
+pub mod coord;
 pub mod node;
 pub mod server;
 pub mod transport;

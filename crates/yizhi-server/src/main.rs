@@ -25,6 +25,10 @@ enum Command {
     Up(UpArgs),
     /// Benchmark an etcd v3 endpoint (Yizhi or etcd): put, range, txn, lease, watch, failover, floor.
     Bench(yizhi_server::bench::BenchArgs),
+    /// Hold a lock while a command runs: `yizhi lock NAME [--ttl SECS] -- CMD ARGS...`.
+    Lock(yizhi_server::coord::LockArgs),
+    /// Campaign in an election (`yizhi elect NAME PROPOSAL`) or observe it (`-l NAME`).
+    Elect(yizhi_server::coord::ElectArgs),
 }
 
 fn main() {
@@ -39,6 +43,8 @@ fn main() {
         Command::Server(config) => yizhi_server::server::run(*config),
         Command::Up(args) => yizhi_server::up::run(args),
         Command::Bench(args) => yizhi_server::bench::run(args),
+        Command::Lock(args) => yizhi_server::coord::run_lock(args),
+        Command::Elect(args) => yizhi_server::coord::run_elect(args),
     };
     std::process::exit(code);
 }

@@ -5,9 +5,11 @@
 pub mod auth;
 pub mod cluster;
 pub mod convert;
+pub mod election;
 pub mod health;
 pub mod kv;
 pub mod lease;
+pub mod lock;
 pub mod maintenance;
 pub mod watch;
 
@@ -152,6 +154,8 @@ pub async fn serve(
 fn routes(api: &Api) -> tonic::transport::server::Router {
     use yizhi_proto::etcdserverpb::kv_server::KvServer;
     let max_decoding = api.config.max_request_bytes as usize + GRPC_OVERHEAD_BYTES;
+    // Lock and Campaign calls waiting on this listener, both services together.
+    let waiters = lock::WaiterLimit::new(lock::MAX_WAITERS);
     tonic::transport::Server::builder()
         .add_service(
             KvServer::new(kv::KvService::new(api.clone()))
@@ -181,5 +185,11 @@ fn routes(api: &Api) -> tonic::transport::server::Router {
         ))
         .add_service(yizhi_proto::grpc_health_v1::health_server::HealthServer::new(
             health::HealthService::new(api.clone()),
+        ))
+        .add_service(yizhi_proto::v3lockpb::lock_server::LockServer::new(
+            lock::LockService::new(api.clone(), waiters.clone()),
+        ))
+        .add_service(yizhi_proto::v3electionpb::election_server::ElectionServer::new(
+            election::ElectionService::new(api.clone(), waiters),
         ))
 }
