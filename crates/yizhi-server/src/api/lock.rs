@@ -490,4 +490,16 @@ mod tests {
         assert_eq!(prefix_end(b"\xff\xff"), Bytes::from_static(b"\0"));
         assert_eq!(queue_prefix(b"job"), Bytes::from_static(b"job/"));
     }
+
+    #[test]
+    fn waiters_beyond_the_limit_are_refused_until_one_leaves() {
+        let limit = WaiterLimit::new(2);
+        let first = limit.admit().expect("room");
+        let _second = limit.admit().expect("room");
+        let refused = limit.admit().expect_err("full");
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(refused.message(), "etcdserver: too many requests");
+        drop(first);
+        let _third = limit.admit().expect("a slot was freed");
+    }
 }
