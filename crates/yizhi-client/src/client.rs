@@ -337,7 +337,9 @@ mod tests {
             ..Default::default()
         };
         // Port 1 on loopback: nothing listens there.
-        let client = Client::connect_with(&["127.0.0.1:1"], options).await.expect("lazy connect");
+        let client = Client::connect_with(&["127.0.0.1:1"], options)
+            .await
+            .expect("lazy connect");
         let result = client.put("k", "v", crate::kv::PutOptions::new()).await;
         assert!(
             matches!(result, Err(Error::Unreachable { attempts: 2, .. })),

@@ -10,6 +10,9 @@
 //! [`Error::Unreachable`]. At most [`WATCH_BUFFER_BATCHES`] batches wait for a slow reader; then
 //! the task stops reading the stream and the server holds back (nothing is dropped).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
@@ -92,12 +95,18 @@ pub struct WatchBatch {
 pub struct Watcher {
     batches: mpsc::Receiver<Result<WatchBatch>>,
     task: JoinHandle<()>,
+    resumes: Arc<AtomicU64>,
 }
 
 impl Watcher {
     /// The next batch; `None` once the watcher ended (after an error was delivered).
     pub async fn next(&mut self) -> Option<Result<WatchBatch>> {
         self.batches.recv().await
+    }
+
+    /// How many times the watch was re-created on a new stream after the first creation.
+    pub fn resumes(&self) -> u64 {
+        self.resumes.load(Ordering::Relaxed)
     }
 }
 
@@ -124,6 +133,7 @@ struct WatchTask {
     next_revision: i64,
     out: mpsc::Sender<Result<WatchBatch>>,
     created: Option<oneshot::Sender<Result<()>>>,
+    resumes: Arc<AtomicU64>,
 }
 
 impl Client {
@@ -154,7 +164,9 @@ impl Client {
         };
         let (out, batches) = mpsc::channel(WATCH_BUFFER_BATCHES);
         let (created_tx, created_rx) = oneshot::channel();
+        let resumes = Arc::new(AtomicU64::new(0));
         let task = WatchTask {
+            resumes: resumes.clone(),
             client: self.clone(),
             create,
             next_revision: options.start_revision,
@@ -163,7 +175,11 @@ impl Client {
         };
         let task = tokio::spawn(task.run());
         match created_rx.await {
-            Ok(Ok(())) => Ok(Watcher { batches, task }),
+            Ok(Ok(())) => Ok(Watcher {
+                batches,
+                task,
+                resumes,
+            }),
             Ok(Err(error)) => Err(error),
             Err(_) => Err(Error::Stopped(
                 "watch task ended before the watch was created".into(),
@@ -266,8 +282,13 @@ impl WatchTask {
             if self.next_revision == 0 {
                 self.next_revision = header.revision + 1;
             }
-            if let Some(signal) = self.created.take() {
-                let _ = signal.send(Ok(()));
+            match self.created.take() {
+                Some(signal) => {
+                    let _ = signal.send(Ok(()));
+                }
+                None => {
+                    self.resumes.fetch_add(1, Ordering::Relaxed);
+                }
             }
             return None;
         }

@@ -66,7 +66,7 @@ fn config_watcher_delivers_every_change_in_order_across_a_member_restart() {
             while seen.len() < WRITES + 1 {
                 seen.push(watcher.next().await.expect("change"));
             }
-            seen
+            (seen, watcher.resumes())
         });
 
         let mut expected = Vec::new();
@@ -97,7 +97,9 @@ fn config_watcher_delivers_every_change_in_order_across_a_member_restart() {
             .await
             .expect("watcher caught up")
             .expect("collector");
+        let (seen, resumes) = seen;
         assert_eq!(seen, expected, "every change once, in order");
+        assert!(resumes >= 1, "the watch never moved off the killed member");
 
         // Reads fail over too: the client preferring the restarted member still answers.
         cluster.kill(1);

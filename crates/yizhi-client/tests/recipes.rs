@@ -250,13 +250,19 @@ fn semaphore_never_exceeds_n_with_a_crashed_holder() {
 
         let inside = Arc::new(AtomicUsize::new(0));
         let max_inside = Arc::new(AtomicUsize::new(0));
+        let victim_gone = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut tasks = Vec::new();
         for _ in 0..5 {
             let (client, semaphore) = (client.clone(), semaphore.clone());
-            let (inside, max_inside) = (inside.clone(), max_inside.clone());
+            let (inside, max_inside, victim_gone) = (inside.clone(), max_inside.clone(), victim_gone.clone());
             tasks.push(tokio::spawn(async move {
                 let session = session(&client, LIVE_TTL_SECS).await;
-                for _ in 0..2 {
+                // Contend while the crashed holder still counts, then two rounds with both permits.
+                let mut rounds_after_expiry = 0;
+                while rounds_after_expiry < 2 {
+                    if victim_gone.load(Ordering::SeqCst) {
+                        rounds_after_expiry += 1;
+                    }
                     let permit = semaphore.acquire(&session).await.expect("acquire");
                     let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
                     assert!(now as i64 <= PERMITS, "{now} live holders of {PERMITS} permits");
@@ -282,6 +288,7 @@ fn semaphore_never_exceeds_n_with_a_crashed_holder() {
             }));
         }
         wait_lease_gone(&client, victim_lease).await;
+        victim_gone.store(true, Ordering::SeqCst);
         for task in tasks {
             tokio::time::timeout(TEST_DEADLINE, task)
                 .await

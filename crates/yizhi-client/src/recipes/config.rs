@@ -92,6 +92,11 @@ impl ConfigWatcher {
         self.last_revision
     }
 
+    /// How many times the underlying watch resumed on a new stream.
+    pub fn resumes(&self) -> u64 {
+        self.watcher.resumes()
+    }
+
     /// The next change; an error ends the watcher.
     pub async fn next(&mut self) -> Result<ConfigChange> {
         while self.pending.is_empty() {

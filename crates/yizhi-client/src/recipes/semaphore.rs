@@ -1,10 +1,11 @@
 //! A distributed counting semaphore: at most N holders at once.
 //!
 //! **Protocol.** A contender creates `<prefix>/<lease hex>` under its session's lease. The
-//! holders are the N keys with the lowest `create_revision`. A contender counts the keys created
-//! before its own (a count-only read at revision R); if fewer than N, it holds a permit. Otherwise
-//! it watches the prefix from R + 1 for deletions and counts again after each one. Before reporting
-//! acquisition it re-reads its key and checks its session. Release deletes the key.
+//! holders are the N keys with the lowest `create_revision`. A contender lists (keys only, at
+//! most N) the keys created before its own, in a read at revision R; if fewer than N, it holds a
+//! permit. Otherwise it watches the prefix from R + 1 for deletions and looks again after each
+//! one. Before reporting acquisition it re-reads its key and checks its session. Release deletes
+//! the key.
 //!
 //! **Guarantees.** At most N live sessions hold permits at once; contenders are admitted in
 //! arrival (`create_revision`) order; a crashed holder's permit returns when its lease expires.
@@ -74,10 +75,12 @@ impl Semaphore {
                     GetOptions::new()
                         .prefix()
                         .max_create_revision(create_revision - 1)
-                        .count_only(),
+                        .keys_only()
+                        .limit(self.permits),
                 )
                 .await?;
-            if ahead.count < self.permits {
+            // Not `count_only`: etcd counts a range before applying the create-revision filter.
+            if (ahead.kvs.len() as i64) < self.permits {
                 return Ok(());
             }
             let read_at = crate::kv::header_revision(ahead.header.as_ref(), "range")?;
