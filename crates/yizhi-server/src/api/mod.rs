@@ -128,7 +128,16 @@ pub async fn serve(
         let listener = tokio::net::TcpListener::bind(socket)
             .await
             .map_err(|e| format!("listening for clients on {addr}: {e}"))?;
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // Replies are several small writes; without TCP_NODELAY the second one waits ~40 ms for
+        // the client's delayed ACK (Nagle), which capped reads at a few hundred per second.
+        let incoming = tokio_stream::StreamExt::map(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            |accepted| {
+                accepted.inspect(|stream| {
+                    let _ = stream.set_nodelay(true);
+                })
+            },
+        );
         let mut stop = stop_rx.clone();
         let router = routes(&api);
         servers.push(tokio::spawn(async move {
