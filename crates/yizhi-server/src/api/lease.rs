@@ -110,6 +110,7 @@ impl pb::lease_server::Lease for LeaseService {
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
         let request = request.into_inner();
         self.api.check_size(request.encoded_len())?;
+        super::maintenance::check_space(&self.api, super::maintenance::LEASE_GRANT_COST_BYTES)?;
         let command = Command::LeaseGrant(yizhi_kv::LeaseGrantRequest {
             id: request.id,
             ttl_secs: request.ttl,
