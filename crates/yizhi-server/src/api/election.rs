@@ -23,7 +23,7 @@ use yizhi_kv::{EventKind, KeyValue, WatchError, WatchId, WatchRequest};
 use yizhi_proto::etcdserverpb as pb;
 use yizhi_proto::v3electionpb as epb;
 
-use super::lock::{self, Queued, WaiterLimit, Withdraw};
+use super::lock::{self, Queued, WaiterLimit};
 use super::{Api, convert, propose_status};
 use crate::node::Shared;
 
@@ -94,8 +94,7 @@ impl epb::election_server::Election for ElectionService {
         let lease = lock::session_lease(&self.api, request.lease).await?;
         let prefix = lock::queue_prefix(&request.name);
         let value = Bytes::from(request.value);
-        let queued = lock::enqueue(&self.api, &prefix, lease, value.clone()).await?;
-        let withdraw = Withdraw::new(&self.api, &queued);
+        let (queued, withdraw) = lock::enqueue(&self.api, &prefix, lease, value.clone()).await?;
         if queued.value != value {
             // Campaigning again on the same lease with a new value updates it, as etcd does.
             let (updated, _) = put_value(

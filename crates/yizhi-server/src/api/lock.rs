@@ -108,9 +108,8 @@ impl lockpb::lock_server::Lock for LockService {
         let _permit = self.waiters.admit()?;
         let lease = session_lease(&self.api, request.lease).await?;
         let prefix = queue_prefix(&request.name);
-        let queued = enqueue(&self.api, &prefix, lease, Bytes::new()).await?;
-        // Dropped on an error or a cancelled call: deletes the key this call created.
-        let withdraw = Withdraw::new(&self.api, &queued);
+        // `withdraw`, dropped on an error or a cancelled call, deletes the key this call created.
+        let (queued, withdraw) = enqueue(&self.api, &prefix, lease, Bytes::new()).await?;
         let revision = wait_for_turn(&self.api, &prefix, &queued).await?;
         withdraw.keep();
         Ok(Response::new(lockpb::LockResponse {
@@ -256,8 +255,32 @@ pub(super) async fn session_lease(api: &Api, lease: i64) -> Result<i64, Status> 
     }
 }
 
-/// Puts the lease's key into the queue under `prefix` with `value`, or finds it there.
-pub(super) async fn enqueue(api: &Api, prefix: &Bytes, lease: i64, value: Bytes) -> Result<Queued, Status> {
+/// Puts the lease's key into the queue under `prefix` with `value`, or finds it there; with the
+/// guard that deletes the key if this call created it and does not keep it.
+///
+/// The txn runs in a task of its own: a call cancelled while its txn is in flight must still learn
+/// whether it created the key, and delete it then (the guard does, when the answer finds nobody).
+pub(super) async fn enqueue(
+    api: &Api,
+    prefix: &Bytes,
+    lease: i64,
+    value: Bytes,
+) -> Result<(Queued, Withdraw), Status> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (api, prefix) = (api.clone(), prefix.clone());
+    tokio::spawn(async move {
+        let outcome = queue_txn(&api, &prefix, lease, value).await.map(|queued| {
+            let withdraw = Withdraw::new(&api, &queued);
+            (queued, withdraw)
+        });
+        // Nobody listening: the call was cancelled; dropping the guard withdraws the key.
+        drop(tx.send(outcome));
+    });
+    rx.await
+        .map_err(|_| Status::unavailable("etcdserver: server stopped"))?
+}
+
+async fn queue_txn(api: &Api, prefix: &Bytes, lease: i64, value: Bytes) -> Result<Queued, Status> {
     let mut key = prefix.to_vec();
     key.extend_from_slice(format!("{lease:x}").as_bytes());
     let key = Bytes::from(key);
@@ -442,7 +465,7 @@ pub(super) struct Withdraw {
 }
 
 impl Withdraw {
-    pub(super) fn new(api: &Api, queued: &Queued) -> Self {
+    fn new(api: &Api, queued: &Queued) -> Self {
         Withdraw {
             api: queued.created.then(|| api.clone()),
             key: queued.key.clone(),
