@@ -123,12 +123,13 @@ impl<E: ServerEngine> Driver<E> {
             Input::ReadRequest { from, read_id } => self.read_for_follower(from, read_id),
             Input::ReadResponse { read_id, index } => {
                 if let Some((_, replies)) = self.pending_reads.remove(&read_id) {
-                    if index == 0 {
-                        for reply in replies {
-                            let _ = reply.send(Err(ProposeFailure::NoLeader));
+                    match index {
+                        Some(index) => self.to_applier(ApplyTask::Reads { index, replies }),
+                        None => {
+                            for reply in replies {
+                                let _ = reply.send(Err(ProposeFailure::NoLeader));
+                            }
                         }
-                    } else {
-                        self.to_applier(ApplyTask::Reads { index, replies });
                     }
                 }
             }
@@ -236,7 +237,7 @@ impl<E: ServerEngine> Driver<E> {
             false => {
                 let frame = Frame::ReadResponse {
                     read_id: their_read_id,
-                    index: 0,
+                    index: None,
                 };
                 let _ = self.transport.send(from, &frame);
             }
@@ -283,7 +284,7 @@ impl<E: ServerEngine> Driver<E> {
             if let Some((follower, their_read_id, _)) = self.forwarded_reads.remove(&read_state.read_id) {
                 let frame = Frame::ReadResponse {
                     read_id: their_read_id,
-                    index: read_state.index,
+                    index: Some(read_state.index),
                 };
                 let _ = self.transport.send(follower, &frame); // Lost: the follower times out.
                 continue;

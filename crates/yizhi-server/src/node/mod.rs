@@ -72,7 +72,7 @@ pub enum Input<M> {
     /// The leader's answer to our `ReadRequest`.
     ReadResponse {
         read_id: u64,
-        index: LogIndex,
+        index: Option<LogIndex>,
     },
     /// A snapshot stream to `peer` ended (`ok`: every byte was written).
     SnapshotSent {

@@ -48,11 +48,12 @@ pub enum Frame {
     ReadRequest {
         read_id: u64,
     },
-    /// The leader's answer: reads of `read_id` may be served once `index` is applied
-    /// (`index` 0: the leader could not confirm; the reads fail and clients retry).
+    /// The leader's answer: reads of `read_id` may be served once `index` is applied (`None`:
+    /// the leader could not confirm them; they fail and clients retry). Index 0 is a valid
+    /// answer: a cluster that has chosen nothing yet.
     ReadResponse {
         read_id: u64,
-        index: u64,
+        index: Option<u64>,
     },
     /// Part of an engine message too large for one frame (a snapshot), at byte `offset` of
     /// `total_bytes`. Chunks arrive in order on a connection of their own.
@@ -114,7 +115,8 @@ impl Frame {
             Frame::ReadResponse { read_id, index } => {
                 out.put_u8(KIND_READ_RESPONSE);
                 out.put_u64_le(*read_id);
-                out.put_u64_le(*index);
+                out.put_u8(u8::from(index.is_some()));
+                out.put_u64_le(index.unwrap_or(0));
             }
             Frame::SnapshotChunk {
                 total_bytes,
@@ -188,15 +190,24 @@ impl Frame {
                 })
             }
             KIND_READ_RESPONSE => {
-                if body.remaining() != 16 {
+                if body.remaining() != 17 {
                     return Err(FrameError::Malformed {
                         what: "read response",
                     });
                 }
-                Ok(Frame::ReadResponse {
-                    read_id: body.get_u64_le(),
-                    index: body.get_u64_le(),
-                })
+                let read_id = body.get_u64_le();
+                let confirmed = body.get_u8();
+                let index = body.get_u64_le();
+                let index = match confirmed {
+                    0 => None,
+                    1 => Some(index),
+                    _ => {
+                        return Err(FrameError::Malformed {
+                            what: "read response",
+                        });
+                    }
+                };
+                Ok(Frame::ReadResponse { read_id, index })
             }
             KIND_SNAPSHOT_CHUNK => {
                 if body.remaining() < 16 {
@@ -267,7 +278,15 @@ mod tests {
             Frame::ReadRequest { read_id: 5 },
             Frame::ReadResponse {
                 read_id: 5,
-                index: 77,
+                index: Some(77),
+            },
+            Frame::ReadResponse {
+                read_id: 6,
+                index: Some(0),
+            },
+            Frame::ReadResponse {
+                read_id: 7,
+                index: None,
             },
             Frame::SnapshotChunk {
                 total_bytes: 10,
