@@ -83,6 +83,14 @@ pub struct WriteBatch {
     pub meta: Meta,
 }
 
+/// What a defragmentation did to the backend's file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DefragmentReport {
+    /// File size before; a backend without a file reports 0 here and after.
+    pub size_before_bytes: u64,
+    pub size_after_bytes: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum BackendError {
     #[error("backend I/O failed: {0}")]
@@ -121,6 +129,12 @@ pub trait Backend {
     /// than its applied index (it loses everything on a crash anyway).
     fn durable_applied_index(&self) -> LogIndex {
         self.meta().map_or(0, |meta| meta.applied_index)
+    }
+
+    /// Makes everything applied durable and gives the file's free space back to the filesystem
+    /// (etcd's defrag). A backend without a file has no free pages: nothing to do, sizes equal.
+    fn defragment(&mut self) -> Result<DefragmentReport, BackendError> {
+        Ok(DefragmentReport::default())
     }
 }
 

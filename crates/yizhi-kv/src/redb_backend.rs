@@ -20,6 +20,14 @@
 //! Whatever a crash interrupts, redb reopens at its last commit: the state after some entry `i`,
 //! never a mix. [`Backend::durable_applied_index`] tells the server which WAL entries it may
 //! release. Dropping the backend does not flush: to shut down cleanly call `flush(true)` first.
+//!
+//! # Defragmentation
+//!
+//! redb reuses freed pages but never shrinks its file by itself; [`Database::compact`] moves
+//! pages down and truncates, but only while no read transaction is open. The backend keeps one
+//! open between commits (the `Snapshot` below), so [`Backend::defragment`] flushes the overlay
+//! durably, drops the snapshot, compacts, and opens a fresh snapshot; it needs `&mut self`, so
+//! no read can run meanwhile.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -32,7 +40,8 @@ use redb::{
 use yizhi_engine::LogIndex;
 
 use crate::backend::{
-    Backend, BackendError, LeaseRecord, Meta, RevisionRecord, WriteBatch, check_record_shape,
+    Backend, BackendError, DefragmentReport, LeaseRecord, Meta, RevisionRecord, WriteBatch,
+    check_record_shape,
 };
 use crate::revision::Revision;
 use crate::types::LeaseId;
@@ -52,6 +61,10 @@ const RECORD_ENCODING_VERSION: u8 = 1;
 const META_ENCODING_VERSION: u8 = 1;
 /// What the overlay is charged per entry beyond keys and values (map nodes, revision, fields).
 const OVERLAY_ENTRY_OVERHEAD_BYTES: usize = 64;
+/// `compact()` already repeats its passes until one makes no progress; calling it again after a
+/// `true` catches pages its final cleanup freed. Bounded so a file that keeps "progressing"
+/// cannot hold the store's write lock forever.
+const MAX_COMPACT_CALLS: usize = 8;
 
 /// Bounds of the in-memory overlay and of redb's page cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,8 +110,9 @@ struct Snapshot {
 }
 
 pub struct RedbBackend {
-    // Declared before `db`, so it is dropped before the database closes.
-    snapshot: Snapshot,
+    // Declared before `db`, so it is dropped before the database closes. `None` only while
+    // `defragment` runs, or after it failed to open a new one (the next commit retries).
+    snapshot: Option<Snapshot>,
     db: Database,
     path: PathBuf,
     config: RedbConfig,
@@ -141,7 +155,7 @@ impl RedbBackend {
         let meta = init_or_check_format(&db, &path)?;
         let snapshot = open_snapshot(&db, &path)?;
         Ok(RedbBackend {
-            snapshot,
+            snapshot: Some(snapshot),
             db,
             path,
             config,
@@ -160,6 +174,35 @@ impl RedbBackend {
     /// Applied entries held only in memory.
     pub fn pending_entries(&self) -> usize {
         self.overlay.entries
+    }
+
+    fn snapshot(&self) -> Result<&Snapshot, BackendError> {
+        self.snapshot.as_ref().ok_or_else(|| {
+            BackendError::Io(format!(
+                "{}: no read snapshot (a defragment could not reopen it)",
+                self.path.display()
+            ))
+        })
+    }
+
+    fn file_size_bytes(&self) -> Result<u64, BackendError> {
+        std::fs::metadata(&self.path)
+            .map(|m| m.len())
+            .map_err(|e| BackendError::Io(format!("{}: file size: {e}", self.path.display())))
+    }
+
+    /// Compacts with no read transaction open; the caller reopens the snapshot.
+    fn compact_file(&mut self) -> Result<(), BackendError> {
+        for _ in 0..MAX_COMPACT_CALLS {
+            let progressed = self
+                .db
+                .compact()
+                .map_err(|e| redb_error(&self.path, "compact", e))?;
+            if !progressed {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn error(&self, what: &str, e: impl Into<redb::Error>) -> BackendError {
@@ -233,7 +276,7 @@ impl RedbBackend {
         if durable {
             self.durable_applied_index = self.meta.applied_index;
         }
-        self.snapshot = open_snapshot(&self.db, &self.path)?;
+        self.snapshot = Some(open_snapshot(&self.db, &self.path)?);
         Ok(())
     }
 
@@ -244,7 +287,7 @@ impl RedbBackend {
 
     fn committed_record(&self, revision: Revision) -> Result<Option<RevisionRecord>, BackendError> {
         let found = self
-            .snapshot
+            .snapshot()?
             .records
             .get(&encode_revision(revision))
             .map_err(|e| self.error("read record", e))?;
@@ -263,7 +306,7 @@ impl RedbBackend {
 
     fn committed_records(&self) -> Result<Vec<(Revision, RevisionRecord)>, BackendError> {
         let iter = self
-            .snapshot
+            .snapshot()?
             .records
             .iter()
             .map_err(|e| self.error("scan records", e))?;
@@ -279,7 +322,7 @@ impl RedbBackend {
 
     fn committed_leases(&self) -> Result<BTreeMap<LeaseId, LeaseRecord>, BackendError> {
         let iter = self
-            .snapshot
+            .snapshot()?
             .leases
             .iter()
             .map_err(|e| self.error("scan leases", e))?;
@@ -413,7 +456,7 @@ impl Backend for RedbBackend {
         // A snapshot may move the applied index either way; redb now holds exactly `meta`.
         self.committed_meta = meta;
         self.durable_applied_index = meta.applied_index;
-        self.snapshot = open_snapshot(&self.db, &self.path)?;
+        self.snapshot = Some(open_snapshot(&self.db, &self.path)?);
         Ok(())
     }
 
@@ -428,6 +471,22 @@ impl Backend for RedbBackend {
 
     fn durable_applied_index(&self) -> LogIndex {
         self.durable_applied_index
+    }
+
+    fn defragment(&mut self) -> Result<DefragmentReport, BackendError> {
+        // Compaction's own commits are durable; flushing first puts every applied entry in them.
+        self.flush(true)?;
+        let size_before_bytes = self.file_size_bytes()?;
+        self.snapshot = None;
+        let compacted = self.compact_file();
+        // Reopened whatever compaction did, so a failed compaction leaves a readable backend.
+        self.snapshot = Some(open_snapshot(&self.db, &self.path)?);
+        compacted?;
+        assert_eq!(self.durable_applied_index, self.committed_meta.applied_index);
+        Ok(DefragmentReport {
+            size_before_bytes,
+            size_after_bytes: self.file_size_bytes()?,
+        })
     }
 }
 

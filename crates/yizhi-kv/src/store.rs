@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 
 use crate::backend::{
-    Backend, BackendError, LeaseRecord, Meta, RevisionRecord, WriteBatch, check_record_shape,
+    Backend, BackendError, DefragmentReport, LeaseRecord, Meta, RevisionRecord, WriteBatch,
+    check_record_shape,
 };
 use crate::error::KvError;
 use crate::index::{IndexEntry, KeyIndex, KeyRange};
@@ -153,6 +154,17 @@ impl<B: Backend> MvccStore<B> {
         self.backend.flush(durable)?;
         assert!(self.backend.durable_applied_index() <= self.meta.applied_index);
         Ok(())
+    }
+
+    /// See [`Backend::defragment`]. Between commands only. Leaves everything applied durable.
+    pub fn defragment(&mut self) -> Result<DefragmentReport, BackendError> {
+        assert!(
+            self.pending.records.is_empty(),
+            "defragment in the middle of an apply"
+        );
+        let report = self.backend.defragment()?;
+        assert!(self.backend.durable_applied_index() <= self.meta.applied_index);
+        Ok(report)
     }
 
     /// See [`Backend::durable_applied_index`].
