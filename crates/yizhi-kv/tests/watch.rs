@@ -97,6 +97,28 @@ fn a_watch_from_now_sees_only_later_revisions() {
     assert_eq!(shape(&w.poll(id)), [(3, vec![(Put, "b".into())])]);
 }
 
+/// A client resuming its watch on a member that lags asks for a revision this member has not
+/// reached yet: nothing until then, then everything from exactly that revision on.
+#[test]
+fn a_watch_from_a_future_revision_can_be_polled_before_it_is_reached() {
+    let mut w = Watched::new(WatchConfig::default());
+    w.put("a", "1"); // 2
+    let id = w.watch("a", "\0", 5);
+    assert!(w.poll(id).is_empty());
+    w.put("a", "2"); // 3
+    w.put("b", "1"); // 4
+    assert!(
+        w.poll(id).is_empty(),
+        "revisions before the start are not delivered"
+    );
+    w.put("c", "1"); // 5
+    w.put("a", "3"); // 6
+    assert_eq!(
+        shape(&w.poll(id)),
+        [(5, vec![(Put, "c".into())]), (6, vec![(Put, "a".into())])]
+    );
+}
+
 #[test]
 fn events_of_one_revision_arrive_together_in_sub_revision_order() {
     let mut w = Watched::new(WatchConfig::default());

@@ -29,7 +29,7 @@ pub const READY_DEADLINE: Duration = Duration::from_secs(45);
 const START_ATTEMPTS: usize = 3;
 /// Ports below Linux's ephemeral range (32768+), so outgoing connections never hold them.
 const PORT_RANGE: std::ops::Range<u16> = 30_000..32_768;
-const LOG_TAIL_LINES: usize = 60;
+const LOG_TAIL_LINES: usize = 400;
 const ETCDCTL_DEADLINE: Duration = Duration::from_secs(60);
 
 /// One member process of a [`Cluster`].
