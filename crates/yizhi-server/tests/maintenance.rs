@@ -2,8 +2,8 @@
 //! processes, driven by the generated tonic clients and by Debian's stock `etcdctl` (3.4).
 //!
 //! One cluster serves every phase, in an order where no phase disturbs the next: status and
-//! health, member list, hashes, snapshot, move-leader, the refused services, and last the space
-//! quota (member 3 runs with a small `--quota-backend-bytes` and is filled until NOSPACE).
+//! health, member list, hashes, snapshot, move-leader, defragment, the refused services, and last
+//! the space quota (member 3 runs with a small `--quota-backend-bytes` and is filled until NOSPACE).
 //!
 //! The etcdctl phases are skipped when etcdctl is not on PATH, unless YIZHI_REQUIRE_ETCDCTL is
 //! set (CI sets it).
@@ -257,6 +257,7 @@ fn maintenance_cluster_health_and_auth_services_on_a_live_cluster() {
             etcdctl_snapshot_save(&cluster).await;
         }
         move_leader(&cluster, leader, with_etcdctl).await;
+        defragment_keeps_every_member_serving(&cluster, with_etcdctl).await;
         refused_services_say_why(&cluster).await;
         quota_raises_a_member_local_nospace_alarm(&cluster, with_etcdctl).await;
     });
@@ -557,16 +558,139 @@ async fn refused_services_say_why(cluster: &Cluster) {
         .expect_err("static membership");
     assert_eq!(refused.code(), Code::Unimplemented);
     assert_eq!(refused.message(), "membership changes are not supported yet");
-    let refused = maintenance(m)
+}
+
+/// The keys under `prefix` (ending in '/') and their values as `m` serves them.
+async fn prefix_contents(m: &Member, prefix: &str) -> Vec<(String, Vec<u8>)> {
+    let range = pb::RangeRequest {
+        key: prefix.as_bytes().to_vec(),
+        range_end: format!("{}0", prefix.trim_end_matches('/')).into_bytes(),
+        ..Default::default()
+    };
+    let kvs = KvClient::new(channel(m).await)
+        .range(range)
         .await
-        .defragment(pb::DefragmentRequest {})
-        .await
-        .expect_err("no defragment");
-    assert_eq!(refused.code(), Code::Unimplemented);
-    assert!(
-        refused.message().contains("defragment is not supported"),
-        "{refused:?}"
-    );
+        .expect("range")
+        .into_inner()
+        .kvs;
+    kvs.into_iter()
+        .map(|kv| (String::from_utf8(kv.key).expect("utf-8 key"), kv.value))
+        .collect()
+}
+
+async fn db_sizes(cluster: &Cluster) -> Vec<i64> {
+    let all = statuses(cluster).await;
+    all.iter().map(|s| s.as_ref().expect("status").db_size).collect()
+}
+
+/// Writes, deletes most of it and compacts, then defragments every member (etcdctl's `defrag
+/// --cluster` or the tonic client): each answers, every file shrinks, and every member still serves
+/// the surviving keys and takes new writes.
+async fn defragment_keeps_every_member_serving(cluster: &Cluster, with_etcdctl: bool) {
+    const KEYS: usize = 30;
+    const KEPT_EVERY: usize = 6;
+    // Small enough to leave member 3 well under its quota for the quota phase.
+    const VALUE_BYTES: usize = 10_000;
+    let value = |i: usize| vec![b'a' + (i % 26) as u8; VALUE_BYTES];
+    let first = &cluster.members[0];
+    let mut kv = KvClient::new(channel(first).await);
+    for i in 0..KEYS {
+        let put = pb::PutRequest {
+            key: format!("defrag/{i:02}").into_bytes(),
+            value: value(i),
+            ..Default::default()
+        };
+        kv.put(put).await.expect("put");
+    }
+    let mut revision = 0;
+    for i in (0..KEYS).filter(|i| i % KEPT_EVERY != 0) {
+        let delete = pb::DeleteRangeRequest {
+            key: format!("defrag/{i:02}").into_bytes(),
+            ..Default::default()
+        };
+        revision = kv
+            .delete_range(delete)
+            .await
+            .expect("delete")
+            .into_inner()
+            .header
+            .expect("header")
+            .revision;
+    }
+    kv.compact(pb::CompactionRequest {
+        revision,
+        physical: true,
+    })
+    .await
+    .expect("compact");
+    let expected: Vec<(String, Vec<u8>)> = (0..KEYS)
+        .filter(|i| i % KEPT_EVERY == 0)
+        .map(|i| (format!("defrag/{i:02}"), value(i)))
+        .collect();
+    // Every member has applied the compaction once it serves the surviving keys only.
+    for m in &cluster.members {
+        let deadline = Instant::now() + DEADLINE;
+        while prefix_contents(m, "defrag/").await != expected {
+            assert!(Instant::now() < deadline, "member {} never caught up", m.id);
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    let before = db_sizes(cluster).await;
+    if with_etcdctl {
+        let out = etcdctl_ok(&[first], &["defrag", "--cluster"]);
+        for m in &cluster.members {
+            assert!(
+                out.stdout
+                    .contains(&format!("Finished defragmenting etcd member[{}]", m.endpoint())),
+                "{out:#?}"
+            );
+        }
+    } else {
+        for m in &cluster.members {
+            let answer = maintenance(m)
+                .await
+                .defragment(pb::DefragmentRequest {})
+                .await
+                .unwrap_or_else(|e| panic!("defragment member {}: {e}", m.id))
+                .into_inner();
+            assert!(answer.header.is_some());
+        }
+    }
+    let after = db_sizes(cluster).await;
+    eprintln!("defragment: db sizes {before:?} -> {after:?}");
+    for (b, a) in before.iter().zip(&after) {
+        // 250 kB of values were deleted and compacted away: far more than a page or two.
+        assert!(
+            a < b,
+            "a defragmented file did not shrink: {before:?} -> {after:?}"
+        );
+    }
+
+    let late = pb::PutRequest {
+        key: b"defrag/late".to_vec(),
+        value: b"after defrag".to_vec(),
+        ..Default::default()
+    };
+    kv.put(late).await.expect("a write after defragment");
+    let mut expected = expected;
+    expected.push(("defrag/late".to_string(), b"after defrag".to_vec()));
+    for m in &cluster.members {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let served = prefix_contents(m, "defrag/").await;
+            if served == expected {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "member {} after defragment serves {} keys",
+                m.id,
+                served.len()
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
 }
 
 fn alarm_request(action: AlarmAction, member_id: u64) -> pb::AlarmRequest {
