@@ -347,6 +347,13 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
     type SnapshotStream = SnapshotStream;
 
     async fn snapshot(&self, _: Request<pb::SnapshotRequest>) -> Result<Response<SnapshotStream>, Status> {
+        // Stronger than etcd (which saves whatever its member has applied): the image holds every
+        // write acknowledged before the call, whichever member serves it.
+        self.api
+            .node
+            .read_barrier()
+            .await
+            .map_err(|f| super::propose_status(&f))?;
         let header = self.header();
         let (data, digest) = self
             .with_store(|store| {
