@@ -8,10 +8,11 @@ use crate::types::{Entry, Envelope, HardState, ReadState, Snapshot, SoftState};
 ///    they are fsynced before step 2. `entries[0].index` may be at or below the storage's last index:
 ///    the runtime truncates the stored log from there first (never below the commit index; engines
 ///    assert this).
-/// 2. `messages` are sent. **All** messages, the leader's included, leave only after step 1 is durable:
-///    a vote or append acknowledgement must never promise what a crash could forget. (A leader could
-///    send appends before its own fsync, thesis §10.2.1; Yizhi keeps one rule instead, and group
-///    commit amortizes the fsync.)
+/// 2. `messages` are sent, after step 1 is durable: a vote or append acknowledgement must never
+///    promise what a crash could forget. A runtime may send a Raft leader's appends and heartbeats
+///    before step 1 (thesis §10.2.1; the server does, see `ServerEngine::may_send_before_persist`):
+///    they promise nothing about the leader's disk, since the leader counts its own log toward a
+///    quorum only at `advance()`.
 /// 3. `committed_entries` are applied to the state machine in order.
 /// 4. Each of `read_states` is answered once the state machine has applied its `index`.
 ///
