@@ -17,15 +17,29 @@ pub const MAX_RECORD_BYTES: usize = FRAME_HEADER_BYTES + MAX_RECORD_BODY_BYTES;
 /// Members per set (voters, outgoing voters, learners) a membership record may carry.
 pub const MAX_MEMBERSHIP_NODES: usize = 1024;
 
+/// The smallest record frame: a noop entry or a snapshot marker.
+pub const MIN_RECORD_FRAME_BYTES: usize = FRAME_HEADER_BYTES + ENTRY_FIXED_BYTES;
+/// Largest batch (the records after a batch header, frames included) the encoder writes and the
+/// decoder accepts. A batch never straddles segments, so a batch larger than a segment gets a
+/// segment of its own, sized to fit; this bounds that segment.
+pub const MAX_BATCH_BYTES: u64 = 1024 * 1024 * 1024;
+/// `count u32 | bytes u64`.
+const BATCH_HEADER_BODY_BYTES: usize = 12;
+/// A whole batch header frame.
+pub const BATCH_HEADER_FRAME_BYTES: usize = FRAME_HEADER_BYTES + BATCH_HEADER_BODY_BYTES;
+
 /// Every segment file starts with these bytes.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"YIZHIWAL";
-pub const SEGMENT_VERSION: u32 = 1;
+/// Version 2 added batch headers (one `Wal::append` of several records is all-or-nothing).
+/// Version 1 segments are refused: nothing was ever deployed with them.
+pub const SEGMENT_VERSION: u32 = 2;
 /// `magic[8] | version u32 | reserved u32 | sequence u64 | crc32c u32 | reserved u32`.
 pub const SEGMENT_HEADER_BYTES: usize = 32;
 
 const TYPE_ENTRY: u8 = 1;
 const TYPE_HARD_STATE: u8 = 2;
 const TYPE_SNAPSHOT_MARKER: u8 = 3;
+const TYPE_BATCH_HEADER: u8 = 4;
 
 const PAYLOAD_NOOP: u8 = 0;
 const PAYLOAD_NORMAL: u8 = 1;
@@ -57,6 +71,45 @@ pub enum Record {
     SnapshotMarker(SnapshotMarker),
 }
 
+/// "The next `records` frames, `bytes` long in all, were written by one append: keep all or none."
+///
+/// Written before the records of an append of two or more; a single record needs no header, its
+/// own checksum already makes it all-or-nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub records: u32,
+    pub bytes: u64,
+}
+
+impl BatchHeader {
+    /// The header an append of `records` needs, or `None` for a single record (or none). Panics
+    /// beyond `MAX_BATCH_BYTES`: callers check `batch_bytes` first and turn that into an error.
+    pub fn for_records(records: &[Record]) -> Option<BatchHeader> {
+        if records.len() < 2 {
+            return None;
+        }
+        let bytes = batch_bytes(records);
+        assert!(bytes <= MAX_BATCH_BYTES, "batch of {bytes} bytes");
+        let count = u32::try_from(records.len()).expect("a batch within MAX_BATCH_BYTES has few records");
+        Some(BatchHeader {
+            records: count,
+            bytes,
+        })
+    }
+}
+
+/// The bytes the frames of `records` take, batch header excluded.
+pub fn batch_bytes(records: &[Record]) -> u64 {
+    records.iter().map(|record| encoded_len(record) as u64).sum()
+}
+
+/// Anything that can start at a frame boundary of a segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    Record(Record),
+    BatchHeader(BatchHeader),
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     #[error("record frame needs {needed} bytes but only {available} remain")]
@@ -85,12 +138,51 @@ pub enum DecodeError {
     ZeroIndex,
     #[error("bad segment magic {0:02x?}")]
     BadMagic([u8; 8]),
-    #[error("unsupported segment version {0}")]
+    #[error("unsupported segment version {0} (this build reads version {SEGMENT_VERSION})")]
     BadVersion(u32),
+    #[error("batch header: {0}")]
+    BadBatchHeader(&'static str),
+    #[error("a batch header where a record was expected")]
+    UnexpectedBatchHeader,
+    #[error("batch: {0}")]
+    BadBatch(&'static str),
 }
 
 fn checksum(kind: u8, body: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(&[kind]), body)
+}
+
+/// Fills in the frame header of the body written to `out[start + FRAME_HEADER_BYTES..]`.
+fn seal_frame(out: &mut [u8], start: usize, kind: u8) {
+    let body_len = out.len() - start - FRAME_HEADER_BYTES;
+    assert!(
+        (1..=MAX_RECORD_BODY_BYTES).contains(&body_len),
+        "record body of {body_len} bytes"
+    );
+    let crc = checksum(kind, &out[start + FRAME_HEADER_BYTES..]);
+    out[start..start + 4].copy_from_slice(&(body_len as u32).to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    out[start + 8] = kind;
+}
+
+/// Appends a framed batch header to `out`.
+pub fn encode_batch_header(header: BatchHeader, out: &mut Vec<u8>) {
+    assert!(header.records >= 2, "a batch of {} records", header.records);
+    assert!(header.bytes <= MAX_BATCH_BYTES, "batch of {} bytes", header.bytes);
+    let start = out.len();
+    out.extend_from_slice(&[0u8; FRAME_HEADER_BYTES]);
+    out.extend_from_slice(&header.records.to_le_bytes());
+    put_u64(out, header.bytes);
+    seal_frame(out, start, TYPE_BATCH_HEADER);
+    assert_eq!(out.len() - start, BATCH_HEADER_FRAME_BYTES);
+}
+
+/// Appends any frame to `out` (a record, as `encode_record`, or a batch header).
+pub fn encode_frame(frame: &Frame, out: &mut Vec<u8>) {
+    match frame {
+        Frame::Record(record) => encode_record(record, out),
+        Frame::BatchHeader(header) => encode_batch_header(*header, out),
+    }
 }
 
 /// Appends one framed record to `out`. Panics if the record exceeds `MAX_RECORD_BODY_BYTES`: callers
@@ -116,15 +208,7 @@ pub fn encode_record(record: &Record, out: &mut Vec<u8>) {
             TYPE_SNAPSHOT_MARKER
         }
     };
-    let body_len = out.len() - start - FRAME_HEADER_BYTES;
-    assert!(
-        (1..=MAX_RECORD_BODY_BYTES).contains(&body_len),
-        "record body of {body_len} bytes"
-    );
-    let crc = checksum(kind, &out[start + FRAME_HEADER_BYTES..]);
-    out[start..start + 4].copy_from_slice(&(body_len as u32).to_le_bytes());
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
-    out[start + 8] = kind;
+    seal_frame(out, start, kind);
     assert_eq!(out.len() - start, encoded_len(record));
 }
 
@@ -193,9 +277,28 @@ pub struct Decoded {
     pub frame_len: usize,
 }
 
-/// Decodes the record at the start of `buf`. `EndOfRecords` means the frame header is all zeros
-/// (the preallocated, never-written part of a segment).
+/// A frame decoded from the front of a slice, and how many bytes it occupied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecodedFrame {
+    pub frame: Frame,
+    pub frame_len: usize,
+}
+
+/// Decodes the record at the start of `buf`; a batch header there is `UnexpectedBatchHeader`.
+/// `EndOfRecords` means the frame header is all zeros (the never-written part of a segment).
 pub fn decode_record(buf: &[u8]) -> Result<Decoded, DecodeError> {
+    let decoded = decode_frame(buf)?;
+    match decoded.frame {
+        Frame::Record(record) => Ok(Decoded {
+            record,
+            frame_len: decoded.frame_len,
+        }),
+        Frame::BatchHeader(_) => Err(DecodeError::UnexpectedBatchHeader),
+    }
+}
+
+/// Decodes the frame (record or batch header) at the start of `buf`.
+pub fn decode_frame(buf: &[u8]) -> Result<DecodedFrame, DecodeError> {
     let header = buf.get(..FRAME_HEADER_BYTES).ok_or(DecodeError::Truncated {
         needed: FRAME_HEADER_BYTES,
         available: buf.len(),
@@ -220,8 +323,39 @@ pub fn decode_record(buf: &[u8]) -> Result<Decoded, DecodeError> {
     if computed != stored {
         return Err(DecodeError::CrcMismatch { stored, computed });
     }
-    let record = decode_body(kind, body)?;
-    Ok(Decoded { record, frame_len })
+    let frame = if kind == TYPE_BATCH_HEADER {
+        Frame::BatchHeader(decode_batch_header(body)?)
+    } else {
+        Frame::Record(decode_body(kind, body)?)
+    };
+    Ok(DecodedFrame { frame, frame_len })
+}
+
+/// Refuses every header the encoder could not have written, so that a damaged one whose checksum
+/// happens to match still cannot announce an absurd batch.
+fn decode_batch_header(body: &[u8]) -> Result<BatchHeader, DecodeError> {
+    expect_len("batch header", body, BATCH_HEADER_BODY_BYTES)?;
+    let header = BatchHeader {
+        records: read_u32(&body[0..4]),
+        bytes: read_u64(&body[4..12]),
+    };
+    if header.records < 2 {
+        return Err(DecodeError::BadBatchHeader(
+            "fewer than two records (a single record is written without a header)",
+        ));
+    }
+    if header.bytes > MAX_BATCH_BYTES {
+        return Err(DecodeError::BadBatchHeader("byte count exceeds MAX_BATCH_BYTES"));
+    }
+    let records = u64::from(header.records);
+    if header.bytes < records * MIN_RECORD_FRAME_BYTES as u64
+        || header.bytes > records * MAX_RECORD_BYTES as u64
+    {
+        return Err(DecodeError::BadBatchHeader(
+            "byte count does not fit the record count",
+        ));
+    }
+    Ok(header)
 }
 
 fn decode_body(kind: u8, body: &[u8]) -> Result<Record, DecodeError> {

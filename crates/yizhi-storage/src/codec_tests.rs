@@ -254,12 +254,12 @@ fn segment_header_round_trips_and_rejects_damage() {
         Err(DecodeError::CrcMismatch { .. })
     ));
     let mut bad_version = header;
-    bad_version[8..12].copy_from_slice(&2u32.to_le_bytes());
+    bad_version[8..12].copy_from_slice(&1u32.to_le_bytes());
     let crc = crc32c::crc32c(&bad_version[0..24]);
     bad_version[24..28].copy_from_slice(&crc.to_le_bytes());
     assert_eq!(
         decode_segment_header(&bad_version),
-        Err(DecodeError::BadVersion(2))
+        Err(DecodeError::BadVersion(1))
     );
     assert!(matches!(
         decode_segment_header(&header[..31]),

@@ -22,6 +22,11 @@ pub enum WalError {
         offset: u64,
         reason: DecodeError,
     },
+    #[error(
+        "WAL segment {path} has format version {version}; this build reads only version {}",
+        crate::codec::SEGMENT_VERSION
+    )]
+    UnsupportedVersion { path: PathBuf, version: u32 },
     #[error("corrupt WAL segment header in {path}: {reason}")]
     CorruptHeader { path: PathBuf, reason: DecodeError },
     #[error("WAL in {dir} is inconsistent: {reason}")]
@@ -36,6 +41,8 @@ pub enum WalError {
     },
     #[error("record of {bytes} bytes exceeds the limit of {limit} bytes")]
     RecordTooLarge { bytes: usize, limit: usize },
+    #[error("append of {records} records, {bytes} bytes, exceeds the batch limit of {limit} bytes")]
+    BatchTooLarge { records: usize, bytes: u64, limit: u64 },
     #[error("{dir} already holds a WAL; open it instead of creating one")]
     AlreadyExists { dir: PathBuf },
     #[error("{dir} holds no WAL segment; create one first")]

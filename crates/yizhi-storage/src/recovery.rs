@@ -1,9 +1,14 @@
 //! Deciding, for one segment's bytes, which records are valid and whether what follows them is a torn
 //! tail (safe to cut) or corruption (must stop recovery). A pure function, so that it can be fuzzed.
+//!
+//! A batch (a batch header and the records of one append) is kept whole or not at all: damage in it
+//! ends the valid log at its header, never between its records.
 
 use std::path::PathBuf;
 
-use crate::codec::{DecodeError, Record, SEGMENT_HEADER_BYTES, decode_record};
+use crate::codec::{
+    BatchHeader, DecodeError, DecodedFrame, Frame, Record, SEGMENT_HEADER_BYTES, decode_frame,
+};
 
 /// A record found in a segment, with the byte offset of its frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,14 +23,15 @@ pub struct ScannedRecord {
 pub enum ScanEnd {
     /// Only zeros follow `valid_end`: the never-written, preallocated rest of the segment.
     Clean { valid_end: u64 },
-    /// The last segment ends in a partial or damaged record followed by nothing valid: a write that a
-    /// crash interrupted. Everything from `valid_end` on may be discarded.
+    /// The last segment ends in a partial or damaged record or batch followed by nothing valid: a
+    /// write that a crash interrupted. Everything from `valid_end` on may be discarded.
     Torn {
         valid_end: u64,
         garbage_end: u64,
         reason: DecodeError,
     },
-    /// Damage with valid records after it, or any damage in a segment that is not the last one.
+    /// Damage with valid records after it, any damage in a segment that is not the last one, or valid
+    /// frames that contradict each other (no crash writes those). `offset` is the damaged frame's.
     Corrupt { offset: u64, reason: DecodeError },
 }
 
@@ -33,6 +39,20 @@ pub enum ScanEnd {
 pub struct SegmentScan {
     pub records: Vec<ScannedRecord>,
     pub end: ScanEnd,
+}
+
+/// Where and why the valid frames of a segment stop.
+#[derive(Debug)]
+struct Stop {
+    /// Where the kept log ends: the damaged frame, or the header of the batch it belongs to.
+    valid_end: usize,
+    /// The damaged frame itself, reported as the corruption's offset.
+    damage: usize,
+    /// A valid frame from here on proves the damage is not the end of an interrupted write.
+    search_from: usize,
+    reason: DecodeError,
+    /// False when checksummed frames contradict each other: a crash cannot produce that.
+    tearable: bool,
 }
 
 /// Scans the records of a whole segment file (`bytes` includes the header, already checked).
@@ -48,48 +68,137 @@ pub fn scan_segment(bytes: &[u8], is_last: bool) -> SegmentScan {
     let mut records = Vec::new();
     let mut offset = SEGMENT_HEADER_BYTES;
     loop {
-        let reason = match decode_record(&bytes[offset..]) {
-            Ok(decoded) => {
+        let stop = match decode_frame(&bytes[offset..]) {
+            Ok(DecodedFrame {
+                frame: Frame::Record(record),
+                frame_len,
+            }) => {
                 records.push(ScannedRecord {
                     offset: offset as u64,
-                    frame_len: decoded.frame_len as u32,
-                    record: decoded.record,
+                    frame_len: frame_len as u32,
+                    record,
                 });
-                offset += decoded.frame_len;
+                offset += frame_len;
                 continue;
             }
-            Err(reason) => reason,
+            Ok(DecodedFrame {
+                frame: Frame::BatchHeader(header),
+                frame_len,
+            }) => match scan_batch(bytes, offset, frame_len, header) {
+                Ok((members, end)) => {
+                    records.extend(members);
+                    offset = end;
+                    continue;
+                }
+                Err(stop) => stop,
+            },
+            Err(reason) => Stop {
+                valid_end: offset,
+                damage: offset,
+                search_from: offset + 1,
+                reason,
+                tearable: true,
+            },
         };
-        let end = classify_stop(bytes, offset, reason, is_last);
+        let end = classify_stop(bytes, stop, is_last);
         return SegmentScan { records, end };
     }
 }
 
-fn classify_stop(bytes: &[u8], offset: usize, reason: DecodeError, is_last: bool) -> ScanEnd {
+/// The records of the batch whose header (`header_len` bytes) is at `header_offset`, and the offset
+/// just past them; or where the batch stops being valid.
+fn scan_batch(
+    bytes: &[u8],
+    header_offset: usize,
+    header_len: usize,
+    header: BatchHeader,
+) -> Result<(Vec<ScannedRecord>, usize), Stop> {
+    let first = header_offset + header_len;
+    // The extent the header vouches for (its checksum is valid); it may run past a truncated file.
+    let extent_end = first.saturating_add(header.bytes as usize);
+    let contradiction = |damage: usize, what: &'static str| Stop {
+        valid_end: header_offset,
+        damage,
+        search_from: damage + 1,
+        reason: DecodeError::BadBatch(what),
+        tearable: false,
+    };
+    // Not sized from the header: only records that really decode take memory.
+    let mut members = Vec::new();
+    let mut offset = first;
+    for _ in 0..header.records {
+        if offset >= extent_end {
+            return Err(contradiction(
+                header_offset,
+                "its records fill its byte count before its record count",
+            ));
+        }
+        match decode_frame(&bytes[offset..]) {
+            Ok(DecodedFrame {
+                frame: Frame::Record(record),
+                frame_len,
+            }) => {
+                if offset + frame_len > extent_end {
+                    return Err(contradiction(offset, "a record runs past the batch's byte count"));
+                }
+                members.push(ScannedRecord {
+                    offset: offset as u64,
+                    frame_len: frame_len as u32,
+                    record,
+                });
+                offset += frame_len;
+            }
+            Ok(DecodedFrame {
+                frame: Frame::BatchHeader(_),
+                ..
+            }) => return Err(contradiction(offset, "a batch header inside a batch")),
+            // A real disk may persist the pages of one write in any order, so valid records later in
+            // the same batch do not prove that this damage is more than an interrupted write.
+            Err(reason) => {
+                return Err(Stop {
+                    valid_end: header_offset,
+                    damage: offset,
+                    search_from: extent_end.max(offset + 1),
+                    reason,
+                    tearable: true,
+                });
+            }
+        }
+    }
+    if offset != extent_end {
+        return Err(contradiction(
+            header_offset,
+            "its records end before its byte count",
+        ));
+    }
+    Ok((members, offset))
+}
+
+fn classify_stop(bytes: &[u8], stop: Stop, is_last: bool) -> ScanEnd {
     let garbage_end = bytes.iter().rposition(|b| *b != 0).map_or(0, |last| last + 1);
-    if garbage_end <= offset {
+    if garbage_end <= stop.valid_end {
         return ScanEnd::Clean {
-            valid_end: offset as u64,
+            valid_end: stop.valid_end as u64,
         };
     }
-    // A valid record after the damage proves the damage is not the end of an interrupted write.
-    if !is_last || find_record_after(bytes, offset + 1, garbage_end) {
+    // A valid frame after the damage proves the damage is not the end of an interrupted write.
+    if !is_last || !stop.tearable || find_frame_in(bytes, stop.search_from, garbage_end) {
         return ScanEnd::Corrupt {
-            offset: offset as u64,
-            reason,
+            offset: stop.damage as u64,
+            reason: stop.reason,
         };
     }
     ScanEnd::Torn {
-        valid_end: offset as u64,
+        valid_end: stop.valid_end as u64,
         garbage_end: garbage_end as u64,
-        reason,
+        reason: stop.reason,
     }
 }
 
-/// True if a record with a valid checksum starts anywhere in `from..until`. The length and type checks
+/// True if a frame with a valid checksum starts anywhere in `from..until`. The length and type checks
 /// reject almost every offset before any checksum is computed.
-fn find_record_after(bytes: &[u8], from: usize, until: usize) -> bool {
-    (from..until).any(|start| decode_record(&bytes[start..]).is_ok())
+fn find_frame_in(bytes: &[u8], from: usize, until: usize) -> bool {
+    (from..until).any(|start| decode_frame(&bytes[start..]).is_ok())
 }
 
 /// What recovery found and did, for the operator's log.

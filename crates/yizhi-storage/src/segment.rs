@@ -98,8 +98,9 @@ pub fn open_segment(path: &Path) -> Result<File> {
         .map_err(|e| WalError::io("opening segment", path, e))
 }
 
-/// Cuts a torn tail off: everything from `valid_end` on reads as zeros again, durably.
-pub fn zero_tail(file: &File, path: &Path, valid_end: u64, segment_bytes: u64) -> Result<()> {
+/// Cuts a torn tail off: everything from `valid_end` on reads as zeros again, durably. Returns the
+/// file's new size: `segment_bytes`, or `valid_end` if that is more (a segment grown for a batch).
+pub fn zero_tail(file: &File, path: &Path, valid_end: u64, segment_bytes: u64) -> Result<u64> {
     assert!(
         valid_end >= SEGMENT_HEADER_BYTES as u64,
         "valid end {valid_end} inside the header"
@@ -109,7 +110,8 @@ pub fn zero_tail(file: &File, path: &Path, valid_end: u64, segment_bytes: u64) -
     let len = segment_bytes.max(valid_end);
     preallocate(file, path, len)?;
     file.sync_all()
-        .map_err(|e| WalError::io("fsync after truncating torn tail", path, e))
+        .map_err(|e| WalError::io("fsync after truncating torn tail", path, e))?;
+    Ok(len)
 }
 
 #[cfg(test)]

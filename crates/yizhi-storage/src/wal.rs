@@ -11,8 +11,9 @@ use std::time::Instant;
 use yizhi_engine::{HardState, LogIndex};
 
 use crate::codec::{
-    MAX_RECORD_BYTES, Record, SEGMENT_HEADER_BYTES, SnapshotMarker, decode_record, decode_segment_header,
-    encode_record, encoded_len,
+    BATCH_HEADER_FRAME_BYTES, BatchHeader, DecodeError, MAX_BATCH_BYTES, MAX_RECORD_BYTES, Record,
+    SEGMENT_HEADER_BYTES, SnapshotMarker, batch_bytes, decode_record, decode_segment_header,
+    encode_batch_header, encode_record, encoded_len,
 };
 use crate::error::{Result, WalError};
 use crate::group_commit::{GroupCommit, Poison};
@@ -31,6 +32,10 @@ pub struct WalConfig {
     pub segment_bytes: u64,
     /// Largest record accepted, at most `codec::MAX_RECORD_BYTES`.
     pub max_record_bytes: usize,
+    /// Largest append of several records (their frames, batch header excluded), at most
+    /// `codec::MAX_BATCH_BYTES`. An append is written to one segment, all or nothing; one larger
+    /// than a segment gets a segment of its own, sized to fit.
+    pub max_batch_bytes: u64,
     /// Test hook: fail the next fsyncs with this error kind, to prove a failed fsync poisons the WAL.
     pub sync_faults: Option<Arc<SyncFaults>>,
 }
@@ -40,6 +45,7 @@ impl Default for WalConfig {
         WalConfig {
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             max_record_bytes: MAX_RECORD_BYTES,
+            max_batch_bytes: MAX_BATCH_BYTES,
             sync_faults: None,
         }
     }
@@ -51,6 +57,12 @@ impl WalConfig {
             return Err(WalError::BadConfig(format!(
                 "max_record_bytes {} outside 64..={MAX_RECORD_BYTES}",
                 self.max_record_bytes
+            )));
+        }
+        if self.max_batch_bytes > MAX_BATCH_BYTES || self.max_batch_bytes < self.max_record_bytes as u64 {
+            return Err(WalError::BadConfig(format!(
+                "max_batch_bytes {} outside max_record_bytes..={MAX_BATCH_BYTES}",
+                self.max_batch_bytes
             )));
         }
         let needed = SEGMENT_HEADER_BYTES as u64 + SEGMENT_HEAD_RECORDS_BYTES + self.max_record_bytes as u64;
@@ -82,6 +94,8 @@ pub struct RecordLocation {
 struct SegmentInfo {
     path: PathBuf,
     file: Arc<File>,
+    /// The file's preallocated size: `segment_bytes`, or more for a segment grown to fit one batch.
+    capacity_bytes: u64,
     /// Highest entry index written in this segment; `None` if it holds no entry.
     max_entry_index: Option<LogIndex>,
 }
@@ -90,7 +104,7 @@ struct SegmentInfo {
 struct Writer {
     /// Invariant: non-empty; the last one is the active segment.
     segments: BTreeMap<u64, SegmentInfo>,
-    /// Invariant: `SEGMENT_HEADER_BYTES <= write_offset <= segment_bytes`.
+    /// Invariant: `SEGMENT_HEADER_BYTES <= write_offset <= ` the active segment's `capacity_bytes`.
     write_offset: u64,
     /// Bytes written since open: the clock group commit counts durability in.
     written_position: u64,
@@ -164,6 +178,7 @@ impl Wal {
         let info = SegmentInfo {
             path,
             file: Arc::new(file),
+            capacity_bytes: config.segment_bytes,
             max_entry_index: None,
         };
         Ok(Self::assemble(
@@ -182,8 +197,12 @@ impl Wal {
         segments: BTreeMap<u64, SegmentInfo>,
         write_offset: u64,
     ) -> Wal {
-        assert!(!segments.is_empty(), "a WAL has at least one segment");
-        assert!((SEGMENT_HEADER_BYTES as u64..=config.segment_bytes).contains(&write_offset));
+        let (_, active) = segments.last_key_value().expect("a WAL has at least one segment");
+        assert!(
+            (SEGMENT_HEADER_BYTES as u64..=active.capacity_bytes).contains(&write_offset),
+            "write offset {write_offset} outside the active segment of {} bytes",
+            active.capacity_bytes
+        );
         Wal {
             dir: dir.to_path_buf(),
             config,
@@ -284,9 +303,15 @@ impl Wal {
         let path = segment::segment_path(dir, sequence);
         let file = segment::open_segment(&path)?;
         let bytes = fs::read(&path).map_err(|e| WalError::io("reading segment", &path, e))?;
-        let header_sequence = decode_segment_header(&bytes).map_err(|reason| WalError::CorruptHeader {
-            path: path.clone(),
-            reason,
+        let header_sequence = decode_segment_header(&bytes).map_err(|reason| match reason {
+            DecodeError::BadVersion(version) => WalError::UnsupportedVersion {
+                path: path.clone(),
+                version,
+            },
+            reason => WalError::CorruptHeader {
+                path: path.clone(),
+                reason,
+            },
         })?;
         if header_sequence != sequence {
             return Err(WalError::Inconsistent {
@@ -295,6 +320,7 @@ impl Wal {
             });
         }
         let scan = scan_segment(&bytes, is_last);
+        let mut capacity_bytes = bytes.len() as u64;
         let valid_end = match scan.end {
             ScanEnd::Clean { valid_end } => valid_end,
             ScanEnd::Corrupt { offset, reason } => {
@@ -305,7 +331,7 @@ impl Wal {
                 garbage_end,
                 reason,
             } => {
-                segment::zero_tail(&file, &path, valid_end, config.segment_bytes)?;
+                capacity_bytes = segment::zero_tail(&file, &path, valid_end, config.segment_bytes)?;
                 report.torn_tail = Some(TornTail {
                     path: path.clone(),
                     offset: valid_end,
@@ -331,14 +357,63 @@ impl Wal {
         let info = SegmentInfo {
             path,
             file: Arc::new(file),
+            capacity_bytes,
             max_entry_index,
         };
         Ok((info, valid_end))
     }
 
-    /// Writes `records` in order (not yet durable). Returns each record's location and the position
-    /// to pass to `sync_to` to make all of them durable.
+    /// Writes `records` in order (not yet durable), all or nothing: several records go out as one
+    /// batch in one segment, and recovery keeps a batch whole or drops it. Returns each record's
+    /// location and the position to pass to `sync_to` to make all of them durable.
     pub fn append(&self, records: &[Record]) -> Result<(Vec<RecordLocation>, u64)> {
+        let batch = self.check_sizes(records)?;
+        let frames_bytes = match (batch, records.first()) {
+            (Some(header), _) => BATCH_HEADER_FRAME_BYTES as u64 + header.bytes,
+            (None, Some(record)) => encoded_len(record) as u64,
+            (None, None) => 0,
+        };
+        let mut writer = self.lock_writer();
+        self.poison.check()?;
+        let position_before = writer.written_position;
+        writer.buffer.clear();
+        if records.is_empty() {
+            return Ok((Vec::new(), position_before));
+        }
+        let (_, active) = writer.active();
+        if writer.write_offset + frames_bytes > active.capacity_bytes {
+            self.roll(&mut writer, frames_bytes)?;
+        }
+        if let Some(header) = batch {
+            encode_batch_header(header, &mut writer.buffer);
+        }
+        let (segment, _) = writer.active();
+        let mut locations = Vec::with_capacity(records.len());
+        for record in records {
+            let offset = writer.write_offset + writer.buffer.len() as u64;
+            let before = writer.buffer.len();
+            encode_record(record, &mut writer.buffer);
+            locations.push(RecordLocation {
+                segment,
+                offset,
+                frame_len: (writer.buffer.len() - before) as u32,
+            });
+            writer.note(record);
+        }
+        // One write: a batch lands in one segment, after the head records of a fresh one.
+        self.flush(&mut writer)?;
+        let appended = writer.written_position - position_before;
+        assert!(
+            appended >= frames_bytes,
+            "{appended} bytes written for {frames_bytes}"
+        );
+        self.metrics.record_append(appended);
+        Ok((locations, writer.written_position))
+    }
+
+    /// Refuses a record above `max_record_bytes` or a batch above `max_batch_bytes`, before anything is
+    /// written; returns the batch header the append needs, if any.
+    fn check_sizes(&self, records: &[Record]) -> Result<Option<BatchHeader>> {
         for record in records {
             let bytes = encoded_len(record);
             if bytes > self.config.max_record_bytes {
@@ -348,30 +423,17 @@ impl Wal {
                 });
             }
         }
-        let mut writer = self.lock_writer();
-        self.poison.check()?;
-        let mut locations = Vec::with_capacity(records.len());
-        let position_before = writer.written_position;
-        writer.buffer.clear();
-        for record in records {
-            let len = encoded_len(record) as u64;
-            if writer.write_offset + writer.buffer.len() as u64 + len > self.config.segment_bytes {
-                self.flush(&mut writer)?;
-                self.roll(&mut writer)?;
+        if records.len() >= 2 {
+            let bytes = batch_bytes(records);
+            if bytes > self.config.max_batch_bytes {
+                return Err(WalError::BatchTooLarge {
+                    records: records.len(),
+                    bytes,
+                    limit: self.config.max_batch_bytes,
+                });
             }
-            let (segment, _) = writer.active();
-            locations.push(RecordLocation {
-                segment,
-                offset: writer.write_offset + writer.buffer.len() as u64,
-                frame_len: len as u32,
-            });
-            encode_record(record, &mut writer.buffer);
-            writer.note(record);
         }
-        self.flush(&mut writer)?;
-        self.metrics
-            .record_append(writer.written_position - position_before);
-        Ok((locations, writer.written_position))
+        Ok(BatchHeader::for_records(records))
     }
 
     /// Writes the buffer at the write offset of the active segment. A failed write poisons the WAL:
@@ -381,11 +443,12 @@ impl Wal {
             return Ok(());
         }
         let end = writer.write_offset + writer.buffer.len() as u64;
-        assert!(
-            end <= self.config.segment_bytes,
-            "write to {end} overruns the segment"
-        );
         let (_, active) = writer.active();
+        assert!(
+            end <= active.capacity_bytes,
+            "write to {end} overruns the segment of {} bytes",
+            active.capacity_bytes
+        );
         let result = active.file.write_all_at(&writer.buffer, writer.write_offset);
         if let Err(source) = result {
             let error = WalError::io("writing", active.path.clone(), source);
@@ -399,8 +462,10 @@ impl Wal {
     }
 
     /// Seals the active segment (fsynced, so only the last segment can ever have a torn tail) and
-    /// starts the next one with the current hard state and snapshot marker.
-    fn roll(&self, writer: &mut Writer) -> Result<()> {
+    /// starts the next one with the current hard state and snapshot marker, with room for at least
+    /// `frames_bytes` more (a batch never straddles segments).
+    fn roll(&self, writer: &mut Writer, frames_bytes: u64) -> Result<()> {
+        assert!(writer.buffer.is_empty(), "roll with unwritten bytes");
         let covered = writer.written_position;
         let (sequence, active) = writer.active();
         let file = Arc::clone(&active.file);
@@ -408,13 +473,16 @@ impl Wal {
         self.fsync(&file, &path, covered)?;
         self.group.mark_durable(covered);
         let next = sequence + 1;
-        let (file, path) = segment::create_segment(&self.dir, next, self.config.segment_bytes)
+        let fitting_bytes = SEGMENT_HEADER_BYTES as u64 + SEGMENT_HEAD_RECORDS_BYTES + frames_bytes;
+        let capacity_bytes = self.config.segment_bytes.max(fitting_bytes);
+        let (file, path) = segment::create_segment(&self.dir, next, capacity_bytes)
             .map_err(|error| self.poison.poison(&error))?;
         writer.segments.insert(
             next,
             SegmentInfo {
                 path,
                 file: Arc::new(file),
+                capacity_bytes,
                 max_entry_index: None,
             },
         );
@@ -485,7 +553,7 @@ impl Wal {
         })
     }
 
-    /// Appends and waits for durability: the usual way a writer commits.
+    /// Appends (all or nothing, as `append`) and waits for durability: the usual way a writer commits.
     pub fn append_sync(&self, records: &[Record]) -> Result<Vec<RecordLocation>> {
         let (locations, position) = self.append(records)?;
         self.sync_to(position)?;

@@ -18,7 +18,7 @@ fn small_config() -> WalConfig {
     WalConfig {
         segment_bytes: 16 * 1024,
         max_record_bytes: 4 * 1024,
-        sync_faults: None,
+        ..WalConfig::default()
     }
 }
 

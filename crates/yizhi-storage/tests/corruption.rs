@@ -1,22 +1,25 @@
 //! Damage on disk: in the middle of the log it stops recovery with an error naming file and offset;
-//! at the very tail it is cut with a warning; a damaged snapshot is refused with the reason.
+//! at the very tail it is cut with a warning, a whole batch (one append) at a time; a damaged
+//! snapshot is refused with the reason.
 
 use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use yizhi_engine::{Entry, EntryPayload, LogIndex, LogStorage, Membership};
-use yizhi_storage::codec::{SEGMENT_HEADER_BYTES, decode_record};
+use yizhi_storage::codec::{Frame, SEGMENT_HEADER_BYTES, decode_frame};
 use yizhi_storage::{WalConfig, WalError, WalStorage, WalStorageConfig};
 
 const ENTRIES: LogIndex = 60;
+/// Entries per append: each append is one batch on disk.
+const BATCH_ENTRIES: LogIndex = 3;
 
 fn config() -> WalStorageConfig {
     WalStorageConfig {
         wal: WalConfig {
             segment_bytes: 16 * 1024,
             max_record_bytes: 4 * 1024,
-            sync_faults: None,
+            ..WalConfig::default()
         },
         max_cached_entry_bytes: 4 * 1024,
     }
@@ -34,7 +37,9 @@ fn entry(index: LogIndex) -> Entry {
 fn written_wal(dir: &Path) -> Vec<PathBuf> {
     let mut storage = WalStorage::create(dir, config(), Membership::new([1])).expect("create");
     let entries: Vec<Entry> = (1..=ENTRIES).map(entry).collect();
-    storage.append(&entries).expect("append");
+    for batch in entries.chunks(BATCH_ENTRIES as usize) {
+        storage.append(batch).expect("append");
+    }
     storage.sync().expect("sync");
     let wal = storage.wal();
     let paths: Vec<PathBuf> = wal
@@ -50,16 +55,30 @@ fn written_wal(dir: &Path) -> Vec<PathBuf> {
     paths
 }
 
-/// Byte offsets of the records in a segment file.
-fn record_offsets(path: &Path) -> Vec<usize> {
+/// Byte offsets of the frames (records and batch headers) in a segment file.
+fn frame_offsets(path: &Path) -> Vec<usize> {
+    frames(path).into_iter().map(|(offset, _)| offset).collect()
+}
+
+/// The frames of a segment file with their offsets.
+fn frames(path: &Path) -> Vec<(usize, Frame)> {
     let bytes = fs::read(path).expect("read segment");
-    let mut offsets = Vec::new();
+    let mut found = Vec::new();
     let mut offset = SEGMENT_HEADER_BYTES;
-    while let Ok(decoded) = decode_record(&bytes[offset..]) {
-        offsets.push(offset);
+    while let Ok(decoded) = decode_frame(&bytes[offset..]) {
+        found.push((offset, decoded.frame));
         offset += decoded.frame_len;
     }
-    offsets
+    found
+}
+
+/// Offsets of the batch headers in a segment file.
+fn batch_header_offsets(path: &Path) -> Vec<usize> {
+    frames(path)
+        .into_iter()
+        .filter(|(_, frame)| matches!(frame, Frame::BatchHeader(_)))
+        .map(|(offset, _)| offset)
+        .collect()
 }
 
 fn flip_byte(path: &Path, offset: usize) {
@@ -90,7 +109,7 @@ fn expect_corrupt_at(dir: &Path, path: &Path, offset: usize) {
 fn flipped_byte_in_an_older_segment_names_file_and_offset() {
     let dir = tempfile::tempdir().expect("tempdir");
     let paths = written_wal(dir.path());
-    let offsets = record_offsets(&paths[1]);
+    let offsets = frame_offsets(&paths[1]);
     let victim = offsets[offsets.len() / 2];
     flip_byte(&paths[1], victim + 20);
     expect_corrupt_at(dir.path(), &paths[1], victim);
@@ -103,22 +122,51 @@ fn flipped_byte_mid_last_segment_is_corruption_not_a_torn_tail() {
     let dir = tempfile::tempdir().expect("tempdir");
     let paths = written_wal(dir.path());
     let last = paths.last().expect("segments");
-    let offsets = record_offsets(last);
+    let offsets = frame_offsets(last);
     assert!(offsets.len() >= 3, "last segment holds {} records", offsets.len());
     flip_byte(last, offsets[1] + 3);
     expect_corrupt_at(dir.path(), last, offsets[1]);
+    flip_byte(last, offsets[1] + 3);
+    // A record inside a batch that has another batch after it: reported at the record itself.
+    let first_batch = batch_header_offsets(last)[0];
+    let at = offsets
+        .iter()
+        .position(|o| *o == first_batch)
+        .expect("header is a frame");
+    let member = offsets[at + 2];
+    flip_byte(last, member + 40);
+    expect_corrupt_at(dir.path(), last, member);
 }
 
 #[test]
-fn damaged_final_record_is_cut_with_a_warning() {
+fn corrupt_batch_header_mid_log_names_file_and_offset() {
     let dir = tempfile::tempdir().expect("tempdir");
     let paths = written_wal(dir.path());
     let last = paths.last().expect("segments");
-    let final_record = *record_offsets(last).last().expect("records");
+    let headers = batch_header_offsets(last);
+    assert!(headers.len() >= 2, "last segment holds {} batches", headers.len());
+    // A torn write cannot damage a header with a whole batch after it.
+    flip_byte(last, headers[0] + 12);
+    expect_corrupt_at(dir.path(), last, headers[0]);
+    flip_byte(last, headers[0] + 12);
+    // In an older segment even the final batch's header is durable data: corruption too.
+    let older = batch_header_offsets(&paths[1]);
+    let victim = *older.last().expect("batches in an older segment");
+    flip_byte(&paths[1], victim + 9);
+    expect_corrupt_at(dir.path(), &paths[1], victim);
+}
+
+#[test]
+fn damaged_final_record_cuts_its_whole_batch_with_a_warning() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let paths = written_wal(dir.path());
+    let last = paths.last().expect("segments");
+    let final_record = *frame_offsets(last).last().expect("records");
+    let final_batch = *batch_header_offsets(last).last().expect("batches");
     flip_byte(last, final_record + 30);
     let (mut storage, report) = WalStorage::open(dir.path(), config()).expect("torn tail recovers");
     let torn = report.torn_tail.clone().expect("torn tail reported");
-    assert_eq!((&torn.path, torn.offset), (last, final_record as u64));
+    assert_eq!((&torn.path, torn.offset), (last, final_batch as u64));
     assert!(
         report.warnings()[0].contains("torn tail"),
         "{:?}",
@@ -126,11 +174,12 @@ fn damaged_final_record_is_cut_with_a_warning() {
     );
     assert_eq!(
         storage.last_index(),
-        ENTRIES - 1,
-        "only the damaged final entry is gone"
+        ENTRIES - BATCH_ENTRIES,
+        "the damaged final batch is gone, all of it and nothing before it"
     );
     // The cut tail is zeros again: the log accepts new entries and reopens cleanly.
-    storage.append(&[entry(ENTRIES)]).expect("append after recovery");
+    let again: Vec<Entry> = (ENTRIES - BATCH_ENTRIES + 1..=ENTRIES).map(entry).collect();
+    storage.append(&again).expect("append after recovery");
     storage.sync().expect("sync");
     drop(storage);
     let (storage, report) = WalStorage::open(dir.path(), config()).expect("clean reopen");
@@ -146,20 +195,20 @@ fn truncated_or_garbage_tail_recovers_every_complete_record() {
     let dir = tempfile::tempdir().expect("tempdir");
     let paths = written_wal(dir.path());
     let last = paths.last().expect("segments");
-    let final_record = *record_offsets(last).last().expect("records");
+    let final_record = *frame_offsets(last).last().expect("records");
     let file = OpenOptions::new().write(true).open(last).expect("open");
     file.set_len(final_record as u64 + 7)
         .expect("truncate mid-record");
     drop(file);
     let (storage, report) = WalStorage::open(dir.path(), config()).expect("recovers");
     assert!(report.torn_tail.is_some());
-    assert_eq!(storage.last_index(), ENTRIES - 1);
+    assert_eq!(storage.last_index(), ENTRIES - BATCH_ENTRIES);
     drop(storage);
 
     // Garbage after the last complete record (an interrupted write of junk) is cut as well.
     let mut bytes = fs::read(last).expect("read");
-    let final_offset = *record_offsets(last).last().expect("records");
-    let end = final_offset + decode_record(&bytes[final_offset..]).expect("valid").frame_len;
+    let final_offset = *frame_offsets(last).last().expect("records");
+    let end = final_offset + decode_frame(&bytes[final_offset..]).expect("valid").frame_len;
     for (i, byte) in bytes[end..end + 500].iter_mut().enumerate() {
         *byte = (i * 37 + 11) as u8;
     }
@@ -168,7 +217,7 @@ fn truncated_or_garbage_tail_recovers_every_complete_record() {
     assert_eq!(report.torn_tail.map(|t| t.offset), Some(end as u64));
     assert_eq!(
         storage.last_index(),
-        ENTRIES - 1,
+        ENTRIES - BATCH_ENTRIES,
         "no record was invented from the garbage"
     );
 }

@@ -30,7 +30,7 @@ fn config() -> WalStorageConfig {
         wal: WalConfig {
             segment_bytes: 128 * 1024,
             max_record_bytes: 8 * 1024,
-            sync_faults: None,
+            ..WalConfig::default()
         },
         max_cached_entry_bytes: 32 * 1024,
     }

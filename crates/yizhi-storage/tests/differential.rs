@@ -19,7 +19,7 @@ fn config() -> WalStorageConfig {
         wal: WalConfig {
             segment_bytes: 16 * 1024,
             max_record_bytes: 4 * 1024,
-            sync_faults: None,
+            ..WalConfig::default()
         },
         max_cached_entry_bytes: 8 * 1024,
     }

@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use yizhi_engine::wire::testkit::{random_entries, random_membership};
 use yizhi_engine::{HardState, Membership, SeededRng, Snapshot, SnapshotMeta};
-use yizhi_storage::codec::{self, Record, SnapshotMarker, decode_record, encode_record, encoded_len};
+use yizhi_storage::codec::{
+    self, BatchHeader, Frame, Record, SEGMENT_HEADER_BYTES, SnapshotMarker, decode_frame, decode_record,
+    encode_batch_header, encode_record,
+};
+use yizhi_storage::recovery::scan_segment;
 use yizhi_storage::snapshot_file::{self, decode_snapshot, encode_snapshot};
 
 fn corpus_dir(target: &str) -> PathBuf {
@@ -37,14 +41,18 @@ fn corpus(target: &str, min_files: usize) -> Vec<(PathBuf, Vec<u8>)> {
 
 /// The `wal_record` fuzz target's check.
 fn check_wal_record(data: &[u8]) -> bool {
-    let Ok(decoded) = decode_record(data) else {
+    if data.len() >= SEGMENT_HEADER_BYTES {
+        let _ = scan_segment(data, data[0] & 1 == 1);
+    }
+    let Ok(decoded) = decode_frame(data) else {
         return false;
     };
     let mut encoded = Vec::new();
-    encode_record(&decoded.record, &mut encoded);
-    assert_eq!(encoded.len(), encoded_len(&decoded.record));
+    codec::encode_frame(&decoded.frame, &mut encoded);
     assert_eq!(encoded, data[..decoded.frame_len], "{decoded:?} is not canonical");
-    assert_eq!(decode_record(&encoded).as_ref(), Ok(&decoded));
+    assert_eq!(decode_frame(&encoded).as_ref(), Ok(&decoded));
+    let as_record = decode_record(data).map(|d| Frame::Record(d.record));
+    assert_eq!(as_record.is_ok(), matches!(decoded.frame, Frame::Record(_)));
     true
 }
 
@@ -63,6 +71,11 @@ fn check_snapshot_file(data: &[u8]) -> bool {
 fn wal_record_corpus_replays() {
     let files = corpus("wal_record", 8);
     let valid = files.iter().filter(|(_, bytes)| check_wal_record(bytes)).count();
+    let batch_headers = files
+        .iter()
+        .filter(|(_, bytes)| matches!(decode_frame(bytes), Ok(d) if matches!(d.frame, Frame::BatchHeader(_))))
+        .count();
+    assert!(batch_headers >= 1, "no batch header among the wal_record seeds");
     assert!(
         valid >= 6,
         "only {valid} of {} wal_record seeds decode",
@@ -176,6 +189,21 @@ fn write_seed_corpus() {
     encode_record(&records[records.len() - 1], &mut two);
     std::fs::write(dir.join("two-records"), &two).unwrap();
     std::fs::write(dir.join("end-of-records"), [0u8; codec::FRAME_HEADER_BYTES + 3]).unwrap();
+    // A batch: its header, then its records; and the header alone, cut short.
+    let members = &records[..3];
+    let header = BatchHeader::for_records(members).expect("three records make a batch");
+    let mut batch = Vec::new();
+    encode_batch_header(header, &mut batch);
+    let header_only = batch.clone();
+    for record in members {
+        encode_record(record, &mut batch);
+    }
+    std::fs::write(dir.join("batch"), &batch).unwrap();
+    std::fs::write(
+        dir.join("truncated-batch-header"),
+        &header_only[..header_only.len() - 5],
+    )
+    .unwrap();
 
     let dir = corpus_dir("snapshot_file");
     std::fs::create_dir_all(&dir).unwrap();
