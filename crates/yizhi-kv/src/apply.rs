@@ -7,9 +7,9 @@ use crate::backend::{Backend, BackendError};
 use crate::error::KvError;
 use crate::store::MvccStore;
 use crate::types::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, Event, LeaseGrantRequest,
-    LeaseGrantResponse, LeaseId, LeaseKeepAliveResponse, LeaseRevokeResponse, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+    ClientSeq, CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, Event,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseId, LeaseKeepAliveResponse, LeaseRevokeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
 
 /// What the replicated log carries.
@@ -29,6 +29,14 @@ pub enum Command {
     LeaseKeepAlive {
         id: LeaseId,
         now_ms: u64,
+    },
+    /// `command`, applied at most once per `request` (Raft thesis §6.3; see the `session`
+    /// module). `now_ms` is the proposing member's wall clock (unix ms), carried in the log so
+    /// that every replica expires idle sessions alike. `command` is never itself `Deduped`.
+    Deduped {
+        request: ClientSeq,
+        now_ms: u64,
+        command: Box<Command>,
     },
 }
 
@@ -63,19 +71,17 @@ impl<B: Backend> MvccStore<B> {
             self.meta.applied_index
         );
         assert!(self.pending.records.is_empty() && self.pending.events.is_empty());
-        let before = self.meta;
-        let response = self.dispatch(command);
+        assert!(self.pending.sessions.is_empty());
+        let response = match command {
+            Command::Deduped {
+                request,
+                now_ms,
+                command: inner,
+            } => self.apply_deduped(request, *now_ms, inner),
+            plain => self.apply_plain(plain),
+        };
         if let Err(KvError::Backend(e)) = &response {
             return Err(e.clone());
-        }
-        if response.is_err() {
-            // Validation precedes every mutation, so a refused command left nothing behind.
-            assert!(
-                self.pending.records.is_empty(),
-                "failed command wrote: {command:?}"
-            );
-            assert_eq!(self.meta, before);
-            self.pending.batch = Default::default();
         }
         if !self.pending.records.is_empty() {
             self.meta.current_revision += 1;
@@ -85,12 +91,32 @@ impl<B: Backend> MvccStore<B> {
         let pending = std::mem::take(&mut self.pending);
         let mut batch = pending.batch;
         batch.put_records = pending.records.into_iter().collect();
+        batch.session_clients = pending.sessions.clients.into_iter().collect();
+        batch.session_responses = pending.sessions.responses.into_iter().collect();
         batch.meta = self.meta;
         self.backend.apply(batch)?;
         Ok(Applied {
             response,
             events: pending.events,
         })
+    }
+
+    /// Applies a command that is not `Deduped`. A refused one leaves no writes behind.
+    pub(crate) fn apply_plain(&mut self, command: &Command) -> Result<CommandResponse, KvError> {
+        let before = self.meta;
+        let response = self.dispatch(command);
+        if let Err(e) = &response
+            && !matches!(e, KvError::Backend(_))
+        {
+            // Validation precedes every mutation, so a refused command left nothing behind.
+            assert!(
+                self.pending.records.is_empty(),
+                "failed command wrote: {command:?}"
+            );
+            assert_eq!(self.meta, before);
+            self.pending.batch = Default::default();
+        }
+        response
     }
 
     fn dispatch(&mut self, command: &Command) -> Result<CommandResponse, KvError> {
@@ -108,6 +134,7 @@ impl<B: Backend> MvccStore<B> {
             Command::LeaseKeepAlive { id, now_ms } => self
                 .lease_keep_alive(*id, *now_ms)
                 .map(CommandResponse::LeaseKeepAlive),
+            Command::Deduped { .. } => panic!("a Deduped command wraps another: {command:?}"),
         }
     }
 }

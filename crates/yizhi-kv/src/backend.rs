@@ -1,6 +1,7 @@
 //! Where the state machine keeps what it must not lose: one record per revision (etcd's "key"
-//! bucket, keyed by revision), the leases, and the meta row (current and compacted revision,
-//! applied log index).
+//! bucket, keyed by revision), the leases, the client session table (one row per client, one per
+//! kept response) and the meta row (current and compacted revision, applied log index, session
+//! clock).
 //!
 //! The trait is shaped for a transactional store (redb): everything one log entry changes arrives
 //! as one [`WriteBatch`] *together with* the log index it came from, so a crash can never leave
@@ -59,6 +60,40 @@ pub struct Meta {
     pub applied_index: LogIndex,
     /// Next ID handed to a grant that asked for none; persisted so replicas agree after restart.
     pub next_lease_id: LeaseId,
+    /// The client session clock: the largest `now_ms` any deduplicated command carried. Never
+    /// moves back, so a member with a slow clock cannot revive idle sessions.
+    pub session_clock_ms: u64,
+}
+
+/// A client's row of the session table (Raft thesis §6.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientRecord {
+    /// The largest `acked_below` the client sent: it never retries a seq below this, so no
+    /// response below it is kept. Invariant: >= 1.
+    pub floor: u64,
+    /// The session clock when the client was last heard from; it expires once idle too long.
+    pub last_seen_ms: u64,
+}
+
+/// A response row's key: `(client_id, seq)`.
+pub type ResponseKey = (u64, u64);
+
+/// What the session table keeps for one applied request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoredResponse {
+    /// [`crate::codec::encode_response`] of the answer as first returned.
+    Kept(Bytes),
+    /// Applied once, but the response encoded larger than
+    /// [`crate::KvConfig::max_stored_response_bytes`]; a duplicate gets
+    /// [`crate::KvError::DuplicateResponseNotRetained`].
+    TooLarge,
+}
+
+/// The whole session table as rows, each list in ascending key order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionRows {
+    pub clients: Vec<(u64, ClientRecord)>,
+    pub responses: Vec<(ResponseKey, StoredResponse)>,
 }
 
 impl Default for Meta {
@@ -68,6 +103,7 @@ impl Default for Meta {
             compact_revision: 0,
             applied_index: 0,
             next_lease_id: 1,
+            session_clock_ms: 0,
         }
     }
 }
@@ -80,6 +116,10 @@ pub struct WriteBatch {
     pub delete_records: Vec<Revision>,
     pub put_leases: Vec<LeaseRecord>,
     pub delete_leases: Vec<LeaseId>,
+    /// Session rows this entry changed, each key at most once; `None` deletes the row. Deleting
+    /// a client lists the deletion of each of its responses too.
+    pub session_clients: Vec<(u64, Option<ClientRecord>)>,
+    pub session_responses: Vec<(ResponseKey, Option<StoredResponse>)>,
     pub meta: Meta,
 }
 
@@ -107,6 +147,8 @@ pub trait Backend {
     /// Every record, in revision order (rebuilding the index, snapshots).
     fn all_records(&self) -> Result<Vec<(Revision, RevisionRecord)>, BackendError>;
     fn all_leases(&self) -> Result<Vec<LeaseRecord>, BackendError>;
+    /// The whole client session table.
+    fn all_sessions(&self) -> Result<SessionRows, BackendError>;
     /// Applies `batch` atomically; `batch.meta.applied_index` is the log index it came from.
     fn apply(&mut self, batch: WriteBatch) -> Result<(), BackendError>;
     /// Replaces the whole content (snapshot install), atomically.
@@ -114,6 +156,7 @@ pub trait Backend {
         &mut self,
         records: Vec<(Revision, RevisionRecord)>,
         leases: Vec<LeaseRecord>,
+        sessions: SessionRows,
         meta: Meta,
     ) -> Result<(), BackendError>;
 
@@ -143,6 +186,8 @@ pub trait Backend {
 pub struct MemBackend {
     records: BTreeMap<Revision, RevisionRecord>,
     leases: BTreeMap<LeaseId, LeaseRecord>,
+    session_clients: BTreeMap<u64, ClientRecord>,
+    session_responses: BTreeMap<ResponseKey, StoredResponse>,
     meta: Meta,
 }
 
@@ -169,6 +214,17 @@ impl Backend for MemBackend {
         Ok(self.leases.values().copied().collect())
     }
 
+    fn all_sessions(&self) -> Result<SessionRows, BackendError> {
+        Ok(SessionRows {
+            clients: self.session_clients.iter().map(|(id, c)| (*id, *c)).collect(),
+            responses: self
+                .session_responses
+                .iter()
+                .map(|(key, r)| (*key, r.clone()))
+                .collect(),
+        })
+    }
+
     fn apply(&mut self, batch: WriteBatch) -> Result<(), BackendError> {
         assert!(
             batch.meta.applied_index >= self.meta.applied_index,
@@ -190,6 +246,18 @@ impl Backend for MemBackend {
         for id in batch.delete_leases {
             self.leases.remove(&id);
         }
+        for (id, change) in batch.session_clients {
+            match change {
+                Some(client) => self.session_clients.insert(id, client),
+                None => self.session_clients.remove(&id),
+            };
+        }
+        for (key, change) in batch.session_responses {
+            match change {
+                Some(response) => self.session_responses.insert(key, response),
+                None => self.session_responses.remove(&key),
+            };
+        }
         self.meta = batch.meta;
         Ok(())
     }
@@ -198,10 +266,13 @@ impl Backend for MemBackend {
         &mut self,
         records: Vec<(Revision, RevisionRecord)>,
         leases: Vec<LeaseRecord>,
+        sessions: SessionRows,
         meta: Meta,
     ) -> Result<(), BackendError> {
         self.records = records.into_iter().collect();
         self.leases = leases.into_iter().map(|l| (l.id, l)).collect();
+        self.session_clients = sessions.clients.into_iter().collect();
+        self.session_responses = sessions.responses.into_iter().collect();
         self.meta = meta;
         Ok(())
     }

@@ -3,16 +3,28 @@
 //! Decoding is a pure function over a byte slice; any malformed input is a [`DecodeError`].
 //! A new field or command means a new [`COMMAND_CODEC_VERSION`]; old versions stay decodable
 //! because old entries stay in logs.
+//!
+//! Versions: 1 has every command but [`Command::Deduped`]; 2 adds it (tag 9: client id, seq,
+//! acked-below and `now_ms` as varints, then the wrapped command's tag and fields; a wrapped
+//! `Deduped` is refused). An entry is written with the lowest version that can carry it, so a
+//! member that only reads version 1 keeps applying everything but deduplicated commands during
+//! a rolling upgrade.
+//!
+//! Responses kept by the session table have their own encoding: [`encode_response`].
 
 use crate::apply::Command;
+pub use crate::response_codec::{RESPONSE_CODEC_VERSION, decode_response, encode_response};
 use crate::store::MAX_TXN_DEPTH;
 use crate::types::{
-    CompactionRequest, Compare, CompareResult, CompareTarget, DeleteRangeRequest, LeaseGrantRequest,
-    PutRequest, RangeRequest, RequestOp, SortOrder, SortTarget, TxnRequest,
+    ClientSeq, CompactionRequest, Compare, CompareResult, CompareTarget, DeleteRangeRequest,
+    LeaseGrantRequest, PutRequest, RangeRequest, RequestOp, SortOrder, SortTarget, TxnRequest,
 };
 use crate::wire::{DecodeError, Reader, Writer};
 
-pub const COMMAND_CODEC_VERSION: u8 = 1;
+/// The newest version this build writes (for [`Command::Deduped`]) and reads.
+pub const COMMAND_CODEC_VERSION: u8 = 2;
+/// Every command but `Deduped` is written in this version.
+const BASE_CODEC_VERSION: u8 = 1;
 
 const TAG_RANGE: u8 = 1;
 const TAG_PUT: u8 = 2;
@@ -22,26 +34,54 @@ const TAG_COMPACT: u8 = 5;
 const TAG_LEASE_GRANT: u8 = 6;
 const TAG_LEASE_REVOKE: u8 = 7;
 const TAG_LEASE_KEEP_ALIVE: u8 = 8;
+const TAG_DEDUPED: u8 = 9;
 
 pub fn encode_command(command: &Command) -> Vec<u8> {
     let mut w = Writer::default();
-    w.u8(COMMAND_CODEC_VERSION);
+    match command {
+        Command::Deduped {
+            request,
+            now_ms,
+            command: inner,
+        } => {
+            assert!(
+                !matches!(**inner, Command::Deduped { .. }),
+                "a Deduped command wraps another: {command:?}"
+            );
+            w.u8(COMMAND_CODEC_VERSION);
+            w.u8(TAG_DEDUPED);
+            w.varint(request.client_id);
+            w.varint(request.seq);
+            w.varint(request.acked_below);
+            w.varint(*now_ms);
+            put_body(&mut w, inner);
+        }
+        plain => {
+            w.u8(BASE_CODEC_VERSION);
+            put_body(&mut w, plain);
+        }
+    }
+    w.buf
+}
+
+/// A command's tag and fields.
+fn put_body(w: &mut Writer, command: &Command) {
     match command {
         Command::Range(r) => {
             w.u8(TAG_RANGE);
-            put_range(&mut w, r);
+            put_range(w, r);
         }
         Command::Put(p) => {
             w.u8(TAG_PUT);
-            put_put(&mut w, p);
+            put_put(w, p);
         }
         Command::DeleteRange(d) => {
             w.u8(TAG_DELETE_RANGE);
-            put_delete(&mut w, d);
+            put_delete(w, d);
         }
         Command::Txn(t) => {
             w.u8(TAG_TXN);
-            put_txn(&mut w, t);
+            put_txn(w, t);
         }
         Command::Compact(c) => {
             w.u8(TAG_COMPACT);
@@ -63,8 +103,8 @@ pub fn encode_command(command: &Command) -> Vec<u8> {
             w.i64(*id);
             w.varint(*now_ms);
         }
+        Command::Deduped { .. } => unreachable!("encode_command writes Deduped itself"),
     }
-    w.buf
 }
 
 pub fn decode_command(data: &[u8]) -> Result<Command, DecodeError> {
@@ -73,17 +113,48 @@ pub fn decode_command(data: &[u8]) -> Result<Command, DecodeError> {
     }
     let mut r = Reader::new(data);
     let version = r.u8("version")?;
-    if version != COMMAND_CODEC_VERSION {
+    if !(BASE_CODEC_VERSION..=COMMAND_CODEC_VERSION).contains(&version) {
         return Err(DecodeError::UnsupportedVersion {
             what: "command",
             version,
         });
     }
     let command = match r.u8("command tag")? {
-        TAG_RANGE => Command::Range(get_range(&mut r)?),
-        TAG_PUT => Command::Put(get_put(&mut r)?),
-        TAG_DELETE_RANGE => Command::DeleteRange(get_delete(&mut r)?),
-        TAG_TXN => Command::Txn(get_txn(&mut r, 0)?),
+        TAG_DEDUPED if version >= 2 => {
+            let request = ClientSeq {
+                client_id: r.varint("client id")?,
+                seq: r.varint("client seq")?,
+                acked_below: r.varint("client acked below")?,
+            };
+            let now_ms = r.varint("deduped now")?;
+            let inner = match r.u8("command tag")? {
+                TAG_DEDUPED => {
+                    return Err(DecodeError::Invalid {
+                        what: "command",
+                        detail: "a Deduped command wraps another Deduped".to_string(),
+                    });
+                }
+                tag => get_body(&mut r, tag)?,
+            };
+            Command::Deduped {
+                request,
+                now_ms,
+                command: Box::new(inner),
+            }
+        }
+        tag => get_body(&mut r, tag)?,
+    };
+    r.finish("command")?;
+    Ok(command)
+}
+
+/// The fields of a command whose tag was read; `Deduped` is not among them.
+fn get_body(r: &mut Reader, tag: u8) -> Result<Command, DecodeError> {
+    let command = match tag {
+        TAG_RANGE => Command::Range(get_range(r)?),
+        TAG_PUT => Command::Put(get_put(r)?),
+        TAG_DELETE_RANGE => Command::DeleteRange(get_delete(r)?),
+        TAG_TXN => Command::Txn(get_txn(r, 0)?),
         TAG_COMPACT => {
             let revision = r.i64("compact revision")?;
             let [physical] = r.flags("compact flags")?;
@@ -103,7 +174,6 @@ pub fn decode_command(data: &[u8]) -> Result<Command, DecodeError> {
         },
         tag => return Err(DecodeError::UnknownTag { what: "command", tag }),
     };
-    r.finish("command")?;
     Ok(command)
 }
 

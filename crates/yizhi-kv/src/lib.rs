@@ -79,7 +79,9 @@ mod error;
 mod index;
 mod lease;
 pub mod redb_backend;
+mod response_codec;
 pub mod revision;
+mod session;
 pub mod snapshot;
 mod store;
 pub mod types;
@@ -88,14 +90,20 @@ mod wire;
 mod write;
 
 pub use apply::{Applied, Command, CommandResponse};
-pub use backend::{Backend, BackendError, MemBackend};
-pub use codec::{COMMAND_CODEC_VERSION, decode_command, encode_command};
+pub use backend::{Backend, BackendError, MemBackend, StoredResponse};
+pub use codec::{
+    COMMAND_CODEC_VERSION, RESPONSE_CODEC_VERSION, decode_command, decode_response, encode_command,
+    encode_response,
+};
 pub use error::KvError;
 pub use redb_backend::{RedbBackend, RedbConfig};
 pub use revision::{INITIAL_REVISION, Revision};
+pub use session::{CLIENT_OVERHEAD_BYTES, RESPONSE_OVERHEAD_BYTES};
 pub use snapshot::{SNAPSHOT_MAGIC, SNAPSHOT_VERSION, SnapshotError};
 pub use store::{
-    DEFAULT_MAX_TXN_OPS, DEFAULT_MIN_LEASE_TTL_SECS, KvConfig, MAX_LEASE_TTL_SECS, MAX_TXN_DEPTH, MvccStore,
+    DEFAULT_CLIENT_IDLE_EXPIRY_MS, DEFAULT_MAX_CLIENT_SESSIONS, DEFAULT_MAX_SESSION_BYTES,
+    DEFAULT_MAX_STORED_RESPONSE_BYTES, DEFAULT_MAX_TXN_OPS, DEFAULT_MAX_UNACKNOWLEDGED_PER_CLIENT,
+    DEFAULT_MIN_LEASE_TTL_SECS, KvConfig, MAX_LEASE_TTL_SECS, MAX_TXN_DEPTH, MvccStore,
 };
 pub use types::*;
 pub use watch::{WatchConfig, WatchError, WatchHub, WatchId, WatchRequest, WatchResponse};

@@ -5,8 +5,12 @@
 //! - `yizhi-kv.records`: key = revision `(main, sub)` as two big-endian u64 with the sign bit
 //!   flipped, so the B-tree's byte order is revision order; value = the encoded record.
 //! - `yizhi-kv.leases`: lease ID → `(granted_ttl_secs, expiry_ms)`.
+//! - `yizhi-kv.session_clients`: client ID → `(floor, last_seen_ms)`, and
+//!   `yizhi-kv.session_responses`: `(client ID, seq)` → a kept response (see the `session`
+//!   module); layout 2 added both, and a layout-1 file is upgraded on open by creating them empty.
 //! - `yizhi-kv.meta`: a `format` row naming this layout and one `state` row (revisions, applied
-//!   index, lease cursor), always written in the same redb transaction as the data it describes.
+//!   index, lease cursor, session clock), always written in the same redb transaction as the data
+//!   it describes.
 //!
 //! # Durability: the server's WAL carries it, not this file
 //!
@@ -40,9 +44,10 @@ use redb::{
 use yizhi_engine::LogIndex;
 
 use crate::backend::{
-    Backend, BackendError, DefragmentReport, LeaseRecord, Meta, RevisionRecord, WriteBatch,
-    check_record_shape,
+    Backend, BackendError, ClientRecord, DefragmentReport, LeaseRecord, Meta, ResponseKey, RevisionRecord,
+    SessionRows, StoredResponse, WriteBatch, check_record_shape,
 };
+use crate::response_codec::{decode_stored, encode_stored};
 use crate::revision::Revision;
 use crate::types::LeaseId;
 use crate::wire::{Reader, Writer};
@@ -53,12 +58,18 @@ const REVISION_KEY_BYTES: usize = 16;
 const RECORDS: TableDefinition<&RevisionKey, &[u8]> = TableDefinition::new("yizhi-kv.records");
 const LEASES: TableDefinition<i64, (i64, u64)> = TableDefinition::new("yizhi-kv.leases");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("yizhi-kv.meta");
+const SESSION_CLIENTS: TableDefinition<u64, (u64, u64)> = TableDefinition::new("yizhi-kv.session_clients");
+const SESSION_RESPONSES: TableDefinition<(u64, u64), &[u8]> =
+    TableDefinition::new("yizhi-kv.session_responses");
 const FORMAT_ROW: &str = "format";
 const STATE_ROW: &str = "state";
 /// Names this layout; a file with another value (or none, but other tables) is refused.
-const FORMAT: &[u8] = b"yizhi-kv redb layout 1";
+const FORMAT: &[u8] = b"yizhi-kv redb layout 2";
+/// The layout before the session tables; upgraded in place on open.
+const FORMAT_WITHOUT_SESSIONS: &[u8] = b"yizhi-kv redb layout 1";
 const RECORD_ENCODING_VERSION: u8 = 1;
-const META_ENCODING_VERSION: u8 = 1;
+/// Version 2 adds the session clock; version 1 rows (clock 0) still decode.
+const META_ENCODING_VERSION: u8 = 2;
 /// What the overlay is charged per entry beyond keys and values (map nodes, revision, fields).
 const OVERLAY_ENTRY_OVERHEAD_BYTES: usize = 64;
 /// `compact()` already repeats its passes until one makes no progress; calling it again after a
@@ -98,6 +109,8 @@ impl Default for RedbConfig {
 struct Overlay {
     records: BTreeMap<Revision, Option<RevisionRecord>>,
     leases: BTreeMap<LeaseId, Option<LeaseRecord>>,
+    session_clients: BTreeMap<u64, Option<ClientRecord>>,
+    session_responses: BTreeMap<ResponseKey, Option<StoredResponse>>,
     entries: usize,
     bytes: usize,
 }
@@ -107,6 +120,8 @@ struct Overlay {
 struct Snapshot {
     records: ReadOnlyTable<&'static RevisionKey, &'static [u8]>,
     leases: ReadOnlyTable<i64, (i64, u64)>,
+    session_clients: ReadOnlyTable<u64, (u64, u64)>,
+    session_responses: ReadOnlyTable<(u64, u64), &'static [u8]>,
 }
 
 pub struct RedbBackend {
@@ -242,11 +257,88 @@ impl RedbBackend {
                 };
                 result.map_err(|e| self.error("write lease", e))?;
             }
+            self.commit_session_overlay(&txn)?;
             self.write_meta(&txn)?;
         }
         txn.commit().map_err(|e| self.error("commit", e))?;
         self.overlay = Overlay::default();
         self.committed(durable)
+    }
+
+    fn commit_session_overlay(&self, txn: &WriteTransaction) -> Result<(), BackendError> {
+        let mut clients = txn
+            .open_table(SESSION_CLIENTS)
+            .map_err(|e| self.error("open session clients", e))?;
+        for (id, client) in &self.overlay.session_clients {
+            let result = match client {
+                Some(c) => clients.insert(*id, (c.floor, c.last_seen_ms)).map(drop),
+                None => clients.remove(*id).map(drop),
+            };
+            result.map_err(|e| self.error("write session client", e))?;
+        }
+        let mut responses = txn
+            .open_table(SESSION_RESPONSES)
+            .map_err(|e| self.error("open session responses", e))?;
+        for (key, response) in &self.overlay.session_responses {
+            let result = match response {
+                Some(r) => responses.insert(*key, encode_stored(r).as_slice()).map(drop),
+                None => responses.remove(*key).map(drop),
+            };
+            result.map_err(|e| self.error("write session response", e))?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites both session tables with `sessions` (snapshot install).
+    fn replace_sessions(&self, txn: &WriteTransaction, sessions: &SessionRows) -> Result<(), BackendError> {
+        txn.delete_table(SESSION_CLIENTS)
+            .map_err(|e| self.error("clear session clients", e))?;
+        txn.delete_table(SESSION_RESPONSES)
+            .map_err(|e| self.error("clear session responses", e))?;
+        let mut clients = txn
+            .open_table(SESSION_CLIENTS)
+            .map_err(|e| self.error("open session clients", e))?;
+        for (id, c) in &sessions.clients {
+            clients
+                .insert(*id, (c.floor, c.last_seen_ms))
+                .map_err(|e| self.error("write session client", e))?;
+        }
+        let mut responses = txn
+            .open_table(SESSION_RESPONSES)
+            .map_err(|e| self.error("open session responses", e))?;
+        for (key, r) in &sessions.responses {
+            responses
+                .insert(*key, encode_stored(r).as_slice())
+                .map_err(|e| self.error("write session response", e))?;
+        }
+        Ok(())
+    }
+
+    fn committed_sessions(&self) -> Result<SessionRows, BackendError> {
+        let snapshot = self.snapshot()?;
+        let mut rows = SessionRows::default();
+        let iter = snapshot
+            .session_clients
+            .iter()
+            .map_err(|e| self.error("scan session clients", e))?;
+        for item in iter {
+            let (id, value) = item.map_err(|e| self.error("scan session clients", e))?;
+            let (floor, last_seen_ms) = value.value();
+            rows.clients
+                .push((id.value(), ClientRecord { floor, last_seen_ms }));
+        }
+        let iter = snapshot
+            .session_responses
+            .iter()
+            .map_err(|e| self.error("scan session responses", e))?;
+        for item in iter {
+            let (key, value) = item.map_err(|e| self.error("scan session responses", e))?;
+            let key = key.value();
+            let stored = decode_stored(value.value())
+                .map_err(|e| self.corrupt(format!("session response {key:?}: {e}")))?;
+            rows.responses.push((key, stored));
+        }
+        Ok(rows)
     }
 
     fn set_durability(&self, txn: &mut WriteTransaction, durable: bool) -> Result<(), BackendError> {
@@ -372,6 +464,28 @@ impl Backend for RedbBackend {
         Ok(leases.into_values().collect())
     }
 
+    fn all_sessions(&self) -> Result<SessionRows, BackendError> {
+        let committed = self.committed_sessions()?;
+        let mut clients: BTreeMap<u64, ClientRecord> = committed.clients.into_iter().collect();
+        for (id, pending) in &self.overlay.session_clients {
+            match pending {
+                Some(client) => clients.insert(*id, *client),
+                None => clients.remove(id),
+            };
+        }
+        let mut responses: BTreeMap<ResponseKey, StoredResponse> = committed.responses.into_iter().collect();
+        for (key, pending) in &self.overlay.session_responses {
+            match pending {
+                Some(response) => responses.insert(*key, response.clone()),
+                None => responses.remove(key),
+            };
+        }
+        Ok(SessionRows {
+            clients: clients.into_iter().collect(),
+            responses: responses.into_iter().collect(),
+        })
+    }
+
     fn apply(&mut self, batch: WriteBatch) -> Result<(), BackendError> {
         assert!(
             batch.meta.applied_index > self.meta.applied_index,
@@ -403,6 +517,18 @@ impl Backend for RedbBackend {
             overlay.bytes += OVERLAY_ENTRY_OVERHEAD_BYTES;
             overlay.leases.insert(id, None);
         }
+        for (id, client) in batch.session_clients {
+            overlay.bytes += OVERLAY_ENTRY_OVERHEAD_BYTES;
+            overlay.session_clients.insert(id, client);
+        }
+        for (key, response) in batch.session_responses {
+            overlay.bytes += OVERLAY_ENTRY_OVERHEAD_BYTES
+                + match &response {
+                    Some(StoredResponse::Kept(bytes)) => bytes.len(),
+                    _ => 0,
+                };
+            overlay.session_responses.insert(key, response);
+        }
         overlay.entries += 1;
         self.meta = batch.meta;
         if self.overlay_full() {
@@ -415,6 +541,7 @@ impl Backend for RedbBackend {
         &mut self,
         records: Vec<(Revision, RevisionRecord)>,
         leases: Vec<LeaseRecord>,
+        sessions: SessionRows,
         meta: Meta,
     ) -> Result<(), BackendError> {
         let mut txn = self.db.begin_write().map_err(|e| self.error("begin write", e))?;
@@ -443,6 +570,7 @@ impl Backend for RedbBackend {
                     .map_err(|e| self.error("write lease", e))?;
             }
         }
+        self.replace_sessions(&txn, &sessions)?;
         let previous_meta = self.meta;
         self.meta = meta;
         if let Err(e) = self
@@ -493,7 +621,11 @@ impl Backend for RedbBackend {
 /// Checks the file's format row, writing it (and an empty state) into a new database.
 fn init_or_check_format(db: &Database, path: &Path) -> Result<Meta, BackendError> {
     let txn = db.begin_read().map_err(|e| redb_error(path, "begin read", e))?;
-    if let Some(meta) = read_format_and_meta(&txn, path)? {
+    if let Some((meta, needs_upgrade)) = read_format_and_meta(&txn, path)? {
+        if needs_upgrade {
+            drop(txn);
+            upgrade_layout(db, path)?;
+        }
         return Ok(meta);
     }
     let tables: Vec<String> = txn
@@ -526,13 +658,38 @@ fn init_or_check_format(db: &Database, path: &Path) -> Result<Meta, BackendError
             .map_err(|e| redb_error(path, "open records", e))?;
         txn.open_table(LEASES)
             .map_err(|e| redb_error(path, "open leases", e))?;
+        create_session_tables(&txn, path)?;
     }
     txn.commit().map_err(|e| redb_error(path, "commit", e))?;
     Ok(meta)
 }
 
-/// The stored meta, or `None` when the file has no yizhi-kv meta table at all.
-fn read_format_and_meta(txn: &ReadTransaction, path: &Path) -> Result<Option<Meta>, BackendError> {
+fn create_session_tables(txn: &WriteTransaction, path: &Path) -> Result<(), BackendError> {
+    txn.open_table(SESSION_CLIENTS)
+        .map_err(|e| redb_error(path, "open session clients", e))?;
+    txn.open_table(SESSION_RESPONSES)
+        .map_err(|e| redb_error(path, "open session responses", e))?;
+    Ok(())
+}
+
+/// Layout 1 → 2: the session tables start empty, as the state before sessions existed.
+fn upgrade_layout(db: &Database, path: &Path) -> Result<(), BackendError> {
+    let txn = db.begin_write().map_err(|e| redb_error(path, "begin write", e))?;
+    create_session_tables(&txn, path)?;
+    {
+        let mut table = txn
+            .open_table(META)
+            .map_err(|e| redb_error(path, "open meta", e))?;
+        table
+            .insert(FORMAT_ROW, FORMAT)
+            .map_err(|e| redb_error(path, "write meta", e))?;
+    }
+    txn.commit().map_err(|e| redb_error(path, "commit", e))
+}
+
+/// The stored meta and whether the layout needs upgrading, or `None` when the file has no
+/// yizhi-kv meta table at all.
+fn read_format_and_meta(txn: &ReadTransaction, path: &Path) -> Result<Option<(Meta, bool)>, BackendError> {
     let table = match txn.open_table(META) {
         Ok(table) => table,
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -543,8 +700,9 @@ fn read_format_and_meta(txn: &ReadTransaction, path: &Path) -> Result<Option<Met
         let found = table.get(name).map_err(|e| redb_error(path, "read meta", e))?;
         Ok(found.map(|guard| guard.value().to_vec()))
     };
-    match row(FORMAT_ROW)? {
-        Some(format) if format == FORMAT => {}
+    let needs_upgrade = match row(FORMAT_ROW)? {
+        Some(format) if format == FORMAT => false,
+        Some(format) if format == FORMAT_WITHOUT_SESSIONS => true,
         other => {
             return Err(corrupt(format!(
                 "unknown layout {:?}, expected {:?}",
@@ -552,10 +710,10 @@ fn read_format_and_meta(txn: &ReadTransaction, path: &Path) -> Result<Option<Met
                 String::from_utf8_lossy(FORMAT)
             )));
         }
-    }
+    };
     let state = row(STATE_ROW)?.ok_or_else(|| corrupt("no state row".to_string()))?;
     decode_meta(&state)
-        .map(Some)
+        .map(|meta| Some((meta, needs_upgrade)))
         .map_err(|d| corrupt(format!("state row: {d}")))
 }
 
@@ -569,6 +727,12 @@ fn open_snapshot(db: &Database, path: &Path) -> Result<Snapshot, BackendError> {
         leases: txn
             .open_table(LEASES)
             .map_err(|e| redb_error(path, "open leases", e))?,
+        session_clients: txn
+            .open_table(SESSION_CLIENTS)
+            .map_err(|e| redb_error(path, "open session clients", e))?,
+        session_responses: txn
+            .open_table(SESSION_RESPONSES)
+            .map_err(|e| redb_error(path, "open session responses", e))?,
     })
 }
 
@@ -685,6 +849,7 @@ fn encode_meta(meta: &Meta) -> Vec<u8> {
     w.i64(meta.compact_revision);
     w.varint(meta.applied_index);
     w.i64(meta.next_lease_id);
+    w.varint(meta.session_clock_ms);
     w.buf
 }
 
@@ -692,7 +857,7 @@ fn decode_meta(data: &[u8]) -> Result<Meta, String> {
     let mut r = Reader::new(data);
     let decoded = (|| {
         let version = r.u8("meta encoding")?;
-        if version != META_ENCODING_VERSION {
+        if !(1..=META_ENCODING_VERSION).contains(&version) {
             return Err(crate::wire::DecodeError::UnsupportedVersion {
                 what: "meta",
                 version,
@@ -703,6 +868,11 @@ fn decode_meta(data: &[u8]) -> Result<Meta, String> {
             compact_revision: r.i64("compact revision")?,
             applied_index: r.varint("applied index")?,
             next_lease_id: r.i64("next lease id")?,
+            session_clock_ms: if version >= 2 {
+                r.varint("session clock")?
+            } else {
+                0
+            },
         };
         r.finish("meta")?;
         Ok(meta)
@@ -760,6 +930,7 @@ mod tests {
             compact_revision: 4,
             applied_index: 1 << 40,
             next_lease_id: 3,
+            session_clock_ms: 1_700_000_000_000,
         };
         assert_eq!(decode_meta(&encode_meta(&meta)), Ok(meta));
         assert!(decode_meta(&encode_meta(&meta)[..5]).is_err());
@@ -768,6 +939,20 @@ mod tests {
             ..meta
         };
         assert!(decode_meta(&encode_meta(&backwards)).is_err());
+        // A version-1 row (before the session clock) still decodes, with the clock at 0.
+        let mut v1 = encode_meta(&meta);
+        v1[0] = 1;
+        let clock_bytes = {
+            let mut w = Writer::default();
+            w.varint(meta.session_clock_ms);
+            w.buf.len()
+        };
+        v1.truncate(v1.len() - clock_bytes);
+        let old = Meta {
+            session_clock_ms: 0,
+            ..meta
+        };
+        assert_eq!(decode_meta(&v1), Ok(old));
     }
 
     #[test]

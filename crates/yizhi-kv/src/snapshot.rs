@@ -2,7 +2,9 @@
 //! answers every read (including reads at past revisions) exactly as the source did.
 //!
 //! Layout: `SNAPSHOT_MAGIC`, version byte, meta, records in revision order, leases in ID order,
-//! then a little-endian CRC-32 of everything before it. The encoding is canonical (one state, one
+//! (version 2:) the session clients in ID order and their kept responses in `(client, seq)`
+//! order, then a little-endian CRC-32 of everything before it. Version 2 also adds the session
+//! clock to the meta. Version 1 images (no session table, clock 0) still install. The encoding is canonical (one state, one
 //! byte string), which also makes it the input of [`MvccStore::state_hash`].
 
 use std::collections::BTreeMap;
@@ -10,13 +12,19 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use thiserror::Error;
 
-use crate::backend::{Backend, BackendError, LeaseRecord, Meta, RevisionRecord, check_record_shape};
+use crate::backend::{
+    Backend, BackendError, ClientRecord, LeaseRecord, Meta, RevisionRecord, SessionRows, check_record_shape,
+};
+use crate::response_codec::{decode_stored, encode_stored};
 use crate::revision::Revision;
+use crate::session::check_session_rows;
 use crate::store::MvccStore;
 use crate::wire::{DecodeError, Reader, Writer, crc32};
 
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"YZKVSNAP";
-pub const SNAPSHOT_VERSION: u8 = 1;
+/// The version written; versions 1 and 2 are read.
+pub const SNAPSHOT_VERSION: u8 = 2;
+const SNAPSHOT_VERSION_WITHOUT_SESSIONS: u8 = 1;
 const CHECKSUM_BYTES: usize = 4;
 
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
@@ -31,6 +39,7 @@ struct SnapshotContent {
     meta: Meta,
     records: Vec<(Revision, RevisionRecord)>,
     leases: Vec<LeaseRecord>,
+    sessions: SessionRows,
 }
 
 impl<B: Backend> MvccStore<B> {
@@ -46,6 +55,7 @@ impl<B: Backend> MvccStore<B> {
         w.i64(self.meta.compact_revision);
         w.varint(self.meta.applied_index);
         w.i64(self.meta.next_lease_id);
+        w.varint(self.meta.session_clock_ms);
         let records = self.backend.all_records()?;
         w.varint(records.len() as u64);
         for (revision, record) in &records {
@@ -64,6 +74,19 @@ impl<B: Backend> MvccStore<B> {
             w.i64(lease.granted_ttl_secs);
             w.varint(lease.expiry_ms);
         }
+        let sessions = self.sessions.rows();
+        w.varint(sessions.clients.len() as u64);
+        for (id, client) in &sessions.clients {
+            w.varint(*id);
+            w.varint(client.floor);
+            w.varint(client.last_seen_ms);
+        }
+        w.varint(sessions.responses.len() as u64);
+        for ((id, seq), response) in &sessions.responses {
+            w.varint(*id);
+            w.varint(*seq);
+            w.bytes(&encode_stored(response));
+        }
         let checksum = crc32(&w.buf);
         w.buf.extend_from_slice(&checksum.to_le_bytes());
         Ok(w.buf)
@@ -79,7 +102,7 @@ impl<B: Backend> MvccStore<B> {
         let content = decode_snapshot(data)?;
         let meta = content.meta;
         self.backend
-            .replace_all(content.records, content.leases, content.meta)?;
+            .replace_all(content.records, content.leases, content.sessions, content.meta)?;
         self.load()?;
         assert_eq!(
             self.meta, meta,
@@ -114,17 +137,23 @@ fn decode_snapshot(data: &[u8]) -> Result<SnapshotContent, DecodeError> {
     }
     let mut r = Reader::new(&body[SNAPSHOT_MAGIC.len()..]);
     let version = r.u8("snapshot version")?;
-    if version != SNAPSHOT_VERSION {
+    if !(SNAPSHOT_VERSION_WITHOUT_SESSIONS..=SNAPSHOT_VERSION).contains(&version) {
         return Err(DecodeError::UnsupportedVersion {
             what: "snapshot",
             version,
         });
     }
+    let with_sessions = version > SNAPSHOT_VERSION_WITHOUT_SESSIONS;
     let meta = Meta {
         current_revision: r.i64("current revision")?,
         compact_revision: r.i64("compact revision")?,
         applied_index: r.varint("applied index")?,
         next_lease_id: r.i64("next lease id")?,
+        session_clock_ms: if with_sessions {
+            r.varint("session clock")?
+        } else {
+            0
+        },
     };
     let records = decode_records(&mut r)?;
     let lease_count = r.count("lease count")?;
@@ -136,13 +165,45 @@ fn decode_snapshot(data: &[u8]) -> Result<SnapshotContent, DecodeError> {
             expiry_ms: r.varint("lease expiry")?,
         });
     }
+    let sessions = if with_sessions {
+        decode_sessions(&mut r)?
+    } else {
+        SessionRows::default()
+    };
     r.finish("snapshot")?;
     validate(&meta, &records, &leases)?;
+    check_session_rows(&sessions, meta.session_clock_ms).map_err(|detail| DecodeError::Invalid {
+        what: "snapshot",
+        detail,
+    })?;
     Ok(SnapshotContent {
         meta,
         records,
         leases,
+        sessions,
     })
+}
+
+fn decode_sessions(r: &mut Reader) -> Result<SessionRows, DecodeError> {
+    let mut rows = SessionRows::default();
+    let clients = r.count("session client count")?;
+    rows.clients.reserve(clients);
+    for _ in 0..clients {
+        let id = r.varint("session client id")?;
+        let record = ClientRecord {
+            floor: r.varint("session floor")?,
+            last_seen_ms: r.varint("session last seen")?,
+        };
+        rows.clients.push((id, record));
+    }
+    let responses = r.count("session response count")?;
+    rows.responses.reserve(responses);
+    for _ in 0..responses {
+        let key = (r.varint("response client id")?, r.varint("response seq")?);
+        let stored = decode_stored(&r.bytes("stored response")?)?;
+        rows.responses.push((key, stored));
+    }
+    Ok(rows)
 }
 
 fn decode_records(r: &mut Reader) -> Result<Vec<(Revision, RevisionRecord)>, DecodeError> {

@@ -12,6 +12,7 @@ use crate::backend::{
 use crate::error::KvError;
 use crate::index::{IndexEntry, KeyIndex, KeyRange};
 use crate::revision::Revision;
+use crate::session::{SessionChanges, SessionTable, check_session_config};
 use crate::types::{
     Event, EventKind, KeyValue, LeaseId, NO_LEASE, RangeRequest, RangeResponse, SortOrder, SortTarget,
 };
@@ -25,19 +26,43 @@ pub const MAX_LEASE_TTL_SECS: i64 = 9_000_000_000;
 /// etcd raises shorter TTLs to 1.5 election timeouts; with its default 1 s timeout, 2 s.
 pub const DEFAULT_MIN_LEASE_TTL_SECS: i64 = 2;
 
-/// Limits, each with etcd's default. Every replica must use the same values: they decide
-/// whether a replicated command fails.
+/// Limits, each with etcd's default where etcd has one. Every replica must use the same
+/// values: they decide whether a replicated command fails.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KvConfig {
     pub max_txn_ops: usize,
     pub min_lease_ttl_secs: i64,
+    /// Client sessions (see the `session` module) kept at once; a new client beyond it is
+    /// refused with [`KvError::TooManyClientSessions`].
+    pub max_client_sessions: usize,
+    /// Responses one client may hold unacknowledged (at or above its floor).
+    pub max_unacknowledged_per_client: usize,
+    /// Bound of [`crate::SessionStats::stored_bytes`].
+    pub max_session_bytes: u64,
+    /// A response encoding larger than this is not kept (a duplicate then gets
+    /// [`KvError::DuplicateResponseNotRetained`]); every new request reserves this much of
+    /// `max_session_bytes` before it applies, so that its response can always be stored.
+    pub max_stored_response_bytes: u64,
+    /// A client not heard from for longer than this, by the session clock, is forgotten.
+    pub client_idle_expiry_ms: u64,
 }
+
+pub const DEFAULT_MAX_CLIENT_SESSIONS: usize = 10_000;
+pub const DEFAULT_MAX_UNACKNOWLEDGED_PER_CLIENT: usize = 256;
+pub const DEFAULT_MAX_SESSION_BYTES: u64 = 64 << 20;
+pub const DEFAULT_MAX_STORED_RESPONSE_BYTES: u64 = 1 << 20;
+pub const DEFAULT_CLIENT_IDLE_EXPIRY_MS: u64 = 300_000;
 
 impl Default for KvConfig {
     fn default() -> Self {
         KvConfig {
             max_txn_ops: DEFAULT_MAX_TXN_OPS,
             min_lease_ttl_secs: DEFAULT_MIN_LEASE_TTL_SECS,
+            max_client_sessions: DEFAULT_MAX_CLIENT_SESSIONS,
+            max_unacknowledged_per_client: DEFAULT_MAX_UNACKNOWLEDGED_PER_CLIENT,
+            max_session_bytes: DEFAULT_MAX_SESSION_BYTES,
+            max_stored_response_bytes: DEFAULT_MAX_STORED_RESPONSE_BYTES,
+            client_idle_expiry_ms: DEFAULT_CLIENT_IDLE_EXPIRY_MS,
         }
     }
 }
@@ -49,6 +74,9 @@ pub(crate) struct Pending {
     pub records: BTreeMap<Revision, RevisionRecord>,
     pub events: Vec<Event>,
     pub batch: WriteBatch,
+    /// Kept apart from `batch`: a deduplicated command whose inner command fails still stores
+    /// its (error) response.
+    pub sessions: SessionChanges,
 }
 
 #[derive(Debug)]
@@ -62,6 +90,7 @@ pub struct MvccStore<B: Backend> {
     pub(crate) leases: BTreeMap<LeaseId, LeaseRecord>,
     /// Derived from the index: the lease of every live key.
     pub(crate) lease_keys: BTreeMap<LeaseId, BTreeSet<Bytes>>,
+    pub(crate) sessions: SessionTable,
     pub(crate) pending: Pending,
 }
 
@@ -70,6 +99,7 @@ impl<B: Backend> MvccStore<B> {
     pub fn open(backend: B, config: KvConfig) -> Result<Self, BackendError> {
         assert!(config.max_txn_ops >= 1, "{config:?}");
         assert!(config.min_lease_ttl_secs >= 1, "{config:?}");
+        check_session_config(&config);
         let mut store = MvccStore {
             backend,
             config,
@@ -77,6 +107,7 @@ impl<B: Backend> MvccStore<B> {
             meta: Meta::default(),
             leases: BTreeMap::new(),
             lease_keys: BTreeMap::new(),
+            sessions: SessionTable::default(),
             pending: Pending::default(),
         };
         store.load()?;
@@ -119,6 +150,7 @@ impl<B: Backend> MvccStore<B> {
             .into_iter()
             .map(|l| (l.id, l))
             .collect();
+        self.sessions = SessionTable::load(self.backend.all_sessions()?, &meta)?;
         self.pending = Pending::default();
         self.rebuild_lease_keys();
         Ok(())

@@ -226,3 +226,31 @@ pub struct Event {
     pub kv: KeyValue,
     pub prev_kv: Option<KeyValue>,
 }
+
+/// Identifies one mutating request of one client for exactly-once application (Raft thesis §6.3,
+/// client sessions). See the `session` module for how the state machine uses it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientSeq {
+    /// Chosen by the client (a random u64); 0 is invalid.
+    pub client_id: u64,
+    /// Per client, starts at 1 and grows with every new request (a retry reuses it); 0 is invalid.
+    pub seq: u64,
+    /// The client promises never to retry any seq below this (its lowest unacknowledged seq);
+    /// 1 (or 0) means nothing acknowledged yet. Must be `<= seq`.
+    pub acked_below: u64,
+}
+
+/// The size of the session table, for metrics. `clients`, `stored_responses` and
+/// `stored_bytes` are replicated state; `duplicates_answered` and `expired_clients` count what
+/// this member did since it opened the store (a restart or snapshot install does not restore
+/// them, and they are not part of the state hash).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    pub clients: usize,
+    pub stored_responses: usize,
+    /// Encoded responses plus a fixed charge per client and per stored response: what
+    /// [`crate::KvConfig::max_session_bytes`] bounds.
+    pub stored_bytes: u64,
+    pub duplicates_answered: u64,
+    pub expired_clients: u64,
+}
