@@ -266,3 +266,74 @@ fn segment_header_round_trips_and_rejects_damage() {
         Err(DecodeError::Truncated { .. })
     ));
 }
+
+#[test]
+fn batch_headers_round_trip_and_are_not_records() {
+    let records = samples();
+    let header = BatchHeader::for_records(&records).expect("several records make a batch");
+    assert_eq!(header.records as usize, records.len());
+    assert_eq!(
+        header.bytes,
+        records.iter().map(|r| encode(r).len() as u64).sum::<u64>()
+    );
+    let mut bytes = Vec::new();
+    encode_batch_header(header, &mut bytes);
+    assert_eq!(bytes.len(), BATCH_HEADER_FRAME_BYTES);
+    let decoded = decode_frame(&bytes).expect("decodes");
+    assert_eq!(decoded.frame, Frame::BatchHeader(header));
+    assert_eq!(decoded.frame_len, BATCH_HEADER_FRAME_BYTES);
+    assert_eq!(decode_record(&bytes), Err(DecodeError::UnexpectedBatchHeader));
+    // Records decode the same through either function.
+    for record in &records {
+        let framed = encode(record);
+        assert_eq!(
+            decode_frame(&framed).expect("decodes").frame,
+            Frame::Record(record.clone())
+        );
+    }
+    assert_eq!(
+        BatchHeader::for_records(&records[..1]),
+        None,
+        "a single record goes unwrapped"
+    );
+    assert_eq!(BatchHeader::for_records(&[]), None);
+    for bit in 0..bytes.len() * 8 {
+        let mut flipped = bytes.clone();
+        flipped[bit / 8] ^= 1 << (bit % 8);
+        assert!(
+            decode_frame(&flipped).is_err(),
+            "bit {bit} flipped went unnoticed"
+        );
+    }
+}
+
+#[test]
+fn batch_headers_the_encoder_could_not_write_are_refused() {
+    let header_frame = |records: u32, bytes: u64| {
+        let mut body = records.to_le_bytes().to_vec();
+        body.extend_from_slice(&bytes.to_le_bytes());
+        frame(TYPE_BATCH_HEADER, &body)
+    };
+    let min = MIN_RECORD_FRAME_BYTES as u64;
+    for (records, bytes) in [
+        (0, 0),
+        (1, 100),
+        (3, 3 * min - 1),
+        (2, 2 * MAX_RECORD_BYTES as u64 + 1),
+        (u32::MAX, MAX_BATCH_BYTES + 1),
+    ] {
+        assert!(
+            matches!(
+                decode_frame(&header_frame(records, bytes)),
+                Err(DecodeError::BadBatchHeader(_))
+            ),
+            "{records} records of {bytes} bytes"
+        );
+    }
+    assert!(decode_frame(&header_frame(3, 3 * min)).is_ok());
+    let short = frame(TYPE_BATCH_HEADER, &[1, 2, 3]);
+    assert!(matches!(
+        decode_frame(&short),
+        Err(DecodeError::BodyLength { .. })
+    ));
+}

@@ -243,7 +243,7 @@ impl RecoveryReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{encode_record, encode_segment_header};
+    use crate::codec::{BATCH_HEADER_FRAME_BYTES, encode_batch_header, encode_record, encode_segment_header};
     use yizhi_engine::HardState;
 
     fn segment_with(count: u64, tail_zeros: usize) -> (Vec<u8>, Vec<usize>) {
@@ -304,6 +304,217 @@ mod tests {
                 reason: DecodeError::EndOfRecords
             }
         );
+    }
+
+    /// Two single hard-state records, then a batch of `members` hard states: returns the segment
+    /// (no zeros after it) and the batch header's offset.
+    fn segment_with_batch(members: u64) -> (Vec<u8>, usize) {
+        let (mut bytes, _) = segment_with(2, 0);
+        let records: Vec<Record> = (10..10 + members)
+            .map(|term| {
+                // Non-zero last bytes, so that zeroing a record's tail always damages it.
+                Record::HardState(HardState {
+                    term,
+                    vote: None,
+                    commit: u64::MAX - term,
+                })
+            })
+            .collect();
+        let header_offset = bytes.len();
+        let header = BatchHeader::for_records(&records).expect("a batch");
+        encode_batch_header(header, &mut bytes);
+        for record in &records {
+            encode_record(record, &mut bytes);
+        }
+        (bytes, header_offset)
+    }
+
+    #[test]
+    fn a_whole_batch_is_read_back_in_order() {
+        let (mut bytes, _) = segment_with_batch(4);
+        let end = bytes.len() as u64;
+        bytes.resize(bytes.len() + 64, 0);
+        let scan = scan_segment(&bytes, false);
+        assert_eq!(scan.end, ScanEnd::Clean { valid_end: end });
+        let terms: Vec<u64> = scan
+            .records
+            .iter()
+            .map(|r| match r.record {
+                Record::HardState(hs) => hs.term,
+                _ => panic!("only hard states were written"),
+            })
+            .collect();
+        assert_eq!(terms, [1, 2, 10, 11, 12, 13]);
+    }
+
+    /// A crash that stopped the batch's write at any byte (the file cut there, or the rest never
+    /// written and still zeros) keeps none of the batch; only the complete batch is kept.
+    #[test]
+    fn a_batch_cut_at_any_byte_keeps_none_or_all_of_it() {
+        let (full, header_offset) = segment_with_batch(4);
+        for cut in header_offset..=full.len() {
+            let mut zero_filled = full.clone();
+            zero_filled[cut..].fill(0);
+            zero_filled.resize(full.len() + 64, 0);
+            for bytes in [&full[..cut], &zero_filled[..]] {
+                let scan = scan_segment(bytes, true);
+                if cut == full.len() {
+                    assert_eq!(scan.records.len(), 6, "cut at the batch's end");
+                    assert_eq!(
+                        scan.end,
+                        ScanEnd::Clean {
+                            valid_end: cut as u64
+                        }
+                    );
+                    continue;
+                }
+                assert_eq!(
+                    scan.records.len(),
+                    2,
+                    "cut at {cut}: a part of the batch survived"
+                );
+                let expected_end = header_offset as u64;
+                match scan.end {
+                    ScanEnd::Torn { valid_end, .. } => assert_eq!(valid_end, expected_end, "cut at {cut}"),
+                    ScanEnd::Clean { valid_end } => {
+                        assert_eq!((cut, valid_end), (header_offset, expected_end));
+                    }
+                    ScanEnd::Corrupt { .. } => panic!("cut at {cut}: {:?}", scan.end),
+                }
+                // The same bytes in an older segment were once durable: corruption, not a tail.
+                if cut > header_offset {
+                    assert!(matches!(scan_segment(bytes, false).end, ScanEnd::Corrupt { .. }));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn damage_inside_the_final_batch_drops_it_whole_even_with_later_members_intact() {
+        // A disk may persist the pages of one write in any order.
+        let (mut bytes, header_offset) = segment_with_batch(4);
+        let second_member = header_offset + BATCH_HEADER_FRAME_BYTES + 33;
+        bytes[second_member..second_member + 33].fill(0);
+        let scan = scan_segment(&bytes, true);
+        assert_eq!(scan.records.len(), 2);
+        assert!(
+            matches!(scan.end, ScanEnd::Torn { valid_end, .. } if valid_end == header_offset as u64),
+            "{:?}",
+            scan.end
+        );
+        // With a valid frame after the batch, the same damage is corruption, reported where it is.
+        let (mut bytes, header_offset) = segment_with_batch(4);
+        let second_member = header_offset + BATCH_HEADER_FRAME_BYTES + 33;
+        bytes[second_member + 20] ^= 0x40;
+        let hs = HardState {
+            term: 99,
+            vote: None,
+            commit: 0,
+        };
+        encode_record(&Record::HardState(hs), &mut bytes);
+        let scan = scan_segment(&bytes, true);
+        assert!(
+            matches!(scan.end, ScanEnd::Corrupt { offset, reason: DecodeError::CrcMismatch { .. } }
+                if offset == second_member as u64),
+            "{:?}",
+            scan.end
+        );
+    }
+
+    #[test]
+    fn a_damaged_batch_header_before_valid_records_is_corruption() {
+        let (mut bytes, header_offset) = segment_with_batch(3);
+        bytes[header_offset + 10] ^= 1;
+        let scan = scan_segment(&bytes, true);
+        assert!(
+            matches!(scan.end, ScanEnd::Corrupt { offset, .. } if offset == header_offset as u64),
+            "{:?}",
+            scan.end
+        );
+    }
+
+    /// Checksummed frames that disagree with their header come from a bug or a forgery, never from a
+    /// crash: corruption even at the very end of the last segment.
+    #[test]
+    fn a_header_that_contradicts_its_records_is_corruption_even_at_the_tail() {
+        let records: Vec<Record> = (1..=3)
+            .map(|term| {
+                Record::HardState(HardState {
+                    term,
+                    ..HardState::default()
+                })
+            })
+            .collect();
+        let real = BatchHeader::for_records(&records).expect("a batch");
+        let lies = [
+            (BatchHeader { records: 4, ..real }, "record count"),
+            (BatchHeader { records: 2, ..real }, "byte count too large"),
+            (
+                BatchHeader {
+                    bytes: real.bytes - 33,
+                    ..real
+                },
+                "byte count too small",
+            ),
+            (
+                BatchHeader {
+                    bytes: real.bytes + 5,
+                    ..real
+                },
+                "byte count not at a frame boundary",
+            ),
+        ];
+        for (header, what) in lies {
+            let mut bytes = encode_segment_header(1).to_vec();
+            let header_offset = bytes.len();
+            encode_batch_header(header, &mut bytes);
+            for record in &records {
+                encode_record(record, &mut bytes);
+            }
+            bytes.resize(bytes.len() + 40, 0);
+            let scan = scan_segment(&bytes, true);
+            assert!(scan.records.is_empty(), "{what}");
+            assert!(
+                matches!(scan.end, ScanEnd::Corrupt {
+                    reason: DecodeError::BadBatch(_) | DecodeError::BadBatchHeader(_),
+                    offset,
+                } if offset >= header_offset as u64),
+                "{what}: {:?}",
+                scan.end
+            );
+        }
+        // A batch header where a member belongs.
+        let mut bytes = encode_segment_header(1).to_vec();
+        encode_batch_header(real, &mut bytes);
+        encode_batch_header(real, &mut bytes);
+        bytes.resize(bytes.len() + 200, 0);
+        assert!(matches!(
+            scan_segment(&bytes, true).end,
+            ScanEnd::Corrupt {
+                reason: DecodeError::BadBatch(_),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn scanning_damaged_segments_never_panics_nor_invents_records() {
+        let mut rng = yizhi_engine::SeededRng::new(11);
+        let (pristine, _) = segment_with_batch(5);
+        for _ in 0..3000 {
+            let mut bytes = pristine.clone();
+            for _ in 0..rng.range_inclusive(1, 3) {
+                let at = rng.range_inclusive(SEGMENT_HEADER_BYTES as u64, bytes.len() as u64 - 1) as usize;
+                bytes[at] = rng.next_u64() as u8;
+            }
+            let cut = rng.range_inclusive(SEGMENT_HEADER_BYTES as u64, bytes.len() as u64) as usize;
+            let scan = scan_segment(&bytes[..cut], rng.chance(1, 2));
+            let good = scan_segment(&pristine, true).records;
+            // Whatever survives is a prefix of what was written: by record, and all of the batch or none.
+            assert!(scan.records.len() <= good.len());
+            assert_eq!(scan.records[..], good[..scan.records.len()]);
+            assert!(matches!(scan.records.len(), 0..=2 | 7));
+        }
     }
 
     #[test]

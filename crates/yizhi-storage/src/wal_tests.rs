@@ -5,6 +5,7 @@ use bytes::Bytes;
 use yizhi_engine::{Entry, EntryPayload};
 
 use super::*;
+use crate::codec::MAX_BATCH_BYTES;
 
 fn entry(index: LogIndex, size: usize) -> Record {
     Record::Entry(Entry {
@@ -186,4 +187,139 @@ fn a_second_handle_on_the_same_directory_is_refused() {
     let _wal = Wal::create(dir.path(), small_config()).expect("create");
     let error = Wal::open(dir.path(), small_config(), |_, _| Ok(())).expect_err("locked");
     assert!(error.to_string().contains("LOCK"), "{error}");
+}
+
+#[test]
+fn a_batch_that_does_not_fit_starts_a_new_segment_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wal = Wal::create(dir.path(), small_config()).expect("create");
+    // 14 single records of ~1 KiB fill most of the first 16 KiB segment.
+    for index in 1..=14 {
+        wal.append(&[entry(index, 1000)]).expect("append");
+    }
+    assert_eq!(wal.segment_sequences(), [1]);
+    let batch: Vec<Record> = (15..=17).map(|index| entry(index, 1000)).collect();
+    let (locations, _) = wal.append(&batch).expect("append batch");
+    assert!(
+        locations.iter().all(|l| l.segment == 2),
+        "a batch straddles segments: {locations:?}"
+    );
+    wal.sync().expect("sync");
+    for (location, record) in locations.iter().zip(&batch) {
+        assert_eq!(&wal.read(*location).expect("read back"), record);
+    }
+    drop(wal);
+    let (_, records, report) = reopen(dir.path(), small_config());
+    assert_eq!(records.len(), 17);
+    assert_eq!(report.torn_tail, None);
+}
+
+#[test]
+fn a_batch_larger_than_a_segment_gets_a_segment_sized_to_fit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = small_config();
+    let wal = Wal::create(dir.path(), config.clone()).expect("create");
+    wal.append(&[entry(1, 100)]).expect("append");
+    // Ten records of ~3 KiB: twice the 16 KiB segment.
+    let batch: Vec<Record> = (2..=11).map(|index| entry(index, 3000)).collect();
+    let (locations, _) = wal.append(&batch).expect("append batch");
+    assert!(locations.iter().all(|l| l.segment == 2), "{locations:?}");
+    // Later appends fill the grown segment, then segments of the usual size follow.
+    for index in 12..=40 {
+        wal.append(&[entry(index, 1000)]).expect("append");
+    }
+    wal.sync().expect("sync");
+    let grown = fs::metadata(wal.segment_path(2)).expect("stat").len();
+    assert!(grown > 30_000, "segment 2 is {grown} bytes");
+    let last = *wal.segment_sequences().last().expect("segments");
+    assert!(last >= 3);
+    assert_eq!(
+        fs::metadata(wal.segment_path(last)).expect("stat").len(),
+        config.segment_bytes
+    );
+    drop(wal);
+    let (wal, records, report) = reopen(dir.path(), config.clone());
+    assert_eq!(
+        records.iter().filter(|r| matches!(r, Record::Entry(_))).count(),
+        40
+    );
+    assert_eq!(report.torn_tail, None);
+    // A torn batch in a grown, active segment is cut whole; the segment keeps working.
+    drop(wal);
+    let dir2 = tempfile::tempdir().expect("tempdir");
+    let wal = Wal::create(dir2.path(), config.clone()).expect("create");
+    wal.append(&[entry(1, 100)]).expect("append");
+    wal.append(&batch).expect("append batch");
+    wal.sync().expect("sync");
+    let path = wal.segment_path(2);
+    drop(wal);
+    let mut bytes = fs::read(&path).expect("read");
+    let used = bytes.iter().rposition(|b| *b != 0).expect("data") + 1;
+    bytes[used - 5] ^= 0xff;
+    fs::write(&path, &bytes).expect("write");
+    let (wal, records, report) = reopen(dir2.path(), config.clone());
+    assert_eq!(
+        report.torn_tail.map(|t| (t.path, t.offset)),
+        Some((path, SEGMENT_HEADER_BYTES as u64))
+    );
+    assert_eq!(records.len(), 1, "all of the torn batch is gone");
+    wal.append_sync(&batch).expect("append after the cut");
+    drop(wal);
+    let (_, records, report) = reopen(dir2.path(), config);
+    assert_eq!((records.len(), report.torn_tail), (11, None));
+}
+
+#[test]
+fn a_batch_above_the_limit_is_refused_and_the_wal_stays_usable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = WalConfig {
+        max_batch_bytes: 8 * 1024,
+        ..small_config()
+    };
+    let wal = Wal::create(dir.path(), config).expect("create");
+    let batch: Vec<Record> = (1..=3).map(|index| entry(index, 3000)).collect();
+    let error = wal.append(&batch).expect_err("too large");
+    assert!(
+        matches!(
+            error,
+            WalError::BatchTooLarge {
+                records: 3,
+                limit: 8192,
+                ..
+            }
+        ),
+        "{error}"
+    );
+    wal.append_sync(&batch[..2]).expect("a smaller batch fits");
+    let bad = WalConfig {
+        max_batch_bytes: MAX_BATCH_BYTES + 1,
+        ..small_config()
+    };
+    let other = tempfile::tempdir().expect("tempdir");
+    assert!(matches!(
+        Wal::create(other.path(), bad),
+        Err(WalError::BadConfig(_))
+    ));
+}
+
+#[test]
+fn a_version_1_segment_is_refused_naming_file_and_version() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wal = Wal::create(dir.path(), small_config()).expect("create");
+    wal.append_sync(&[entry(1, 10)]).expect("append");
+    let path = wal.segment_path(1);
+    drop(wal);
+    let mut bytes = fs::read(&path).expect("read");
+    bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+    let crc = crc32c::crc32c(&bytes[0..24]);
+    bytes[24..28].copy_from_slice(&crc.to_le_bytes());
+    fs::write(&path, &bytes).expect("write");
+    let error = Wal::open(dir.path(), small_config(), |_, _| Ok(())).expect_err("old format");
+    assert!(
+        matches!(&error, WalError::UnsupportedVersion { path: p, version: 1 } if *p == path),
+        "{error}"
+    );
+    let message = error.to_string();
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains("version 1"), "{message}");
 }
