@@ -75,6 +75,14 @@ impl Run {
             "seed {} {when}",
             self.seed
         );
+        // The replicated part of the session statistics (the counters are member-local).
+        let (r, m) = (redb.session_stats(), self.mem.session_stats());
+        assert_eq!(
+            (r.clients, r.stored_responses, r.stored_bytes),
+            (m.clients, m.stored_responses, m.stored_bytes),
+            "seed {} {when}",
+            self.seed
+        );
     }
 }
 
@@ -181,6 +189,11 @@ fn run_seed(seed: u64) {
     assert!(
         restarts > 0 && installs > 0,
         "seed {seed}: the run exercised too little"
+    );
+    let sessions = run.mem.session_stats();
+    assert!(
+        sessions.clients > 0 && sessions.duplicates_answered > 0 && sessions.expired_clients > 0,
+        "seed {seed}: the run exercised too few sessions: {sessions:?}"
     );
 }
 

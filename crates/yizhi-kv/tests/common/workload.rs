@@ -119,7 +119,45 @@ fn txn(rng: &mut SeededRng, index: u64, current_revision: i64) -> TxnRequest {
     }
 }
 
+/// Clients of deduplicated commands; few enough that duplicates hit kept responses, many enough
+/// that some stay idle past the expiry.
+const CLIENTS: u64 = 40;
+/// The clock deduplicated commands carry runs faster than the lease clock, so that sessions
+/// expire within a run (default expiry: 300 s, 150 indexes).
+const DEDUPED_MS_PER_INDEX: u64 = 2_000;
+
+/// A third of the commands come wrapped in `Deduped`: mostly new requests, often retries of an
+/// earlier seq (answered from the table, or refused below the floor or after expiry), with
+/// clocks that sometimes run behind.
 pub fn command<B: Backend>(seed: u64, index: u64, store: &MvccStore<B>) -> Command {
+    let plain = plain_command(seed, index, store);
+    let mut rng = SeededRng::new(seed.wrapping_mul(0xA24B_AED4_963E_E407) ^ index);
+    if !rng.chance(1, 3) {
+        return plain;
+    }
+    let seq = if rng.chance(1, 3) {
+        index.saturating_sub(rng.below(12)).max(1)
+    } else {
+        index
+    };
+    let acked_below = match rng.below(4) {
+        0 => 1,
+        _ => seq.saturating_sub(rng.below(20)).max(1),
+    };
+    let now_ms = (index * DEDUPED_MS_PER_INDEX).saturating_sub(rng.below(4) * 10_000);
+    Command::Deduped {
+        request: ClientSeq {
+            // A seq belongs to one client, so a retry of it goes to the same client.
+            client_id: 1 + SeededRng::new(seed ^ seq.wrapping_mul(0x9E37_79B9_7F4A_7C15)).below(CLIENTS),
+            seq,
+            acked_below,
+        },
+        now_ms,
+        command: Box::new(plain),
+    }
+}
+
+fn plain_command<B: Backend>(seed: u64, index: u64, store: &MvccStore<B>) -> Command {
     let mut rng = SeededRng::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index);
     let now = now_ms(index);
     let lease = rng.below(LEASE_IDS) as i64;
