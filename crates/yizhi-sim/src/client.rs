@@ -4,6 +4,10 @@
 //! The workload is etcd's API over a few keys: put, get, delete, a compare-and-swap txn (compare
 //! the key's `mod_revision` or value, then put, else read it), a range over a prefix, and now and
 //! then a compaction. Every response carries the store's revision, and the checker verifies it.
+//!
+//! Reads come at the server's three consistency levels ([`ReadLevel`]): linearizable reads join the
+//! judged history; serializable and bounded-staleness reads may be stale by design, so they stay
+//! out of it and `reads::ReadChecker` holds them to their own promises instead.
 
 use std::collections::BTreeMap;
 
@@ -22,6 +26,24 @@ pub const MAX_HISTORY_OPS: usize = 20_000;
 /// A compaction keeps at least this many revisions readable behind the newest one a client saw.
 pub const COMPACT_KEEP_REVISIONS_MIN: u64 = 1;
 pub const COMPACT_KEEP_REVISIONS_MAX: u64 = 20;
+/// A bounded-staleness read allows between these many milliseconds of staleness.
+pub const BOUNDED_STALENESS_MS_MIN: u64 = 50;
+pub const BOUNDED_STALENESS_MS_MAX: u64 = 2_000;
+/// A client sends its serializable and bounded reads to one node (a session) and moves to
+/// another with this chance per read (in percent), or when the node stops answering.
+pub const RELAXED_READ_NODE_SWITCH_PCT: u64 = 10;
+
+/// How fresh a read must be, as the server offers per request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadLevel {
+    /// A read barrier (ReadIndex, lease or Paxos quorum read), then the local state.
+    Linearizable,
+    /// The node's applied state at once, whatever its role or connectivity.
+    Serializable,
+    /// The local state at once if a read barrier started at most `max_staleness_ms` ago (on the
+    /// node's own clock) has completed there; otherwise a barrier first.
+    Bounded { max_staleness_ms: u64 },
+}
 
 /// What one seed's clients do; the percentages pick the operation, puts take the rest.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,6 +57,9 @@ pub struct Workload {
     pub think_ms_max: u64,
     pub timeout_ms: u64,
     pub retry_backoff_ms_max: u64,
+    /// Of the reads, the share served at each relaxed level; the rest are linearizable.
+    pub serializable_read_pct: u64,
+    pub bounded_read_pct: u64,
 }
 
 impl Workload {
@@ -42,6 +67,10 @@ impl Workload {
         assert!(self.key_count > 0 && self.key_count <= 10, "{self:?}");
         let total = self.get_pct + self.range_pct + self.cas_pct + self.delete_pct + self.compact_pct;
         assert!(total <= 100, "{self:?}");
+        assert!(
+            self.serializable_read_pct + self.bounded_read_pct <= 100,
+            "{self:?}"
+        );
         assert!(self.timeout_ms > 0 && self.retry_backoff_ms_max > 0, "{self:?}");
     }
 }
@@ -54,7 +83,10 @@ pub enum Request {
         command: Command,
         payload: Bytes,
     },
-    Read(RangeRequest),
+    Read {
+        range: RangeRequest,
+        level: ReadLevel,
+    },
 }
 
 impl Request {
@@ -69,6 +101,19 @@ pub struct ClientRequest {
     pub client_id: u64,
     pub op_id: u64,
     pub request: Request,
+}
+
+impl ClientRequest {
+    /// A serializable or bounded read: served by the client's read-session node.
+    pub fn is_relaxed_read(&self) -> bool {
+        matches!(
+            self.request,
+            Request::Read {
+                level: ReadLevel::Serializable | ReadLevel::Bounded { .. },
+                ..
+            }
+        )
+    }
 }
 
 /// What a node answers.
@@ -97,11 +142,20 @@ pub struct ClientReply {
 }
 
 /// One client operation. Compactions change nothing a read at the current revision can see (nor
-/// the revision), so they are exercised but left out of the judged history.
+/// the revision), so they are exercised but left out of the judged history; so are serializable
+/// and bounded reads, which may be stale by design.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientOp {
+    /// A write, or a linearizable read: judged by the linearizability checker.
     Checked(MvccInput),
-    Compact { revision: i64 },
+    Compact {
+        revision: i64,
+    },
+    /// A serializable or bounded-staleness read of a `Get` or `Range` input.
+    RelaxedRead {
+        input: MvccInput,
+        level: ReadLevel,
+    },
 }
 
 impl ClientOp {
@@ -109,7 +163,14 @@ impl ClientOp {
         match self {
             ClientOp::Checked(input) => match kv::command_for(input) {
                 Some(command) => Request::write(command),
-                None => Request::Read(kv::read_for(input).expect("an input is a write or a read")),
+                None => Request::Read {
+                    range: kv::read_for(input).expect("an input is a write or a read"),
+                    level: ReadLevel::Linearizable,
+                },
+            },
+            ClientOp::RelaxedRead { input, level } => Request::Read {
+                range: kv::read_for(input).expect("a relaxed read is a read"),
+                level: *level,
             },
             ClientOp::Compact { revision } => Request::write(Command::Compact(CompactionRequest {
                 revision: *revision,
@@ -121,7 +182,7 @@ impl ClientOp {
     fn is_read(&self) -> bool {
         matches!(
             self,
-            ClientOp::Checked(MvccInput::Get { .. } | MvccInput::Range { .. })
+            ClientOp::Checked(MvccInput::Get { .. } | MvccInput::Range { .. }) | ClientOp::RelaxedRead { .. }
         )
     }
 }
@@ -130,7 +191,18 @@ impl ClientOp {
 struct InFlight {
     op_id: u64,
     op: ClientOp,
+    /// The history's logical clock.
     invoke_time: u64,
+    /// Simulated time, for the bounded-staleness promise.
+    invoke_ms: u64,
+}
+
+/// A read awaiting its answer, as the read checker needs it.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadInFlight<'a> {
+    pub input: &'a MvccInput,
+    pub level: ReadLevel,
+    pub invoke_ms: u64,
 }
 
 /// What the simulator should do next for a client after a reply or a timeout.
@@ -156,6 +228,8 @@ pub struct Client {
     pub leader_hint: Option<NodeId>,
     /// The node the last operation went to.
     pub last_target: Option<NodeId>,
+    /// The node this client's serializable and bounded reads go to (its read session).
+    pub relaxed_read_node: Option<NodeId>,
     /// Last state seen per key, so that compare-and-swap sometimes expects the right thing.
     known: BTreeMap<String, Seen>,
     /// The highest revision any response showed, for choosing compaction points.
@@ -172,6 +246,7 @@ impl Client {
             pending_retry: None,
             leader_hint: None,
             last_target: None,
+            relaxed_read_node: None,
             known: BTreeMap::new(),
             max_revision_seen: 0,
             acked_writes: 0,
@@ -183,7 +258,13 @@ impl Client {
     }
 
     /// Starts the next operation (the pending retry, or a fresh one) and returns the request.
-    pub fn start(&mut self, workload: &Workload, rng: &mut SeededRng, invoke_time: u64) -> ClientRequest {
+    pub fn start(
+        &mut self,
+        workload: &Workload,
+        rng: &mut SeededRng,
+        invoke_time: u64,
+        invoke_ms: u64,
+    ) -> ClientRequest {
         assert!(
             self.in_flight.is_none(),
             "client {} already has an operation in flight",
@@ -200,6 +281,7 @@ impl Client {
             op_id,
             op,
             invoke_time,
+            invoke_ms,
         });
         ClientRequest {
             client_id: self.id,
@@ -242,9 +324,10 @@ impl Client {
             hit
         };
         let input = if pick(workload.get_pct) {
-            MvccInput::Get { key }
+            return Self::with_read_level(MvccInput::Get { key }, workload, rng);
         } else if pick(workload.range_pct) {
-            self.pick_range(workload, rng)
+            let range = self.pick_range(workload, rng);
+            return Self::with_read_level(range, workload, rng);
         } else if pick(workload.cas_pct) {
             let compare = self.pick_compare(&key, rng);
             MvccInput::Cas { key, compare, value }
@@ -259,6 +342,20 @@ impl Client {
             MvccInput::Put { key, value }
         };
         ClientOp::Checked(input)
+    }
+
+    fn with_read_level(input: MvccInput, workload: &Workload, rng: &mut SeededRng) -> ClientOp {
+        let roll = rng.below(100);
+        let level = if roll < workload.serializable_read_pct {
+            ReadLevel::Serializable
+        } else if roll < workload.serializable_read_pct + workload.bounded_read_pct {
+            ReadLevel::Bounded {
+                max_staleness_ms: rng.range_inclusive(BOUNDED_STALENESS_MS_MIN, BOUNDED_STALENESS_MS_MAX),
+            }
+        } else {
+            return ClientOp::Checked(input);
+        };
+        ClientOp::RelaxedRead { input, level }
     }
 
     /// Half the time every key (the prefix `k`), otherwise two neighbouring keys.
@@ -293,6 +390,23 @@ impl Client {
 
     pub fn in_flight_op(&self) -> Option<u64> {
         self.in_flight.as_ref().map(|f| f.op_id)
+    }
+
+    /// The read `op_id`, at whatever level, if it is the one in flight.
+    pub fn read_in_flight(&self, op_id: u64) -> Option<ReadInFlight<'_>> {
+        let flight = self.in_flight.as_ref().filter(|f| f.op_id == op_id)?;
+        let (input, level) = match &flight.op {
+            ClientOp::RelaxedRead { input, level } => (input, *level),
+            ClientOp::Checked(input @ (MvccInput::Get { .. } | MvccInput::Range { .. })) => {
+                (input, ReadLevel::Linearizable)
+            }
+            ClientOp::Checked(_) | ClientOp::Compact { .. } => return None,
+        };
+        Some(ReadInFlight {
+            input,
+            level,
+            invoke_ms: flight.invoke_ms,
+        })
     }
 
     /// Handles a reply; records the operation in `history` when it completed.
@@ -333,7 +447,18 @@ impl Client {
                 let output = kv::read_output(&input, response);
                 (input, output)
             }
+            (ClientOp::RelaxedRead { input, .. }, Reply::Read(response)) => {
+                // Checked by the read checker, not the linearizability checker; still worth
+                // remembering for compare-and-swap guesses.
+                let output = kv::read_output(&input, response);
+                self.remember(&input, &output);
+                return think;
+            }
             (op, Reply::NotLeader { hint }) => {
+                if matches!(op, ClientOp::RelaxedRead { .. }) {
+                    // A bounded read whose barrier found no leader here: try the hinted node.
+                    self.relaxed_read_node = *hint;
+                }
                 self.leader_hint = *hint;
                 self.pending_retry = Some(op);
                 return NextStep::Retry {
@@ -414,6 +539,9 @@ impl Client {
     ) -> Option<NextStep> {
         let flight = self.in_flight.take_if(|f| f.op_id == op_id)?;
         self.leader_hint = None;
+        if matches!(flight.op, ClientOp::RelaxedRead { .. }) {
+            self.relaxed_read_node = None;
+        }
         if let ClientOp::Checked(input) = &flight.op
             && !flight.op.is_read()
         {
@@ -577,6 +705,8 @@ mod tests {
             think_ms_max: 10,
             timeout_ms: 500,
             retry_backoff_ms_max: 20,
+            serializable_read_pct: 0,
+            bounded_read_pct: 0,
         }
     }
 
@@ -585,7 +715,7 @@ mod tests {
         let (w, mut rng, mut h) = (workload(), SeededRng::new(1), History::default());
         let mut c = Client::new(1);
         let t = h.now();
-        let first = c.start(&w, &mut rng, t);
+        let first = c.start(&w, &mut rng, t, t);
         let reply = ClientReply {
             client_id: 1,
             op_id: first.op_id,
@@ -596,7 +726,7 @@ mod tests {
             NextStep::Retry { delay_ms: 1 }
         );
         assert_eq!(c.leader_hint, Some(3));
-        let second = c.start(&w, &mut rng, t + 1);
+        let second = c.start(&w, &mut rng, t + 1, t + 1);
         assert_ne!(first.op_id, second.op_id);
         match (&first.request, &second.request) {
             (Request::Write { command: a, .. }, Request::Write { command: b, .. }) => {
@@ -615,7 +745,7 @@ mod tests {
         let mut req;
         loop {
             let t = h.now();
-            req = c.start(&w, &mut rng, t);
+            req = c.start(&w, &mut rng, t, t);
             if matches!(req.request, Request::Write { .. }) {
                 break;
             }

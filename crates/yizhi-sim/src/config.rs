@@ -78,9 +78,10 @@ impl SimConfig {
             think_ms_max: rng.range_inclusive(0, 50),
             timeout_ms: rng.range_inclusive(300, 1_500),
             retry_backoff_ms_max: rng.range_inclusive(5, 100),
+            serializable_read_pct: 0,
+            bounded_read_pct: 0,
         };
-        workload.assert_valid();
-        SimConfig {
+        let mut config = SimConfig {
             seed,
             profile,
             nodes,
@@ -90,7 +91,13 @@ impl SimConfig {
             fault_phase_ms: rng.range_inclusive(FAULT_PHASE_MS_MIN, FAULT_PHASE_MS_MAX),
             engine_tuning: rng.next_u64(),
             torn_writes: rng.chance(1, 2),
-        }
+        };
+        // Drawn last, so that the draws above stay what they were before read levels existed.
+        // Every seed mixes all three levels; most reads stay linearizable.
+        config.workload.serializable_read_pct = rng.range_inclusive(5, 25);
+        config.workload.bounded_read_pct = rng.range_inclusive(5, 25);
+        config.workload.assert_valid();
+        config
     }
 
     pub fn node_ids(&self) -> Vec<NodeId> {

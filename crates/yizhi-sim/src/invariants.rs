@@ -117,6 +117,30 @@ pub enum Violation {
     NotLinearizable {
         explanation: String,
     },
+    /// A client's reads from one node process went back in revision.
+    ReadWentBackwards {
+        client_id: u64,
+        node: NodeId,
+        previous_revision: i64,
+        revision: i64,
+    },
+    /// A read returned what the replicated log never held at the revision it reported.
+    ReadStateNeverExisted {
+        client_id: u64,
+        node: NodeId,
+        revision: i64,
+        detail: String,
+    },
+    /// A bounded-staleness read missed a write acknowledged longer than its bound before it.
+    BoundedReadTooStale {
+        client_id: u64,
+        node: NodeId,
+        max_staleness_ms: u64,
+        invoke_ms: u64,
+        revision: i64,
+        acked_revision: i64,
+        acked_at_ms: u64,
+    },
     NoLeaderAfterHeal {
         waited_ms: u64,
     },
@@ -144,6 +168,9 @@ impl Violation {
             Violation::AckedWriteLost { .. } => "acknowledged-write-durable",
             Violation::StateDiverged { .. } => "replica-state-agrees",
             Violation::NotLinearizable { .. } => "linearizability",
+            Violation::ReadWentBackwards { .. } => "read-session-monotonic",
+            Violation::ReadStateNeverExisted { .. } => "read-state-existed",
+            Violation::BoundedReadTooStale { .. } => "bounded-staleness",
             Violation::NoLeaderAfterHeal { .. } => "liveness-leader",
             Violation::NoProgressAfterHeal { .. } => "liveness-progress",
             Violation::Panic { .. } => "panic",
@@ -164,6 +191,9 @@ impl Violation {
             Violation::CommitDecreased { node, .. } | Violation::CommitBelowDurable { node, .. } => {
                 vec![node]
             }
+            Violation::ReadWentBackwards { node, .. }
+            | Violation::ReadStateNeverExisted { node, .. }
+            | Violation::BoundedReadTooStale { node, .. } => vec![node],
             _ => Vec::new(),
         }
     }

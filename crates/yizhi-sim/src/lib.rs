@@ -32,12 +32,24 @@
 //!   the state machine's answer, unseen by its client, which pins it to its revision (as etcd's
 //!   robustness tests patch such writes from the WAL); one whose bytes another operation also
 //!   sent (under Multi-Paxos, two deletes of a key) stays of unknown outcome.
+//! - **Read levels** ([`reads`]): as the server, a read is linearizable (a read barrier: ReadIndex,
+//!   lease or Paxos quorum read), serializable (the node's applied state at once, from any node,
+//!   even a cut-off one) or bounded-staleness with a bound `B` of 50–2000 ms (at once if a read
+//!   barrier started at most `B` ago on the node's own skewed clock has completed there, else after
+//!   a barrier, whose completion refreshes that start). The seed sets the mix; linearizable reads
+//!   go into the judged history, the others do not. Every read answer is checked as it returns:
+//!   a client's reads from one node process never go back in revision; the answer equals what a
+//!   never-compacting reference replica (fed each committed entry once, in log order) holds at the
+//!   answer's revision; and a bounded read's revision covers every write acknowledged to any
+//!   client at or before `invoke − B·tick_interval_ms/10` of the serving node (its clock skew,
+//!   exactly).
 //! - **Invariants** ([`invariants`]): checked after every event; the run stops at the first one
 //!   broken. Replicas at the same applied index must have the same `MvccStore::state_hash`. After the fault phase the network heals, a majority is up, and a leader plus a probe
 //!   write must get through within bounds (liveness).
 //! - **Self-test**: [`node::Mutation`] plants a deliberate runtime bug (send before fsync, ack
-//!   before commit, reads without ReadIndex, a disk that forgets votes or promises); the tests require that
-//!   some seed catches each one.
+//!   before commit, reads without ReadIndex, a disk that forgets votes or promises, bounded reads
+//!   that ignore their bound, serializable reads from an older state or under a later revision);
+//!   the tests require that some seed catches each one.
 //! - **Determinism**: every event is folded into an FNV-1a trace hash;
 //!   [`run::check_determinism`] runs a seed twice and compares.
 
@@ -50,6 +62,7 @@ pub mod invariants;
 pub mod kv;
 pub mod network;
 pub mod node;
+pub mod reads;
 pub mod run;
 pub mod sim;
 pub mod trace;

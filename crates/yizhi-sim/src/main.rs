@@ -20,7 +20,8 @@ use yizhi_sim::{EngineFactory, RunOptions, RunReport, run_seed};
 const VIOLATION_WINDOW_MS: u64 = 300;
 const USAGE: &str = "usage: yizhi-sim [--seeds A..B | --seeds N] [--engine raft|raft-lease|paxos|both] \
 [--faults none|mild|standard|harsh] [--replay SEED [--trace]] [--progress-every N] [--no-shrink] \
-[--mutation send-before-sync|ack-on-propose|stale-reads|forget-vote|forget-promise]";
+[--mutation send-before-sync|ack-on-propose|stale-reads|forget-vote|forget-promise|bounded-ignores-bound|\
+serializable-goes-back|serializable-misdated]";
 
 #[derive(Debug)]
 struct Args {
@@ -157,11 +158,16 @@ fn sweep<F: EngineFactory>(factory: &F, args: &Args) -> bool {
     let started = Instant::now();
     let (mut runs, mut violations, mut simulated_ms, mut ops, mut undecided) = (0u64, 0u64, 0u64, 0u64, 0u64);
     let (mut lincheck_us, mut slowest_lincheck) = (0u64, (0u64, 0u64));
+    let (mut reads_checked, mut bounded_local) = ([0u64; 3], 0u64);
     for seed in args.seeds.clone() {
         let report = run_seed(factory, seed, args.profile, options(args));
         runs += 1;
         simulated_ms += report.simulated_ms;
         ops += report.ops as u64;
+        for (total, n) in reads_checked.iter_mut().zip(report.reads_checked) {
+            *total += n;
+        }
+        bounded_local += report.bounded_reads_served_locally;
         lincheck_us += report.lincheck_wall_us;
         slowest_lincheck = slowest_lincheck.max((report.lincheck_wall_us, seed));
         if report.lincheck == LincheckVerdict::Undecided {
@@ -184,10 +190,14 @@ fn sweep<F: EngineFactory>(factory: &F, args: &Args) -> bool {
     }
     println!(
         "summary: engine {} faults {}: {runs} seeds, {violations} violations, {:.1} s simulated, {ops} ops checked \
-         ({undecided} undecided), {:.1} s wall ({:.1} s checking linearizability, slowest seed {} at {:.1} ms)",
+         ({undecided} undecided), reads checked {} linearizable / {} serializable / {} bounded \
+         ({bounded_local} bounded answered without a barrier of their own), {:.1} s wall ({:.1} s checking linearizability, slowest seed {} at {:.1} ms)",
         factory.name(),
         args.profile.name,
         simulated_ms as f64 / 1000.0,
+        reads_checked[0],
+        reads_checked[1],
+        reads_checked[2],
         started.elapsed().as_secs_f64(),
         lincheck_us as f64 / 1e6,
         slowest_lincheck.1,

@@ -13,7 +13,8 @@ use yizhi_engine::{
 
 use yizhi_kv::{Command, CommandResponse, KvError, RangeRequest, RangeResponse, decode_command};
 
-use crate::client::{ClientReply, ClientRequest, Reply, Request};
+use crate::client::{ClientReply, ClientRequest, ReadLevel, Reply, Request};
+use crate::config::TICK_INTERVAL_MS;
 use crate::disk::{self, Disk, DiskWrite};
 use crate::invariants::{Checker, Violation};
 use crate::kv::{self, Store};
@@ -40,15 +41,26 @@ pub enum Mutation {
     /// Lose the durable term and vote in a crash: a Paxos acceptor forgets its promise and can
     /// accept below it.
     ForgetPromise,
+    /// Answer bounded-staleness reads from local state always, however old the last barrier.
+    BoundedIgnoresBound,
+    /// Answer every other serializable read from the state machine as of the node's last
+    /// compaction snapshot: an old state, so a read session sees revisions go backwards.
+    SerializableGoesBack,
+    /// Answer serializable reads with the data one revision back but the current revision in the
+    /// header: a state that never existed at the revision it claims.
+    SerializableMisdated,
 }
 
 impl Mutation {
-    pub const ALL: [Mutation; 5] = [
+    pub const ALL: [Mutation; 8] = [
         Mutation::SendBeforeSync,
         Mutation::AckOnPropose,
         Mutation::StaleReads,
         Mutation::ForgetVote,
         Mutation::ForgetPromise,
+        Mutation::BoundedIgnoresBound,
+        Mutation::SerializableGoesBack,
+        Mutation::SerializableMisdated,
     ];
 
     pub fn by_name(name: &str) -> Option<Mutation> {
@@ -66,6 +78,9 @@ impl Mutation {
             Mutation::StaleReads => "stale-reads",
             Mutation::ForgetVote => "forget-vote",
             Mutation::ForgetPromise => "forget-promise",
+            Mutation::BoundedIgnoresBound => "bounded-ignores-bound",
+            Mutation::SerializableGoesBack => "serializable-goes-back",
+            Mutation::SerializableMisdated => "serializable-misdated",
         }
     }
 }
@@ -111,15 +126,17 @@ pub struct Outputs<M> {
     pub messages: Vec<Envelope<M>>,
     pub replies: Vec<ClientReply>,
     pub fsync_requested: bool,
-    /// Every command this node's state machine applied, with its response.
-    pub applied_writes: Vec<AppliedWrite>,
+    /// Every entry this node's state machine applied (no-ops included, so that the read
+    /// checker's reference replica can follow the log index by index), with the response of
+    /// those that carry a command.
+    pub applied_entries: Vec<AppliedEntry>,
 }
 
-/// One applied log entry carrying a command.
+/// One applied log entry; `response` is None for an entry without a command.
 #[derive(Clone, Debug)]
-pub struct AppliedWrite {
+pub struct AppliedEntry {
     pub entry: yizhi_engine::Entry,
-    pub response: Result<CommandResponse, KvError>,
+    pub response: Option<Result<CommandResponse, KvError>>,
 }
 
 impl<M> Default for Outputs<M> {
@@ -128,7 +145,7 @@ impl<M> Default for Outputs<M> {
             messages: Vec::new(),
             replies: Vec::new(),
             fsync_requested: false,
-            applied_writes: Vec::new(),
+            applied_entries: Vec::new(),
         }
     }
 }
@@ -148,6 +165,8 @@ struct PendingRead {
     client_id: u64,
     op_id: u64,
     request: RangeRequest,
+    /// When this read's barrier started (true ms; the node reads it through its own clock).
+    barrier_started_ms: u64,
 }
 
 /// What became of a pending write when its slot was applied.
@@ -182,6 +201,16 @@ pub struct Node<E: Engine> {
     /// Reads confirmed by the engine, waiting for `applied` to reach their index.
     safe_reads: Vec<(LogIndex, PendingRead)>,
     next_read_id: u64,
+    /// The start of the latest read barrier that has completed here (its read index applied):
+    /// every write acknowledged before that instant is applied, which bounded reads rely on.
+    /// Forgotten in a crash, as the server keeps it in memory.
+    completed_barrier_started_ms: Option<u64>,
+    /// Only for `Mutation::SerializableGoesBack`: the state machine as of the last compaction,
+    /// and how many serializable reads were answered (every other one is answered from it).
+    stale_image: Option<Store>,
+    serializable_reads: u64,
+    /// Bounded reads answered from local state without a barrier of their own (for reports).
+    pub bounded_reads_served_locally: u64,
     /// A deliberate runtime bug, to show the checks catch it (`Mutation::None` in real runs).
     pub mutation: Mutation,
     last_seen: Option<(Role, Term, Option<NodeId>)>,
@@ -209,6 +238,10 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
             pending_reads: BTreeMap::new(),
             safe_reads: Vec::new(),
             next_read_id: 1,
+            completed_barrier_started_ms: None,
+            stale_image: None,
+            serializable_reads: 0,
+            bounded_reads_served_locally: 0,
             mutation: Mutation::None,
             last_seen: None,
             term_identifies_value: true,
@@ -300,7 +333,7 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
     ) -> Result<Outputs<E::Message>, Violation> {
         let answer = match &req.request {
             Request::Write { command, payload } => self.propose(&req, command, payload, ctx),
-            Request::Read(range) => self.read(&req, range),
+            Request::Read { range, level } => self.read(&req, range, *level, ctx.now_ms),
         };
         let mut out = self.pump(ctx)?;
         let reply = |reply| ClientReply {
@@ -361,8 +394,28 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
         applied.response
     }
 
-    fn read(&mut self, req: &ClientRequest, range: &RangeRequest) -> Option<Reply> {
-        if self.mutation == Mutation::StaleReads {
+    /// Answers a read at once when its level allows, else starts a read barrier for it.
+    fn read(
+        &mut self,
+        req: &ClientRequest,
+        range: &RangeRequest,
+        level: ReadLevel,
+        now_ms: u64,
+    ) -> Option<Reply> {
+        let local_now = match level {
+            ReadLevel::Linearizable => self.mutation == Mutation::StaleReads,
+            ReadLevel::Serializable => return Some(Reply::Read(self.serializable_range(range))),
+            ReadLevel::Bounded { max_staleness_ms } => {
+                self.mutation == Mutation::BoundedIgnoresBound
+                    || self.completed_barrier_started_ms.is_some_and(|started_ms| {
+                        self.local_elapsed_within(started_ms, now_ms, max_staleness_ms)
+                    })
+            }
+        };
+        if local_now {
+            if matches!(level, ReadLevel::Bounded { .. }) {
+                self.bounded_reads_served_locally += 1;
+            }
             return Some(Reply::Read(self.range(range)));
         }
         if self.pending_reads.len() >= MAX_PENDING_READS_PER_NODE {
@@ -376,6 +429,7 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
                     client_id: req.client_id,
                     op_id: req.op_id,
                     request: range.clone(),
+                    barrier_started_ms: now_ms,
                 };
                 self.pending_reads.insert(read_id, pending);
                 None
@@ -416,7 +470,7 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
         let more = self.pump(ctx)?;
         out.messages.extend(more.messages);
         out.replies.extend(more.replies);
-        out.applied_writes.extend(more.applied_writes);
+        out.applied_entries.extend(more.applied_entries);
         out.fsync_requested |= more.fsync_requested;
         Ok(out)
     }
@@ -518,15 +572,14 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
                     panic!("node {}: entry {} does not decode: {e}", self.id, entry.index)
                 });
                 let applied = self.kv.apply(&command, entry.index);
-                let response = applied.expect("the in-memory backend cannot fail").response;
-                out.applied_writes.push(AppliedWrite {
-                    entry: entry.clone(),
-                    response: response.clone(),
-                });
-                Some(response)
+                Some(applied.expect("the in-memory backend cannot fail").response)
             }
             EntryPayload::Noop | EntryPayload::Membership(_) => None,
         };
+        out.applied_entries.push(AppliedEntry {
+            entry: entry.clone(),
+            response: response.clone(),
+        });
         self.applied = entry.index;
         for pending in self.pending_writes.remove(&entry.index).unwrap_or_default() {
             let reply = match (self.fate(&pending, entry, checker), &response) {
@@ -573,6 +626,43 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
             .unwrap_or_else(|e| panic!("node {}: {request:?} refused: {e}", self.id))
     }
 
+    /// The node's clock runs at `TICK_INTERVAL_MS / tick_interval_ms` of true time (a skewed
+    /// tick is a skewed clock): whether at most `bound_ms` passed on it between two instants.
+    /// Exact, so that the bounded-staleness check can be exact too.
+    fn local_elapsed_within(&self, since_ms: u64, now_ms: u64, bound_ms: u64) -> bool {
+        assert!(
+            since_ms <= now_ms,
+            "node {}: barrier started in the future",
+            self.id
+        );
+        (now_ms - since_ms) * TICK_INTERVAL_MS <= bound_ms * self.tick_interval_ms
+    }
+
+    fn serializable_range(&mut self, request: &RangeRequest) -> RangeResponse {
+        self.serializable_reads += 1;
+        match self.mutation {
+            Mutation::SerializableGoesBack if self.serializable_reads.is_multiple_of(2) => {
+                if let Some(image) = &self.stale_image {
+                    return image
+                        .range(request)
+                        .expect("the stale image serves the workload's reads");
+                }
+            }
+            Mutation::SerializableMisdated => {
+                let behind = RangeRequest {
+                    revision: self.kv.current_revision() - 1,
+                    ..request.clone()
+                };
+                // Refused when that revision is compacted away; then the read is honest.
+                if let Ok(response) = self.kv.range(&behind) {
+                    return response;
+                }
+            }
+            _ => {}
+        }
+        self.range(request)
+    }
+
     fn answer_reads(&mut self, out: &mut Outputs<E::Message>) {
         let applied = self.applied;
         let (ready, waiting): (Vec<_>, Vec<_>) = self
@@ -581,6 +671,11 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
             .partition(|(index, _)| *index <= applied);
         self.safe_reads = waiting;
         for (_, read) in ready {
+            // A completed barrier: this node holds everything acknowledged before it started.
+            let latest = self
+                .completed_barrier_started_ms
+                .max(Some(read.barrier_started_ms));
+            self.completed_barrier_started_ms = latest;
             let reply = Reply::Read(self.range(&read.request));
             out.replies.push(ClientReply {
                 client_id: read.client_id,
@@ -601,6 +696,9 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
         }
         let membership = engine.status().membership;
         let data = kv::snapshot_of(&self.kv);
+        if self.mutation == Mutation::SerializableGoesBack {
+            self.stale_image = Some(kv::store_from_snapshot(&data).expect("own snapshot restores"));
+        }
         engine
             .storage_mut()
             .compact(applied, membership.clone(), data.clone());
@@ -627,6 +725,7 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
         self.pending_writes.clear();
         self.pending_reads.clear();
         self.safe_reads.clear();
+        self.completed_barrier_started_ms = None;
         self.last_seen = None;
         self.paused_until_ms = 0;
     }

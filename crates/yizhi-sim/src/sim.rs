@@ -11,13 +11,17 @@ use yizhi_engine::{Engine, Envelope, LogStorage, NodeId, Role, SeededRng, Snapsh
 
 use yizhi_kv::{CommandResponse, KvError};
 
-use crate::client::{Client, ClientReply, ClientRequest, History, NextStep, Reply, Request, WriteKnowledge};
+use crate::client::{
+    Client, ClientReply, ClientRequest, History, NextStep, RELAXED_READ_NODE_SWITCH_PCT, Reply, Request,
+    WriteKnowledge,
+};
 use crate::config::{CLIENT_DELAY_MS_MAX, SimConfig};
 use crate::disk::Disk;
 use crate::faults::{FaultProfile, plan_epoch};
 use crate::invariants::{Attribution, Checker, Violation, check_log_matching};
 use crate::network::{DropReason, Network, SendOutcome};
 use crate::node::{Ctx, EngineFactory, Mutation, Node, Outputs};
+use crate::reads::{ReadChecker, ServedRead};
 use crate::trace::{Trace, TraceMode};
 
 /// Events queued at once; more means something floods the queue.
@@ -66,6 +70,9 @@ enum Event<M> {
     },
     Reply {
         reply: ClientReply,
+        /// The node process that answered: a read session lasts one process lifetime.
+        from: NodeId,
+        incarnation: u64,
     },
     ClientWake {
         client: usize,
@@ -143,6 +150,10 @@ pub struct RunReport {
     pub trace_hash: u64,
     pub ops: usize,
     pub committed_entries: usize,
+    /// Reads whose answers the read checker verified: linearizable, serializable, bounded.
+    pub reads_checked: [u64; 3],
+    /// Bounded reads a node answered at once (a recent barrier covered them).
+    pub bounded_reads_served_locally: u64,
     pub lincheck: LincheckVerdict,
     /// Wall-clock time the linearizability check took (0 when skipped). Not part of the run's
     /// deterministic outcome: for measuring the checker only.
@@ -176,6 +187,8 @@ pub(crate) struct Sim<'f, F: EngineFactory> {
     /// Writes that may have been applied: their bytes were, but another operation sent them too.
     maybe_applied: BTreeSet<(u64, u64)>,
     checker: Checker,
+    /// The promises of each read level (session monotonicity, real states, bounded staleness).
+    reads: ReadChecker,
     pub(crate) trace: Trace,
     rng: Rngs,
     phase: Phase,
@@ -243,6 +256,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             applied_writes: BTreeMap::new(),
             maybe_applied: BTreeSet::new(),
             checker: Checker::new(factory.term_identifies_value()),
+            reads: ReadChecker::default(),
             trace: Trace::new(options.trace),
             rng,
             phase: Phase::Faults,
@@ -347,7 +361,11 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
                 self.with_node(node, incarnation, &what, |n, ctx| n.report_unreachable(peer, ctx))
             }
             Event::Request { node, request } => self.on_request(node, request),
-            Event::Reply { reply } => self.on_reply(reply),
+            Event::Reply {
+                reply,
+                from,
+                incarnation,
+            } => self.on_reply(reply, from, incarnation),
             Event::ClientWake { client } => {
                 self.on_client_wake(client);
                 Ok(())
@@ -465,18 +483,28 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             );
             self.send(envelope);
         }
-        for applied in out.applied_writes {
+        for applied in out.applied_entries {
+            self.reads.observe_applied(&applied.entry);
+            let Some(response) = applied.response else {
+                continue;
+            };
             match self.checker.attribute(&applied.entry) {
                 Attribution::One(op) => {
-                    self.applied_writes.entry(op).or_insert(applied.response);
+                    self.applied_writes.entry(op).or_insert(response);
                 }
                 Attribution::Ambiguous(ops) => self.maybe_applied.extend(ops.iter().copied()),
                 Attribution::Nobody => {}
             }
         }
+        let incarnation = self.node(node).incarnation;
         for reply in out.replies {
             let at = self.now_ms + self.rng.clients.range_inclusive(1, CLIENT_DELAY_MS_MAX);
-            self.schedule(at, Event::Reply { reply });
+            let event = Event::Reply {
+                reply,
+                from: node,
+                incarnation,
+            };
+            self.schedule(at, event);
         }
         if out.fsync_requested && self.crash_due_at_fsync(node) {
             let (down_ms, _) = self.crash_at_next_fsync.remove(&node).expect("crash is due");
@@ -542,11 +570,11 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
                 Some(node),
                 format_args!("client {client} op {op} {command:?}"),
             ),
-            Request::Read(range) => self.trace.record(
+            Request::Read { range, level } => self.trace.record(
                 self.now_ms,
                 Some(node),
                 format_args!(
-                    "client {client} op {op} read {:?}..{:?}",
+                    "client {client} op {op} read {:?}..{:?} {level:?}",
                     range.key, range.range_end
                 ),
             ),
@@ -562,7 +590,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
         Ok(())
     }
 
-    fn on_reply(&mut self, reply: ClientReply) -> Result<(), Violation> {
+    fn on_reply(&mut self, reply: ClientReply, from: NodeId, incarnation: u64) -> Result<(), Violation> {
         self.trace.record(
             self.now_ms,
             None,
@@ -571,10 +599,30 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
                 reply.client_id, reply.op_id, reply.reply
             ),
         );
-        if let Reply::Wrote { position, .. } = reply.reply {
-            self.checker.observe_ack(reply.client_id, reply.op_id, position)?;
+        if let Reply::Wrote { position, response } = &reply.reply {
+            self.checker
+                .observe_ack(reply.client_id, reply.op_id, *position)?;
+            if let Ok(response) = response {
+                self.reads.observe_ack(self.now_ms, response);
+            }
         }
         let index = (reply.client_id - 1) as usize;
+        if let Reply::Read(response) = &reply.reply
+            && let Some(read) = self.clients[index].read_in_flight(reply.op_id)
+        {
+            let request = crate::kv::read_for(read.input).expect("a read input");
+            let served = ServedRead {
+                client_id: reply.client_id,
+                node: from,
+                incarnation,
+                node_tick_interval_ms: self.nodes[(from - 1) as usize].tick_interval_ms,
+                level: read.level,
+                invoke_ms: read.invoke_ms,
+                request: &request,
+                response,
+            };
+            self.reads.check(&served)?;
+        }
         let client = &mut self.clients[index];
         match client.on_reply(
             &reply,
@@ -622,15 +670,16 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             return;
         }
         let invoke_time = self.history.now();
-        let request = self.clients[client].start(&self.config.workload, &mut self.rng.clients, invoke_time);
-        let node_count = self.nodes.len() as u64;
-        // Without a hint, try the nodes in turn (as real clients do), so that a run of bad luck
-        // cannot keep a client knocking at the same dead node.
-        let c = &self.clients[client];
-        let target = match (c.leader_hint, c.last_target) {
-            (Some(hint), _) => hint,
-            (None, Some(last)) => last % node_count + 1,
-            (None, None) => self.rng.clients.range_inclusive(1, node_count),
+        let request = self.clients[client].start(
+            &self.config.workload,
+            &mut self.rng.clients,
+            invoke_time,
+            self.now_ms,
+        );
+        let target = if request.is_relaxed_read() {
+            self.relaxed_read_target(client)
+        } else {
+            self.write_target(client)
         };
         self.clients[client].last_target = Some(target);
         let op_id = request.op_id;
@@ -647,6 +696,32 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
         );
         let timeout = self.now_ms + self.config.workload.timeout_ms;
         self.schedule(timeout, Event::ClientTimeout { client, op_id });
+    }
+
+    /// The leader hint, else the nodes in turn (as real clients do), so that a run of bad luck
+    /// cannot keep a client knocking at the same dead node.
+    fn write_target(&mut self, client: usize) -> NodeId {
+        let node_count = self.nodes.len() as u64;
+        let c = &self.clients[client];
+        match (c.leader_hint, c.last_target) {
+            (Some(hint), _) => hint,
+            (None, Some(last)) => last % node_count + 1,
+            (None, None) => self.rng.clients.range_inclusive(1, node_count),
+        }
+    }
+
+    /// Serializable and bounded reads stay with one node (any role, even cut off) for a while, so
+    /// that read sessions are long enough to go wrong.
+    fn relaxed_read_target(&mut self, client: usize) -> NodeId {
+        let node_count = self.nodes.len() as u64;
+        let switch = self.rng.clients.chance(RELAXED_READ_NODE_SWITCH_PCT, 100);
+        let c = &mut self.clients[client];
+        let node = match c.relaxed_read_node {
+            Some(node) if !switch => node,
+            _ => self.rng.clients.range_inclusive(1, node_count),
+        };
+        c.relaxed_read_node = Some(node);
+        node
     }
 
     fn on_client_timeout(&mut self, client: usize, op_id: u64) {
@@ -912,6 +987,8 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             trace_hash: self.trace.hash(),
             ops: self.history.len(),
             committed_entries: self.checker.committed_len(),
+            reads_checked: self.reads.checked_by_level,
+            bounded_reads_served_locally: self.nodes.iter().map(|n| n.bounded_reads_served_locally).sum(),
             lincheck,
             lincheck_wall_us: 0,
             violation,

@@ -89,3 +89,30 @@ fn mutation_none_is_the_default() {
     assert_eq!(RunOptions::default().mutation, Mutation::None);
     assert_eq!(Mutation::by_name("forget-vote"), Some(Mutation::ForgetVote));
 }
+
+#[test]
+fn bounded_reads_that_ignore_their_bound_are_caught() {
+    let found = first_violation(Mutation::BoundedIgnoresBound, PROFILE_STANDARD);
+    assert!(
+        matches!(found, Some((_, Violation::BoundedReadTooStale { .. }))),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn serializable_reads_from_an_older_state_are_caught_by_the_session() {
+    let found = first_violation(Mutation::SerializableGoesBack, PROFILE_STANDARD);
+    assert!(
+        matches!(found, Some((_, Violation::ReadWentBackwards { .. }))),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn serializable_reads_claiming_a_revision_they_do_not_show_are_caught_for_paxos() {
+    let found = first_violation_of(&PaxosFactory, Mutation::SerializableMisdated, PROFILE_STANDARD);
+    assert!(
+        matches!(found, Some((_, Violation::ReadStateNeverExisted { .. }))),
+        "{found:?}"
+    );
+}
