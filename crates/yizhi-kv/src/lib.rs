@@ -28,6 +28,8 @@
 //! - [`codec`] and `wire`: the versioned binary command encoding; [`snapshot`]: whole-state
 //!   snapshots with a CRC-32, restored with [`MvccStore::install_snapshot`].
 //! - [`watch`]: the watch hub.
+//! - `session`: client sessions, exactly-once application of retried writes
+//!   ([`Command::Deduped`]); `response_codec`: the encoding of the responses they keep.
 //!
 //! # Semantics, and where etcd was unclear
 //!
@@ -62,6 +64,20 @@
 //!   [`MvccStore::expired_leases`] tells the leader what to revoke, and the revoke is replicated.
 //!   Keep-alives are replicated too (etcd keeps them leader-local); after a leader change the new
 //!   leader should extend every lease before expiring any, as etcd's `Promote` does.
+//! - Client sessions (Raft thesis §6.3; not in etcd, whose clients may apply a retried write
+//!   twice): a command wrapped in [`Command::Deduped`] with a [`ClientSeq`] applies at most once
+//!   per `(client_id, seq)`. The replicated session table keeps, per client, the floor below
+//!   which the client promised never to retry and the response of every applied seq above it;
+//!   a retry gets that response again, errors included, with nothing applied and no events.
+//!   Sessions idle longer than [`KvConfig::client_idle_expiry_ms`] by the session clock (the
+//!   largest `now_ms` any `Deduped` entry carried, so it never moves back) are forgotten; a
+//!   request the table can no longer judge is refused ([`KvError::ClientSessionExpired`],
+//!   [`KvError::SequenceAcknowledged`]). The table is bounded in clients, unacknowledged
+//!   responses per client and bytes ([`MvccStore::session_stats`]); a request that would
+//!   exceed a bound is refused *before* it applies, so it can be retried and still apply once.
+//!   The table is part of snapshots, the state hash and both backends' atomic batches. Details
+//!   and the one known gap (a client whose session expired before any request was
+//!   acknowledged) are in the `session` module's documentation.
 //! - Watch: see [`watch`]. A slow watcher is not cancelled; it stops buffering at its limit and
 //!   catches up from history, and is cancelled (with the compact revision) only if compaction
 //!   overtakes it.

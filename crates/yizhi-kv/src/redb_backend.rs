@@ -980,6 +980,96 @@ mod tests {
         assert_eq!(merged[2].1, rec("5"));
     }
 
+    /// Rewrites a fresh file as the layout-1 code left it: no session tables, a version-1 meta row.
+    fn downgrade_to_layout_1(path: &Path, meta: &Meta) {
+        let db = Database::create(path).unwrap();
+        let txn = db.begin_write().unwrap();
+        assert!(txn.delete_table(SESSION_CLIENTS).unwrap());
+        assert!(txn.delete_table(SESSION_RESPONSES).unwrap());
+        {
+            let mut table = txn.open_table(META).unwrap();
+            table.insert(FORMAT_ROW, FORMAT_WITHOUT_SESSIONS).unwrap();
+            let mut row = encode_meta(meta);
+            row[0] = 1;
+            row.pop(); // the session clock, 0: one varint byte
+            table.insert(STATE_ROW, row.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+
+    #[test]
+    fn a_layout_1_file_is_upgraded_with_empty_session_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kv.redb");
+        let meta = Meta {
+            applied_index: 4,
+            ..Meta::default()
+        };
+        let mut backend = RedbBackend::open(&path).unwrap();
+        backend
+            .apply(WriteBatch {
+                meta,
+                ..WriteBatch::default()
+            })
+            .unwrap();
+        backend.flush(true).unwrap();
+        drop(backend);
+        downgrade_to_layout_1(&path, &meta);
+        let mut backend = RedbBackend::open(&path).unwrap();
+        assert_eq!(backend.meta().unwrap(), meta);
+        assert_eq!(backend.all_sessions().unwrap(), SessionRows::default());
+        let client = ClientRecord {
+            floor: 2,
+            last_seen_ms: 9,
+        };
+        let response = StoredResponse::Kept(Bytes::from(crate::codec::encode_response(&Err(
+            crate::KvError::KeyNotFound,
+        ))));
+        let next = Meta {
+            applied_index: 5,
+            session_clock_ms: 9,
+            ..meta
+        };
+        backend
+            .apply(WriteBatch {
+                session_clients: vec![(3, Some(client))],
+                session_responses: vec![
+                    ((3, 2), Some(response.clone())),
+                    ((3, 4), Some(StoredResponse::TooLarge)),
+                ],
+                meta: next,
+                ..WriteBatch::default()
+            })
+            .unwrap();
+        backend.flush(true).unwrap();
+        drop(backend);
+        let backend = RedbBackend::open(&path).unwrap();
+        assert_eq!(backend.meta().unwrap(), next);
+        let expected = SessionRows {
+            clients: vec![(3, client)],
+            responses: vec![((3, 2), response), ((3, 4), StoredResponse::TooLarge)],
+        };
+        assert_eq!(backend.all_sessions().unwrap(), expected);
+    }
+
+    #[test]
+    fn a_corrupt_session_row_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kv.redb");
+        drop(RedbBackend::open(&path).unwrap());
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(SESSION_RESPONSES)
+                .unwrap()
+                .insert((1, 1), [1u8, 1, 0, 200].as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let backend = RedbBackend::open(&path).unwrap();
+        assert!(matches!(backend.all_sessions(), Err(BackendError::Corrupt(_))));
+    }
+
     #[test]
     fn the_backend_is_shareable_between_reader_threads() {
         fn assert_send_sync<T: Send + Sync>() {}

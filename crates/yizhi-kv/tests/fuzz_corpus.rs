@@ -7,9 +7,9 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use yizhi_kv::{
-    Command, CompactionRequest, Compare, CompareResult, CompareTarget, DeleteRangeRequest, KvConfig,
-    LeaseGrantRequest, MemBackend, MvccStore, PutRequest, RangeRequest, RequestOp, SortOrder, SortTarget,
-    TxnRequest, decode_command, encode_command,
+    ClientSeq, Command, CompactionRequest, Compare, CompareResult, CompareTarget, DeleteRangeRequest,
+    KvConfig, LeaseGrantRequest, MemBackend, MvccStore, PutRequest, RangeRequest, RequestOp, SortOrder,
+    SortTarget, TxnRequest, decode_command, encode_command,
 };
 
 fn corpus_dir(target: &str) -> PathBuf {
@@ -74,6 +74,11 @@ fn check_kv_snapshot(data: &[u8]) -> bool {
 fn kv_command_corpus_replays() {
     let files = corpus("kv_command", 10);
     let valid = files.iter().filter(|(_, bytes)| check_kv_command(bytes)).count();
+    let deduped = files
+        .iter()
+        .filter(|(_, bytes)| matches!(decode_command(bytes), Ok(Command::Deduped { .. })))
+        .count();
+    assert!(deduped >= 3, "only {deduped} Deduped seeds decode");
     assert!(
         valid >= 8,
         "only {valid} of {} kv_command seeds decode",
@@ -85,6 +90,13 @@ fn kv_command_corpus_replays() {
 fn kv_snapshot_corpus_replays() {
     let files = corpus("kv_snapshot", 4);
     let valid = files.iter().filter(|(_, bytes)| check_kv_snapshot(bytes)).count();
+    // Version 1 images (before sessions) must keep installing next to version 2 ones.
+    let versions: std::collections::BTreeSet<u8> = files
+        .iter()
+        .filter(|(_, bytes)| check_kv_snapshot(bytes))
+        .map(|(_, bytes)| bytes[yizhi_kv::SNAPSHOT_MAGIC.len()])
+        .collect();
+    assert!(versions.contains(&1) && versions.contains(&2), "{versions:?}");
     assert!(
         valid >= 2,
         "only {valid} of {} kv_snapshot seeds install",
@@ -203,7 +215,9 @@ fn sample_snapshots() -> Vec<Vec<u8>> {
     images
 }
 
-/// Regenerates both seed corpora: valid encodings and truncated copies. Run by hand:
+/// Regenerates both seed corpora: valid encodings and truncated copies. It rewrites the
+/// version-1 snapshot seeds in the current version, which `kv_snapshot_corpus_replays` refuses
+/// (old images must keep installing): restore those from git afterwards. Run by hand:
 /// `cargo test -p yizhi-kv --test fuzz_corpus -- --ignored write_seed_corpus`.
 #[test]
 #[ignore = "writes files into fuzz/corpus; run by hand after a format change"]
@@ -223,4 +237,80 @@ fn write_seed_corpus() {
         std::fs::write(dir.join(format!("valid-{i}")), image).unwrap();
         std::fs::write(dir.join(format!("truncated-{i}")), &image[..image.len() - 1]).unwrap();
     }
+}
+
+/// Deduplicated commands (codec version 2), wrapping a few kinds of command.
+fn sample_deduped_commands() -> Vec<Command> {
+    let wrap = |client_id, seq, acked_below, now_ms, command| Command::Deduped {
+        request: ClientSeq {
+            client_id,
+            seq,
+            acked_below,
+        },
+        now_ms,
+        command: Box::new(command),
+    };
+    let commands = sample_commands();
+    vec![
+        wrap(1, 1, 1, 1_700_000_000_000, commands[1].clone()),
+        wrap(u64::MAX, u64::MAX, 7, u64::MAX, commands[4].clone()),
+        wrap(0x5eed, 3, 0, 0, commands[6].clone()),
+        wrap(2, 9, 9, 5, commands[8].clone()),
+    ]
+}
+
+/// A snapshot of a store whose session table holds kept, error and too-large responses.
+fn sample_session_snapshot() -> Vec<u8> {
+    let config = KvConfig {
+        max_stored_response_bytes: 64,
+        ..KvConfig::default()
+    };
+    let mut store = MvccStore::open(MemBackend::new(), config).expect("an empty store opens");
+    let script = [
+        (Command::Put(put(b"a", b"1", 0)), (4, 1, 1)),
+        (Command::Put(put(b"b", b"2", 9)), (4, 2, 1)),
+        (
+            Command::Put(PutRequest {
+                prev_kv: true,
+                ..put(b"a", &[b'x'; 100], 0)
+            }),
+            (4, 3, 2),
+        ),
+        (Command::Put(put(b"c", b"3", 0)), (8, 5, 1)),
+    ];
+    for (i, (command, (client_id, seq, acked_below))) in script.into_iter().enumerate() {
+        let deduped = Command::Deduped {
+            request: ClientSeq {
+                client_id,
+                seq,
+                acked_below,
+            },
+            now_ms: 1_000 + i as u64,
+            command: Box::new(command),
+        };
+        store.apply(&deduped, i as u64 + 1).expect("memory backend");
+    }
+    assert_eq!(store.session_stats().stored_responses, 3);
+    store.snapshot().expect("memory backend")
+}
+
+/// Adds the session seeds next to the version-1 ones, which stay as they were written. Run by
+/// hand: `cargo test -p yizhi-kv --test fuzz_corpus -- --ignored write_session_seed_corpus`.
+#[test]
+#[ignore = "writes files into fuzz/corpus; run by hand after a format change"]
+fn write_session_seed_corpus() {
+    let dir = corpus_dir("kv_command");
+    for (i, command) in sample_deduped_commands().iter().enumerate() {
+        let bytes = encode_command(command);
+        std::fs::write(dir.join(format!("deduped-valid-{i:02}")), &bytes).unwrap();
+        std::fs::write(
+            dir.join(format!("deduped-truncated-{i:02}")),
+            &bytes[..bytes.len() / 2],
+        )
+        .unwrap();
+    }
+    let dir = corpus_dir("kv_snapshot");
+    let image = sample_session_snapshot();
+    std::fs::write(dir.join("sessions-valid-0"), &image).unwrap();
+    std::fs::write(dir.join("sessions-truncated-0"), &image[..image.len() - 1]).unwrap();
 }
