@@ -2,13 +2,15 @@
 //!
 //! Writes go through the log ([`NodeHandle::propose`](crate::node::NodeHandle::propose)) and answer
 //! with what this member applied. Ranges are linearizable by default (a read barrier, then a local
-//! read); `serializable: true` skips the barrier and may be stale, as in etcd.
+//! read); `serializable: true` skips the barrier and may be stale, as in etcd; gRPC metadata picks
+//! a level too, bounded staleness included ([`consistency`]).
 
 use prost::Message;
 use tonic::{Request, Response, Status};
 use yizhi_kv::{Command, CommandResponse};
 use yizhi_proto::etcdserverpb as pb;
 
+use super::consistency::{self, ReadLevel};
 use super::{Api, convert, kv_status, maintenance, propose_status};
 
 #[derive(Debug)]
@@ -39,16 +41,17 @@ fn unexpected(what: &str) -> Status {
 #[tonic::async_trait]
 impl pb::kv_server::Kv for KvService {
     async fn range(&self, request: Request<pb::RangeRequest>) -> Result<Response<pb::RangeResponse>, Status> {
+        let level = consistency::read_level(request.metadata(), request.get_ref().serializable)?;
         let request = request.into_inner();
         self.api.check_size(request.encoded_len())?;
         let request = convert::range_request(request)?;
-        if !request.serializable {
-            self.api
-                .node
-                .read_barrier()
-                .await
-                .map_err(|f| propose_status(&f))?;
+        let node = &self.api.node;
+        match level {
+            ReadLevel::Linearizable => node.read_barrier().await,
+            ReadLevel::Serializable => Ok(()),
+            ReadLevel::BoundedStaleness { max_staleness } => node.bounded_read_barrier(max_staleness).await,
         }
+        .map_err(|f| propose_status(&f))?;
         let response = {
             let store = self.api.node.shared.store.read().expect("store lock");
             store.range(&request).map_err(|e| kv_status(&e))?

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod cluster;
+pub mod consistency;
 pub mod convert;
 pub mod election;
 pub mod health;

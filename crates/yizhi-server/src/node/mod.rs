@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_channel::Sender;
@@ -112,6 +112,10 @@ pub struct Shared {
     applied: AtomicU64,
     /// Bumped after every applied batch; watch streams wait on it.
     applied_signal: watch::Sender<u64>,
+    /// When the latest read barrier that has since completed was started. Everything
+    /// acknowledged before that instant is applied here, which is what a bounded-staleness read
+    /// relies on ([`NodeHandle::bounded_read_barrier`]).
+    completed_barrier_start: Mutex<Option<Instant>>,
 }
 
 impl Shared {
@@ -142,6 +146,19 @@ impl Shared {
 
     pub fn subscribe_applied(&self) -> watch::Receiver<u64> {
         self.applied_signal.subscribe()
+    }
+
+    fn barrier_completed(&self, started: Instant) {
+        let mut latest = self.completed_barrier_start.lock().expect("barrier lock");
+        if latest.is_none_or(|t| t < started) {
+            *latest = Some(started);
+        }
+    }
+
+    /// True if a read barrier started at most `max_staleness` ago has completed on this member.
+    pub fn barrier_fresh_within(&self, max_staleness: Duration) -> bool {
+        let latest = *self.completed_barrier_start.lock().expect("barrier lock");
+        latest.is_some_and(|started| started.elapsed() <= max_staleness)
     }
 }
 
@@ -198,15 +215,32 @@ impl NodeHandle {
     /// Waits until this member's store reflects every write acknowledged before the call
     /// (ReadIndex, Raft thesis §6.4).
     pub async fn read_barrier(&self) -> Result<(), ProposeFailure> {
+        let started = Instant::now();
         let (tx, rx) = oneshot::channel();
         if !(self.proposals.read)(tx) {
             return Err(ProposeFailure::TooManyRequests);
         }
-        match tokio::time::timeout(self.request_timeout, rx).await {
+        let result = match tokio::time::timeout(self.request_timeout, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(ProposeFailure::Stopped),
             Err(_) => Err(ProposeFailure::TimedOut),
+        };
+        if result.is_ok() {
+            self.shared.barrier_completed(started);
         }
+        result
+    }
+
+    /// Waits until this member's store reflects every write acknowledged more than
+    /// `max_staleness` before the call: at once if a read barrier started within that bound has
+    /// completed here (its start is the point the store is known to be current as of), else after
+    /// a fresh barrier. Under load the barriers of linearizable reads keep it fresh, so most
+    /// bounded reads wait for nothing.
+    pub async fn bounded_read_barrier(&self, max_staleness: Duration) -> Result<(), ProposeFailure> {
+        if self.shared.barrier_fresh_within(max_staleness) {
+            return Ok(());
+        }
+        self.read_barrier().await
     }
 
     pub async fn transfer_leadership(&self, to: NodeId) -> Result<(), String> {
@@ -317,6 +351,7 @@ where
         status: Mutex::new(NodeStatus::default()),
         applied: AtomicU64::new(applied),
         applied_signal,
+        completed_barrier_start: Mutex::new(None),
     });
 
     let peers: BTreeMap<NodeId, String> = options
