@@ -8,7 +8,9 @@
 //! unavailability; a plain write only when the failure proves it never left (the connection could
 //! not be made, or the server refused it before proposing it). Otherwise the caller gets
 //! [`Error::Ambiguous`]: the write may or may not have happened (etcd's clientv3 draws the same
-//! line between "repeatable" and "non-repeatable" requests).
+//! line between "repeatable" and "non-repeatable" requests). With exactly-once tagging on (the
+//! default) and a server that confirmed it deduplicates, every write is repeatable
+//! ([`crate::exactly_once`]).
 
 use std::fmt;
 use std::future::Future;
@@ -21,6 +23,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 use crate::error::{Error, Result};
+use crate::exactly_once::Sequencer;
 
 /// Endpoints one client may be given.
 pub const MAX_ENDPOINTS: usize = 64;
@@ -37,13 +40,11 @@ pub enum Retry {
     OnlyIfUnsent,
 }
 
-/// The extension point for exactly-once writes: metadata attached to every attempt of a call.
+/// Metadata of the caller's own attached to every attempt of a call (tracing ids, auth tokens...).
 ///
-/// The server will later deduplicate writes by a client id and a sequence number carried in
-/// request metadata; a hook implementing that hands out one sequence number per logical call.
 /// [`RequestMetadataHook::metadata`] is called once per call, before the first attempt, and the
-/// same metadata goes with every retry of that call, so a retried write is recognisable as the
-/// same write. No such hook is installed by default, and the server does not yet act on it.
+/// same metadata goes with every retry of that call. Exactly-once writes do not need a hook: the
+/// client attaches their metadata itself ([`crate::exactly_once`], [`ClientOptions::exactly_once`]).
 pub trait RequestMetadataHook: Send + Sync + fmt::Debug {
     /// The metadata for one call of gRPC method `method` (e.g. `"Put"`, `"Txn"`).
     fn metadata(&self, method: &'static str, retry: Retry) -> MetadataMap;
@@ -60,6 +61,10 @@ pub struct ClientOptions {
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
     pub metadata_hook: Option<Arc<dyn RequestMetadataHook>>,
+    /// Tag writes with a client id and sequence number so that a yizhi server applies each at most
+    /// once, and retry ambiguous failures once a server has confirmed it deduplicates
+    /// ([`crate::exactly_once`]). On by default; harmless against etcd, which ignores the tags.
+    pub exactly_once: bool,
 }
 
 impl Default for ClientOptions {
@@ -71,6 +76,7 @@ impl Default for ClientOptions {
             backoff_initial: Duration::from_millis(50),
             backoff_max: Duration::from_secs(1),
             metadata_hook: None,
+            exactly_once: true,
         }
     }
 }
@@ -88,6 +94,7 @@ struct Inner {
     /// Index into `channels` of the endpoint calls go to first. Invariant: < channels.len().
     current: AtomicUsize,
     options: ClientOptions,
+    sequencer: Sequencer,
 }
 
 /// How one failed attempt is judged.
@@ -141,6 +148,7 @@ impl Client {
                 channels,
                 current: AtomicUsize::new(0),
                 options,
+                sequencer: Sequencer::new(),
             }),
         })
     }
@@ -151,6 +159,11 @@ impl Client {
 
     pub fn options(&self) -> &ClientOptions {
         &self.inner.options
+    }
+
+    /// The id this client's writes carry for exactly-once application.
+    pub fn client_id(&self) -> u64 {
+        self.inner.sequencer.client_id()
     }
 
     /// The endpoint index calls currently start from, and its channel.
@@ -204,17 +217,36 @@ impl Client {
         Fut: Future<Output = std::result::Result<tonic::Response<Resp>, Status>>,
     {
         let metadata = self.call_metadata(method, retry);
+        let sequencer = &self.inner.sequencer;
+        // A write that could apply twice gets a sequence number, the same for all its attempts.
+        let ticket = match retry {
+            Retry::OnlyIfUnsent if self.inner.options.exactly_once => Some(sequencer.begin().await),
+            _ => None,
+        };
         let max_attempts = self.inner.options.max_attempts;
         let mut last = String::new();
         for attempt in 1..=max_attempts {
             let (index, channel) = self.current();
             let mut attempt_request = tonic::Request::new(request.clone());
             *attempt_request.metadata_mut() = metadata.clone();
+            if let Some(ticket) = &ticket {
+                sequencer.metadata(ticket, attempt_request.metadata_mut());
+            }
+            // Decided per attempt: a server may have confirmed deduplication meanwhile.
+            let retry = match &ticket {
+                Some(_) if sequencer.is_confirmed() => Retry::Safe,
+                _ => retry,
+            };
             let outcome =
                 tokio::time::timeout(self.inner.options.request_timeout, send(channel, attempt_request))
                     .await;
             let verdict = match outcome {
-                Ok(Ok(response)) => return Ok(response.into_inner()),
+                Ok(Ok(response)) => {
+                    if ticket.is_some() {
+                        sequencer.observe_response(response.metadata());
+                    }
+                    return Ok(response.into_inner());
+                }
                 Ok(Err(status)) => {
                     last = format!("{}: {status}", self.inner.urls[index]);
                     judge(&status, retry)
@@ -272,18 +304,26 @@ const UNSENT_MARKERS: [&str; 5] = [
     "dns error",
 ];
 
+/// How a yizhi server says it no longer remembers this client's writes.
+const SESSION_EXPIRED_PREFIX: &str = "yizhi: client session";
+
 /// Whether another attempt (on the next endpoint) is allowed for `status`.
 fn judge(status: &Status, retry: Retry) -> Verdict {
     let message = status.message();
     // Refused before anything was proposed: always safe to repeat elsewhere.
-    let refused_unproposed =
-        status.code() == Code::ResourceExhausted && message == "etcdserver: too many requests";
+    // ("yizhi: too many ..." are the exactly-once table's refusals: nothing was applied.)
+    let refused_unproposed = status.code() == Code::ResourceExhausted
+        && (message == "etcdserver: too many requests" || message.starts_with("yizhi: too many"));
     let transient = matches!(
         status.code(),
         Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded | Code::Aborted
     ) && (status.code() == Code::Unavailable || !from_server(status));
     if refused_unproposed || never_sent(status) {
         return Verdict::Retry;
+    }
+    if message.starts_with(SESSION_EXPIRED_PREFIX) {
+        // The server forgot this client's answers, so it cannot tell a repeat from a new write.
+        return Verdict::Fail(Error::Ambiguous(status.to_string()));
     }
     if !transient {
         return Verdict::Fail(Error::from_status(status));

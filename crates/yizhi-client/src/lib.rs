@@ -8,11 +8,12 @@
 //! - [`recipes`]: mutex, read-write lock, semaphore, leader election, barriers, queues and a
 //!   config watcher, each with its protocol and guarantees in its module doc.
 //!
-//! Exactly-once writes will come from the server deduplicating by client id and sequence number;
-//! [`client::RequestMetadataHook`] is where a client will attach them.
+//! - [`exactly_once`]: writes carry a client id and sequence number, so a yizhi server applies
+//!   each once and the client may retry after an ambiguous failure.
 
 pub mod client;
 pub mod error;
+pub mod exactly_once;
 pub mod kv;
 pub mod lease;
 pub mod recipes;
