@@ -305,15 +305,15 @@ const UNSENT_MARKERS: [&str; 5] = [
 ];
 
 /// How a yizhi server says it no longer remembers this client's writes.
-const SESSION_EXPIRED_PREFIX: &str = "yizhi: client session";
+const SESSION_PREFIX: &str = "yizhi: client session";
 
 /// Whether another attempt (on the next endpoint) is allowed for `status`.
 fn judge(status: &Status, retry: Retry) -> Verdict {
     let message = status.message();
     // Refused before anything was proposed: always safe to repeat elsewhere.
-    // ("yizhi: too many ..." are the exactly-once table's refusals: nothing was applied.)
+    // (yizhi's own ResourceExhausted texts are the exactly-once table's refusals: nothing applied.)
     let refused_unproposed = status.code() == Code::ResourceExhausted
-        && (message == "etcdserver: too many requests" || message.starts_with("yizhi: too many"));
+        && (message == "etcdserver: too many requests" || message.starts_with("yizhi: "));
     let transient = matches!(
         status.code(),
         Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded | Code::Aborted
@@ -321,7 +321,7 @@ fn judge(status: &Status, retry: Retry) -> Verdict {
     if refused_unproposed || never_sent(status) {
         return Verdict::Retry;
     }
-    if message.starts_with(SESSION_EXPIRED_PREFIX) {
+    if message.starts_with(SESSION_PREFIX) && message.contains("expired") {
         // The server forgot this client's answers, so it cannot tell a repeat from a new write.
         return Verdict::Fail(Error::Ambiguous(status.to_string()));
     }

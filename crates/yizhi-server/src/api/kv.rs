@@ -3,14 +3,16 @@
 //! Writes go through the log ([`NodeHandle::propose`](crate::node::NodeHandle::propose)) and answer
 //! with what this member applied. Ranges are linearizable by default (a read barrier, then a local
 //! read); `serializable: true` skips the barrier and may be stale, as in etcd; gRPC metadata picks
-//! a level too, bounded staleness included ([`consistency`]).
+//! a level too, bounded staleness included ([`consistency`]). Writes tagged with a client id and
+//! sequence number apply at most once ([`exactly_once`]).
 
 use prost::Message;
 use tonic::{Request, Response, Status};
-use yizhi_kv::{Command, CommandResponse};
+use yizhi_kv::{ClientSeq, Command, CommandResponse};
 use yizhi_proto::etcdserverpb as pb;
 
 use super::consistency::{self, ReadLevel};
+use super::exactly_once;
 use super::{Api, convert, kv_status, maintenance, propose_status};
 
 #[derive(Debug)]
@@ -23,7 +25,8 @@ impl KvService {
         KvService { api }
     }
 
-    async fn write(&self, command: Command) -> Result<CommandResponse, Status> {
+    async fn write(&self, command: Command, tag: Option<ClientSeq>) -> Result<CommandResponse, Status> {
+        let command = exactly_once::wrap(command, tag);
         let applied = self
             .api
             .node
@@ -32,6 +35,12 @@ impl KvService {
             .map_err(|f| propose_status(&f))?;
         applied.response.map_err(|e| kv_status(&e))
     }
+}
+
+fn confirmed<T>(message: T, tag: Option<ClientSeq>) -> Response<T> {
+    let mut response = Response::new(message);
+    exactly_once::confirm(&mut response, tag);
+    response
 }
 
 fn unexpected(what: &str) -> Status {
@@ -61,16 +70,20 @@ impl pb::kv_server::Kv for KvService {
     }
 
     async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        let tag = exactly_once::client_seq(request.metadata())?;
         let request = request.into_inner();
         self.api.check_size(request.encoded_len())?;
         if request.key.is_empty() {
             return Err(kv_status(&yizhi_kv::KvError::EmptyKey));
         }
         maintenance::check_space(&self.api, maintenance::put_cost(&request))?;
-        match self.write(Command::Put(convert::put_request(request))).await? {
+        match self
+            .write(Command::Put(convert::put_request(request)), tag)
+            .await?
+        {
             CommandResponse::Put(r) => {
                 let header = self.api.header(r.revision);
-                Ok(Response::new(convert::put_response(r, &header)))
+                Ok(confirmed(convert::put_response(r, &header), tag))
             }
             _ => Err(unexpected("put")),
         }
@@ -80,32 +93,34 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        let tag = exactly_once::client_seq(request.metadata())?;
         let request = request.into_inner();
         self.api.check_size(request.encoded_len())?;
         if request.key.is_empty() {
             return Err(kv_status(&yizhi_kv::KvError::EmptyKey));
         }
         match self
-            .write(Command::DeleteRange(convert::delete_request(request)))
+            .write(Command::DeleteRange(convert::delete_request(request)), tag)
             .await?
         {
             CommandResponse::DeleteRange(r) => {
                 let header = self.api.header(r.revision);
-                Ok(Response::new(convert::delete_response(r, &header)))
+                Ok(confirmed(convert::delete_response(r, &header), tag))
             }
             _ => Err(unexpected("delete")),
         }
     }
 
     async fn txn(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+        let tag = exactly_once::client_seq(request.metadata())?;
         let request = request.into_inner();
         self.api.check_size(request.encoded_len())?;
         maintenance::check_space(&self.api, maintenance::txn_cost(&request))?;
         let request = convert::txn_request(request)?;
-        match self.write(Command::Txn(request)).await? {
+        match self.write(Command::Txn(request), tag).await? {
             CommandResponse::Txn(r) => {
                 let header = self.api.header(r.revision);
-                Ok(Response::new(convert::txn_response(r, &header)))
+                Ok(confirmed(convert::txn_response(r, &header), tag))
             }
             _ => Err(unexpected("txn")),
         }
@@ -120,7 +135,7 @@ impl pb::kv_server::Kv for KvService {
             revision: request.revision,
             physical: request.physical,
         });
-        match self.write(command).await? {
+        match self.write(command, None).await? {
             CommandResponse::Compact(r) => Ok(Response::new(pb::CompactionResponse {
                 header: Some(self.api.header(r.revision)),
             })),

@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status, Streaming};
 use yizhi_kv::{Command, CommandResponse, KvError};
 use yizhi_proto::etcdserverpb as pb;
 
-use super::{Api, kv_status, propose_status};
+use super::{Api, exactly_once, kv_status, propose_status};
 use crate::node::lessor::wall_clock_ms;
 
 /// Keep-alive answers queued toward one client before its stream's task waits for it to read.
@@ -108,6 +108,7 @@ impl pb::lease_server::Lease for LeaseService {
         &self,
         request: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        let tag = exactly_once::client_seq(request.metadata())?;
         let request = request.into_inner();
         self.api.check_size(request.encoded_len())?;
         super::maintenance::check_space(&self.api, super::maintenance::LEASE_GRANT_COST_BYTES)?;
@@ -116,13 +117,18 @@ impl pb::lease_server::Lease for LeaseService {
             ttl_secs: request.ttl,
             now_ms: wall_clock_ms(),
         });
+        let command = exactly_once::wrap(command, tag);
         match write(&self.api, command).await?.map_err(|e| kv_status(&e))? {
-            CommandResponse::LeaseGrant(r) => Ok(Response::new(pb::LeaseGrantResponse {
-                header: Some(self.api.header(r.revision)),
-                id: r.id,
-                ttl: r.ttl_secs,
-                error: String::new(),
-            })),
+            CommandResponse::LeaseGrant(r) => {
+                let mut response = Response::new(pb::LeaseGrantResponse {
+                    header: Some(self.api.header(r.revision)),
+                    id: r.id,
+                    ttl: r.ttl_secs,
+                    error: String::new(),
+                });
+                exactly_once::confirm(&mut response, tag);
+                Ok(response)
+            }
             _ => Err(unexpected("lease grant")),
         }
     }
@@ -131,14 +137,17 @@ impl pb::lease_server::Lease for LeaseService {
         &self,
         request: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        let tag = exactly_once::client_seq(request.metadata())?;
         let id = request.into_inner().id;
-        match write(&self.api, Command::LeaseRevoke { id })
-            .await?
-            .map_err(|e| kv_status(&e))?
-        {
-            CommandResponse::LeaseRevoke(r) => Ok(Response::new(pb::LeaseRevokeResponse {
-                header: Some(self.api.header(r.revision)),
-            })),
+        let command = exactly_once::wrap(Command::LeaseRevoke { id }, tag);
+        match write(&self.api, command).await?.map_err(|e| kv_status(&e))? {
+            CommandResponse::LeaseRevoke(r) => {
+                let mut response = Response::new(pb::LeaseRevokeResponse {
+                    header: Some(self.api.header(r.revision)),
+                });
+                exactly_once::confirm(&mut response, tag);
+                Ok(response)
+            }
             _ => Err(unexpected("lease revoke")),
         }
     }

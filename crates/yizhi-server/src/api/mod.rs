@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod consistency;
 pub mod convert;
 pub mod election;
+pub mod exactly_once;
 pub mod health;
 pub mod kv;
 pub mod lease;
@@ -91,6 +92,14 @@ pub fn kv_status(error: &KvError) -> Status {
         KvError::Compacted { .. } | KvError::FutureRevision => {
             Status::out_of_range(format!("etcdserver: {error}"))
         }
+        KvError::InvalidClientSeq => Status::invalid_argument(error.to_string()),
+        KvError::ClientSessionExpired { .. }
+        | KvError::SequenceAcknowledged { .. }
+        | KvError::DuplicateResponseNotRetained { .. } => Status::failed_precondition(error.to_string()),
+        // Refusals of the exactly-once table: nothing was applied, a later retry may succeed.
+        KvError::TooManyClientSessions
+        | KvError::TooManyUnacknowledged { .. }
+        | KvError::SessionMemoryFull => Status::resource_exhausted(error.to_string()),
         KvError::Backend(_) => Status::internal(format!("etcdserver: {error}")),
     }
 }
