@@ -209,6 +209,24 @@ impl Client {
         method: &'static str,
         retry: Retry,
         request: Req,
+        send: F,
+    ) -> Result<Resp>
+    where
+        Req: Clone,
+        F: FnMut(Channel, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<Resp>, Status>>,
+    {
+        self.unary_with_metadata(method, retry, MetadataMap::new(), request, send)
+            .await
+    }
+
+    /// [`Client::unary`] with metadata of the call's own (`extra`) besides the hook's.
+    pub(crate) async fn unary_with_metadata<Req, Resp, F, Fut>(
+        &self,
+        method: &'static str,
+        retry: Retry,
+        extra: MetadataMap,
+        request: Req,
         mut send: F,
     ) -> Result<Resp>
     where
@@ -216,7 +234,12 @@ impl Client {
         F: FnMut(Channel, tonic::Request<Req>) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<Resp>, Status>>,
     {
-        let metadata = self.call_metadata(method, retry);
+        let mut metadata = self.call_metadata(method, retry);
+        for entry in extra.iter() {
+            if let tonic::metadata::KeyAndValueRef::Ascii(key, value) = entry {
+                metadata.insert(key.clone(), value.clone());
+            }
+        }
         let sequencer = &self.inner.sequencer;
         // A write that could apply twice gets a sequence number, the same for all its attempts.
         let ticket = match retry {

@@ -138,6 +138,16 @@ async fn a_member_without_quorum_serves_serializable_and_fresh_bounded_reads_onl
         .expect("a bounded read within its bound answers without a quorum")
         .into_inner();
     assert_eq!(value_of(&response).as_deref(), Some("before"));
+    // The same through yizhi-client's read option.
+    let client = yizhi_client::Client::connect(&[cluster.client_url(survivor)])
+        .await
+        .expect("client");
+    let options = yizhi_client::GetOptions::new().bounded_staleness(Duration::from_secs(600));
+    let response = client
+        .get("level/q", options)
+        .await
+        .expect("bounded get through the client");
+    assert_eq!(value_of(&response).as_deref(), Some("before"));
     let response = kv
         .range(get("level/q", &[("yizhi-consistency", "serializable")]))
         .await
