@@ -660,7 +660,7 @@ impl History {
         self.ops.iter().zip(&self.op_ids).filter_map(resolve).collect()
     }
 
-    fn returned(
+    pub(crate) fn returned(
         &mut self,
         client_id: u64,
         op_id: u64,
@@ -679,7 +679,7 @@ impl History {
         });
     }
 
-    fn unknown(&mut self, client_id: u64, op_id: u64, input: MvccInput, invoke_time: u64) {
+    pub(crate) fn unknown(&mut self, client_id: u64, op_id: u64, input: MvccInput, invoke_time: u64) {
         self.op_ids.push(op_id);
         self.ops.push(Operation {
             client_id,

@@ -131,6 +131,14 @@ pub enum Violation {
         revision: i64,
         detail: String,
     },
+    /// The exactly-once counter: a replica's count is not the number of acknowledged increments
+    /// (or exceeds the increments ever issued), or a refusal left an increment's fate unknown.
+    CounterNotExact {
+        node: Option<NodeId>,
+        version: Option<i64>,
+        acknowledged: u64,
+        detail: String,
+    },
     /// A bounded-staleness read missed a write acknowledged longer than its bound before it.
     BoundedReadTooStale {
         client_id: u64,
@@ -171,6 +179,7 @@ impl Violation {
             Violation::ReadWentBackwards { .. } => "read-session-monotonic",
             Violation::ReadStateNeverExisted { .. } => "read-state-existed",
             Violation::BoundedReadTooStale { .. } => "bounded-staleness",
+            Violation::CounterNotExact { .. } => "counter-exactly-once",
             Violation::NoLeaderAfterHeal { .. } => "liveness-leader",
             Violation::NoProgressAfterHeal { .. } => "liveness-progress",
             Violation::Panic { .. } => "panic",
@@ -194,6 +203,7 @@ impl Violation {
             Violation::ReadWentBackwards { node, .. }
             | Violation::ReadStateNeverExisted { node, .. }
             | Violation::BoundedReadTooStale { node, .. } => vec![node],
+            Violation::CounterNotExact { node, .. } => node.into_iter().collect(),
             _ => Vec::new(),
         }
     }

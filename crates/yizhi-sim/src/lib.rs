@@ -43,18 +43,29 @@
 //!   answer's revision; and a bounded read's revision covers every write acknowledged to any
 //!   client at or before `invoke − B·tick_interval_ms/10` of the serving node (its clock skew,
 //!   exactly).
+//! - **Exactly-once counter** ([`counter`]): every seed runs a counter client that increments a
+//!   reserved key (`counter`, outside the workload's keys) by `Put`, each increment wrapped in
+//!   `Command::Deduped` (fixed client id, `seq` = increment number, `acked_below` = `seq`,
+//!   `now_ms` = sim time) and retried as the very same bytes, to any node, after a timeout, a
+//!   refusal or a lost slot, until acknowledged. A replica never counts more than were issued;
+//!   after the heal the counter finishes its in-flight increment and every up replica that applied
+//!   everything must hold the key at `version` = acknowledged increments, exactly. The increments
+//!   are in the judged history too (one `Put` per increment, from its first attempt to its
+//!   acknowledgement), since they move the revision every other answer reports.
 //! - **Invariants** ([`invariants`]): checked after every event; the run stops at the first one
 //!   broken. Replicas at the same applied index must have the same `MvccStore::state_hash`. After the fault phase the network heals, a majority is up, and a leader plus a probe
 //!   write must get through within bounds (liveness).
 //! - **Self-test**: [`node::Mutation`] plants a deliberate runtime bug (send before fsync, ack
 //!   before commit, reads without ReadIndex, a disk that forgets votes or promises, bounded reads
-//!   that ignore their bound, serializable reads from an older state or under a later revision);
+//!   that ignore their bound, serializable reads from an older state or under a later revision,
+//!   nodes that strip the `Deduped` wrapper);
 //!   the tests require that some seed catches each one.
 //! - **Determinism**: every event is folded into an FNV-1a trace hash;
 //!   [`run::check_determinism`] runs a seed twice and compares.
 
 pub mod client;
 pub mod config;
+pub mod counter;
 pub mod disk;
 pub mod engines;
 pub mod faults;

@@ -49,10 +49,12 @@ pub enum Mutation {
     /// Answer serializable reads with the data one revision back but the current revision in the
     /// header: a state that never existed at the revision it claims.
     SerializableMisdated,
+    /// Strip the `Deduped` wrapper before proposing, so a retried request applies again.
+    NoDedupe,
 }
 
 impl Mutation {
-    pub const ALL: [Mutation; 8] = [
+    pub const ALL: [Mutation; 9] = [
         Mutation::SendBeforeSync,
         Mutation::AckOnPropose,
         Mutation::StaleReads,
@@ -61,6 +63,7 @@ impl Mutation {
         Mutation::BoundedIgnoresBound,
         Mutation::SerializableGoesBack,
         Mutation::SerializableMisdated,
+        Mutation::NoDedupe,
     ];
 
     pub fn by_name(name: &str) -> Option<Mutation> {
@@ -81,6 +84,7 @@ impl Mutation {
             Mutation::BoundedIgnoresBound => "bounded-ignores-bound",
             Mutation::SerializableGoesBack => "serializable-goes-back",
             Mutation::SerializableMisdated => "serializable-misdated",
+            Mutation::NoDedupe => "no-dedupe",
         }
     }
 }
@@ -158,6 +162,9 @@ struct PendingWrite {
     proposed_at_ms: u64,
     /// The proposed command, to recognise it where the term alone cannot (Paxos re-proposals).
     data: Bytes,
+    /// A `Deduped` command: identical bytes are one request however many attempts sent them, so
+    /// a slot holding them answers every attempt alike (the state machine applies them once).
+    deduped: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -356,6 +363,12 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
         if self.pending_write_count() >= MAX_PENDING_WRITES_PER_NODE {
             return Some(Reply::Rejected);
         }
+        let data = match (self.mutation, command) {
+            (Mutation::NoDedupe, Command::Deduped { command: inner, .. }) => {
+                Bytes::from(yizhi_kv::encode_command(inner))
+            }
+            _ => data.clone(),
+        };
         let proposed = self.engine_mut().propose(data.clone());
         if let Ok(position) = proposed {
             ctx.checker
@@ -372,7 +385,8 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
                     op_id: req.op_id,
                     position,
                     proposed_at_ms: ctx.now_ms,
-                    data: data.clone(),
+                    data,
+                    deduped: matches!(command, Command::Deduped { .. }),
                 };
                 self.pending_writes
                     .entry(position.index)
@@ -600,7 +614,7 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
 
     /// Raft: the proposal took effect iff the applied entry has its term. Multi-Paxos: iff the
     /// slot holds its bytes; a term match (its own ballot) or bytes nobody else proposed prove
-    /// those bytes are this proposal's.
+    /// those bytes are this proposal's, and for a `Deduped` request any attempt's bytes are it.
     fn fate(&self, pending: &PendingWrite, entry: &yizhi_engine::Entry, checker: &Checker) -> WriteFate {
         let same_term = pending.position.term == entry.term;
         if self.term_identifies_value {
@@ -613,11 +627,18 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
         let same_bytes = matches!(&entry.payload, EntryPayload::Normal(d) if *d == pending.data);
         if !same_bytes {
             WriteFate::Failed
-        } else if same_term || checker.proposers_of(&pending.data) == 1 {
+        } else if same_term || pending.deduped || checker.proposers_of(&pending.data) == 1 {
             WriteFate::TookEffect
         } else {
             WriteFate::Ambiguous
         }
+    }
+
+    /// The `version` of the one key `request` reads (0 when absent): the exactly-once counter.
+    pub fn key_version(&self, request: &RangeRequest) -> i64 {
+        let response = self.range(request);
+        assert!(response.kvs.len() <= 1, "a one-key read returned {response:?}");
+        response.kvs.first().map_or(0, |kv| kv.version)
     }
 
     fn range(&self, request: &RangeRequest) -> RangeResponse {

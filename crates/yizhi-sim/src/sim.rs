@@ -16,6 +16,7 @@ use crate::client::{
     WriteKnowledge,
 };
 use crate::config::{CLIENT_DELAY_MS_MAX, SimConfig};
+use crate::counter::{CounterClient, CounterStep};
 use crate::disk::Disk;
 use crate::faults::{FaultProfile, plan_epoch};
 use crate::invariants::{Attribution, Checker, Violation, check_log_matching};
@@ -79,6 +80,10 @@ enum Event<M> {
     },
     ClientTimeout {
         client: usize,
+        op_id: u64,
+    },
+    CounterWake,
+    CounterTimeout {
         op_id: u64,
     },
     FaultEpoch,
@@ -154,6 +159,9 @@ pub struct RunReport {
     pub reads_checked: [u64; 3],
     /// Bounded reads a node answered at once (a recent barrier covered them).
     pub bounded_reads_served_locally: u64,
+    /// Counter increments acknowledged, and the attempts (retries included) they took.
+    pub counter_increments: u64,
+    pub counter_attempts: u64,
     pub lincheck: LincheckVerdict,
     /// Wall-clock time the linearizability check took (0 when skipped). Not part of the run's
     /// deterministic outcome: for measuring the checker only.
@@ -180,6 +188,8 @@ pub(crate) struct Sim<'f, F: EngineFactory> {
     network: Network,
     /// Regular clients, then the liveness probe last.
     clients: Vec<Client>,
+    /// The exactly-once counter client (its id follows the probe's).
+    counter: CounterClient,
     history: History,
     /// What the state machine answered each client write some replica applied (the first to apply
     /// it), by `(client_id, op_id)`.
@@ -243,6 +253,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             .collect();
         let network = Network::new(&ids, |from, to| config.link(from, to));
         let clients = (1..=config.client_count + 1).map(Client::new).collect();
+        let counter = CounterClient::new(config.client_count + 2);
         Sim {
             factory,
             config,
@@ -252,6 +263,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             nodes,
             network,
             clients,
+            counter,
             history: History::default(),
             applied_writes: BTreeMap::new(),
             maybe_applied: BTreeSet::new(),
@@ -300,6 +312,8 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             let at = self.rng.clients.range_inclusive(0, 100);
             self.schedule(at, Event::ClientWake { client });
         }
+        let counter_at = self.rng.clients.range_inclusive(0, 100);
+        self.schedule(counter_at, Event::CounterWake);
         self.schedule(0, Event::FaultEpoch);
         self.schedule(self.config.fault_phase_ms, Event::Heal);
         self.schedule(CHECK_PERIOD_MS, Event::Check);
@@ -372,6 +386,18 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             }
             Event::ClientTimeout { client, op_id } => {
                 self.on_client_timeout(client, op_id);
+                Ok(())
+            }
+            Event::CounterWake => {
+                self.on_counter_wake();
+                Ok(())
+            }
+            Event::CounterTimeout { op_id } => {
+                if self.counter.on_timeout(op_id) {
+                    self.trace
+                        .record(self.now_ms, None, format_args!("counter op {op_id} timed out"));
+                    self.schedule_counter_wake(NextStep::Retry { delay_ms: 0 });
+                }
                 Ok(())
             }
             Event::FaultEpoch => {
@@ -606,6 +632,15 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
                 self.reads.observe_ack(self.now_ms, response);
             }
         }
+        if reply.client_id == self.counter.client_id {
+            let step = match self.counter.on_reply(&reply, &mut self.history)? {
+                CounterStep::Ignore => return Ok(()),
+                CounterStep::Retry => NextStep::Retry { delay_ms: 0 },
+                CounterStep::Acknowledged => NextStep::Think { delay_ms: 0 },
+            };
+            self.schedule_counter_wake(step);
+            return Ok(());
+        }
         let index = (reply.client_id - 1) as usize;
         if let Reply::Read(response) = &reply.reply
             && let Some(read) = self.clients[index].read_in_flight(reply.op_id)
@@ -696,6 +731,55 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
         );
         let timeout = self.now_ms + self.config.workload.timeout_ms;
         self.schedule(timeout, Event::ClientTimeout { client, op_id });
+    }
+
+    /// Draws the delay before the counter's next attempt (a retry) or increment (a think).
+    fn schedule_counter_wake(&mut self, step: NextStep) {
+        let workload = &self.config.workload;
+        let delay_ms = match step {
+            NextStep::Retry { .. } if self.counter.leader_hint.is_some() => 1,
+            NextStep::Retry { .. } => self.rng.clients.range_inclusive(1, workload.retry_backoff_ms_max),
+            NextStep::Think { .. } => self.rng.clients.range_inclusive(0, workload.think_ms_max),
+            NextStep::Ignore => return,
+        };
+        self.schedule(self.now_ms + delay_ms, Event::CounterWake);
+    }
+
+    /// The counter increments during the fault phase; afterwards it only finishes the increment
+    /// it started, retrying the same request until it is acknowledged.
+    fn on_counter_wake(&mut self) {
+        if self.counter.is_waiting() {
+            return;
+        }
+        if !self.counter.has_unacknowledged() {
+            if self.phase != Phase::Faults || self.history.len() >= crate::client::MAX_HISTORY_OPS {
+                return;
+            }
+            let invoke_time = self.history.now();
+            self.counter.begin_increment(self.now_ms, invoke_time);
+        }
+        if self.phase == Phase::Done {
+            return;
+        }
+        let request = self.counter.attempt();
+        let node_count = self.nodes.len() as u64;
+        let target = match (self.counter.leader_hint, self.counter.last_target) {
+            (Some(hint), _) => hint,
+            (None, Some(last)) => last % node_count + 1,
+            (None, None) => self.rng.clients.range_inclusive(1, node_count),
+        };
+        self.counter.last_target = Some(target);
+        let op_id = request.op_id;
+        let at = self.now_ms + self.rng.clients.range_inclusive(1, CLIENT_DELAY_MS_MAX);
+        self.schedule(
+            at,
+            Event::Request {
+                node: target,
+                request,
+            },
+        );
+        let timeout = self.now_ms + self.config.workload.timeout_ms;
+        self.schedule(timeout, Event::CounterTimeout { op_id });
     }
 
     /// The leader hint, else the nodes in turn (as real clients do), so that a run of bad luck
@@ -883,6 +967,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
         }
         self.checker.check_acked_writes()?;
         self.check_state_hashes()?;
+        self.check_counter_bound()?;
         if let Phase::Liveness { healed_at_ms } = self.phase {
             self.check_liveness(healed_at_ms)?;
         }
@@ -903,7 +988,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             return Ok(());
         };
         let probe = self.clients.last().expect("the probe client exists");
-        let probe_done = probe.acked_writes > 0 && !probe.is_busy();
+        let probe_done = probe.acked_writes > 0 && !probe.is_busy() && !self.counter.has_unacknowledged();
         let leader_commit = self.node(leader).engine().map_or(0, |e| e.status().commit);
         let lagging: Vec<String> = self
             .nodes
@@ -963,8 +1048,55 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
         Ok(())
     }
 
+    /// At any time no replica counts more increments than were ever issued: a retry that
+    /// applied twice shows here first.
+    fn check_counter_bound(&self) -> Result<(), Violation> {
+        let issued = self.counter.acknowledged + u64::from(self.counter.has_unacknowledged());
+        let read = CounterClient::read_request();
+        for n in self.nodes.iter().filter(|n| n.is_up()) {
+            let version = n.key_version(&read);
+            if version > issued as i64 {
+                return Err(Violation::CounterNotExact {
+                    node: Some(n.id),
+                    version: Some(version),
+                    acknowledged: self.counter.acknowledged,
+                    detail: format!("more increments applied than the {issued} issued"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The counter proof: with every increment acknowledged, each up replica that applied
+    /// everything counts exactly the acknowledged increments.
+    fn check_counter_exact(&self) -> Result<(), Violation> {
+        assert!(
+            !self.counter.has_unacknowledged(),
+            "the run ended with an increment unfinished"
+        );
+        let newest = self.nodes.iter().filter(|n| n.is_up()).map(|n| n.applied()).max();
+        let read = CounterClient::read_request();
+        for n in self
+            .nodes
+            .iter()
+            .filter(|n| n.is_up() && Some(n.applied()) == newest)
+        {
+            let version = n.key_version(&read);
+            if version != self.counter.acknowledged as i64 {
+                return Err(Violation::CounterNotExact {
+                    node: Some(n.id),
+                    version: Some(version),
+                    acknowledged: self.counter.acknowledged,
+                    detail: format!("after {} attempts", self.counter.attempts),
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn final_checks(&mut self) -> Result<(), Violation> {
         self.check_state_hashes()?;
+        self.check_counter_exact()?;
         for client in self.clients.iter_mut() {
             client.abandon(&mut self.history);
         }
@@ -989,6 +1121,8 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             committed_entries: self.checker.committed_len(),
             reads_checked: self.reads.checked_by_level,
             bounded_reads_served_locally: self.nodes.iter().map(|n| n.bounded_reads_served_locally).sum(),
+            counter_increments: self.counter.acknowledged,
+            counter_attempts: self.counter.attempts,
             lincheck,
             lincheck_wall_us: 0,
             violation,

@@ -116,3 +116,18 @@ fn serializable_reads_claiming_a_revision_they_do_not_show_are_caught_for_paxos(
         "{found:?}"
     );
 }
+
+/// With the `Deduped` wrapper stripped, a retried increment that had applied applies again, and
+/// the counter ends above the acknowledged count.
+#[test]
+fn retries_applied_twice_without_dedupe_are_caught_by_the_counter() {
+    for found in [
+        first_violation(Mutation::NoDedupe, PROFILE_STANDARD),
+        first_violation_of(&PaxosFactory, Mutation::NoDedupe, PROFILE_STANDARD),
+    ] {
+        assert!(
+            matches!(found, Some((_, Violation::CounterNotExact { .. }))),
+            "{found:?}"
+        );
+    }
+}
