@@ -84,6 +84,9 @@ pub struct ServerConfig {
     /// Most operations in one txn (each of compare, success, failure).
     #[arg(long, env = "YIZHI_MAX_TXN_OPS", default_value_t = 128)]
     pub max_txn_ops: usize,
+    /// Comma-separated URLs to serve Prometheus metrics on (`GET /metrics`) [default: none].
+    #[arg(long, env = "YIZHI_LISTEN_METRICS_URLS")]
+    pub listen_metrics_urls: Option<String>,
     /// Consensus protocol of a new cluster.
     #[arg(long, env = "YIZHI_ENGINE", value_enum, default_value = "raft")]
     pub engine: EngineKind,

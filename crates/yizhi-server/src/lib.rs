@@ -6,6 +6,7 @@ pub mod bench;
 pub mod cluster;
 pub mod config;
 pub mod coord;
+pub mod metrics;
 pub mod node;
 pub mod server;
 pub mod transport;

@@ -78,6 +78,12 @@ fn try_run(config: ServerConfig) -> Result<(), String> {
         .split(',')
         .map(|u| parse_url(u.trim()))
         .collect::<Result<_, _>>()?;
+    let metrics_addrs: Vec<String> = config
+        .listen_metrics_urls
+        .iter()
+        .flat_map(|urls| urls.split(','))
+        .map(|u| parse_url(u.trim()))
+        .collect::<Result<_, _>>()?;
     let peer_addr = parse_url(
         config
             .listen_peer_urls
@@ -122,6 +128,7 @@ fn try_run(config: ServerConfig) -> Result<(), String> {
             peers = %config.listen_peer_urls,
             "member started"
         );
+        crate::metrics::serve(handle.clone(), metrics_addrs).await?;
         let api = crate::api::ApiConfig {
             max_request_bytes: config.max_request_bytes,
             quota_backend_bytes: config.quota_backend_bytes,

@@ -213,3 +213,57 @@ async fn a_counter_ends_at_exactly_its_acknowledged_increments_across_a_leader_k
         "every acknowledged increment applied exactly once"
     );
 }
+
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("metrics port");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("request");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("response");
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    text
+}
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_table_is_counted_in_the_metrics() {
+    let port = common::free_ports(1)[0];
+    let addr = format!("127.0.0.1:{port}");
+    let url = format!("http://{addr}");
+    let cluster = Cluster::start(1, &["--listen-metrics-urls", &url]).await;
+    let _logs = cluster.logs_on_panic();
+    let before = scrape(&addr);
+    assert_eq!(metric(&before, "yizhi_session_clients"), 0);
+    for seq in ["1", "1", "2"] {
+        cluster
+            .kv_client(0)
+            .put(tagged(
+                put_request("m/k", "v"),
+                &[("yizhi-client-id", "5"), ("yizhi-seq", seq)],
+            ))
+            .await
+            .expect("tagged put");
+    }
+    let after = scrape(&addr);
+    assert_eq!(metric(&after, "yizhi_session_clients"), 1);
+    assert_eq!(metric(&after, "yizhi_session_duplicates_answered_total"), 1);
+    assert!(metric(&after, "yizhi_session_stored_responses") >= 1);
+    assert!(metric(&after, "yizhi_session_stored_bytes") > 0);
+    assert_eq!(metric(&after, "yizhi_server_is_leader"), 1);
+    assert!(metric(&after, "yizhi_server_applied_index") > metric(&before, "yizhi_server_applied_index"));
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(&addr).expect("metrics port");
+    stream
+        .write_all(b"GET /secrets HTTP/1.1\r\n\r\n")
+        .expect("request");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("response");
+    assert!(text.starts_with("HTTP/1.1 404"), "{text}");
+}
