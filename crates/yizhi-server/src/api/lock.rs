@@ -13,12 +13,13 @@
 //! leases (etcd-io/etcd#11456, found by Jepsen); here a waiter whose lease is gone gets etcd's
 //! "requested lease not found" and its key is deleted.
 //!
-//! Waiting is a loop over the member's applied-batch signal (`subscribe_applied`) that re-reads
-//! the predecessor in the local store, and only when the store's revision moved (keep-alives move
-//! none). Compared with a watch in the hub per waiter, this holds no hub slot (the hub's limit is
-//! shared with client watches) and buffers no events; a wake costs one index lookup. A local read
-//! may lag the cluster but never goes backwards, and a deletion it shows is committed; the final
-//! check is linearizable.
+//! Waiting registers the predecessor's key and the waiter's own key with the member's deletion
+//! registry (`node::deletions`), which the applier consults for each applied delete: a release
+//! wakes exactly the waiters of that key, whatever else is applied meanwhile, and a wake costs two
+//! index lookups. Compared with a watch in the hub per waiter, this holds no hub slot (the hub's
+//! limit is shared with client watches) and buffers no events. A local read may lag the cluster
+//! but never goes backwards, and a deletion it shows is committed; the final check is
+//! linearizable.
 //!
 //! Bounds: at most [`MAX_WAITERS`] Lock and Campaign calls wait at once per client listener (a
 //! member serves one listener per client URL); beyond that a call fails with ResourceExhausted
@@ -44,7 +45,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use prost::Message;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tonic::{Request, Response, Status};
 use yizhi_kv::{Command, CommandResponse, KeyValue, RangeRequest, ResponseOp, SortOrder, SortTarget};
 use yizhi_proto::etcdserverpb as pb;
@@ -161,10 +162,9 @@ enum Turn {
     Granted {
         revision: i64,
     },
-    /// Waiting for `predecessor`; `revision` is the store revision of the look.
+    /// Waiting for `predecessor` to be deleted.
     Behind {
         predecessor: KeyValue,
-        revision: i64,
     },
     Lost(Status),
 }
@@ -321,17 +321,13 @@ async fn queue_txn(api: &Api, prefix: &Bytes, lease: i64, value: Bytes) -> Resul
 
 /// Waits until `queued` owns the queue under `prefix`; returns the store revision of the grant.
 pub(super) async fn wait_for_turn(api: &Api, prefix: &Bytes, queued: &Queued) -> Result<i64, Status> {
-    let mut applied = api.node.shared.subscribe_applied();
     loop {
         // This member applied the enqueue before answering it, so the local store has the key.
         let local = check_turn(&api.node.shared.store.read().expect("store lock"), prefix, queued);
         match local? {
             Turn::Lost(status) => return Err(status),
-            Turn::Behind {
-                predecessor,
-                revision,
-            } => {
-                wait_until_deleted(api, &mut applied, &predecessor, queued, revision).await?;
+            Turn::Behind { predecessor, .. } => {
+                wait_until_deleted(api, &predecessor, queued).await?;
                 continue;
             }
             Turn::Granted { .. } => {}
@@ -361,10 +357,7 @@ fn check_turn(store: &Store, prefix: &Bytes, queued: &Queued) -> Result<Turn, St
     }
     let revision = store.current_revision();
     match predecessor(store, prefix, queued.create_revision)? {
-        Some(predecessor) => Ok(Turn::Behind {
-            predecessor,
-            revision,
-        }),
+        Some(predecessor) => Ok(Turn::Behind { predecessor }),
         None => Ok(Turn::Granted { revision }),
     }
 }
@@ -428,30 +421,27 @@ pub(super) fn first_created(store: &Store, prefix: &Bytes) -> Result<Option<KeyV
 }
 
 /// Returns once `predecessor` is deleted (or our own key is: the caller then finds it lost).
-async fn wait_until_deleted(
-    api: &Api,
-    applied: &mut watch::Receiver<u64>,
-    predecessor: &KeyValue,
-    queued: &Queued,
-    looked_at_revision: i64,
-) -> Result<(), Status> {
-    let mut looked_at_revision = looked_at_revision;
+async fn wait_until_deleted(api: &Api, predecessor: &KeyValue, queued: &Queued) -> Result<(), Status> {
+    let deletions = &api.node.shared.deletions;
+    let wake = Arc::new(Notify::new());
+    // Registered before the store is read, so a delete applied in between leaves a permit.
+    let registrations = (
+        deletions.register(predecessor.key.clone(), wake.clone()),
+        deletions.register(queued.key.clone(), wake.clone()),
+    );
+    let (Some(_predecessor_registration), Some(_own_registration)) = registrations else {
+        return Err(Status::resource_exhausted("etcdserver: too many requests"));
+    };
     loop {
-        applied
-            .changed()
-            .await
-            .map_err(|_| Status::unavailable("etcdserver: server stopped"))?;
-        let store = api.node.shared.store.read().expect("store lock");
-        let revision = store.current_revision();
-        if revision == looked_at_revision {
-            continue; // Keep-alives and the like: no key changed.
+        {
+            let store = api.node.shared.store.read().expect("store lock");
+            let predecessor_lives = holds_incarnation(&store, &predecessor.key, predecessor.create_revision)?;
+            let own_lives = holds_incarnation(&store, &queued.key, queued.create_revision)?;
+            if !predecessor_lives || !own_lives {
+                return Ok(());
+            }
         }
-        looked_at_revision = revision;
-        let predecessor_lives = holds_incarnation(&store, &predecessor.key, predecessor.create_revision)?;
-        let own_lives = holds_incarnation(&store, &queued.key, queued.create_revision)?;
-        if !predecessor_lives || !own_lives {
-            return Ok(());
-        }
+        wake.notified().await;
     }
 }
 

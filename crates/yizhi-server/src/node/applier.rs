@@ -113,6 +113,8 @@ impl<M> Applier<M> {
             for revision_events in &events {
                 hub.notify(revision_events);
             }
+            drop(hub);
+            self.shared.deletions.notify(&events);
         }
         self.shared.wake_watchers();
         {
@@ -157,6 +159,7 @@ impl<M> Applier<M> {
         self.applied = index;
         self.last_snapshot_index = index;
         self.shared.wake_watchers();
+        self.shared.deletions.notify_all();
         self.release_reads();
         self.shared.set_applied(index);
     }

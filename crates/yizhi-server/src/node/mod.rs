@@ -11,6 +11,7 @@
 //! which answers once it has applied that index → the handler reads the store locally.
 
 pub mod applier;
+pub mod deletions;
 pub mod driver;
 pub mod engines;
 pub mod lessor;
@@ -116,6 +117,8 @@ pub struct Shared {
     /// acknowledged before that instant is applied here, which is what a bounded-staleness read
     /// relies on ([`NodeHandle::bounded_read_barrier`]).
     completed_barrier_start: Mutex<Option<Instant>>,
+    /// Tasks waiting for a key's deletion (Lock and Campaign waiters).
+    pub deletions: deletions::DeletionWaiters,
 }
 
 impl Shared {
@@ -352,6 +355,7 @@ where
         applied: AtomicU64::new(applied),
         applied_signal,
         completed_barrier_start: Mutex::new(None),
+        deletions: Default::default(),
     });
 
     let peers: BTreeMap<NodeId, String> = options
