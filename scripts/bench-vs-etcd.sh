@@ -13,6 +13,9 @@
 #   --quick       ~2-minute smoke run (1 repeat, 3 s per run, 2 failover tries)
 #   --repeats N   runs of each workload per system (default 3; 1 with --quick)
 #   --duration S  seconds per run (default 8; 3 with --quick)
+#   --workloads L only these workloads (comma-separated names, "none" for none)
+#   --failover-tries N  kill -9 rounds per system (default 5; 2 with --quick)
+#   --rss-1m      also fill each cluster with 1M keys of 256 B and report its members' RSS
 #   --no-docs     leave docs/ alone (results stay in the work directory)
 #   --keep        keep the work directory (data dirs, logs, JSON results)
 #
@@ -26,6 +29,9 @@ DURATION=""
 WRITE_DOCS=1
 KEEP=0
 MODE=etcd
+ONLY_WORKLOADS=""
+FAILOVER_TRIES_ARG=""
+RSS_1M=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --engines) MODE=engines ;;
@@ -34,7 +40,10 @@ while [ $# -gt 0 ]; do
         --duration) DURATION=$2; shift ;;
         --no-docs) WRITE_DOCS=0 ;;
         --keep) KEEP=1 ;;
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        --workloads) ONLY_WORKLOADS=$2; shift ;;
+        --failover-tries) FAILOVER_TRIES_ARG=$2; shift ;;
+        --rss-1m) RSS_1M=1 ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
@@ -44,6 +53,7 @@ if [ "$QUICK" = 1 ]; then
 else
     REPEATS=${REPEATS:-3}; DURATION=${DURATION:-8}; FAILOVER_TRIES=5; KEY_SPACE=10000
 fi
+FAILOVER_TRIES=${FAILOVER_TRIES_ARG:-$FAILOVER_TRIES}
 COMMAND_LINE="scripts/bench-vs-etcd.sh --repeats $REPEATS --duration $DURATION"
 [ "$QUICK" = 1 ] && COMMAND_LINE="scripts/bench-vs-etcd.sh --quick"
 # The two systems compared, the first being the baseline of the ratios.
@@ -188,6 +198,7 @@ for repeat in $(seq 1 "$REPEATS"); do
     for entry in "${WORKLOADS[@]}"; do
         name=${entry%%|*}
         args=${entry#*|}
+        if [ -n "$ONLY_WORKLOADS" ] && [[ ",$ONLY_WORKLOADS," != *",$name,"* ]]; then continue; fi
         for system in "${SYSTEMS[@]}"; do
             out=$RESULTS/$name.$system.$repeat.json
             log "run $repeat/$REPEATS: $name on $system"
@@ -218,6 +229,21 @@ for try in $(seq 1 "$FAILOVER_TRIES"); do
     done
 done
 for system in "${SYSTEMS[@]}"; do wait_ready "$system"; done
+
+# Memory with a million keys: fill each cluster (sequential keys, 256-byte values), then sample.
+if [ "$RSS_1M" = 1 ]; then
+    for system in "${SYSTEMS[@]}"; do
+        wait_ready "$system"
+        log "filling $system with 1,000,000 keys"
+        "$YIZHI" bench put --target-leader --conns 32 --clients 256 --total 1000000 --key-space 1000000 \
+            --sequential-keys --endpoints "$(endpoints_of "$system")" --pids "$(pids_of "$system")" --json \
+            >"$RESULTS/rss-1m.$system.json" 2>>"$RESULTS/bench.log" || log "  fill of $system reported errors"
+        sleep 5 # let compaction-free steady state settle (snapshots, flushes)
+        for i in 1 2 3; do
+            grep VmRSS "/proc/${PID[$system$i]}/status" | awk '{print $2}' >>"$RESULTS/rss-1m.$system.kib" || true
+        done
+    done
+fi
 
 log "machine floor"
 "$YIZHI" bench floor --dir "$WORK" --samples 200 --json >"$RESULTS/floor.json"
@@ -378,6 +404,16 @@ out.append(f"Machine floor (measured before / after the runs): 4 KiB append + fd
            f"A put is durable on 2 of 3 members: with the leader's and a follower's fsync in sequence the floor is 2 × fsync + RTT = "
            f"**{both('floor_us', None)}**; a leader that sends appends before its own write (etcd; Yizhi's Raft) overlaps them: "
            f"1 × fsync + RTT = **{both('overlapped_floor_us', None)}**.")
+rss = {}
+for system in SYSTEMS:
+    path = os.path.join(results, f"rss-1m.{system}.kib")
+    if os.path.exists(path):
+        rss[system] = [int(x) / 1024 for x in open(path).read().split()]
+if len(rss) == 2 and all(rss.values()):
+    out.append("")
+    out.append(f"Memory after filling each cluster with 1,000,000 keys of 256 B (`--rss-1m`): RSS per member "
+               + "; ".join(f"{LABEL[s]} " + " / ".join(f"{v:,.0f}" for v in rss[s]) + " MiB" for s in SYSTEMS)
+               + f"; {LABEL[B]}/{LABEL[A]} (largest member) **{max(rss[B]) / max(rss[A]):.2f}**.")
 if error_notes:
     out.append("")
     out.append("Errors (first messages):")
