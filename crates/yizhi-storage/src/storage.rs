@@ -31,12 +31,14 @@ impl Default for WalStorageConfig {
 }
 
 /// Memory: per entry after the snapshot a 40-byte slot (term, location, size); whole entries only
-/// for the newest `max_cached_entry_bytes`; the latest snapshot (data included) as `MemStorage` does.
+/// for the newest `max_cached_entry_bytes`; of the latest snapshot only its metadata — its data
+/// (the whole state machine image, hundreds of MB for a million keys) stays in its file and is read
+/// back when a follower needs it, which is rare.
 #[derive(Debug)]
 pub struct WalStorage {
     wal: Wal,
     hard_state: HardState,
-    snapshot: Snapshot,
+    snapshot: SnapshotMeta,
     /// Invariant: `index.first_index() == snapshot.meta.index + 1`.
     index: EntryIndex,
 }
@@ -108,7 +110,7 @@ impl WalStorage {
         Ok(WalStorage {
             wal,
             hard_state: HardState::default(),
-            snapshot,
+            snapshot: snapshot.meta,
             index: EntryIndex::new(1, config.max_cached_entry_bytes),
         })
     }
@@ -152,7 +154,7 @@ impl WalStorage {
         let storage = WalStorage {
             wal,
             hard_state: replay.hard_state,
-            snapshot,
+            snapshot: snapshot.meta,
             index: replay.index,
         };
         storage.assert_invariants();
@@ -162,7 +164,7 @@ impl WalStorage {
     fn assert_invariants(&self) {
         assert_eq!(
             self.index.first_index(),
-            self.snapshot.meta.index + 1,
+            self.snapshot.index + 1,
             "index out of step with snapshot"
         );
     }
@@ -175,7 +177,8 @@ impl WalStorage {
         self.hard_state
     }
 
-    pub fn snapshot_ref(&self) -> &Snapshot {
+    /// The latest snapshot's index, term and membership (its data is in its file).
+    pub fn snapshot_meta(&self) -> &SnapshotMeta {
         &self.snapshot
     }
 
@@ -223,10 +226,10 @@ impl WalStorage {
 
     fn check_append(&self, entries: &[Entry], first: &Entry) {
         assert!(
-            first.index > self.snapshot.meta.index,
+            first.index > self.snapshot.index,
             "append at {} would overwrite the snapshot at {}",
             first.index,
-            self.snapshot.meta.index
+            self.snapshot.index
         );
         assert!(
             first.index <= self.index.last_index() + 1,
@@ -252,9 +255,9 @@ impl WalStorage {
     pub fn apply_snapshot(&mut self, snapshot: Snapshot) -> Result<()> {
         let index = snapshot.meta.index;
         assert!(
-            index >= self.snapshot.meta.index,
+            index >= self.snapshot.index,
             "snapshot at {index} is older than the stored one at {}",
-            self.snapshot.meta.index
+            self.snapshot.index
         );
         let keep_suffix = matches!(self.term(index), Ok(term) if term == snapshot.meta.term);
         let hard_state = HardState {
@@ -268,11 +271,11 @@ impl WalStorage {
     /// and releases the segments it covers.
     pub fn compact(&mut self, index: LogIndex, membership: Membership, data: bytes::Bytes) -> Result<()> {
         assert!(
-            index <= self.index.last_index().max(self.snapshot.meta.index),
+            index <= self.index.last_index().max(self.snapshot.index),
             "compact at {index} beyond last index {}",
             self.last_index()
         );
-        if index <= self.snapshot.meta.index {
+        if index <= self.snapshot.index {
             return Ok(());
         }
         let term = self.term(index).map_err(|e| WalError::Inconsistent {
@@ -312,7 +315,7 @@ impl WalStorage {
         if let Some(hs) = hard_state {
             self.hard_state = hs;
         }
-        self.snapshot = snapshot;
+        self.snapshot = snapshot.meta;
         self.assert_invariants();
         self.wal.release_through(index)?;
         snapshot_file::remove_superseded(self.wal.dir(), index, term)
@@ -342,13 +345,13 @@ impl LogStorage for WalStorage {
             .range(..=self.hard_state.commit)
             .next_back();
         let membership = committed
-            .map_or(&self.snapshot.meta.membership, |(_, m)| m)
+            .map_or(&self.snapshot.membership, |(_, m)| m)
             .clone();
         Ok((self.hard_state, membership))
     }
 
     fn entries(&self, lo: LogIndex, hi: LogIndex, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
-        let offset = self.snapshot.meta.index;
+        let offset = self.snapshot.index;
         if lo <= offset {
             return Err(StorageError::Compacted {
                 index: lo,
@@ -375,9 +378,9 @@ impl LogStorage for WalStorage {
     }
 
     fn term(&self, index: LogIndex) -> Result<Term, StorageError> {
-        let offset = self.snapshot.meta.index;
+        let offset = self.snapshot.index;
         if index == offset {
-            return Ok(self.snapshot.meta.term);
+            return Ok(self.snapshot.term);
         }
         if index < offset {
             return Err(StorageError::Compacted {
@@ -395,7 +398,7 @@ impl LogStorage for WalStorage {
     }
 
     fn first_index(&self) -> LogIndex {
-        self.snapshot.meta.index + 1
+        self.snapshot.index + 1
     }
 
     fn last_index(&self) -> LogIndex {
@@ -403,6 +406,10 @@ impl LogStorage for WalStorage {
     }
 
     fn snapshot(&self) -> Result<Snapshot, StorageError> {
-        Ok(self.snapshot.clone())
+        let meta = &self.snapshot;
+        let path = snapshot_file::snapshot_path(self.wal.dir(), meta.index, meta.term);
+        let snapshot = snapshot_file::read_snapshot(&path).map_err(|e| StorageError::Io(e.to_string()))?;
+        assert_eq!(&snapshot.meta, meta, "{} holds another snapshot", path.display());
+        Ok(snapshot)
     }
 }

@@ -268,7 +268,7 @@ fn corrupt_or_missing_snapshot_is_refused_with_file_and_reason() {
 
     fs::write(&snapshot, &pristine).expect("restore");
     let (storage, _) = WalStorage::open(dir.path(), config()).expect("intact snapshot loads");
-    assert_eq!(storage.snapshot_ref().meta.index, 8);
+    assert_eq!(storage.snapshot_meta().index, 8);
 }
 
 #[test]

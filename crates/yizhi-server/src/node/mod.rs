@@ -335,7 +335,7 @@ where
     let wal_dir = options.data_dir.join("wal");
     let wal = open_wal(&wal_dir, &options).map_err(|e| storage_err(&e))?;
     let store = open_store(&options.data_dir, options.kv).map_err(|e| storage_err(&e))?;
-    let applied = store.applied_index().max(wal.snapshot_ref().meta.index);
+    let applied = store.applied_index().max(wal.snapshot_meta().index);
     let settings = EngineSettings {
         id: options.local_id,
         election_timeout_ticks: options.election_timeout_ticks,
