@@ -344,9 +344,7 @@ impl LogStorage for WalStorage {
             .memberships()
             .range(..=self.hard_state.commit)
             .next_back();
-        let membership = committed
-            .map_or(&self.snapshot.membership, |(_, m)| m)
-            .clone();
+        let membership = committed.map_or(&self.snapshot.membership, |(_, m)| m).clone();
         Ok((self.hard_state, membership))
     }
 

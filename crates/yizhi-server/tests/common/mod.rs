@@ -421,6 +421,11 @@ impl Cluster {
 
     /// Prints the last lines of every member's log to stderr (the test harness shows it on
     /// failure).
+    /// The whole log of member `index` so far.
+    pub fn log_text(&self, index: usize) -> String {
+        std::fs::read_to_string(self.members()[index].log_path()).unwrap_or_default()
+    }
+
     pub fn dump_logs(&self) {
         for m in self.members().iter() {
             let text = std::fs::read_to_string(m.log_path()).unwrap_or_default();
