@@ -54,7 +54,7 @@ async fn a_restarted_member_behind_the_compacted_log_catches_up_from_a_snapshot(
                 })
                 .await
                 .expect("serializable count");
-            let header = response.get_ref().header.clone().expect("header");
+            let header = response.get_ref().header.expect("header");
             if response.get_ref().count == WRITES as i64 && header.revision >= revision {
                 break;
             }
