@@ -4,12 +4,12 @@
 //! applier → advance. Inputs that arrive together are handled together, so one fsync covers
 //! every proposal of a round (group commit) and one ReadIndex round covers every read.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, Sender, select};
+use crossbeam_channel::{Receiver, Sender, TrySendError, select};
 use yizhi_engine::{Envelope, LogIndex, NodeId, ProposeError, SnapshotStatus, WireMessage};
 
 use super::applier::{ApplyTask, ReadReply};
@@ -22,6 +22,13 @@ use crate::transport::{Frame, Transport};
 const MAX_INPUTS_PER_ROUND: usize = 4096;
 /// Followers' reads a leader confirms at once (each is one batch of a follower's reads).
 const MAX_FORWARDED_READS: usize = 65_536;
+/// Committed entries the driver holds while the applier's queue is full (the applier is taking a
+/// snapshot, say). Below this the driver keeps stepping, ticking and heartbeating — blocking there
+/// would silence a leader for the whole pause and cost an election — and refuses new proposals;
+/// above it, it waits for the applier as before.
+pub const MAX_APPLY_BACKLOG_ENTRIES: usize = 262_144;
+/// How often a driver with a backlog retries handing it over.
+const BACKLOG_RETRY: Duration = Duration::from_millis(1);
 
 pub(crate) struct Driver<E: ServerEngine> {
     pub engine: E,
@@ -45,18 +52,30 @@ pub(crate) struct Driver<E: ServerEngine> {
     /// Reads not confirmed within this many ticks are answered "timed out" (the request was
     /// lost with a leader); clients retry.
     pub read_timeout_ticks: u64,
+    /// Tasks for the applier that did not fit in its queue, oldest first (order is kept: once
+    /// anything waits here, every later task queues behind it).
+    pub apply_backlog: VecDeque<ApplyTask>,
+    /// Entries in `apply_backlog` (other tasks count one): bounded by MAX_APPLY_BACKLOG_ENTRIES.
+    pub apply_backlog_entries: usize,
 }
 
 impl<E: ServerEngine> Driver<E> {
     pub fn run(mut self) {
         let ticker = crossbeam_channel::tick(self.tick);
         loop {
+            self.drain_apply_backlog();
+            let retry_after = if self.apply_backlog.is_empty() {
+                Duration::MAX
+            } else {
+                BACKLOG_RETRY
+            };
             select! {
                 recv(self.inputs) -> input => match input {
                     Ok(Input::Shutdown) | Err(_) => break,
                     Ok(input) => self.handle(input),
                 },
                 recv(ticker) -> _ => self.on_tick(),
+                default(retry_after) => {}
             }
             for _ in 0..MAX_INPUTS_PER_ROUND {
                 match self.inputs.try_recv() {
@@ -124,7 +143,7 @@ impl<E: ServerEngine> Driver<E> {
             Input::ReadResponse { read_id, index } => {
                 if let Some((_, replies)) = self.pending_reads.remove(&read_id) {
                     match index {
-                        Some(index) => self.to_applier(ApplyTask::Reads { index, replies }),
+                        Some(index) => self.send_to_applier(ApplyTask::Reads { index, replies }),
                         None => {
                             for reply in replies {
                                 let _ = reply.send(Err(ProposeFailure::NoLeader));
@@ -157,7 +176,13 @@ impl<E: ServerEngine> Driver<E> {
             tracing::warn!(?forwarded_by, "dropping a proposal without a header");
             return;
         };
-        let failure = match self.engine.propose(data.clone()) {
+        // The applier is behind (a backlog waits for its queue): take no more work until it is not.
+        let proposed = if self.apply_backlog.is_empty() {
+            self.engine.propose(data.clone()).map(|_| ())
+        } else {
+            Err(ProposeError::Backpressure { limit_bytes: 0 })
+        };
+        let failure = match proposed {
             Ok(_) => return,
             Err(ProposeError::NotLeader { leader: Some(leader) }) if forwarded_by.is_none() => {
                 match self.transport.send(leader, &Frame::Forward { data }) {
@@ -274,10 +299,10 @@ impl<E: ServerEngine> Driver<E> {
         }
         // 3. Apply, off this thread. A snapshot from the leader goes first.
         if let Some(snapshot) = &ready.snapshot {
-            self.to_applier(ApplyTask::Snapshot(snapshot.clone()));
+            self.send_to_applier(ApplyTask::Snapshot(snapshot.clone()));
         }
         if !ready.committed_entries.is_empty() {
-            self.to_applier(ApplyTask::Entries(ready.committed_entries));
+            self.send_to_applier(ApplyTask::Entries(ready.committed_entries));
         }
         // 4. Reads, answered by the applier once it has applied their index.
         for read_state in ready.read_states {
@@ -290,7 +315,7 @@ impl<E: ServerEngine> Driver<E> {
                 continue;
             }
             if let Some((_, replies)) = self.pending_reads.remove(&read_state.read_id) {
-                self.to_applier(ApplyTask::Reads {
+                self.send_to_applier(ApplyTask::Reads {
                     index: read_state.index,
                     replies,
                 });
@@ -320,10 +345,52 @@ impl<E: ServerEngine> Driver<E> {
     }
 
     /// Blocks when the applier is behind: backpressure instead of an unbounded queue.
-    fn to_applier(&self, task: ApplyTask) {
-        if self.applier.send(task).is_err() {
-            fatal("the applier stopped");
+    /// Hands `task` to the applier in order, without blocking unless the backlog is full.
+    fn send_to_applier(&mut self, task: ApplyTask) {
+        let task = if self.apply_backlog.is_empty() {
+            match self.applier.try_send(task) {
+                Ok(()) => return,
+                Err(TrySendError::Full(task)) => task,
+                Err(TrySendError::Disconnected(_)) => fatal("the applier stopped"),
+            }
+        } else {
+            task
+        };
+        self.apply_backlog_entries += task_weight(&task);
+        self.apply_backlog.push_back(task);
+        while self.apply_backlog_entries > MAX_APPLY_BACKLOG_ENTRIES {
+            let oldest = self
+                .apply_backlog
+                .pop_front()
+                .expect("a backlog over its limit is not empty");
+            self.apply_backlog_entries -= task_weight(&oldest);
+            if self.applier.send(oldest).is_err() {
+                fatal("the applier stopped");
+            }
         }
+    }
+
+    /// Moves what fits from the backlog into the applier's queue.
+    fn drain_apply_backlog(&mut self) {
+        while let Some(oldest) = self.apply_backlog.pop_front() {
+            let weight = task_weight(&oldest);
+            match self.applier.try_send(oldest) {
+                Ok(()) => self.apply_backlog_entries -= weight,
+                Err(TrySendError::Full(oldest)) => {
+                    self.apply_backlog.push_front(oldest);
+                    return;
+                }
+                Err(TrySendError::Disconnected(_)) => fatal("the applier stopped"),
+            }
+        }
+        assert_eq!(self.apply_backlog_entries, 0, "backlog weight without tasks");
+    }
+}
+
+fn task_weight(task: &ApplyTask) -> usize {
+    match task {
+        ApplyTask::Entries(entries) => entries.len().max(1),
+        _ => 1,
     }
 }
 

@@ -412,6 +412,8 @@ where
         forwarded_reads: BTreeMap::new(),
         ticks: 0,
         read_timeout_ticks: 2 * options.election_timeout_ticks,
+        apply_backlog: Default::default(),
+        apply_backlog_entries: 0,
     };
     let applier = applier::Applier {
         tasks: apply_rx,
