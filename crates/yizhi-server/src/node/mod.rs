@@ -124,6 +124,10 @@ pub struct Shared {
 impl Shared {
     pub(crate) fn publish_status(&self, status: Status) {
         let mut current = self.status.lock().expect("status lock");
+        if current.leader != status.leader {
+            // What an operator looks for first when writes stall (etcd logs the same).
+            tracing::info!(leader = ?status.leader, term = status.term, role = ?status.role, "leader changed");
+        }
         current.leader = status.leader;
         current.role = Some(status.role);
         current.term = status.term;
