@@ -24,9 +24,11 @@ const MAX_INPUTS_PER_ROUND: usize = 4096;
 const MAX_FORWARDED_READS: usize = 65_536;
 /// Committed entries the driver holds while the applier's queue is full (the applier is taking a
 /// snapshot, say). Below this the driver keeps stepping, ticking and heartbeating — blocking there
-/// would silence a leader for the whole pause and cost an election — and refuses new proposals;
-/// above it, it waits for the applier as before.
+/// would silence a leader for the whole pause and cost an election — and past a quarter of it
+/// refuses new proposals; above it, it waits for the applier.
 pub const MAX_APPLY_BACKLOG_ENTRIES: usize = 262_144;
+/// Backlog at which new proposals are refused ("too many requests").
+const REFUSE_PROPOSALS_AT_BACKLOG_ENTRIES: usize = MAX_APPLY_BACKLOG_ENTRIES / 4;
 /// How often a driver with a backlog retries handing it over.
 const BACKLOG_RETRY: Duration = Duration::from_millis(1);
 
@@ -176,8 +178,9 @@ impl<E: ServerEngine> Driver<E> {
             tracing::warn!(?forwarded_by, "dropping a proposal without a header");
             return;
         };
-        // The applier is behind (a backlog waits for its queue): take no more work until it is not.
-        let proposed = if self.apply_backlog.is_empty() {
+        // The applier is far behind: take no more work until it catches up. (A short backlog is
+        // normal under load; refusing as soon as one forms would fail clients a queue would serve.)
+        let proposed = if self.apply_backlog_entries < REFUSE_PROPOSALS_AT_BACKLOG_ENTRIES {
             self.engine.propose(data.clone()).map(|_| ())
         } else {
             Err(ProposeError::Backpressure { limit_bytes: 0 })
