@@ -141,7 +141,7 @@ impl<S: LogStorage> Engine for PaxosNode<S> {
 
     fn report_unreachable(&mut self, peer: NodeId) {
         if let Some(p) = self.leadership.as_mut().and_then(|l| l.peers.get_mut(&peer)) {
-            p.next = p.matched + 1;
+            p.next = p.synced() + 1;
             p.inflight_msgs = 0;
         }
     }
@@ -150,7 +150,7 @@ impl<S: LogStorage> Engine for PaxosNode<S> {
         if let Some(p) = self.leadership.as_mut().and_then(|l| l.peers.get_mut(&peer)) {
             p.snapshot_in_flight = false;
             if status == SnapshotStatus::Failed {
-                p.next = p.matched + 1;
+                p.next = p.synced() + 1;
             }
         }
     }

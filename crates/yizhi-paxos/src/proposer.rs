@@ -31,13 +31,21 @@ pub struct PromiseInfo {
     pub snapshot: Option<Snapshot>,
 }
 
-/// The leader's view of one acceptor.
+/// The leader's view of one acceptor. Two notions are kept apart: what counts towards choosing a
+/// slot (`matched`, only ever taken from the acceptor's phase 2 replies in our ballot) and what the
+/// acceptor needs no resend of (`synced()`: that, or what it knew chosen when it promised).
 #[derive(Debug, Clone)]
 pub struct Progress {
-    /// Every slot up to `matched` is known chosen by the acceptor or accepted by it in our ballot.
-    /// Invariant: `matched < next`.
+    /// Every slot up to it the acceptor reported, in a reply of our ballot, as known chosen or
+    /// accepted in our ballot (its `matched_in`): this is what counts towards choosing a slot.
     pub matched: LogIndex,
-    /// The next slot to send.
+    /// Every slot up to it the acceptor knew chosen when it promised our ballot (0 when its promise
+    /// was not among those that won phase 1). It only spares resending those slots and never
+    /// counts: a phase 1 report of a hint is no acceptance, and the acceptor's first phase 2 reply
+    /// carries the same knowledge (`matched_in` starts at its commit index). Lowered when a reply
+    /// shows that it knows less (its commit index is a hint that a restart may lose).
+    pub known_chosen: LogIndex,
+    /// The next slot to send. Invariant: `synced() < next`.
     pub next: LogIndex,
     pub inflight_msgs: usize,
     /// An Accepted arrived since the last heartbeat: the pipeline moves, no retransmission needed.
@@ -45,6 +53,13 @@ pub struct Progress {
     pub snapshot_in_flight: bool,
     /// The latest read-confirmation round it acknowledged in our ballot.
     pub read_round_acked: u64,
+}
+
+impl Progress {
+    /// Every slot up to it needs no resend: accepted in our ballot or known chosen by the acceptor.
+    pub fn synced(&self) -> LogIndex {
+        self.matched.max(self.known_chosen)
+    }
 }
 
 /// Phase 2: this node's ballot won phase 1.
@@ -209,10 +224,19 @@ impl<S: LogStorage> PaxosNode<S> {
             .peers()
             .into_iter()
             .map(|p| {
-                let peer_commit = candidacy.promises.get(&p).map_or(from - 1, |i| i.commit);
-                let next = (peer_commit + 1).min(from).max(1);
+                // A promiser is sent only what it did not know chosen (its commit cannot exceed the
+                // frontier, which covers its log; clamped against a faulty peer). Anyone else is
+                // first sent what a current acceptor lacks, from `from`; if it lacks more, its
+                // reply reports a gap, or the next heartbeat finds it stalled.
+                let known_chosen = candidacy.promises.get(&p).map_or(0, |i| i.commit.min(frontier));
+                let next = if candidacy.promises.contains_key(&p) {
+                    known_chosen + 1
+                } else {
+                    from
+                };
                 let progress = Progress {
                     matched: 0,
+                    known_chosen,
                     next,
                     inflight_msgs: 0,
                     acked_since_heartbeat: false,
@@ -235,7 +259,11 @@ impl<S: LogStorage> PaxosNode<S> {
             read_round_wanted: false,
             pending_reads: Vec::new(),
         });
-        self.broadcast_heartbeat();
+        // Not `broadcast_heartbeat`: nothing was sent yet, so no peer is stalled and none is
+        // rewound (that rewind used to resend the whole log to every acceptor).
+        for peer in self.send_heartbeats() {
+            self.send_runs(peer);
+        }
     }
 
     /// Sends Accept runs to `peer` from its `next` slot, as long as the inflight window allows.
@@ -245,6 +273,13 @@ impl<S: LogStorage> PaxosNode<S> {
         };
         let ballot = leadership.ballot;
         let mut progress = leadership.peers[&peer].clone();
+        assert!(
+            progress.synced() < progress.next,
+            "node {}: peer {peer} synced through {} but next is {}",
+            self.id(),
+            progress.synced(),
+            progress.next
+        );
         let last = self.last();
         let first_available = self.log.first_available(&self.storage);
         while progress.next <= last && progress.inflight_msgs < self.config.max_inflight_msgs {
@@ -302,6 +337,9 @@ impl<S: LogStorage> PaxosNode<S> {
             return;
         };
         let gap = run_last.is_some_and(|run_last| matched < run_last);
+        // In-process, an acceptor's replies in our ballot report at least the commit index it
+        // promised with; a lower report means a restart lost that hint and it needs those slots.
+        progress.known_chosen = progress.known_chosen.min(matched);
         if gap {
             // A gap or a refused run: resend from what the acceptor has *now*. That may be less
             // than it reported before: its commit index is a hint persisted without an fsync, so
@@ -322,12 +360,13 @@ impl<S: LogStorage> PaxosNode<S> {
                 progress.inflight_msgs = 0;
             }
         }
-        progress.next = progress.next.max(progress.matched + 1);
+        progress.next = progress.next.max(progress.synced() + 1);
         self.maybe_commit();
         self.send_runs(from);
     }
 
-    /// A slot is chosen once a majority accepted it in our ballot (or already knew it chosen).
+    /// A slot is chosen once a majority accepted it in our ballot (or already knew it chosen), as
+    /// reported in their phase 2 replies: `known_chosen` from phase 1 never counts.
     pub(crate) fn maybe_commit(&mut self) {
         let Some(leadership) = self.leadership.as_ref() else {
             return;
@@ -364,8 +403,8 @@ impl<S: LogStorage> PaxosNode<S> {
                 continue;
             };
             let stalled = !progress.acked_since_heartbeat || progress.inflight_msgs == 0;
-            if progress.matched < last && !progress.snapshot_in_flight && stalled {
-                progress.next = progress.matched + 1;
+            if progress.synced() < last && !progress.snapshot_in_flight && stalled {
+                progress.next = progress.synced() + 1;
                 progress.inflight_msgs = 0;
             }
             progress.acked_since_heartbeat = false;
@@ -836,10 +875,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "BUG: become_leader's first broadcast_heartbeat rewinds every peer to matched + 1 = 1 \
-                (matched starts at 0, acked_since_heartbeat false), discarding the next slot derived \
-                from the peer's promised commit: an up-to-date acceptor is sent the whole log again, \
-                or a snapshot when the leader compacted"]
     fn a_new_leader_does_not_resend_what_a_promiser_already_knows_chosen() {
         let mut storage = MemStorage::new_with_membership(voters3());
         let old = Ballot::new(1, 2);
