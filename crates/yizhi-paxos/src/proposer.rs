@@ -874,6 +874,138 @@ mod tests {
         );
     }
 
+    /// Node 1 holding slots 1..=6 of an older ballot, all known chosen; it wins phase 1 with node
+    /// 2's promise (commit `promised_commit`) and its first Ready is handled.
+    fn leader_over_six_chosen_slots(
+        promised_commit: LogIndex,
+    ) -> (PaxosNode<MemStorage>, Vec<(NodeId, Message)>) {
+        let mut storage = MemStorage::new_with_membership(voters3());
+        let old = Ballot::new(1, 2);
+        let entries: Vec<Entry> = (1..=6).map(|i| entry(i, old, "v")).collect();
+        storage.append(&entries);
+        storage.set_hard_state(HardState {
+            term: old.term(),
+            vote: None,
+            commit: 6,
+        });
+        let mut n = node_with(1, storage, 1, |_| {});
+        n.campaign_now();
+        let b = n.promised();
+        flush(&mut n);
+        deliver(
+            &mut n,
+            2,
+            Message::Promise {
+                ballot: b,
+                commit: promised_commit,
+                accepted: vec![],
+                snapshot: None,
+            },
+        );
+        assert!(n.is_leader());
+        let first = sent(&mut n);
+        (n, first)
+    }
+
+    #[test]
+    fn a_promiser_behind_is_sent_exactly_the_slots_after_its_commit() {
+        let (n, first) = leader_over_six_chosen_slots(2);
+        assert_eq!(accepts_to(&first, 2), vec![vec![3, 4, 5, 6]]);
+        let p = &n.leadership.as_ref().unwrap().peers[&2];
+        assert_eq!((p.matched, p.known_chosen, p.next), (0, 2, 7));
+    }
+
+    #[test]
+    fn a_non_promiser_starts_at_the_first_unchosen_slot_and_a_stall_rewinds_it_to_its_ack() {
+        // Node 3's promise was not among the winning ones: it is sent nothing at first (slot 7
+        // would be the first unchosen one), not the whole log.
+        let (mut n, first) = leader_over_six_chosen_slots(6);
+        let b = n.leading_ballot().unwrap();
+        assert_eq!(accepts_to(&first, 3), Vec::<Vec<LogIndex>>::new());
+        let p = &n.leadership.as_ref().unwrap().peers[&3];
+        assert_eq!((p.matched, p.known_chosen, p.next), (0, 0, 7));
+        deliver(
+            &mut n,
+            3,
+            Message::HeartbeatAck {
+                ballot: b,
+                matched: 4,
+                read_round: 0,
+            },
+        );
+        n.tick();
+        assert_eq!(accepts_to(&sent(&mut n), 3), vec![vec![5, 6]]);
+    }
+
+    #[test]
+    fn a_reply_below_the_promised_commit_means_a_restart_and_the_slots_are_resent() {
+        // Node 2 promised knowing 1..=6 chosen, then restarted without its (unsynced) commit hint.
+        let (mut n, first) = leader_over_six_chosen_slots(6);
+        let b = n.leading_ballot().unwrap();
+        assert_eq!(accepts_to(&first, 2), Vec::<Vec<LogIndex>>::new());
+        deliver(
+            &mut n,
+            2,
+            Message::HeartbeatAck {
+                ballot: b,
+                matched: 2,
+                read_round: 0,
+            },
+        );
+        let p = &n.leadership.as_ref().unwrap().peers[&2];
+        assert_eq!((p.matched, p.known_chosen), (2, 2));
+        n.tick();
+        assert_eq!(accepts_to(&sent(&mut n), 2), vec![vec![3, 4, 5, 6]]);
+    }
+
+    #[test]
+    fn a_commit_index_in_a_promise_never_counts_towards_choosing() {
+        // "Paxos Made Simple" §2.2: a value is chosen when a majority accepted it. Node 2 promised
+        // knowing 1..=3 chosen; node 1 adopts and re-proposes them, and sends node 2 nothing. Only
+        // node 2's first reply in the new ballot, which reports the same knowledge, is counted.
+        let mut n = node(1);
+        let old = Ballot::new(1, 2);
+        deliver(
+            &mut n,
+            2,
+            Message::Prepare {
+                ballot: old,
+                first_unchosen: 1,
+            },
+        );
+        flush(&mut n);
+        n.campaign_now();
+        let b = n.promised();
+        flush(&mut n);
+        let accepted = vec![entry(1, old, "a"), entry(2, old, "b"), entry(3, old, "c")];
+        deliver(
+            &mut n,
+            2,
+            Message::Promise {
+                ballot: b,
+                commit: 3,
+                accepted,
+                snapshot: None,
+            },
+        );
+        assert!(n.is_leader());
+        let msgs = sent(&mut n);
+        assert_eq!(accepts_to(&msgs, 2), Vec::<Vec<LogIndex>>::new());
+        assert_eq!(accepts_to(&msgs, 3), vec![vec![1, 2, 3]]);
+        assert_eq!(n.leadership.as_ref().unwrap().self_matched, 3);
+        assert_eq!(n.committed(), 0, "the promise's commit index is no acceptance");
+        deliver(
+            &mut n,
+            2,
+            Message::HeartbeatAck {
+                ballot: b,
+                matched: 3,
+                read_round: 0,
+            },
+        );
+        assert_eq!(n.committed(), 3);
+    }
+
     #[test]
     fn a_new_leader_does_not_resend_what_a_promiser_already_knows_chosen() {
         let mut storage = MemStorage::new_with_membership(voters3());
