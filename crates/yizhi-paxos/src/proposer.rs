@@ -355,12 +355,13 @@ impl<S: LogStorage> PaxosNode<S> {
             progress.acked_since_heartbeat = true;
             progress.inflight_msgs = progress.inflight_msgs.saturating_sub(1);
             progress.snapshot_in_flight = false;
-            if gap {
-                progress.next = matched + 1;
-                progress.inflight_msgs = 0;
-            }
         }
-        progress.next = progress.next.max(progress.synced() + 1);
+        if gap {
+            progress.next = matched + 1;
+            progress.inflight_msgs = 0;
+        } else {
+            progress.next = progress.next.max(progress.synced() + 1);
+        }
         self.maybe_commit();
         self.send_runs(from);
     }
