@@ -271,6 +271,38 @@ mod tests {
     }
 
     #[test]
+    fn accepted_slots_are_synced_even_without_a_new_promise_and_a_commit_alone_is_not() {
+        let b = Ballot::new(1, 1);
+        let mut n = node(3);
+        let accept = |slot, commit| Message::Accept {
+            ballot: b,
+            commit,
+            entries: vec![entry(slot, b, "v")],
+        };
+        deliver(&mut n, 1, accept(1, 0));
+        assert!(flush(&mut n).must_sync, "a new promise and slot 1");
+        deliver(&mut n, 1, accept(2, 0));
+        let ready = flush(&mut n);
+        assert!(ready.hard_state.is_none());
+        assert!(ready.must_sync, "slot 2 is durable before its Accepted leaves");
+        deliver(
+            &mut n,
+            1,
+            Message::Heartbeat {
+                ballot: b,
+                commit: 2,
+                read_round: 0,
+            },
+        );
+        let ready = flush(&mut n);
+        assert_eq!(ready.hard_state.map(|hs| hs.commit), Some(2));
+        assert!(
+            !ready.must_sync,
+            "the commit index is a hint, written without an fsync"
+        );
+    }
+
+    #[test]
     fn report_unreachable_rewinds_the_peer_to_what_it_acknowledged() {
         let mut n = leader_of(node(1));
         let b = n.leading_ballot().unwrap();
