@@ -581,6 +581,29 @@ mod tests {
     }
 
     #[test]
+    fn the_value_accepted_at_the_first_unchosen_slot_is_re_proposed() {
+        // "Paxos Made Simple" §2.2 (P2c): every slot from the first unchosen one carries the value
+        // accepted with the highest ballot among the promises; slot 1 is that first slot here.
+        let mut n = node(1);
+        n.campaign_now();
+        let b = n.promised();
+        flush(&mut n);
+        let old = Ballot::new(0, 2);
+        deliver(
+            &mut n,
+            2,
+            Message::Promise {
+                ballot: b,
+                commit: 0,
+                accepted: vec![entry(1, old, "a"), entry(2, old, "b")],
+                snapshot: None,
+            },
+        );
+        assert!(n.is_leader());
+        assert_eq!(flush(&mut n).entries, vec![entry(1, b, "a"), entry(2, b, "b")]);
+    }
+
+    #[test]
     fn a_promised_snapshot_not_beyond_the_commit_index_is_ignored() {
         let mut storage = MemStorage::new_with_membership(voters3());
         let old = Ballot::new(1, 2);
