@@ -120,7 +120,7 @@ impl<S: LogStorage> PaxosNode<S> {
                     .count();
                 let changed: Vec<Entry> = fresh.into_iter().skip(held).collect();
                 if !changed.is_empty() {
-                    self.write_keeping_tail(changed, fresh_last, last);
+                    self.write_keeping_tail(changed, fresh_last);
                 }
             }
         }
@@ -161,16 +161,14 @@ impl<S: LogStorage> PaxosNode<S> {
     /// before sending this run). Slots acknowledged in the current ballot and counted by its
     /// leader (the contiguous prefix `matched_in`) all lie below the first changed slot, so no
     /// tear of this write reaches them.
-    fn write_keeping_tail(&mut self, mut fresh: Vec<Entry>, fresh_last: LogIndex, last: LogIndex) {
+    fn write_keeping_tail(&mut self, mut fresh: Vec<Entry>, fresh_last: LogIndex) {
         let first = fresh.first().expect("called with entries").index;
         assert!(
             first > self.commit,
             "overwriting chosen slot {first} (commit {})",
             self.commit
         );
-        if last > fresh_last {
-            fresh.extend(self.read_tail(fresh_last + 1));
-        }
+        fresh.extend(self.read_tail(fresh_last + 1));
         self.log.write(&self.storage, fresh);
     }
 
@@ -201,8 +199,8 @@ impl<S: LogStorage> PaxosNode<S> {
     /// The highest slot up to which this acceptor knows every slot chosen or accepted in `ballot`.
     pub(crate) fn matched_in(&self, ballot: Ballot) -> LogIndex {
         let mut matched = self.commit;
-        let last = self.last();
-        while matched < last && self.log.term(&self.storage, matched + 1) == Some(ballot.term()) {
+        // No slot is held past the last one, so its term ends the walk.
+        while self.log.term(&self.storage, matched + 1) == Some(ballot.term()) {
             matched += 1;
         }
         matched
@@ -553,6 +551,91 @@ mod tests {
                     read_round: 4
                 }
             )]
+        );
+    }
+
+    #[test]
+    fn a_resent_slot_known_chosen_is_not_rewritten_in_the_new_ballot() {
+        // The new leader re-proposed chosen slot 2 under its own ballot and sends it with slot 3:
+        // the acceptor keeps what it holds for slot 2 and writes slot 3 only.
+        let old = Ballot::new(1, 2);
+        let b = Ballot::new(2, 1);
+        let mut n = node(3);
+        let entries = vec![entry(1, old, "a"), entry(2, old, "b")];
+        deliver(
+            &mut n,
+            2,
+            Message::Accept {
+                ballot: old,
+                commit: 2,
+                entries,
+            },
+        );
+        flush(&mut n);
+        assert_eq!(n.committed(), 2);
+        let entries = vec![entry(2, b, "b"), entry(3, b, "c")];
+        deliver(
+            &mut n,
+            1,
+            Message::Accept {
+                ballot: b,
+                commit: 2,
+                entries,
+            },
+        );
+        let ready = flush(&mut n);
+        assert_eq!(ready.entries, vec![entry(3, b, "c")]);
+        let replies: Vec<_> = ready.messages.into_iter().map(|e| e.msg).collect();
+        assert_eq!(
+            replies,
+            vec![Message::Accepted {
+                ballot: b,
+                matched: 3,
+                run_last: 3
+            }]
+        );
+    }
+
+    #[test]
+    fn a_new_ballots_shorter_run_rewrites_the_slots_held_after_it() {
+        // The log's write rule: a write never shortens the log, so slots 2 and 3, accepted in an
+        // older ballot and maybe chosen, are written again after the changed slot 1.
+        let old = Ballot::new(1, 2);
+        let b = Ballot::new(2, 1);
+        let mut n = node(3);
+        let held = vec![entry(1, old, "a"), entry(2, old, "b"), entry(3, old, "c")];
+        deliver(
+            &mut n,
+            2,
+            Message::Accept {
+                ballot: old,
+                commit: 0,
+                entries: held,
+            },
+        );
+        flush(&mut n);
+        deliver(
+            &mut n,
+            1,
+            Message::Accept {
+                ballot: b,
+                commit: 0,
+                entries: vec![entry(1, b, "x")],
+            },
+        );
+        let ready = flush(&mut n);
+        assert_eq!(
+            ready.entries,
+            vec![entry(1, b, "x"), entry(2, old, "b"), entry(3, old, "c")]
+        );
+        let replies: Vec<_> = ready.messages.into_iter().map(|e| e.msg).collect();
+        assert_eq!(
+            replies,
+            vec![Message::Accepted {
+                ballot: b,
+                matched: 1,
+                run_last: 1
+            }]
         );
     }
 

@@ -141,7 +141,7 @@ impl<S: LogStorage> Engine for PaxosNode<S> {
 
     fn report_unreachable(&mut self, peer: NodeId) {
         if let Some(p) = self.leadership.as_mut().and_then(|l| l.peers.get_mut(&peer)) {
-            p.next = p.matched + 1;
+            p.next = p.synced() + 1;
             p.inflight_msgs = 0;
         }
     }
@@ -150,7 +150,7 @@ impl<S: LogStorage> Engine for PaxosNode<S> {
         if let Some(p) = self.leadership.as_mut().and_then(|l| l.peers.get_mut(&peer)) {
             p.snapshot_in_flight = false;
             if status == SnapshotStatus::Failed {
-                p.next = p.matched + 1;
+                p.next = p.synced() + 1;
             }
         }
     }
@@ -268,6 +268,38 @@ mod tests {
         assert_eq!(ready.entries.iter().map(|e| e.index).collect::<Vec<_>>(), vec![1]);
         assert!(ready.messages.is_empty() && ready.hard_state.is_none());
         assert_eq!(n.committed(), 1, "its own durable acceptance is a quorum");
+    }
+
+    #[test]
+    fn accepted_slots_are_synced_even_without_a_new_promise_and_a_commit_alone_is_not() {
+        let b = Ballot::new(1, 1);
+        let mut n = node(3);
+        let accept = |slot, commit| Message::Accept {
+            ballot: b,
+            commit,
+            entries: vec![entry(slot, b, "v")],
+        };
+        deliver(&mut n, 1, accept(1, 0));
+        assert!(flush(&mut n).must_sync, "a new promise and slot 1");
+        deliver(&mut n, 1, accept(2, 0));
+        let ready = flush(&mut n);
+        assert!(ready.hard_state.is_none());
+        assert!(ready.must_sync, "slot 2 is durable before its Accepted leaves");
+        deliver(
+            &mut n,
+            1,
+            Message::Heartbeat {
+                ballot: b,
+                commit: 2,
+                read_round: 0,
+            },
+        );
+        let ready = flush(&mut n);
+        assert_eq!(ready.hard_state.map(|hs| hs.commit), Some(2));
+        assert!(
+            !ready.must_sync,
+            "the commit index is a hint, written without an fsync"
+        );
     }
 
     #[test]

@@ -215,10 +215,18 @@ impl<S: LogStorage> PaxosNode<S> {
         );
         self.max_round_seen = self.max_round_seen.max(ballot.round());
         if ballot > self.promised {
+            // A leader or candidate holds its own ballot as its promise, so a higher one ends it.
+            let mine = self
+                .leading_ballot()
+                .or(self.candidacy.as_ref().map(|c| c.ballot));
+            assert!(
+                mine.is_none_or(|b| b == self.promised),
+                "node {}: proposing with {mine:?} but promised {:?}",
+                self.id(),
+                self.promised
+            );
             self.promised = ballot;
-            if self.leading_ballot().is_some_and(|b| b < ballot)
-                || self.candidacy.as_ref().is_some_and(|c| c.ballot < ballot)
-            {
+            if mine.is_some() {
                 self.become_follower(Some(ballot.node()));
             }
         }

@@ -31,13 +31,21 @@ pub struct PromiseInfo {
     pub snapshot: Option<Snapshot>,
 }
 
-/// The leader's view of one acceptor.
+/// The leader's view of one acceptor. Two notions are kept apart: what counts towards choosing a
+/// slot (`matched`, only ever taken from the acceptor's phase 2 replies in our ballot) and what the
+/// acceptor needs no resend of (`synced()`: that, or what it knew chosen when it promised).
 #[derive(Debug, Clone)]
 pub struct Progress {
-    /// Every slot up to `matched` is known chosen by the acceptor or accepted by it in our ballot.
-    /// Invariant: `matched < next`.
+    /// Every slot up to it the acceptor reported, in a reply of our ballot, as known chosen or
+    /// accepted in our ballot (its `matched_in`): this is what counts towards choosing a slot.
     pub matched: LogIndex,
-    /// The next slot to send.
+    /// Every slot up to it the acceptor knew chosen when it promised our ballot (0 when its promise
+    /// was not among those that won phase 1). It only spares resending those slots and never
+    /// counts: a phase 1 report of a hint is no acceptance, and the acceptor's first phase 2 reply
+    /// carries the same knowledge (`matched_in` starts at its commit index). Lowered when a reply
+    /// shows that it knows less (its commit index is a hint that a restart may lose).
+    pub known_chosen: LogIndex,
+    /// The next slot to send. Invariant: `synced() < next`.
     pub next: LogIndex,
     pub inflight_msgs: usize,
     /// An Accepted arrived since the last heartbeat: the pipeline moves, no retransmission needed.
@@ -45,6 +53,13 @@ pub struct Progress {
     pub snapshot_in_flight: bool,
     /// The latest read-confirmation round it acknowledged in our ballot.
     pub read_round_acked: u64,
+}
+
+impl Progress {
+    /// Every slot up to it needs no resend: accepted in our ballot or known chosen by the acceptor.
+    pub fn synced(&self) -> LogIndex {
+        self.matched.max(self.known_chosen)
+    }
 }
 
 /// Phase 2: this node's ballot won phase 1.
@@ -209,10 +224,19 @@ impl<S: LogStorage> PaxosNode<S> {
             .peers()
             .into_iter()
             .map(|p| {
-                let peer_commit = candidacy.promises.get(&p).map_or(from - 1, |i| i.commit);
-                let next = (peer_commit + 1).min(from).max(1);
+                // A promiser is sent only what it did not know chosen (its commit cannot exceed the
+                // frontier, which covers its log; clamped against a faulty peer). Anyone else is
+                // first sent what a current acceptor lacks, from `from`; if it lacks more, its
+                // reply reports a gap, or the next heartbeat finds it stalled.
+                let known_chosen = candidacy.promises.get(&p).map_or(0, |i| i.commit.min(frontier));
+                let next = if candidacy.promises.contains_key(&p) {
+                    known_chosen + 1
+                } else {
+                    from
+                };
                 let progress = Progress {
                     matched: 0,
+                    known_chosen,
                     next,
                     inflight_msgs: 0,
                     acked_since_heartbeat: false,
@@ -235,7 +259,11 @@ impl<S: LogStorage> PaxosNode<S> {
             read_round_wanted: false,
             pending_reads: Vec::new(),
         });
-        self.broadcast_heartbeat();
+        // Not `broadcast_heartbeat`: nothing was sent yet, so no peer is stalled and none is
+        // rewound (that rewind used to resend the whole log to every acceptor).
+        for peer in self.send_heartbeats() {
+            self.send_runs(peer);
+        }
     }
 
     /// Sends Accept runs to `peer` from its `next` slot, as long as the inflight window allows.
@@ -245,6 +273,13 @@ impl<S: LogStorage> PaxosNode<S> {
         };
         let ballot = leadership.ballot;
         let mut progress = leadership.peers[&peer].clone();
+        assert!(
+            progress.synced() < progress.next,
+            "node {}: peer {peer} synced through {} but next is {}",
+            self.id(),
+            progress.synced(),
+            progress.next
+        );
         let last = self.last();
         let first_available = self.log.first_available(&self.storage);
         while progress.next <= last && progress.inflight_msgs < self.config.max_inflight_msgs {
@@ -302,6 +337,9 @@ impl<S: LogStorage> PaxosNode<S> {
             return;
         };
         let gap = run_last.is_some_and(|run_last| matched < run_last);
+        // In-process, an acceptor's replies in our ballot report at least the commit index it
+        // promised with; a lower report means a restart lost that hint and it needs those slots.
+        progress.known_chosen = progress.known_chosen.min(matched);
         if gap {
             // A gap or a refused run: resend from what the acceptor has *now*. That may be less
             // than it reported before: its commit index is a hint persisted without an fsync, so
@@ -317,17 +355,19 @@ impl<S: LogStorage> PaxosNode<S> {
             progress.acked_since_heartbeat = true;
             progress.inflight_msgs = progress.inflight_msgs.saturating_sub(1);
             progress.snapshot_in_flight = false;
-            if gap {
-                progress.next = matched + 1;
-                progress.inflight_msgs = 0;
-            }
         }
-        progress.next = progress.next.max(progress.matched + 1);
+        if gap {
+            progress.next = matched + 1;
+            progress.inflight_msgs = 0;
+        } else {
+            progress.next = progress.next.max(progress.synced() + 1);
+        }
         self.maybe_commit();
         self.send_runs(from);
     }
 
-    /// A slot is chosen once a majority accepted it in our ballot (or already knew it chosen).
+    /// A slot is chosen once a majority accepted it in our ballot (or already knew it chosen), as
+    /// reported in their phase 2 replies: `known_chosen` from phase 1 never counts.
     pub(crate) fn maybe_commit(&mut self) {
         let Some(leadership) = self.leadership.as_ref() else {
             return;
@@ -364,8 +404,8 @@ impl<S: LogStorage> PaxosNode<S> {
                 continue;
             };
             let stalled = !progress.acked_since_heartbeat || progress.inflight_msgs == 0;
-            if progress.matched < last && !progress.snapshot_in_flight && stalled {
-                progress.next = progress.matched + 1;
+            if progress.synced() < last && !progress.snapshot_in_flight && stalled {
+                progress.next = progress.synced() + 1;
                 progress.inflight_msgs = 0;
             }
             progress.acked_since_heartbeat = false;
@@ -538,6 +578,29 @@ mod tests {
             .map(|e| (e.to, e.msg))
             .collect();
         assert_eq!(heartbeats, vec![hb(2), hb(3)]);
+    }
+
+    #[test]
+    fn the_value_accepted_at_the_first_unchosen_slot_is_re_proposed() {
+        // "Paxos Made Simple" §2.2 (P2c): every slot from the first unchosen one carries the value
+        // accepted with the highest ballot among the promises; slot 1 is that first slot here.
+        let mut n = node(1);
+        n.campaign_now();
+        let b = n.promised();
+        flush(&mut n);
+        let old = Ballot::new(0, 2);
+        deliver(
+            &mut n,
+            2,
+            Message::Promise {
+                ballot: b,
+                commit: 0,
+                accepted: vec![entry(1, old, "a"), entry(2, old, "b")],
+                snapshot: None,
+            },
+        );
+        assert!(n.is_leader());
+        assert_eq!(flush(&mut n).entries, vec![entry(1, b, "a"), entry(2, b, "b")]);
     }
 
     #[test]
@@ -835,11 +898,139 @@ mod tests {
         );
     }
 
+    /// Node 1 holding slots 1..=6 of an older ballot, all known chosen; it wins phase 1 with node
+    /// 2's promise (commit `promised_commit`) and its first Ready is handled.
+    fn leader_over_six_chosen_slots(
+        promised_commit: LogIndex,
+    ) -> (PaxosNode<MemStorage>, Vec<(NodeId, Message)>) {
+        let mut storage = MemStorage::new_with_membership(voters3());
+        let old = Ballot::new(1, 2);
+        let entries: Vec<Entry> = (1..=6).map(|i| entry(i, old, "v")).collect();
+        storage.append(&entries);
+        storage.set_hard_state(HardState {
+            term: old.term(),
+            vote: None,
+            commit: 6,
+        });
+        let mut n = node_with(1, storage, 1, |_| {});
+        n.campaign_now();
+        let b = n.promised();
+        flush(&mut n);
+        deliver(
+            &mut n,
+            2,
+            Message::Promise {
+                ballot: b,
+                commit: promised_commit,
+                accepted: vec![],
+                snapshot: None,
+            },
+        );
+        assert!(n.is_leader());
+        let first = sent(&mut n);
+        (n, first)
+    }
+
     #[test]
-    #[ignore = "BUG: become_leader's first broadcast_heartbeat rewinds every peer to matched + 1 = 1 \
-                (matched starts at 0, acked_since_heartbeat false), discarding the next slot derived \
-                from the peer's promised commit: an up-to-date acceptor is sent the whole log again, \
-                or a snapshot when the leader compacted"]
+    fn a_promiser_behind_is_sent_exactly_the_slots_after_its_commit() {
+        let (n, first) = leader_over_six_chosen_slots(2);
+        assert_eq!(accepts_to(&first, 2), vec![vec![3, 4, 5, 6]]);
+        let p = &n.leadership.as_ref().unwrap().peers[&2];
+        assert_eq!((p.matched, p.known_chosen, p.next), (0, 2, 7));
+    }
+
+    #[test]
+    fn a_non_promiser_starts_at_the_first_unchosen_slot_and_a_stall_rewinds_it_to_its_ack() {
+        // Node 3's promise was not among the winning ones: it is sent nothing at first (slot 7
+        // would be the first unchosen one), not the whole log.
+        let (mut n, first) = leader_over_six_chosen_slots(6);
+        let b = n.leading_ballot().unwrap();
+        assert_eq!(accepts_to(&first, 3), Vec::<Vec<LogIndex>>::new());
+        let p = &n.leadership.as_ref().unwrap().peers[&3];
+        assert_eq!((p.matched, p.known_chosen, p.next), (0, 0, 7));
+        deliver(
+            &mut n,
+            3,
+            Message::HeartbeatAck {
+                ballot: b,
+                matched: 4,
+                read_round: 0,
+            },
+        );
+        n.tick();
+        assert_eq!(accepts_to(&sent(&mut n), 3), vec![vec![5, 6]]);
+    }
+
+    #[test]
+    fn a_reply_below_the_promised_commit_means_a_restart_and_the_slots_are_resent() {
+        // Node 2 promised knowing 1..=6 chosen, then restarted without its (unsynced) commit hint.
+        let (mut n, first) = leader_over_six_chosen_slots(6);
+        let b = n.leading_ballot().unwrap();
+        assert_eq!(accepts_to(&first, 2), Vec::<Vec<LogIndex>>::new());
+        deliver(
+            &mut n,
+            2,
+            Message::HeartbeatAck {
+                ballot: b,
+                matched: 2,
+                read_round: 0,
+            },
+        );
+        let p = &n.leadership.as_ref().unwrap().peers[&2];
+        assert_eq!((p.matched, p.known_chosen), (2, 2));
+        n.tick();
+        assert_eq!(accepts_to(&sent(&mut n), 2), vec![vec![3, 4, 5, 6]]);
+    }
+
+    #[test]
+    fn a_commit_index_in_a_promise_never_counts_towards_choosing() {
+        // "Paxos Made Simple" §2.2: a value is chosen when a majority accepted it. Node 2 promised
+        // knowing 1..=3 chosen; node 1 adopts and re-proposes them, and sends node 2 nothing. Only
+        // node 2's first reply in the new ballot, which reports the same knowledge, is counted.
+        let mut n = node(1);
+        let old = Ballot::new(1, 2);
+        deliver(
+            &mut n,
+            2,
+            Message::Prepare {
+                ballot: old,
+                first_unchosen: 1,
+            },
+        );
+        flush(&mut n);
+        n.campaign_now();
+        let b = n.promised();
+        flush(&mut n);
+        let accepted = vec![entry(1, old, "a"), entry(2, old, "b"), entry(3, old, "c")];
+        deliver(
+            &mut n,
+            2,
+            Message::Promise {
+                ballot: b,
+                commit: 3,
+                accepted,
+                snapshot: None,
+            },
+        );
+        assert!(n.is_leader());
+        let msgs = sent(&mut n);
+        assert_eq!(accepts_to(&msgs, 2), Vec::<Vec<LogIndex>>::new());
+        assert_eq!(accepts_to(&msgs, 3), vec![vec![1, 2, 3]]);
+        assert_eq!(n.leadership.as_ref().unwrap().self_matched, 3);
+        assert_eq!(n.committed(), 0, "the promise's commit index is no acceptance");
+        deliver(
+            &mut n,
+            2,
+            Message::HeartbeatAck {
+                ballot: b,
+                matched: 3,
+                read_round: 0,
+            },
+        );
+        assert_eq!(n.committed(), 3);
+    }
+
+    #[test]
     fn a_new_leader_does_not_resend_what_a_promiser_already_knows_chosen() {
         let mut storage = MemStorage::new_with_membership(voters3());
         let old = Ballot::new(1, 2);

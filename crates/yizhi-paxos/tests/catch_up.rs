@@ -182,3 +182,87 @@ fn leadership_transfer_hands_over_to_the_target() {
     assert_eq!(c.applied_values(1), c.applied_values(2));
     assert_eq!(c.applied_values(1).len(), 2, "x re-proposed, y chosen");
 }
+
+/// What a new leader sent to its peers: `(slots in Accept runs, snapshots, encoded bytes of both)`.
+#[derive(Debug, PartialEq, Eq)]
+struct CatchUpTraffic {
+    slots: u64,
+    snapshots: u64,
+    bytes: u64,
+}
+
+/// Node 1 gets `chosen` values chosen and every node learns them (optionally compacting node 2's
+/// log); then node 2 takes over and heartbeats twice. Returns what node 2 sent meanwhile.
+fn leader_change_traffic(voters: &[u64], chosen: u64, compact_new_leader: bool) -> CatchUpTraffic {
+    use yizhi_engine::WireMessage;
+    let mut c = MemCluster::new(voters, 21, |_| {});
+    c.campaign(1);
+    for i in 0..chosen {
+        c.node_mut(1).propose(value(&format!("value-{i:04}"))).unwrap();
+        c.settle();
+    }
+    heartbeat(&mut c, 1);
+    for &id in voters {
+        assert_eq!(
+            c.node(id).committed(),
+            chosen,
+            "node {id} knows every slot chosen"
+        );
+    }
+    if compact_new_leader {
+        let membership = Membership::new(voters.iter().copied());
+        c.node_mut(2)
+            .storage_mut()
+            .compact(chosen, membership, value("image"));
+    }
+    c.record_readies = true;
+    c.readies.clear();
+    assert_eq!(c.campaign(2), Some(2));
+    heartbeat(&mut c, 2);
+    heartbeat(&mut c, 2);
+    let mut traffic = CatchUpTraffic {
+        slots: 0,
+        snapshots: 0,
+        bytes: 0,
+    };
+    for (_, ready) in c.readies.iter().filter(|(id, _)| *id == 2) {
+        for m in &ready.messages {
+            match &m.msg {
+                Message::Accept { entries, .. } => traffic.slots += entries.len() as u64,
+                Message::InstallSnapshot { .. } => traffic.snapshots += 1,
+                _ => continue,
+            }
+            traffic.bytes += m.msg.encoded_len() as u64;
+        }
+    }
+    for &id in voters {
+        let applied = c.applied_values(id).len() as u64;
+        assert_eq!(applied, chosen, "node {id} applied each value once, nothing new");
+    }
+    traffic
+}
+
+/// "Paxos Made Moderately Complex" §3: after phase 1 the new leader re-proposes only from the first
+/// unchosen slot, and an acceptor that already knows a slot chosen needs nothing for it. Before
+/// the leader kept "known chosen" (resend floor) apart from "accepted in our ballot" (what counts),
+/// its first heartbeat rewound every peer to slot 1: 100 chosen slots cost 200 resent slots (3214
+/// encoded bytes) in a 3-node cluster, 400 (6428 bytes) in a 5-node one, or a snapshot per peer.
+#[test]
+fn a_new_leader_sends_up_to_date_acceptors_no_slots_and_no_snapshot() {
+    let none = CatchUpTraffic {
+        slots: 0,
+        snapshots: 0,
+        bytes: 0,
+    };
+    for (voters, compact) in [
+        (&[1, 2, 3][..], false),
+        (&[1, 2, 3], true),
+        (&[1, 2, 3, 4, 5], false),
+    ] {
+        let traffic = leader_change_traffic(voters, 100, compact);
+        assert_eq!(
+            traffic, none,
+            "voters {voters:?}, new leader compacted: {compact}"
+        );
+    }
+}
