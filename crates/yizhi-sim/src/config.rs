@@ -37,8 +37,6 @@ pub struct SimConfig {
     /// Seeds the engine's own knobs (inflight window, message size, timeouts), the same on every
     /// node, so that the limits themselves are exercised under faults.
     pub engine_tuning: u64,
-    /// Whether a crash may tear the first lost disk write (see `disk`).
-    pub torn_writes: bool,
 }
 
 impl SimConfig {
@@ -90,7 +88,6 @@ impl SimConfig {
             workload,
             fault_phase_ms: rng.range_inclusive(FAULT_PHASE_MS_MIN, FAULT_PHASE_MS_MAX),
             engine_tuning: rng.next_u64(),
-            torn_writes: rng.chance(1, 2),
         };
         // Drawn last, so that the draws above stay what they were before read levels existed.
         // Every seed mixes all three levels; most reads stay linearizable.

@@ -15,10 +15,10 @@
 //! - **Disk** ([`disk`]): the durable image plus a queue of unsynced writes. A `Ready` is written
 //!   to the engine's storage at once and queued on the disk; if it must sync, its messages,
 //!   applies and `advance()` wait for an fsync that takes simulated time. A crash keeps the durable
-//!   image and an ordered prefix of the unsynced writes; with the seed's torn-writes knob on, a
-//!   prefix of the next multi-entry append too (as the WAL's recovery cuts a torn tail at a record
-//!   boundary). Half the crashes strike at the node's next fsync request, so that unsynced writes
-//!   are in flight when the power goes.
+//!   image and an ordered prefix of the unsynced writes, each write whole: an append is atomic, as
+//!   the WAL writes it as one batch that recovery keeps entirely or cuts entirely. Half the crashes
+//!   strike at the node's next fsync request, so that unsynced writes are in flight when the
+//!   power goes.
 //! - **Nodes** ([`node`]): crash and restart from the disk (state machine from the durable
 //!   snapshot), pause (their events wait), apply committed entries to the server's own MVCC state
 //!   machine (`yizhi_kv::MvccStore`, fed the `encode_command` bytes from the log; [`kv`]), compact

@@ -160,6 +160,7 @@ fn sweep<F: EngineFactory>(factory: &F, args: &Args) -> bool {
     let (mut lincheck_us, mut slowest_lincheck) = (0u64, (0u64, 0u64));
     let (mut reads_checked, mut bounded_local) = ([0u64; 3], 0u64);
     let (mut increments, mut attempts, mut seeds_without_increment) = (0u64, 0u64, 0u64);
+    let mut crashes_during_rewrites = 0u64;
     for seed in args.seeds.clone() {
         let report = run_seed(factory, seed, args.profile, options(args));
         runs += 1;
@@ -172,6 +173,7 @@ fn sweep<F: EngineFactory>(factory: &F, args: &Args) -> bool {
         increments += report.counter_increments;
         attempts += report.counter_attempts;
         seeds_without_increment += u64::from(report.counter_increments == 0);
+        crashes_during_rewrites += report.crashes_during_rewrites;
         lincheck_us += report.lincheck_wall_us;
         slowest_lincheck = slowest_lincheck.max((report.lincheck_wall_us, seed));
         if report.lincheck == LincheckVerdict::Undecided {
@@ -196,7 +198,8 @@ fn sweep<F: EngineFactory>(factory: &F, args: &Args) -> bool {
         "summary: engine {} faults {}: {runs} seeds, {violations} violations, {:.1} s simulated, {ops} ops checked \
          ({undecided} undecided), reads checked {} linearizable / {} serializable / {} bounded \
          ({bounded_local} bounded answered without a barrier of their own), counter {increments} increments \
-         exactly once in {attempts} attempts ({seeds_without_increment} seeds without one), {:.1} s wall ({:.1} s checking linearizability, slowest seed {} at {:.1} ms)",
+         exactly once in {attempts} attempts ({seeds_without_increment} seeds without one), \
+         {crashes_during_rewrites} crashes while rewriting durable entries, {:.1} s wall ({:.1} s checking linearizability, slowest seed {} at {:.1} ms)",
         factory.name(),
         args.profile.name,
         simulated_ms as f64 / 1000.0,

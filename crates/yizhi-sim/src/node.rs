@@ -731,11 +731,11 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
     }
 
     /// Power loss: the engine and everything in memory are gone; the disk keeps what was synced
-    /// plus `survivors` of the unsynced writes and `torn_entries` entries of the next one.
-    pub fn crash(&mut self, survivors: usize, torn_entries: usize) {
+    /// plus the first `survivors` of the unsynced writes, each whole.
+    pub fn crash(&mut self, survivors: usize) {
         assert!(self.is_up(), "node {} crashed twice", self.id);
         self.engine = None;
-        self.disk.crash(survivors, torn_entries);
+        self.disk.crash(survivors);
         match self.mutation {
             Mutation::ForgetVote => self.disk.forget_vote(),
             Mutation::ForgetPromise => self.disk.forget_promise(),

@@ -33,8 +33,6 @@ pub const CHECK_PERIOD_MS: u64 = 100;
 pub const LIVENESS_LEADER_BOUND_MS: u64 = 5_000;
 /// ...and a probe write acknowledged, with every pending write resolved, within this long.
 pub const LIVENESS_PROGRESS_BOUND_MS: u64 = 10_000;
-/// A crash waiting for an append it can tear lets at most this many fsyncs pass first.
-pub const MAX_FSYNCS_AWAITING_TEARABLE_APPEND: u64 = 20;
 /// A snapshot stream that lost its message is reported failed after this long.
 pub const SNAPSHOT_STREAM_TIMEOUT_MS: u64 = 100;
 
@@ -162,6 +160,8 @@ pub struct RunReport {
     /// Counter increments acknowledged, and the attempts (retries included) they took.
     pub counter_increments: u64,
     pub counter_attempts: u64,
+    /// Crashes that struck while an unsynced append rewrote entries the node already held durably.
+    pub crashes_during_rewrites: u64,
     pub lincheck: LincheckVerdict,
     /// Wall-clock time the linearizability check took (0 when skipped). Not part of the run's
     /// deterministic outcome: for measuring the checker only.
@@ -203,11 +203,12 @@ pub(crate) struct Sim<'f, F: EngineFactory> {
     rng: Rngs,
     phase: Phase,
     kept_down: BTreeSet<NodeId>,
-    /// Crashes that wait for one of the node's next fsync requests, with how long the node stays
-    /// down and how many more fsyncs they may let pass: power lost while writes are in flight, so
-    /// that unsynced writes are lost often, not only when an epoch boundary happens to fall inside
-    /// an fsync. With torn writes on, the crash waits (a little) for an append it can tear.
-    crash_at_next_fsync: BTreeMap<NodeId, (u64, u64)>,
+    /// Crashes that wait for the node's next fsync request, with how long the node stays down:
+    /// power lost while writes are in flight, so that unsynced writes are lost often, not only
+    /// when an epoch boundary happens to fall inside an fsync.
+    crash_at_next_fsync: BTreeMap<NodeId, u64>,
+    /// Crashes that struck while an unsynced append was rewriting entries already durable.
+    crashes_during_rewrites: u64,
 }
 
 impl<'f, F: EngineFactory> Sim<'f, F> {
@@ -274,6 +275,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             phase: Phase::Faults,
             kept_down: BTreeSet::new(),
             crash_at_next_fsync: BTreeMap::new(),
+            crashes_during_rewrites: 0,
         }
     }
 
@@ -532,8 +534,10 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             };
             self.schedule(at, event);
         }
-        if out.fsync_requested && self.crash_due_at_fsync(node) {
-            let (down_ms, _) = self.crash_at_next_fsync.remove(&node).expect("crash is due");
+        let crash_now = out
+            .fsync_requested
+            .then(|| self.crash_at_next_fsync.remove(&node));
+        if let Some(Some(down_ms)) = crash_now {
             self.crash(node, down_ms);
         } else if out.fsync_requested {
             let n = &self.nodes[(node - 1) as usize];
@@ -855,12 +859,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
         }
         for &(node, down_ms) in &plan.crashes {
             if self.rng.disk.chance(1, 2) {
-                let patience = if self.config.torn_writes {
-                    MAX_FSYNCS_AWAITING_TEARABLE_APPEND
-                } else {
-                    0
-                };
-                self.crash_at_next_fsync.insert(node, (down_ms, patience));
+                self.crash_at_next_fsync.insert(node, down_ms);
             } else {
                 self.crash_at_next_fsync.remove(&node);
                 self.crash(node, down_ms);
@@ -875,42 +874,28 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
         }
     }
 
-    /// Whether the crash waiting for `node`'s fsync happens at this one; counts down its patience.
-    fn crash_due_at_fsync(&mut self, node: NodeId) -> bool {
-        let tearable = self.nodes[(node - 1) as usize].disk.holds_tearable_append();
-        let Some((_, patience)) = self.crash_at_next_fsync.get_mut(&node) else {
-            return false;
-        };
-        if tearable || *patience == 0 {
-            return true;
-        }
-        *patience -= 1;
-        false
-    }
-
-    /// Power loss: a random prefix of the unsynced writes survives, and with torn writes on, part
-    /// of the next append.
+    /// Power loss: a random prefix of the unsynced writes survives, each write whole (the WAL
+    /// keeps an append entirely or drops it).
     fn crash(&mut self, node: NodeId, down_ms: u64) {
         assert_eq!(self.phase, Phase::Faults, "crashes belong to the fault phase");
         let unsynced = self.node(node).disk.unsynced_len() as u64;
         let survivors = self.rng.disk.range_inclusive(0, unsynced) as usize;
-        let tearable = self.node(node).disk.tearable_entries(survivors);
+        let rewriting = self.node(node).disk.holds_rewrite_of_durable_entries();
+        self.crashes_during_rewrites += u64::from(rewriting);
         let durable_last = self.node(node).disk.durable().last_index();
-        let (torn_entries, torn_from) = match tearable {
-            Some((first, entries)) if self.config.torn_writes => {
-                let kept = self.rng.disk.range_inclusive(0, entries as u64 - 1) as usize;
-                (kept, first)
-            }
-            _ => (0, 0),
-        };
-        self.node(node).crash(survivors, torn_entries);
+        self.node(node).crash(survivors);
         let now_last = self.node(node).disk.durable().last_index();
         self.trace.record(
             self.now_ms,
             Some(node),
             format_args!(
-                "crash ({survivors} of {unsynced} unsynced writes survive, then {torn_entries} entries of a torn append \
-                 from {torn_from}; durable last index {durable_last} -> {now_last})"
+                "crash ({survivors} of {unsynced} unsynced writes survive{}; durable last index \
+                 {durable_last} -> {now_last})",
+                if rewriting {
+                    ", one of them rewrote durable entries"
+                } else {
+                    ""
+                }
             ),
         );
         self.schedule(self.now_ms + down_ms, Event::Restart { node });
@@ -1123,6 +1108,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             bounded_reads_served_locally: self.nodes.iter().map(|n| n.bounded_reads_served_locally).sum(),
             counter_increments: self.counter.acknowledged,
             counter_attempts: self.counter.attempts,
+            crashes_during_rewrites: self.crashes_during_rewrites,
             lincheck,
             lincheck_wall_us: 0,
             violation,
