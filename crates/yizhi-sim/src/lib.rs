@@ -76,9 +76,11 @@ pub mod node;
 pub mod reads;
 pub mod run;
 pub mod sim;
+pub mod throughput;
 pub mod trace;
 
 pub use engines::{PaxosFactory, RaftFactory};
 pub use node::EngineFactory;
 pub use run::{check_determinism, run_seed, shrink};
-pub use sim::{RunOptions, RunReport};
+pub use sim::{RunOptions, RunReport, WindowStats};
+pub use throughput::{ThroughputScenario, run_throughput};

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use yizhi_engine::{Engine, Envelope, LogStorage, NodeId, Role, SeededRng, SnapshotStatus};
+use yizhi_engine::{Engine, Envelope, LogIndex, LogStorage, NodeId, Role, SeededRng, SnapshotStatus};
 
 use yizhi_kv::{CommandResponse, KvError};
 
@@ -18,7 +18,7 @@ use crate::client::{
 use crate::config::{CLIENT_DELAY_MS_MAX, SimConfig};
 use crate::counter::{CounterClient, CounterStep};
 use crate::disk::Disk;
-use crate::faults::{FaultProfile, plan_epoch};
+use crate::faults::plan_epoch;
 use crate::invariants::{Attribution, Checker, Violation, check_log_matching};
 use crate::network::{DropReason, Network, SendOutcome};
 use crate::node::{Ctx, EngineFactory, Mutation, Node, Outputs};
@@ -162,12 +162,38 @@ pub struct RunReport {
     pub counter_attempts: u64,
     /// Crashes that struck while an unsynced append rewrote entries the node already held durably.
     pub crashes_during_rewrites: u64,
+    /// The measurement window of a throughput run (`SimConfig::measure_window_ms`), once it closed.
+    pub window: Option<WindowStats>,
     pub lincheck: LincheckVerdict,
     /// Wall-clock time the linearizability check took (0 when skipped). Not part of the run's
     /// deterministic outcome: for measuring the checker only.
     pub lincheck_wall_us: u64,
     /// The first broken invariant and the simulated time it broke at.
     pub violation: Option<(u64, Violation)>,
+}
+
+/// What a throughput run counts in its measurement window.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WindowStats {
+    /// When a leader first existed: the window's start.
+    pub start_ms: u64,
+    pub length_ms: u64,
+    /// Log entries that became committed in the window (no-ops and counter increments included).
+    pub committed_entries: u64,
+    /// Writes of the regular clients acknowledged in the window.
+    pub acked_writes: u64,
+    /// Per acknowledged write, from its first attempt to the acknowledgement (retries included).
+    pub write_latencies_ms: Vec<u64>,
+    /// The history reached `max_history_ops` during the window, so clients stopped early and the
+    /// rates are too low.
+    pub history_full: bool,
+}
+
+#[derive(Debug)]
+struct Window {
+    stats: WindowStats,
+    committed_index_at_start: LogIndex,
+    closed: bool,
 }
 
 struct Rngs {
@@ -209,15 +235,16 @@ pub(crate) struct Sim<'f, F: EngineFactory> {
     crash_at_next_fsync: BTreeMap<NodeId, u64>,
     /// Crashes that struck while an unsynced append was rewriting entries already durable.
     crashes_during_rewrites: u64,
+    /// A throughput run's measurement window, from when a leader first exists.
+    window: Option<Window>,
 }
 
 impl<'f, F: EngineFactory> Sim<'f, F> {
-    pub(crate) fn new(factory: &'f F, seed: u64, profile: FaultProfile, options: RunOptions) -> Self {
-        let mut config = SimConfig::from_seed(seed, profile);
+    pub(crate) fn new(factory: &'f F, mut config: SimConfig, options: RunOptions) -> Self {
         if let Some(ms) = options.fault_phase_ms {
             config.fault_phase_ms = ms;
         }
-        let mut root = SeededRng::new(seed);
+        let mut root = SeededRng::new(config.seed);
         let mut rng = Rngs {
             network: root.fork(),
             faults: root.fork(),
@@ -276,6 +303,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             kept_down: BTreeSet::new(),
             crash_at_next_fsync: BTreeMap::new(),
             crashes_during_rewrites: 0,
+            window: None,
         }
     }
 
@@ -324,9 +352,10 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
     /// Runs to completion or to the first violation.
     pub(crate) fn run(&mut self) -> Option<(u64, Violation)> {
         self.start();
-        let deadline_ms = self.config.fault_phase_ms + LIVENESS_PROGRESS_BOUND_MS + 10 * CHECK_PERIOD_MS;
         while let Some(((at_ms, _), event)) = self.queue.pop_first() {
             assert!(at_ms >= self.now_ms, "time went backwards");
+            // A measurement window shortens the fault phase once it opens.
+            let deadline_ms = self.config.fault_phase_ms + LIVENESS_PROGRESS_BOUND_MS + 10 * CHECK_PERIOD_MS;
             assert!(
                 at_ms <= deadline_ms,
                 "run passed its deadline without a liveness verdict"
@@ -343,6 +372,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             if let Err(violation) = result {
                 return Some((self.now_ms, violation));
             }
+            self.open_window_at_first_leader();
             if self.phase == Phase::Done {
                 return self.final_checks().err().map(|v| (self.now_ms, v));
             }
@@ -646,6 +676,11 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             return Ok(());
         }
         let index = (reply.client_id - 1) as usize;
+        if let Reply::Wrote { .. } = &reply.reply
+            && let Some(started_ms) = self.clients[index].write_started_ms(reply.op_id)
+        {
+            self.count_acked_write(index, started_ms);
+        }
         if let Reply::Read(response) = &reply.reply
             && let Some(read) = self.clients[index].read_in_flight(reply.op_id)
         {
@@ -681,8 +716,11 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
         client == self.clients.len() - 1
     }
 
-    fn client_may_start(&self, client: usize) -> bool {
-        let room = self.history.len() < crate::client::MAX_HISTORY_OPS;
+    fn client_may_start(&mut self, client: usize) -> bool {
+        let room = self.history.len() < self.config.max_history_ops;
+        if !room && let Some(window) = self.window.as_mut().filter(|w| !w.closed) {
+            window.stats.history_full = true;
+        }
         match self.phase {
             Phase::Faults => room && !self.is_probe(client),
             Phase::Liveness { healed_at_ms } => {
@@ -756,7 +794,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             return;
         }
         if !self.counter.has_unacknowledged() {
-            if self.phase != Phase::Faults || self.history.len() >= crate::client::MAX_HISTORY_OPS {
+            if self.phase != Phase::Faults || self.history.len() >= self.config.max_history_ops {
                 return;
             }
             let invoke_time = self.history.now();
@@ -918,6 +956,15 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
     /// End of the fault phase: heal the network, bring back all but at most a minority of the
     /// crashed nodes, unpause everyone, and let only the probe client issue new operations.
     fn on_heal(&mut self) {
+        // A throughput run schedules a fallback heal as well as its window's end: the first wins.
+        if self.phase != Phase::Faults {
+            return;
+        }
+        if let Some(window) = self.window.as_mut() {
+            let committed = self.checker.last_committed_index() - window.committed_index_at_start;
+            window.stats.committed_entries = committed;
+            window.closed = true;
+        }
         self.phase = Phase::Liveness {
             healed_at_ms: self.now_ms,
         };
@@ -942,6 +989,58 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
         );
         let probe = self.clients.len() - 1;
         self.schedule(self.now_ms, Event::ClientWake { client: probe });
+    }
+
+    /// A throughput run measures from the moment a leader first exists for `measure_window_ms`;
+    /// the heal at its end stops the regular clients and the loss.
+    fn open_window_at_first_leader(&mut self) {
+        let Some(length_ms) = self.config.measure_window_ms else {
+            return;
+        };
+        if self.window.is_some() || self.phase != Phase::Faults || self.current_leader().is_none() {
+            return;
+        }
+        let end_ms = self.now_ms + length_ms;
+        assert!(
+            end_ms <= self.config.fault_phase_ms,
+            "the window opened after its fallback heal was due"
+        );
+        self.window = Some(Window {
+            stats: WindowStats {
+                start_ms: self.now_ms,
+                length_ms,
+                ..WindowStats::default()
+            },
+            committed_index_at_start: self.checker.last_committed_index(),
+            closed: false,
+        });
+        self.config.fault_phase_ms = end_ms;
+        self.trace.record(
+            self.now_ms,
+            None,
+            format_args!("measurement window opens until {end_ms} ms"),
+        );
+        self.schedule(end_ms, Event::Heal);
+    }
+
+    /// A regular client's write was acknowledged: counted, with its latency, inside the window.
+    fn count_acked_write(&mut self, client: usize, started_ms: u64) {
+        if self.is_probe(client) {
+            return;
+        }
+        let Some(window) = self.window.as_mut().filter(|w| !w.closed) else {
+            return;
+        };
+        assert!(
+            started_ms <= self.now_ms,
+            "a write acknowledged before it started"
+        );
+        assert!(
+            window.stats.write_latencies_ms.len() < self.config.max_history_ops,
+            "more acknowledged writes than operations the history may hold"
+        );
+        window.stats.acked_writes += 1;
+        window.stats.write_latencies_ms.push(self.now_ms - started_ms);
     }
 
     fn on_check(&mut self) -> Result<(), Violation> {
@@ -1109,6 +1208,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             counter_increments: self.counter.acknowledged,
             counter_attempts: self.counter.attempts,
             crashes_during_rewrites: self.crashes_during_rewrites,
+            window: self.window.as_ref().filter(|w| w.closed).map(|w| w.stats.clone()),
             lincheck,
             lincheck_wall_us: 0,
             violation,
