@@ -180,7 +180,7 @@ pub struct WindowStats {
     pub length_ms: u64,
     /// Log entries that became committed in the window (no-ops and counter increments included).
     pub committed_entries: u64,
-    /// Writes of the regular clients acknowledged in the window.
+    /// Writes of the regular clients begun (first attempt) and acknowledged in the window.
     pub acked_writes: u64,
     /// Per acknowledged write, from its first attempt to the acknowledgement (retries included).
     pub write_latencies_ms: Vec<u64>,
@@ -1023,18 +1023,24 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
         self.schedule(end_ms, Event::Heal);
     }
 
-    /// A regular client's write was acknowledged: counted, with its latency, inside the window.
+    /// A regular client's write was acknowledged: counted, with its latency, if it began and ended
+    /// inside the window.
     fn count_acked_write(&mut self, client: usize, started_ms: u64) {
         if self.is_probe(client) {
             return;
         }
-        let Some(window) = self.window.as_mut().filter(|w| !w.closed) else {
-            return;
-        };
         assert!(
             started_ms <= self.now_ms,
             "a write acknowledged before it started"
         );
+        // A write begun before the window waited for the first election: not the steady state.
+        let Some(window) = self
+            .window
+            .as_mut()
+            .filter(|w| !w.closed && started_ms >= w.stats.start_ms)
+        else {
+            return;
+        };
         assert!(
             window.stats.write_latencies_ms.len() < self.config.max_history_ops,
             "more acknowledged writes than operations the history may hold"
