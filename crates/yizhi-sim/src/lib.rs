@@ -60,6 +60,12 @@
 //!   that ignore their bound, serializable reads from an older state or under a later revision,
 //!   nodes that strip the `Deduped` wrapper);
 //!   the tests require that some seed catches each one.
+//! - **Throughput** ([`throughput`], `yizhi-sim throughput`): a fixed, fair scenario instead of a
+//!   seed's draw, to compare the engines under message loss (issue 6): no faults but the same
+//!   loss and delays on every link, the engines' defaults, closed-loop put clients, and a window
+//!   that opens when a leader first exists. It counts committed entries and acknowledged writes
+//!   per simulated second and write latencies, with every check above still on; the numbers
+//!   replay exactly. Results and what they show: `crates/yizhi-sim/README.md`.
 //! - **Determinism**: every event is folded into an FNV-1a trace hash;
 //!   [`run::check_determinism`] runs a seed twice and compares.
 

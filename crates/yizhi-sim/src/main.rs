@@ -257,9 +257,11 @@ fn print_throughput(args: &ThroughputArgs, rows: &[ThroughputRow]) {
         "Seeds {}..{}; {} closed-loop put clients (plus the exactly-once counter client) on {} keys; \
          a {} s window from the first leader; every link {}–{} ms uniform delay and the given loss, \
          nothing else (no crashes, partitions, duplicates); fsync 1–{} ms; tick 10 ms ± 10%; \
-         engine defaults. Every check stays on: invariants after every event, the counter, the \
-         liveness phase and the linearizability check of the whole history. Latency runs from a \
-         write's first attempt to its acknowledgement, retries included.\n",
+         engine defaults; no compaction. Every check stays on: invariants after every event, the \
+         counter, the liveness phase and the linearizability check of the whole history. Committed \
+         entries include no-ops and the counter's increments; acked writes and latencies count the \
+         put clients' writes begun in the window, from the first attempt to the acknowledgement \
+         (retries included).\n",
         args.seeds.start,
         args.seeds.end,
         args.clients,
