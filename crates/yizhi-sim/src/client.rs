@@ -195,6 +195,9 @@ struct InFlight {
     invoke_time: u64,
     /// Simulated time, for the bounded-staleness promise.
     invoke_ms: u64,
+    /// Simulated time of the first attempt at this operation's input (retries keep it): where
+    /// the latency a user would see starts.
+    first_invoke_ms: u64,
 }
 
 /// A read awaiting its answer, as the read checker needs it.
@@ -224,7 +227,8 @@ pub struct Client {
     pub id: u64,
     next_op_id: u64,
     in_flight: Option<InFlight>,
-    pending_retry: Option<ClientOp>,
+    /// The operation to retry, and when its first attempt started.
+    pending_retry: Option<(ClientOp, u64)>,
     pub leader_hint: Option<NodeId>,
     /// The node the last operation went to.
     pub last_target: Option<NodeId>,
@@ -270,9 +274,9 @@ impl Client {
             "client {} already has an operation in flight",
             self.id
         );
-        let op = match self.pending_retry.take() {
-            Some(retry) => self.retagged(retry),
-            None => self.pick_op(workload, rng),
+        let (op, first_invoke_ms) = match self.pending_retry.take() {
+            Some((retry, first_invoke_ms)) => (self.retagged(retry), first_invoke_ms),
+            None => (self.pick_op(workload, rng), invoke_ms),
         };
         let op_id = self.next_op_id;
         self.next_op_id += 1;
@@ -282,6 +286,7 @@ impl Client {
             op,
             invoke_time,
             invoke_ms,
+            first_invoke_ms,
         });
         ClientRequest {
             client_id: self.id,
@@ -388,6 +393,18 @@ impl Client {
         }
     }
 
+    /// When the first attempt at the write `op_id` started, if it is the operation in flight and
+    /// a write (puts, deletes and swaps; not compactions).
+    pub fn write_started_ms(&self, op_id: u64) -> Option<u64> {
+        let flight = self.in_flight.as_ref().filter(|f| f.op_id == op_id)?;
+        match &flight.op {
+            ClientOp::Checked(input) if !flight.op.is_read() && kv::command_for(input).is_some() => {
+                Some(flight.first_invoke_ms)
+            }
+            _ => None,
+        }
+    }
+
     pub fn in_flight_op(&self) -> Option<u64> {
         self.in_flight.as_ref().map(|f| f.op_id)
     }
@@ -425,6 +442,7 @@ impl Client {
         let Some(flight) = self.in_flight.take_if(|f| f.op_id == reply.op_id) else {
             return NextStep::Ignore;
         };
+        let first_invoke_ms = flight.first_invoke_ms;
         let backoff_ms = rng.range_inclusive(1, workload.retry_backoff_ms_max);
         let think = NextStep::Think {
             delay_ms: rng.range_inclusive(0, workload.think_ms_max),
@@ -460,14 +478,14 @@ impl Client {
                     self.relaxed_read_node = *hint;
                 }
                 self.leader_hint = *hint;
-                self.pending_retry = Some(op);
+                self.pending_retry = Some((op, first_invoke_ms));
                 return NextStep::Retry {
                     delay_ms: if hint.is_some() { 1 } else { backoff_ms },
                 };
             }
             // Definitely did not take effect: not part of the history, retried as a new operation.
             (op, Reply::WriteFailed | Reply::Rejected) => {
-                self.pending_retry = Some(op);
+                self.pending_retry = Some((op, first_invoke_ms));
                 return NextStep::Retry { delay_ms: backoff_ms };
             }
             (op, other) => panic!("client {} op {op:?} answered {other:?}", self.id),
@@ -550,7 +568,7 @@ impl Client {
                 self.known.remove(key);
             }
         }
-        self.pending_retry = Some(flight.op);
+        self.pending_retry = Some((flight.op, flight.first_invoke_ms));
         Some(NextStep::Retry {
             delay_ms: rng.range_inclusive(1, workload.retry_backoff_ms_max),
         })
@@ -736,6 +754,40 @@ mod tests {
             (a, b) => assert_eq!(a, b),
         }
         assert!(h.is_empty(), "a refused operation is not history");
+    }
+
+    #[test]
+    fn a_write_keeps_the_start_of_its_first_attempt_across_retries() {
+        let (w, mut rng, mut h) = (workload(), SeededRng::new(3), History::default());
+        let mut c = Client::new(1);
+        let mut first = c.start(&w, &mut rng, h.now(), 100);
+        while !matches!(first.request, Request::Write { .. }) {
+            assert_eq!(c.write_started_ms(first.op_id), None, "a read is no write");
+            c.on_timeout(first.op_id, &w, &mut rng, &mut h);
+            c.drop_retry();
+            first = c.start(&w, &mut rng, h.now(), 100);
+        }
+        assert_eq!(c.write_started_ms(first.op_id), Some(100));
+        let refused = ClientReply {
+            client_id: 1,
+            op_id: first.op_id,
+            reply: Reply::NotLeader { hint: None },
+        };
+        c.on_reply(&refused, &w, &mut rng, &mut h);
+        let second = c.start(&w, &mut rng, h.now(), 150);
+        assert_eq!(c.write_started_ms(second.op_id), Some(100));
+        assert_eq!(c.write_started_ms(first.op_id), None, "no longer in flight");
+        c.on_timeout(second.op_id, &w, &mut rng, &mut h);
+        let third = c.start(&w, &mut rng, h.now(), 1_200);
+        assert_eq!(c.write_started_ms(third.op_id), Some(100));
+        c.abandon(&mut h);
+        let fresh = c.start(&w, &mut rng, h.now(), 2_000);
+        let expected = matches!(fresh.request, Request::Write { .. }).then_some(2_000);
+        assert_eq!(
+            c.write_started_ms(fresh.op_id),
+            expected,
+            "a new operation starts anew"
+        );
     }
 
     #[test]

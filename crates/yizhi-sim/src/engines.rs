@@ -7,6 +7,17 @@ use yizhi_raft::{Message, MessageKind, RaftConfig, RaftNode, ReadMode};
 use crate::config::TICK_SKEW_PCT_MAX;
 use crate::node::EngineFactory;
 
+/// Where a run's engine settings come from (the same on every node).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EngineTuning {
+    /// Drawn from this seed: small inflight windows and message sizes, short timeouts, PreVote and
+    /// CheckQuorum sometimes off, so that the limits themselves are exercised under faults.
+    Drawn(u64),
+    /// The engine's own defaults, as the server runs it: for measurements, where both engines must
+    /// run as shipped rather than with whatever a seed drew.
+    Defaults,
+}
+
 /// The limits and timeouts both engines draw alike, first from the tuning seed.
 struct SharedTuning {
     max_inflight_msgs: usize,
@@ -31,18 +42,21 @@ impl SharedTuning {
 /// Raft settings drawn from the run's tuning seed, the same on every node. Small inflight windows
 /// and message sizes make pipelining limits and batching bounds bite; PreVote and CheckQuorum are
 /// sometimes off, because safety must not depend on them. `lease` forces what lease reads need.
-fn tuned_raft_config(id: NodeId, applied: LogIndex, tuning: u64, lease: bool) -> RaftConfig {
-    let mut rng = SeededRng::new(tuning);
+fn tuned_raft_config(id: NodeId, applied: LogIndex, tuning: EngineTuning, lease: bool) -> RaftConfig {
     let mut config = RaftConfig::new(id);
     config.applied = applied;
-    let shared = SharedTuning::draw(&mut rng);
-    config.max_inflight_msgs = shared.max_inflight_msgs;
-    config.max_msg_bytes = shared.max_msg_bytes;
-    config.heartbeat_interval_ticks = shared.heartbeat_interval_ticks;
-    config.election_timeout_ticks = shared.election_timeout_ticks;
-    config.pre_vote = !rng.chance(1, 5);
-    config.check_quorum = lease || !rng.chance(1, 5);
+    if let EngineTuning::Drawn(seed) = tuning {
+        let mut rng = SeededRng::new(seed);
+        let shared = SharedTuning::draw(&mut rng);
+        config.max_inflight_msgs = shared.max_inflight_msgs;
+        config.max_msg_bytes = shared.max_msg_bytes;
+        config.heartbeat_interval_ticks = shared.heartbeat_interval_ticks;
+        config.election_timeout_ticks = shared.election_timeout_ticks;
+        config.pre_vote = !rng.chance(1, 5);
+        config.check_quorum = lease || !rng.chance(1, 5);
+    }
     if lease {
+        config.check_quorum = true;
         config.read_mode = ReadMode::LeaseBased;
         // Two nodes whose ticks are skewed by ±TICK_SKEW_PCT_MAX in opposite directions drift
         // apart by (1 + s) / (1 - s) − 1 (22% for s = 10%); the bound must cover that.
@@ -80,7 +94,7 @@ impl EngineFactory for RaftFactory {
         id: NodeId,
         storage: MemStorage,
         applied: LogIndex,
-        tuning: u64,
+        tuning: EngineTuning,
         rng: SeededRng,
     ) -> Self::E {
         let config = tuned_raft_config(id, applied, tuning, self.lease_reads);
@@ -95,15 +109,16 @@ impl EngineFactory for RaftFactory {
 
 /// Paxos settings drawn from the run's tuning seed, the same on every node. As for Raft, small
 /// inflight windows and message sizes make the pipelining and batching bounds bite.
-fn tuned_paxos_config(id: NodeId, applied: LogIndex, tuning: u64) -> PaxosConfig {
-    let mut rng = SeededRng::new(tuning);
+fn tuned_paxos_config(id: NodeId, applied: LogIndex, tuning: EngineTuning) -> PaxosConfig {
     let mut config = PaxosConfig::new(id);
     config.applied = applied;
-    let shared = SharedTuning::draw(&mut rng);
-    config.max_inflight_msgs = shared.max_inflight_msgs;
-    config.max_msg_bytes = shared.max_msg_bytes;
-    config.heartbeat_interval_ticks = shared.heartbeat_interval_ticks;
-    config.election_timeout_ticks = shared.election_timeout_ticks;
+    if let EngineTuning::Drawn(seed) = tuning {
+        let shared = SharedTuning::draw(&mut SeededRng::new(seed));
+        config.max_inflight_msgs = shared.max_inflight_msgs;
+        config.max_msg_bytes = shared.max_msg_bytes;
+        config.heartbeat_interval_ticks = shared.heartbeat_interval_ticks;
+        config.election_timeout_ticks = shared.election_timeout_ticks;
+    }
     config
 }
 
@@ -123,7 +138,7 @@ impl EngineFactory for PaxosFactory {
         id: NodeId,
         storage: MemStorage,
         applied: LogIndex,
-        tuning: u64,
+        tuning: EngineTuning,
         rng: SeededRng,
     ) -> Self::E {
         let config = tuned_paxos_config(id, applied, tuning);

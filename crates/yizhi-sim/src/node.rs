@@ -16,6 +16,7 @@ use yizhi_kv::{Command, CommandResponse, KvError, RangeRequest, RangeResponse, d
 use crate::client::{ClientReply, ClientRequest, ReadLevel, Reply, Request};
 use crate::config::TICK_INTERVAL_MS;
 use crate::disk::{self, Disk, DiskWrite};
+use crate::engines::EngineTuning;
 use crate::invariants::{Checker, Violation};
 use crate::kv::{self, Store};
 use crate::trace::Trace;
@@ -94,13 +95,13 @@ pub trait EngineFactory {
     type E: Engine<Storage = MemStorage>;
     fn name(&self) -> &'static str;
     /// A node starting (or restarting) from `storage`, whose state machine is at `applied`.
-    /// `tuning` is the run's seed for the engine's settings (the same for every node).
+    /// `tuning` decides the engine's settings (the same for every node).
     fn build(
         &self,
         id: NodeId,
         storage: MemStorage,
         applied: LogIndex,
-        tuning: u64,
+        tuning: EngineTuning,
         rng: SeededRng,
     ) -> Self::E;
     /// Snapshot messages are reported back to the sender when delivered or lost, as a transport
@@ -731,11 +732,11 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
     }
 
     /// Power loss: the engine and everything in memory are gone; the disk keeps what was synced
-    /// plus `survivors` of the unsynced writes and `torn_entries` entries of the next one.
-    pub fn crash(&mut self, survivors: usize, torn_entries: usize) {
+    /// plus the first `survivors` of the unsynced writes, each whole.
+    pub fn crash(&mut self, survivors: usize) {
         assert!(self.is_up(), "node {} crashed twice", self.id);
         self.engine = None;
-        self.disk.crash(survivors, torn_entries);
+        self.disk.crash(survivors);
         match self.mutation {
             Mutation::ForgetVote => self.disk.forget_vote(),
             Mutation::ForgetPromise => self.disk.forget_promise(),
@@ -756,7 +757,7 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
     pub fn restart<F: EngineFactory<E = E>>(
         &mut self,
         factory: &F,
-        tuning: u64,
+        tuning: EngineTuning,
         rng: SeededRng,
         checker: &mut Checker,
     ) {

@@ -7,6 +7,7 @@ use yizhi_engine::NodeId;
 use yizhi_lincheck::mvcc::MvccModel;
 use yizhi_lincheck::{CheckResult, check_operations};
 
+use crate::config::SimConfig;
 use crate::faults::FaultProfile;
 use crate::invariants::Violation;
 use crate::node::EngineFactory;
@@ -36,7 +37,17 @@ pub fn run_with_trace<F: EngineFactory>(
     profile: FaultProfile,
     options: RunOptions,
 ) -> (RunReport, Vec<TraceLine>) {
-    let mut sim = Sim::new(factory, seed, profile, options);
+    run_config(factory, SimConfig::from_seed(seed, profile), options)
+}
+
+/// Runs one configuration (a seed's draw, or a fixed scenario such as a throughput measurement)
+/// to its verdict, with the final linearizability check.
+pub fn run_config<F: EngineFactory>(
+    factory: &F,
+    config: SimConfig,
+    options: RunOptions,
+) -> (RunReport, Vec<TraceLine>) {
+    let mut sim = Sim::new(factory, config, options);
     let outcome = catch_unwind(AssertUnwindSafe(|| sim.run()));
     let violation = match outcome {
         Ok(violation) => violation,

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use yizhi_engine::{Engine, Envelope, LogStorage, NodeId, Role, SeededRng, SnapshotStatus};
+use yizhi_engine::{Engine, Envelope, LogIndex, LogStorage, NodeId, Role, SeededRng, SnapshotStatus};
 
 use yizhi_kv::{CommandResponse, KvError};
 
@@ -18,7 +18,7 @@ use crate::client::{
 use crate::config::{CLIENT_DELAY_MS_MAX, SimConfig};
 use crate::counter::{CounterClient, CounterStep};
 use crate::disk::Disk;
-use crate::faults::{FaultProfile, plan_epoch};
+use crate::faults::plan_epoch;
 use crate::invariants::{Attribution, Checker, Violation, check_log_matching};
 use crate::network::{DropReason, Network, SendOutcome};
 use crate::node::{Ctx, EngineFactory, Mutation, Node, Outputs};
@@ -33,8 +33,6 @@ pub const CHECK_PERIOD_MS: u64 = 100;
 pub const LIVENESS_LEADER_BOUND_MS: u64 = 5_000;
 /// ...and a probe write acknowledged, with every pending write resolved, within this long.
 pub const LIVENESS_PROGRESS_BOUND_MS: u64 = 10_000;
-/// A crash waiting for an append it can tear lets at most this many fsyncs pass first.
-pub const MAX_FSYNCS_AWAITING_TEARABLE_APPEND: u64 = 20;
 /// A snapshot stream that lost its message is reported failed after this long.
 pub const SNAPSHOT_STREAM_TIMEOUT_MS: u64 = 100;
 
@@ -162,12 +160,40 @@ pub struct RunReport {
     /// Counter increments acknowledged, and the attempts (retries included) they took.
     pub counter_increments: u64,
     pub counter_attempts: u64,
+    /// Crashes that struck while an unsynced append rewrote entries the node already held durably.
+    pub crashes_during_rewrites: u64,
+    /// The measurement window of a throughput run (`SimConfig::measure_window_ms`), once it closed.
+    pub window: Option<WindowStats>,
     pub lincheck: LincheckVerdict,
     /// Wall-clock time the linearizability check took (0 when skipped). Not part of the run's
     /// deterministic outcome: for measuring the checker only.
     pub lincheck_wall_us: u64,
     /// The first broken invariant and the simulated time it broke at.
     pub violation: Option<(u64, Violation)>,
+}
+
+/// What a throughput run counts in its measurement window.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WindowStats {
+    /// When a leader first existed: the window's start.
+    pub start_ms: u64,
+    pub length_ms: u64,
+    /// Log entries that became committed in the window (no-ops and counter increments included).
+    pub committed_entries: u64,
+    /// Writes of the regular clients begun (first attempt) and acknowledged in the window.
+    pub acked_writes: u64,
+    /// Per acknowledged write, from its first attempt to the acknowledgement (retries included).
+    pub write_latencies_ms: Vec<u64>,
+    /// The history reached `max_history_ops` during the window, so clients stopped early and the
+    /// rates are too low.
+    pub history_full: bool,
+}
+
+#[derive(Debug)]
+struct Window {
+    stats: WindowStats,
+    committed_index_at_start: LogIndex,
+    closed: bool,
 }
 
 struct Rngs {
@@ -203,20 +229,22 @@ pub(crate) struct Sim<'f, F: EngineFactory> {
     rng: Rngs,
     phase: Phase,
     kept_down: BTreeSet<NodeId>,
-    /// Crashes that wait for one of the node's next fsync requests, with how long the node stays
-    /// down and how many more fsyncs they may let pass: power lost while writes are in flight, so
-    /// that unsynced writes are lost often, not only when an epoch boundary happens to fall inside
-    /// an fsync. With torn writes on, the crash waits (a little) for an append it can tear.
-    crash_at_next_fsync: BTreeMap<NodeId, (u64, u64)>,
+    /// Crashes that wait for the node's next fsync request, with how long the node stays down:
+    /// power lost while writes are in flight, so that unsynced writes are lost often, not only
+    /// when an epoch boundary happens to fall inside an fsync.
+    crash_at_next_fsync: BTreeMap<NodeId, u64>,
+    /// Crashes that struck while an unsynced append was rewriting entries already durable.
+    crashes_during_rewrites: u64,
+    /// A throughput run's measurement window, from when a leader first exists.
+    window: Option<Window>,
 }
 
 impl<'f, F: EngineFactory> Sim<'f, F> {
-    pub(crate) fn new(factory: &'f F, seed: u64, profile: FaultProfile, options: RunOptions) -> Self {
-        let mut config = SimConfig::from_seed(seed, profile);
+    pub(crate) fn new(factory: &'f F, mut config: SimConfig, options: RunOptions) -> Self {
         if let Some(ms) = options.fault_phase_ms {
             config.fault_phase_ms = ms;
         }
-        let mut root = SeededRng::new(seed);
+        let mut root = SeededRng::new(config.seed);
         let mut rng = Rngs {
             network: root.fork(),
             faults: root.fork(),
@@ -274,6 +302,8 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             phase: Phase::Faults,
             kept_down: BTreeSet::new(),
             crash_at_next_fsync: BTreeMap::new(),
+            crashes_during_rewrites: 0,
+            window: None,
         }
     }
 
@@ -322,9 +352,10 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
     /// Runs to completion or to the first violation.
     pub(crate) fn run(&mut self) -> Option<(u64, Violation)> {
         self.start();
-        let deadline_ms = self.config.fault_phase_ms + LIVENESS_PROGRESS_BOUND_MS + 10 * CHECK_PERIOD_MS;
         while let Some(((at_ms, _), event)) = self.queue.pop_first() {
             assert!(at_ms >= self.now_ms, "time went backwards");
+            // A measurement window shortens the fault phase once it opens.
+            let deadline_ms = self.config.fault_phase_ms + LIVENESS_PROGRESS_BOUND_MS + 10 * CHECK_PERIOD_MS;
             assert!(
                 at_ms <= deadline_ms,
                 "run passed its deadline without a liveness verdict"
@@ -341,6 +372,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             if let Err(violation) = result {
                 return Some((self.now_ms, violation));
             }
+            self.open_window_at_first_leader();
             if self.phase == Phase::Done {
                 return self.final_checks().err().map(|v| (self.now_ms, v));
             }
@@ -532,8 +564,10 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             };
             self.schedule(at, event);
         }
-        if out.fsync_requested && self.crash_due_at_fsync(node) {
-            let (down_ms, _) = self.crash_at_next_fsync.remove(&node).expect("crash is due");
+        let crash_now = out
+            .fsync_requested
+            .then(|| self.crash_at_next_fsync.remove(&node));
+        if let Some(Some(down_ms)) = crash_now {
             self.crash(node, down_ms);
         } else if out.fsync_requested {
             let n = &self.nodes[(node - 1) as usize];
@@ -642,6 +676,11 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             return Ok(());
         }
         let index = (reply.client_id - 1) as usize;
+        if let Reply::Wrote { .. } = &reply.reply
+            && let Some(started_ms) = self.clients[index].write_started_ms(reply.op_id)
+        {
+            self.count_acked_write(index, started_ms);
+        }
         if let Reply::Read(response) = &reply.reply
             && let Some(read) = self.clients[index].read_in_flight(reply.op_id)
         {
@@ -677,8 +716,11 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
         client == self.clients.len() - 1
     }
 
-    fn client_may_start(&self, client: usize) -> bool {
-        let room = self.history.len() < crate::client::MAX_HISTORY_OPS;
+    fn client_may_start(&mut self, client: usize) -> bool {
+        let room = self.history.len() < self.config.max_history_ops;
+        if !room && let Some(window) = self.window.as_mut().filter(|w| !w.closed) {
+            window.stats.history_full = true;
+        }
         match self.phase {
             Phase::Faults => room && !self.is_probe(client),
             Phase::Liveness { healed_at_ms } => {
@@ -752,7 +794,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             return;
         }
         if !self.counter.has_unacknowledged() {
-            if self.phase != Phase::Faults || self.history.len() >= crate::client::MAX_HISTORY_OPS {
+            if self.phase != Phase::Faults || self.history.len() >= self.config.max_history_ops {
                 return;
             }
             let invoke_time = self.history.now();
@@ -855,12 +897,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
         }
         for &(node, down_ms) in &plan.crashes {
             if self.rng.disk.chance(1, 2) {
-                let patience = if self.config.torn_writes {
-                    MAX_FSYNCS_AWAITING_TEARABLE_APPEND
-                } else {
-                    0
-                };
-                self.crash_at_next_fsync.insert(node, (down_ms, patience));
+                self.crash_at_next_fsync.insert(node, down_ms);
             } else {
                 self.crash_at_next_fsync.remove(&node);
                 self.crash(node, down_ms);
@@ -875,42 +912,28 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
         }
     }
 
-    /// Whether the crash waiting for `node`'s fsync happens at this one; counts down its patience.
-    fn crash_due_at_fsync(&mut self, node: NodeId) -> bool {
-        let tearable = self.nodes[(node - 1) as usize].disk.holds_tearable_append();
-        let Some((_, patience)) = self.crash_at_next_fsync.get_mut(&node) else {
-            return false;
-        };
-        if tearable || *patience == 0 {
-            return true;
-        }
-        *patience -= 1;
-        false
-    }
-
-    /// Power loss: a random prefix of the unsynced writes survives, and with torn writes on, part
-    /// of the next append.
+    /// Power loss: a random prefix of the unsynced writes survives, each write whole (the WAL
+    /// keeps an append entirely or drops it).
     fn crash(&mut self, node: NodeId, down_ms: u64) {
         assert_eq!(self.phase, Phase::Faults, "crashes belong to the fault phase");
         let unsynced = self.node(node).disk.unsynced_len() as u64;
         let survivors = self.rng.disk.range_inclusive(0, unsynced) as usize;
-        let tearable = self.node(node).disk.tearable_entries(survivors);
+        let rewriting = self.node(node).disk.holds_rewrite_of_durable_entries();
+        self.crashes_during_rewrites += u64::from(rewriting);
         let durable_last = self.node(node).disk.durable().last_index();
-        let (torn_entries, torn_from) = match tearable {
-            Some((first, entries)) if self.config.torn_writes => {
-                let kept = self.rng.disk.range_inclusive(0, entries as u64 - 1) as usize;
-                (kept, first)
-            }
-            _ => (0, 0),
-        };
-        self.node(node).crash(survivors, torn_entries);
+        self.node(node).crash(survivors);
         let now_last = self.node(node).disk.durable().last_index();
         self.trace.record(
             self.now_ms,
             Some(node),
             format_args!(
-                "crash ({survivors} of {unsynced} unsynced writes survive, then {torn_entries} entries of a torn append \
-                 from {torn_from}; durable last index {durable_last} -> {now_last})"
+                "crash ({survivors} of {unsynced} unsynced writes survive{}; durable last index \
+                 {durable_last} -> {now_last})",
+                if rewriting {
+                    ", one of them rewrote durable entries"
+                } else {
+                    ""
+                }
             ),
         );
         self.schedule(self.now_ms + down_ms, Event::Restart { node });
@@ -933,6 +956,15 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
     /// End of the fault phase: heal the network, bring back all but at most a minority of the
     /// crashed nodes, unpause everyone, and let only the probe client issue new operations.
     fn on_heal(&mut self) {
+        // A throughput run schedules a fallback heal as well as its window's end: the first wins.
+        if self.phase != Phase::Faults {
+            return;
+        }
+        if let Some(window) = self.window.as_mut() {
+            let committed = self.checker.last_committed_index() - window.committed_index_at_start;
+            window.stats.committed_entries = committed;
+            window.closed = true;
+        }
         self.phase = Phase::Liveness {
             healed_at_ms: self.now_ms,
         };
@@ -957,6 +989,64 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
         );
         let probe = self.clients.len() - 1;
         self.schedule(self.now_ms, Event::ClientWake { client: probe });
+    }
+
+    /// A throughput run measures from the moment a leader first exists for `measure_window_ms`;
+    /// the heal at its end stops the regular clients and the loss.
+    fn open_window_at_first_leader(&mut self) {
+        let Some(length_ms) = self.config.measure_window_ms else {
+            return;
+        };
+        if self.window.is_some() || self.phase != Phase::Faults || self.current_leader().is_none() {
+            return;
+        }
+        let end_ms = self.now_ms + length_ms;
+        assert!(
+            end_ms <= self.config.fault_phase_ms,
+            "the window opened after its fallback heal was due"
+        );
+        self.window = Some(Window {
+            stats: WindowStats {
+                start_ms: self.now_ms,
+                length_ms,
+                ..WindowStats::default()
+            },
+            committed_index_at_start: self.checker.last_committed_index(),
+            closed: false,
+        });
+        self.config.fault_phase_ms = end_ms;
+        self.trace.record(
+            self.now_ms,
+            None,
+            format_args!("measurement window opens until {end_ms} ms"),
+        );
+        self.schedule(end_ms, Event::Heal);
+    }
+
+    /// A regular client's write was acknowledged: counted, with its latency, if it began and ended
+    /// inside the window.
+    fn count_acked_write(&mut self, client: usize, started_ms: u64) {
+        if self.is_probe(client) {
+            return;
+        }
+        assert!(
+            started_ms <= self.now_ms,
+            "a write acknowledged before it started"
+        );
+        // A write begun before the window waited for the first election: not the steady state.
+        let Some(window) = self
+            .window
+            .as_mut()
+            .filter(|w| !w.closed && started_ms >= w.stats.start_ms)
+        else {
+            return;
+        };
+        assert!(
+            window.stats.write_latencies_ms.len() < self.config.max_history_ops,
+            "more acknowledged writes than operations the history may hold"
+        );
+        window.stats.acked_writes += 1;
+        window.stats.write_latencies_ms.push(self.now_ms - started_ms);
     }
 
     fn on_check(&mut self) -> Result<(), Violation> {
@@ -1123,6 +1213,8 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             bounded_reads_served_locally: self.nodes.iter().map(|n| n.bounded_reads_served_locally).sum(),
             counter_increments: self.counter.acknowledged,
             counter_attempts: self.counter.attempts,
+            crashes_during_rewrites: self.crashes_during_rewrites,
+            window: self.window.as_ref().filter(|w| w.closed).map(|w| w.stats.clone()),
             lincheck,
             lincheck_wall_us: 0,
             violation,

@@ -84,22 +84,32 @@ fn paxos_under_standard_faults_breaks_no_invariant() {
     sweep(PaxosFactory, PROFILE_STANDARD, PAXOS_SEEDS);
 }
 
-/// Regression record: a Multi-Paxos acceptor used to re-persist slots it already held (`on_accept`
-/// wrote every slot above its commit, and its tail again), and an entry write replaces everything
-/// after it. A crash that tore such a rewrite after its first record left the durable log
-/// *shorter*: slots it had accepted and acknowledged were gone. Seed 1091 (harsh) then elected a
-/// leader missing a chosen slot; seed 66 (harsh) left a follower with a hole the leader never
-/// refilled. The acceptor now writes from the first slot whose content changes.
+/// Harsh-profile Multi-Paxos seeds swept for crashes during rewrites of accepted slots.
+const REWRITE_CRASH_SEEDS: u64 = 200;
+/// Seeds among them whose crashes must strike mid-rewrite, or the test proves nothing.
+const REWRITE_CRASH_SEEDS_MIN: usize = 10;
+
+/// A Multi-Paxos acceptor re-accepting slots under a new leader's ballot rewrites entries it already
+/// holds durably. It once rewrote every slot above its commit and a crash that tore such a rewrite
+/// lost slots it had acknowledged (harsh seeds 66 and 1091 of the old draw); the acceptor now
+/// writes from the first slot whose content changes, and the WAL keeps an append whole or not at
+/// all. Here crashes strike while such rewrites are unsynced, in enough seeds to mean something,
+/// and every invariant (leader completeness, agreement on chosen values, no acknowledged write
+/// lost) must hold across them.
 #[test]
-fn paxos_survives_torn_rewrites_of_accepted_slots() {
-    for seed in [66, 1091] {
+fn paxos_survives_crashes_during_rewrites_of_accepted_slots() {
+    let mut struck = Vec::new();
+    for seed in 0..seed_count(REWRITE_CRASH_SEEDS) {
         let report = run_seed(&PaxosFactory, seed, PROFILE_HARSH, RunOptions::default());
         assert!(report.violation.is_none(), "seed {seed}: {:?}", report.violation);
+        if report.crashes_during_rewrites > 0 {
+            struck.push(seed);
+        }
     }
-    // Standard seeds that left holes, and 340, whose leader resent only above a slot the acceptor
-    // no longer knew chosen after a restart.
-    for seed in [340, 363, 566, 778, 867, 962] {
-        let report = run_seed(&PaxosFactory, seed, PROFILE_STANDARD, RunOptions::default());
-        assert!(report.violation.is_none(), "seed {seed}: {:?}", report.violation);
+    if seed_count(REWRITE_CRASH_SEEDS) == REWRITE_CRASH_SEEDS {
+        assert!(
+            struck.len() >= REWRITE_CRASH_SEEDS_MIN,
+            "only seeds {struck:?} crashed mid-rewrite: the scenario is no longer exercised"
+        );
     }
 }
