@@ -166,11 +166,17 @@ impl<M> Applier<M> {
 
     /// The WAL may only drop entries the backend holds durably: flush first, then snapshot.
     fn take_snapshot(&mut self) {
-        let data: Bytes = {
+        {
             let mut store = self.shared.store.write().expect("store lock");
             if let Err(e) = store.flush(true) {
                 fatal(&format!("flushing before a snapshot: {e}"));
             }
+        }
+        // Serializing a large store takes seconds: under the read lock, so client reads (and the
+        // async threads they run on, which the peer transport shares) go on meanwhile. Nothing
+        // changes the store in between: this thread is its only writer.
+        let data: Bytes = {
+            let store = self.shared.store.read().expect("store lock");
             match store.snapshot() {
                 Ok(data) => Bytes::from(data),
                 Err(e) => fatal(&format!("taking a snapshot: {e}")),

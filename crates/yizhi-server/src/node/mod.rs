@@ -329,8 +329,8 @@ pub enum StartError {
     Listen { addr: String, source: std::io::Error },
 }
 
-/// Opens (or creates) the member's storage, starts its threads and its peer transport on the
-/// current tokio runtime, and returns the handle the services use.
+/// Opens (or creates) the member's storage, starts its threads and its peer transport (on a
+/// runtime of its own), and returns the handle the services use.
 pub async fn start<E: ServerEngine>(options: NodeOptions) -> Result<NodeHandle, StartError>
 where
     E::Message: WireMessage,
@@ -379,13 +379,29 @@ where
         local_client_urls: options.local_client_urls.clone(),
         peers,
     };
-    let listener = tokio::net::TcpListener::bind(&options.peer_listener_addr)
-        .await
-        .map_err(|source| StartError::Listen {
-            addr: options.peer_listener_addr.clone(),
-            source,
-        })?;
-    let transport = Transport::start(&transport_config);
+    let listen_err = |source| StartError::Listen {
+        addr: options.peer_listener_addr.clone(),
+        source,
+    };
+    let listener = std::net::TcpListener::bind(&options.peer_listener_addr).map_err(listen_err)?;
+    listener.set_nonblocking(true).map_err(listen_err)?;
+    // Peer traffic runs on threads of its own: client handlers that block their async threads
+    // (a store lock held by a long read or a snapshot) must not delay heartbeats, or followers
+    // time out and elect a new leader in the middle of a load. One runtime per member for the
+    // life of the process, hence leaked (dropping a runtime inside another is not allowed).
+    let peer_runtime: &'static tokio::runtime::Runtime = Box::leak(Box::new(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("yizhi-peer")
+            .enable_all()
+            .build()
+            .map_err(listen_err)?,
+    ));
+    let (transport, listener) = {
+        let _peer_context = peer_runtime.enter();
+        let listener = tokio::net::TcpListener::from_std(listener).map_err(listen_err)?;
+        (Transport::start(&transport_config), listener)
+    };
     let directory = PeerDirectory::default();
     directory.set(options.local_id, options.local_client_urls.clone());
 
@@ -395,7 +411,7 @@ where
         driver: input_tx.clone(),
         shared: shared.clone(),
     });
-    tokio::spawn(transport::serve(
+    peer_runtime.spawn(transport::serve(
         listener,
         transport_config,
         directory.clone(),
