@@ -293,7 +293,7 @@ def fmt_ratio(a, b):
 names = []
 for path in glob.glob(os.path.join(results, "*.json")):
     name = os.path.basename(path).split(".")[0]
-    if not name.startswith(("floor", "failover")) and name not in names:
+    if not name.startswith(("floor", "failover", "rss-1m")) and name not in names:
         names.append(name)
 order = ["put-1", "put-16", "put-256", "range-l-16", "range-l-256", "range-s-16", "range-s-256",
          "txn-put-16", "watch-latency-100", "lease-keepalive-16"]
