@@ -74,28 +74,14 @@ pub fn read_level(metadata: &MetadataMap, serializable_flag: bool) -> Result<Rea
 }
 
 fn text(metadata: &MetadataMap, key: &str) -> Result<Option<String>, Status> {
-    metadata
-        .get(key)
-        .map(|value| {
-            value
-                .to_str()
-                .map(str::to_ascii_lowercase)
-                .map_err(|_| Status::invalid_argument(format!("yizhi: {key} is not ASCII text")))
-        })
-        .transpose()
+    Ok(super::metadata_text(metadata, key)?.map(str::to_ascii_lowercase))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn metadata(pairs: &[(&'static str, &'static str)]) -> MetadataMap {
-        let mut map = MetadataMap::new();
-        for (k, v) in pairs {
-            map.insert(*k, v.parse().expect("ascii"));
-        }
-        map
-    }
+    use crate::api::metadata_of as metadata;
 
     #[test]
     fn without_metadata_the_etcd_flag_decides() {

@@ -81,16 +81,11 @@ pub fn confirm<T>(response: &mut tonic::Response<T>, tag: Option<ClientSeq>) {
 }
 
 fn number(metadata: &MetadataMap, key: &str) -> Result<Option<u64>, Status> {
-    metadata
-        .get(key)
-        .map(|value| {
-            value
-                .to_str()
-                .ok()
-                .and_then(|text| text.parse::<u64>().ok())
-                .ok_or_else(|| {
-                    Status::invalid_argument(format!("yizhi: {key} must be a decimal unsigned 64-bit number"))
-                })
+    super::metadata_text(metadata, key)?
+        .map(|text| {
+            text.parse::<u64>().map_err(|_| {
+                Status::invalid_argument(format!("yizhi: {key} must be a decimal unsigned 64-bit number"))
+            })
         })
         .transpose()
 }
@@ -99,13 +94,7 @@ fn number(metadata: &MetadataMap, key: &str) -> Result<Option<u64>, Status> {
 mod tests {
     use super::*;
 
-    fn metadata(pairs: &[(&'static str, &'static str)]) -> MetadataMap {
-        let mut map = MetadataMap::new();
-        for (k, v) in pairs {
-            map.insert(*k, v.parse().expect("ascii"));
-        }
-        map
-    }
+    use crate::api::metadata_of as metadata;
 
     #[test]
     fn untagged_calls_stay_plain_and_tagged_ones_are_wrapped() {

@@ -75,6 +75,32 @@ impl Api {
     }
 }
 
+/// The value of request metadata `key`, if given. Values must be ASCII text (a non-ASCII one is
+/// refused rather than ignored: the caller meant something by it).
+pub fn metadata_text<'a>(
+    metadata: &'a tonic::metadata::MetadataMap,
+    key: &str,
+) -> Result<Option<&'a str>, Status> {
+    metadata
+        .get(key)
+        .map(|value| {
+            value
+                .to_str()
+                .map_err(|_| Status::invalid_argument(format!("yizhi: {key} is not ASCII text")))
+        })
+        .transpose()
+}
+
+/// Request metadata from `(key, value)` pairs, for the services' tests.
+#[cfg(test)]
+pub fn metadata_of(pairs: &[(&'static str, &'static str)]) -> tonic::metadata::MetadataMap {
+    let mut map = tonic::metadata::MetadataMap::new();
+    for (k, v) in pairs {
+        map.insert(*k, v.parse().expect("ascii"));
+    }
+    map
+}
+
 /// etcd's gRPC status for each store error; the texts are what etcd's clients match on.
 pub fn kv_status(error: &KvError) -> Status {
     match error {
