@@ -4,6 +4,7 @@
 
 use crate::backend::{Backend, LeaseRecord};
 use crate::error::KvError;
+use crate::index::IndexKey;
 use crate::store::{MAX_LEASE_TTL_SECS, MvccStore};
 use crate::types::{
     LeaseGrantRequest, LeaseGrantResponse, LeaseId, LeaseKeepAliveResponse, LeaseRevokeResponse,
@@ -70,11 +71,11 @@ impl<B: Backend> MvccStore<B> {
         for key in keys {
             assert!(
                 self.index
-                    .get(&key, self.read_main())
+                    .get(key.as_bytes(), self.read_main())
                     .is_some_and(|e| e.lease == id),
                 "lease {id} lists {key:?}, which is not attached to it"
             );
-            self.delete_key(key)?;
+            self.delete_key(key.to_bytes())?;
         }
         self.leases.remove(&id);
         self.pending.batch.delete_leases.push(id);
@@ -119,7 +120,7 @@ impl<B: Backend> MvccStore<B> {
         let keys = self
             .lease_keys
             .get(&id)
-            .map(|keys| keys.iter().cloned().collect())
+            .map(|keys| keys.iter().map(IndexKey::to_bytes).collect())
             .unwrap_or_default();
         Ok(LeaseTimeToLive {
             revision: self.meta.current_revision,

@@ -10,7 +10,7 @@ use crate::backend::{
     check_record_shape,
 };
 use crate::error::KvError;
-use crate::index::{IndexEntry, KeyIndex, KeyRange};
+use crate::index::{IndexEntry, IndexKey, KeyIndex, KeyRange};
 use crate::revision::Revision;
 use crate::session::{SessionChanges, SessionTable, check_session_config};
 use crate::types::{
@@ -89,7 +89,7 @@ pub struct MvccStore<B: Backend> {
     pub(crate) meta: Meta,
     pub(crate) leases: BTreeMap<LeaseId, LeaseRecord>,
     /// Derived from the index: the lease of every live key.
-    pub(crate) lease_keys: BTreeMap<LeaseId, BTreeSet<Bytes>>,
+    pub(crate) lease_keys: BTreeMap<LeaseId, BTreeSet<IndexKey>>,
     pub(crate) sessions: SessionTable,
     pub(crate) pending: Pending,
 }
@@ -118,7 +118,6 @@ impl<B: Backend> MvccStore<B> {
     pub(crate) fn load(&mut self) -> Result<(), BackendError> {
         let meta = self.backend.meta()?;
         let mut index = KeyIndex::default();
-        let mut last_tombstone: BTreeMap<Bytes, bool> = BTreeMap::new();
         for (revision, record) in self.backend.all_records()? {
             if revision.main > meta.current_revision || revision.main < 1 {
                 return Err(BackendError::Corrupt(format!(
@@ -127,8 +126,7 @@ impl<B: Backend> MvccStore<B> {
                 )));
             }
             check_record_shape(revision, &record)?;
-            let previous = last_tombstone.insert(record.key.clone(), record.tombstone);
-            if record.tombstone && previous == Some(true) {
+            if record.tombstone && index.newest(&record.key).is_some_and(|e| e.tombstone) {
                 return Err(BackendError::Corrupt(format!(
                     "two deletes in a row at {revision:?}"
                 )));
@@ -140,7 +138,7 @@ impl<B: Backend> MvccStore<B> {
                 version: record.version,
                 lease: record.lease,
             };
-            index.push(record.key, entry);
+            index.push(&record.key, entry);
         }
         self.index = index;
         self.meta = meta;
@@ -231,11 +229,11 @@ impl<B: Backend> MvccStore<B> {
         }
     }
 
-    pub(crate) fn key_value(&self, key: &Bytes, entry: IndexEntry) -> Result<KeyValue, KvError> {
+    pub(crate) fn key_value(&self, key: Bytes, entry: IndexEntry) -> Result<KeyValue, KvError> {
         assert!(!entry.tombstone, "no key-value for a tombstone of {key:?}");
         let record = self.record(entry.revision)?;
         Ok(KeyValue {
-            key: key.clone(),
+            key,
             create_revision: entry.create_revision,
             mod_revision: entry.revision.main,
             version: entry.version,
@@ -265,7 +263,7 @@ impl<B: Backend> MvccStore<B> {
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, KvError> {
         let range = KeyRange::new(&req.key, &req.range_end)?;
         let at = self.resolve_read_revision(req.revision)?;
-        let live: Vec<(&Bytes, IndexEntry)> = self.index.live_in(&range, at).collect();
+        let live: Vec<(&[u8], IndexEntry)> = self.index.live_in(&range, at).collect();
         let count = live.len() as i64;
         let mut response = RangeResponse {
             revision: self.read_main(),
@@ -276,7 +274,7 @@ impl<B: Backend> MvccStore<B> {
         if req.count_only {
             return Ok(response);
         }
-        let mut selected: Vec<(&Bytes, IndexEntry)> =
+        let mut selected: Vec<(&[u8], IndexEntry)> =
             live.into_iter().filter(|(_, e)| passes_filters(req, e)).collect();
         let limit = usize::try_from(req.limit).unwrap_or(0);
         let order = effective_sort_order(req.sort_order, req.sort_target);
@@ -287,7 +285,7 @@ impl<B: Backend> MvccStore<B> {
         }
         let mut kvs = selected
             .into_iter()
-            .map(|(key, entry)| self.key_value(key, entry))
+            .map(|(key, entry)| self.key_value(Bytes::copy_from_slice(key), entry))
             .collect::<Result<Vec<_>, _>>()?;
         sort_kvs(&mut kvs, order, req.sort_target);
         if limit > 0 && kvs.len() > limit {
@@ -317,7 +315,7 @@ impl<B: Backend> MvccStore<B> {
         let mut events = Vec::new();
         for (key, entry, prev) in self.index.writes_between(range, from, to) {
             let prev_kv = match prev {
-                Some(p) if !p.tombstone => Some(self.key_value(&key, p)?),
+                Some(p) if !p.tombstone => Some(self.key_value(key.clone(), p)?),
                 _ => None,
             };
             events.push((entry.revision, self.event_for(&key, entry, prev_kv)?));
@@ -345,7 +343,7 @@ impl<B: Backend> MvccStore<B> {
         }
         Ok(Event {
             kind: EventKind::Put,
-            kv: self.key_value(key, entry)?,
+            kv: self.key_value(key.clone(), entry)?,
             prev_kv,
         })
     }

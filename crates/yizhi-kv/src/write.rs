@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use crate::backend::{Backend, RevisionRecord};
 use crate::error::KvError;
-use crate::index::{IndexEntry, KeyRange};
+use crate::index::{IndexEntry, IndexKey, KeyRange};
 use crate::revision::Revision;
 use crate::store::{MAX_TXN_DEPTH, MvccStore};
 use crate::types::{
@@ -28,21 +28,21 @@ impl<B: Backend> MvccStore<B> {
         assert_eq!(entry.revision, self.next_write_revision());
         assert_eq!(entry.tombstone, record.tombstone);
         let prev = self.index.get(&key, self.read_main());
-        let prev_kv = prev.map(|p| self.key_value(&key, p)).transpose()?;
+        let prev_kv = prev.map(|p| self.key_value(key.clone(), p)).transpose()?;
         if let Some(p) = prev
             && p.lease != NO_LEASE
             && let Some(keys) = self.lease_keys.get_mut(&p.lease)
         {
-            keys.remove(&key);
+            keys.remove(key.as_ref());
         }
         if !entry.tombstone && entry.lease != NO_LEASE {
             self.lease_keys
                 .entry(entry.lease)
                 .or_default()
-                .insert(key.clone());
+                .insert(IndexKey::new(&key));
         }
         self.pending.records.insert(entry.revision, record);
-        self.index.push(key.clone(), entry);
+        self.index.push(&key, entry);
         let event = self.event_for(&key, entry, prev_kv)?;
         self.pending.events.push(event);
         Ok(())
@@ -65,7 +65,7 @@ impl<B: Backend> MvccStore<B> {
     pub(crate) fn write_put(&mut self, req: &PutRequest) -> Result<PutResponse, KvError> {
         let revision = self.next_write_revision();
         let prev = self.index.get(&req.key, self.read_main());
-        let prev_kv = prev.map(|p| self.key_value(&req.key, p)).transpose()?;
+        let prev_kv = prev.map(|p| self.key_value(req.key.clone(), p)).transpose()?;
         let value = match (&prev_kv, req.ignore_value) {
             (Some(p), true) => p.value.clone(),
             _ => req.value.clone(),
@@ -108,13 +108,13 @@ impl<B: Backend> MvccStore<B> {
         let victims: Vec<(Bytes, IndexEntry)> = self
             .index
             .live_in(&range, self.read_main())
-            .map(|(k, e)| (k.clone(), e))
+            .map(|(k, e)| (Bytes::copy_from_slice(k), e))
             .collect();
         let mut prev_kvs = Vec::new();
         let events_before = self.pending.events.len();
         for (key, entry) in &victims {
             if req.prev_kv {
-                prev_kvs.push(self.key_value(key, *entry)?);
+                prev_kvs.push(self.key_value(key.clone(), *entry)?);
             }
             self.delete_key(key.clone())?;
         }
@@ -275,7 +275,7 @@ impl<B: Backend> MvccStore<B> {
     fn compare_holds(&self, compare: &Compare) -> Result<bool, KvError> {
         let range = KeyRange::new(&compare.key, &compare.range_end)?;
         let at = self.read_main();
-        let live: Vec<(&Bytes, IndexEntry)> = self.index.live_in(&range, at).collect();
+        let live: Vec<(&[u8], IndexEntry)> = self.index.live_in(&range, at).collect();
         if live.is_empty() {
             if matches!(compare.target, CompareTarget::Value(_)) {
                 return Ok(false);
@@ -284,9 +284,9 @@ impl<B: Backend> MvccStore<B> {
         }
         for (key, entry) in live {
             let kv = match compare.target {
-                CompareTarget::Value(_) => self.key_value(key, entry)?,
+                CompareTarget::Value(_) => self.key_value(Bytes::copy_from_slice(key), entry)?,
                 _ => KeyValue {
-                    key: key.clone(),
+                    key: Bytes::copy_from_slice(key),
                     create_revision: entry.create_revision,
                     mod_revision: entry.revision.main,
                     version: entry.version,

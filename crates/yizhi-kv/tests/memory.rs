@@ -131,12 +131,12 @@ fn redb_store_footprint(keys: u64) -> Footprint {
     )
 }
 
-/// Bounds: what was measured (mem 829.9 B and 5.33 allocations per key, redb 349.9 B and 3.17)
+/// Bounds: what was measured (mem 652.6 B and 4.33 allocations per key, redb 132.5 B and 0.17)
 /// plus 25 %. The mem backend keeps every record (key, 256-byte value, fields) besides the index;
-/// with redb the index is nearly all.
-const MAX_MEM_STORE_BYTES_PER_KEY: f64 = 1040.0;
-const MAX_REDB_STORE_BYTES_PER_KEY: f64 = 440.0;
-const MAX_REDB_STORE_ALLOCATIONS_PER_KEY: f64 = 4.0;
+/// with redb the index is nearly all: its map nodes, and no allocation of a key's own.
+const MAX_MEM_STORE_BYTES_PER_KEY: f64 = 820.0;
+const MAX_REDB_STORE_BYTES_PER_KEY: f64 = 170.0;
+const MAX_REDB_STORE_ALLOCATIONS_PER_KEY: f64 = 0.25;
 
 fn check_mem(footprint: &Footprint) {
     footprint.print("mem store");
