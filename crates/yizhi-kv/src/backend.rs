@@ -139,13 +139,29 @@ pub enum BackendError {
     Corrupt(String),
 }
 
+/// What [`Backend::for_each_record`] calls with each record.
+pub type RecordVisitor<'a> = dyn FnMut(Revision, RevisionRecord) -> Result<(), BackendError> + 'a;
+
 /// Durable storage for the state machine. Reads return owned values (cheap: `Bytes`) so that a
 /// disk backend need not keep pages alive.
 pub trait Backend {
     fn meta(&self) -> Result<Meta, BackendError>;
     fn record(&self, revision: Revision) -> Result<Option<RevisionRecord>, BackendError>;
-    /// Every record, in revision order (rebuilding the index, snapshots).
-    fn all_records(&self) -> Result<Vec<(Revision, RevisionRecord)>, BackendError>;
+    /// Calls `visit` with every record, in revision order, one at a time: rebuilding the index
+    /// or taking a snapshot of a million keys must not hold every record at once. Stops at the
+    /// first error, `visit`'s included.
+    fn for_each_record(&self, visit: &mut RecordVisitor<'_>) -> Result<(), BackendError>;
+
+    /// Every record, in revision order, all at once (tests, small stores).
+    fn all_records(&self) -> Result<Vec<(Revision, RevisionRecord)>, BackendError> {
+        let mut records = Vec::new();
+        self.for_each_record(&mut |revision, record| {
+            records.push((revision, record));
+            Ok(())
+        })?;
+        Ok(records)
+    }
+
     fn all_leases(&self) -> Result<Vec<LeaseRecord>, BackendError>;
     /// The whole client session table.
     fn all_sessions(&self) -> Result<SessionRows, BackendError>;
@@ -206,8 +222,10 @@ impl Backend for MemBackend {
         Ok(self.records.get(&revision).cloned())
     }
 
-    fn all_records(&self) -> Result<Vec<(Revision, RevisionRecord)>, BackendError> {
-        Ok(self.records.iter().map(|(r, rec)| (*r, rec.clone())).collect())
+    fn for_each_record(&self, visit: &mut RecordVisitor<'_>) -> Result<(), BackendError> {
+        self.records
+            .iter()
+            .try_for_each(|(revision, record)| visit(*revision, record.clone()))
     }
 
     fn all_leases(&self) -> Result<Vec<LeaseRecord>, BackendError> {

@@ -348,6 +348,11 @@ impl KeyIndex {
         dropped
     }
 
+    /// Entries over all histories: one per record the backend holds.
+    pub fn entry_count(&self) -> u64 {
+        self.keys.values().map(|h| h.entries().len() as u64).sum()
+    }
+
     /// Every key's newest entry when it is live (lease attachment, hashing).
     pub fn latest_live(&self) -> impl Iterator<Item = (&IndexKey, IndexEntry)> {
         self.keys.iter().filter_map(|(k, h)| {

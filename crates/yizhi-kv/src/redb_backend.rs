@@ -44,8 +44,8 @@ use redb::{
 use yizhi_engine::LogIndex;
 
 use crate::backend::{
-    Backend, BackendError, ClientRecord, DefragmentReport, LeaseRecord, Meta, ResponseKey, RevisionRecord,
-    SessionRows, StoredResponse, WriteBatch, check_record_shape,
+    Backend, BackendError, ClientRecord, DefragmentReport, LeaseRecord, Meta, RecordVisitor, ResponseKey,
+    RevisionRecord, SessionRows, StoredResponse, WriteBatch, check_record_shape,
 };
 use crate::response_codec::{decode_stored, encode_stored};
 use crate::revision::Revision;
@@ -399,20 +399,21 @@ impl RedbBackend {
         Ok(record)
     }
 
-    fn committed_records(&self) -> Result<Vec<(Revision, RevisionRecord)>, BackendError> {
+    /// redb's latest commit, record by record in revision order, decoded only when asked for.
+    fn committed_records(
+        &self,
+    ) -> Result<impl Iterator<Item = Result<(Revision, RevisionRecord), BackendError>> + '_, BackendError>
+    {
         let iter = self
             .snapshot()?
             .records
             .iter()
             .map_err(|e| self.error("scan records", e))?;
-        let mut records = Vec::new();
-        for item in iter {
+        Ok(iter.map(|item| {
             let (key, value) = item.map_err(|e| self.error("scan records", e))?;
             let revision = decode_revision(key.value());
-            let record = self.decode_checked(revision, value.value())?;
-            records.push((revision, record));
-        }
-        Ok(records)
+            Ok((revision, self.decode_checked(revision, value.value())?))
+        }))
     }
 
     fn committed_leases(&self) -> Result<BTreeMap<LeaseId, LeaseRecord>, BackendError> {
@@ -451,9 +452,8 @@ impl Backend for RedbBackend {
         }
     }
 
-    fn all_records(&self) -> Result<Vec<(Revision, RevisionRecord)>, BackendError> {
-        let committed = self.committed_records()?;
-        Ok(merge_records(committed, &self.overlay.records))
+    fn for_each_record(&self, visit: &mut RecordVisitor<'_>) -> Result<(), BackendError> {
+        merge_records(self.committed_records()?, &self.overlay.records, visit)
     }
 
     fn all_leases(&self) -> Result<Vec<LeaseRecord>, BackendError> {
@@ -753,38 +753,42 @@ fn redb_error(path: &Path, what: &str, e: impl Into<redb::Error>) -> BackendErro
     }
 }
 
-/// Overlays `pending` (puts and deletions, in revision order) onto `committed`.
+/// Overlays `pending` (puts and deletions, in revision order) onto `committed` (in revision
+/// order) and visits the result in revision order.
 fn merge_records(
-    committed: Vec<(Revision, RevisionRecord)>,
+    committed: impl Iterator<Item = Result<(Revision, RevisionRecord), BackendError>>,
     pending: &BTreeMap<Revision, Option<RevisionRecord>>,
-) -> Vec<(Revision, RevisionRecord)> {
-    let mut merged = Vec::with_capacity(committed.len() + pending.len());
+    visit: &mut RecordVisitor<'_>,
+) -> Result<(), BackendError> {
+    let mut last: Option<Revision> = None;
+    let mut emit = |revision: Revision, record: RevisionRecord| {
+        assert!(
+            last.is_none_or(|l| l < revision),
+            "merge broke revision order: {last:?} then {revision:?}"
+        );
+        last = Some(revision);
+        visit(revision, record)
+    };
     let mut pending = pending.iter().peekable();
-    for (revision, record) in committed {
-        while let Some(&(&p, _)) = pending.peek()
-            && p < revision
-        {
-            let (p, change) = pending.next().expect("peeked");
+    for item in committed {
+        let (revision, record) = item?;
+        while let Some((p, change)) = pending.next_if(|(p, _)| **p < revision) {
             if let Some(record) = change {
-                merged.push((*p, record.clone()));
+                emit(*p, record.clone())?;
             }
         }
-        match pending.peek() {
-            Some(&(&p, change)) if p == revision => {
-                if let Some(record) = change {
-                    merged.push((p, record.clone()));
-                }
-                pending.next();
-            }
-            _ => merged.push((revision, record)),
+        match pending.next_if(|(p, _)| **p == revision) {
+            Some((_, Some(overwritten))) => emit(revision, overwritten.clone())?,
+            Some((_, None)) => {}
+            None => emit(revision, record)?,
         }
     }
-    merged.extend(pending.filter_map(|(p, change)| change.as_ref().map(|r| (*p, r.clone()))));
-    assert!(
-        merged.windows(2).all(|w| w[0].0 < w[1].0),
-        "merge broke revision order"
-    );
-    merged
+    for (p, change) in pending {
+        if let Some(record) = change {
+            emit(*p, record.clone())?;
+        }
+    }
+    Ok(())
 }
 
 /// Order-preserving: flipping the sign bit maps i64 order onto unsigned big-endian byte order.
@@ -977,7 +981,16 @@ mod tests {
             (r(7), Some(rec("7"))),
             (r(8), None),
         ]);
-        let merged = merge_records(committed, &pending);
+        let mut merged = Vec::new();
+        merge_records(
+            committed.into_iter().map(Ok),
+            &pending,
+            &mut |revision, record| {
+                merged.push((revision, record));
+                Ok(())
+            },
+        )
+        .unwrap();
         let mains: Vec<i64> = merged.iter().map(|(rev, _)| rev.main).collect();
         assert_eq!(mains, [1, 2, 5, 6, 7]);
         assert_eq!(merged[2].1, rec("5"));

@@ -56,9 +56,11 @@ impl<B: Backend> MvccStore<B> {
         w.varint(self.meta.applied_index);
         w.i64(self.meta.next_lease_id);
         w.varint(self.meta.session_clock_ms);
-        let records = self.backend.all_records()?;
-        w.varint(records.len() as u64);
-        for (revision, record) in &records {
+        // The count goes first, before the records are read: the index has one entry per record.
+        let count = self.index.entry_count();
+        w.varint(count);
+        let mut written = 0u64;
+        self.backend.for_each_record(&mut |revision, record| {
             w.i64(revision.main);
             w.i64(revision.sub);
             w.bytes(&record.key);
@@ -67,6 +69,13 @@ impl<B: Backend> MvccStore<B> {
             w.i64(record.create_revision);
             w.i64(record.version);
             w.i64(record.lease);
+            written += 1;
+            Ok(())
+        })?;
+        if written != count {
+            return Err(BackendError::Corrupt(format!(
+                "the backend holds {written} records, the key index {count}"
+            )));
         }
         w.varint(self.leases.len() as u64);
         for lease in self.leases.values() {

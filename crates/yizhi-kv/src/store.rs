@@ -118,7 +118,7 @@ impl<B: Backend> MvccStore<B> {
     pub(crate) fn load(&mut self) -> Result<(), BackendError> {
         let meta = self.backend.meta()?;
         let mut index = KeyIndex::default();
-        for (revision, record) in self.backend.all_records()? {
+        self.backend.for_each_record(&mut |revision, record| {
             if revision.main > meta.current_revision || revision.main < 1 {
                 return Err(BackendError::Corrupt(format!(
                     "record at {revision:?} outside 1..={}",
@@ -139,7 +139,8 @@ impl<B: Backend> MvccStore<B> {
                 lease: record.lease,
             };
             index.push(&record.key, entry);
-        }
+            Ok(())
+        })?;
         self.index = index;
         self.meta = meta;
         self.leases = self
