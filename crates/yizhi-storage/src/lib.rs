@@ -76,8 +76,9 @@
 //! truncate into, what was released; the final marker must cover every such gap or open fails.
 //!
 //! **Memory** (`WalStorage`): a 40-byte slot (term, location, size) per entry after the snapshot; whole
-//! entries only for the newest `max_cached_entry_bytes` (default 64 MiB), older ones are read back from
-//! their segment (CRC-checked) on demand; the latest snapshot, data included, as `MemStorage` keeps it.
+//! entries only for the newest `max_cached_entry_bytes` (default 16 MiB), older ones are read back from
+//! their segment (CRC-checked) on demand; of the latest snapshot only its metadata (its data is read
+//! from the snapshot file when a follower needs it).
 
 pub mod codec;
 pub mod entry_index;
