@@ -4,8 +4,8 @@
 //!
 //! Each backend runs in its own child process (this binary re-executed), so resident memory is
 //! measured from a clean start. `YIZHI_KV_BENCH_KEYS` overrides the key count (default 1M);
-//! `YIZHI_KV_BENCH_PENDING` the redb overlay's entry bound; `YIZHI_KV_BENCH_ONLY=redb` (or `mem`)
-//! runs one backend.
+//! `YIZHI_KV_BENCH_PENDING` the redb overlay's entry bound; `YIZHI_KV_BENCH_CACHE_MIB` redb's page
+//! cache; `YIZHI_KV_BENCH_ONLY=redb` (or `mem`) runs one backend.
 //!
 //! Run: `cargo bench -p yizhi-kv --bench mvcc`.
 
@@ -25,6 +25,7 @@ const RANGE_KEYS: u64 = 100;
 const BACKEND_ENV: &str = "YIZHI_KV_BENCH_BACKEND";
 const KEYS_ENV: &str = "YIZHI_KV_BENCH_KEYS";
 const PENDING_ENV: &str = "YIZHI_KV_BENCH_PENDING";
+const CACHE_ENV: &str = "YIZHI_KV_BENCH_CACHE_MIB";
 const ONLY_ENV: &str = "YIZHI_KV_BENCH_ONLY";
 /// A prime: `i * SCATTER mod keys` is a permutation (keys out of order) unless it divides `keys`.
 const SCATTER: u64 = 2_654_435_761;
@@ -127,6 +128,7 @@ fn run_child(backend: &str) -> Measured {
             let defaults = RedbConfig::default();
             let config = RedbConfig {
                 max_pending_entries: env_u64(PENDING_ENV, defaults.max_pending_entries as u64) as usize,
+                cache_bytes: (env_u64(CACHE_ENV, defaults.cache_bytes as u64 >> 20) << 20) as usize,
                 ..defaults
             };
             let backend = RedbBackend::open_with(&path, config).expect("open redb");
