@@ -12,8 +12,8 @@ use crate::revision::Revision;
 use crate::store::{MAX_TXN_DEPTH, MvccStore};
 use crate::types::{
     CompactionRequest, CompactionResponse, Compare, CompareResult, CompareTarget, DeleteRangeRequest,
-    DeleteRangeResponse, KeyValue, NO_LEASE, PutRequest, PutResponse, RequestOp, ResponseOp, TxnRequest,
-    TxnResponse,
+    DeleteRangeResponse, Event, EventKind, KeyValue, NO_LEASE, PutRequest, PutResponse, RequestOp,
+    ResponseOp, TxnRequest, TxnResponse,
 };
 
 impl<B: Backend> MvccStore<B> {
@@ -22,13 +22,24 @@ impl<B: Backend> MvccStore<B> {
         Revision::new(self.meta.current_revision + 1, self.pending.records.len() as i64)
     }
 
-    /// Records one write in the index, the lease attachments and the pending batch. Fails only
-    /// when the backend does, which stops the replica.
-    fn stage(&mut self, key: Bytes, entry: IndexEntry, record: RevisionRecord) -> Result<(), KvError> {
+    /// Records one write in the index, the lease attachments and the pending batch. `prev_kv` is
+    /// the key's live value before this write, read once by the caller (a put needs it anyway, and
+    /// each read of it is a backend lookup).
+    fn stage(
+        &mut self,
+        key: Bytes,
+        entry: IndexEntry,
+        record: RevisionRecord,
+        prev_kv: Option<KeyValue>,
+    ) -> Result<(), KvError> {
         assert_eq!(entry.revision, self.next_write_revision());
         assert_eq!(entry.tombstone, record.tombstone);
         let prev = self.index.get(&key, self.read_main());
-        let prev_kv = prev.map(|p| self.key_value(key.clone(), p)).transpose()?;
+        assert_eq!(
+            prev.map(|p| (p.revision.main, p.lease)),
+            prev_kv.as_ref().map(|kv| (kv.mod_revision, kv.lease)),
+            "the previous value staged for {key:?} is not the index's"
+        );
         if let Some(p) = prev
             && p.lease != NO_LEASE
             && let Some(keys) = self.lease_keys.get_mut(&p.lease)
@@ -41,9 +52,25 @@ impl<B: Backend> MvccStore<B> {
                 .or_default()
                 .insert(IndexKey::new(&key));
         }
+        // The event is built from the record at hand rather than read back from the batch.
+        let event = if entry.tombstone {
+            self.event_for(&key, entry, prev_kv)?
+        } else {
+            Event {
+                kind: EventKind::Put,
+                kv: KeyValue {
+                    key: key.clone(),
+                    create_revision: entry.create_revision,
+                    mod_revision: entry.revision.main,
+                    version: entry.version,
+                    value: record.value.clone(),
+                    lease: entry.lease,
+                },
+                prev_kv,
+            }
+        };
         self.pending.records.insert(entry.revision, record);
         self.index.push(&key, entry);
-        let event = self.event_for(&key, entry, prev_kv)?;
         self.pending.events.push(event);
         Ok(())
     }
@@ -93,10 +120,11 @@ impl<B: Backend> MvccStore<B> {
             entry.version >= 1 && entry.create_revision <= revision.main,
             "{entry:?}"
         );
-        self.stage(req.key.clone(), entry, record)?;
+        let returned_prev_kv = if req.prev_kv { prev_kv.clone() } else { None };
+        self.stage(req.key.clone(), entry, record, prev_kv)?;
         Ok(PutResponse {
             revision: revision.main,
-            prev_kv: if req.prev_kv { prev_kv } else { None },
+            prev_kv: returned_prev_kv,
         })
     }
 
@@ -143,7 +171,12 @@ impl<B: Backend> MvccStore<B> {
             version: 0,
             lease: NO_LEASE,
         };
-        self.stage(key, entry, record)
+        let prev_kv = self
+            .index
+            .get(&key, self.read_main())
+            .map(|p| self.key_value(key.clone(), p))
+            .transpose()?;
+        self.stage(key, entry, record, prev_kv)
     }
 
     pub(crate) fn compact(&mut self, req: &CompactionRequest) -> Result<CompactionResponse, KvError> {

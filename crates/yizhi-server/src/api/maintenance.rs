@@ -155,11 +155,7 @@ fn quota_bytes(api: &Api) -> u64 {
 /// Size of the redb file. It trails the store by at most one applied batch: the applier writes
 /// the backend's memory overlay to redb (without fsync) after every batch.
 pub fn db_size_bytes(api: &Api) -> std::io::Result<u64> {
-    let path = {
-        let store = api.node.shared.store.read().expect("store lock");
-        store.backend().path().to_path_buf()
-    };
-    Ok(std::fs::metadata(path)?.len())
+    Ok(std::fs::metadata(&api.db_path)?.len())
 }
 
 #[derive(Debug)]

@@ -44,6 +44,9 @@ pub struct Api {
     pub config: ApiConfig,
     /// This member's alarms (member-local: see [`maintenance`]).
     pub alarms: std::sync::Arc<maintenance::Alarms>,
+    /// The store's database file, fixed for the store's life: the quota check stats it on every
+    /// write, and reading it here spares each write the store's lock.
+    pub db_path: std::sync::Arc<std::path::Path>,
 }
 
 impl Api {
@@ -148,10 +151,19 @@ pub async fn serve(
     addrs: Vec<String>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
+    let db_path = node
+        .shared
+        .store
+        .read()
+        .expect("store lock")
+        .backend()
+        .path()
+        .into();
     let api = Api {
         node,
         config,
         alarms: Default::default(),
+        db_path,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = Vec::new();
