@@ -310,14 +310,17 @@ for name in names:
         for r in runs:
             for e in r.get("errors", [])[:3]:
                 error_notes.append(f"{name} on {system}: {e['count']} × {e['message']}")
-        cpu_per_kop = median([sum(p["cpu_s"] for p in r["procs"]) * 1e3 / r["ok_ops"]
-                              for r in ok if r.get("procs") and r.get("ok_ops")])
+        # CPU microseconds per operation: the three members together, and the bench client.
+        server_cpu_us = median([sum(p["cpu_s"] for p in r["procs"]) * 1e6 / r["ok_ops"]
+                                for r in ok if r.get("procs") and r.get("ok_ops")])
+        client_cpu_us = median([r["client_cpu_s"] * 1e6 / r["ok_ops"]
+                                for r in ok if "client_cpu_s" in r and r.get("ok_ops")])
         peak_rss = median([max(p["peak_rss_bytes"] for p in r["procs"]) / 2**20 for r in ok if r.get("procs")])
         cells[system] = {
             "ops": median([r["ops_per_s"] for r in ok if r.get("ok_ops")]),
             "p50": median([r["latency_us"]["p50"] for r in ok if r.get("samples")]),
             "p99": median([r["latency_us"]["p99"] for r in ok if r.get("samples")]),
-            "errors": errors, "runs": len(runs), "cpu_ms_per_kop": cpu_per_kop, "peak_rss_mib": peak_rss,
+            "errors": errors, "runs": len(runs), "server_cpu_us": server_cpu_us, "client_cpu_us": client_cpu_us, "peak_rss_mib": peak_rss,
             # The run with the median throughput is the one plotted.
             "plot": sorted([r for r in ok if r.get("cdf_us")], key=lambda r: r["ops_per_s"]),
         }
@@ -379,21 +382,21 @@ if loaded:
     out.append("**Measured under load (other work was running on this machine): indicative only.**")
 out.append("")
 a, b = LABEL[FIRST], LABEL[SECOND]
-out.append(f"| workload | {a} ops/s | {b} ops/s | {b}/{a} | {a} p50 | {b} p50 | {a} p99 | {b} p99 | CPU ms per 1k ops (3 members) {a} / {b} | peak RSS MiB {a} / {b} | errors {a} / {b} |")
-out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+out.append(f"| workload | {a} ops/s | {b} ops/s | {b}/{a} | {a} p50 | {b} p50 | {a} p99 | {b} p99 | server CPU µs/op (3 members) {a} / {b} | client CPU µs/op {a} / {b} | peak RSS MiB {a} / {b} | errors {a} / {b} |")
+out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for name, c in rows:
     e, y = c[FIRST], c[SECOND]
     ops = lambda v: "–" if v is None else f"{v:,.0f}"
     num = lambda v: "–" if v is None else f"{v:,.0f}"
-    cpu = lambda v: "–" if v is None else f"{v:.1f}"
+    cpu = lambda v: "–" if v is None else f"{v:,.0f}"
     out.append(f"| [{name}](bench/{PLOT_PREFIX}{name}.svg) | {ops(e['ops'])} | {ops(y['ops'])} | {fmt_ratio(y['ops'], e['ops'])} | "
                f"{fmt_us(e['p50'])} | {fmt_us(y['p50'])} | {fmt_us(e['p99'])} | {fmt_us(y['p99'])} | "
-               f"{cpu(e['cpu_ms_per_kop'])} / {cpu(y['cpu_ms_per_kop'])} | {num(e['peak_rss_mib'])} / {num(y['peak_rss_mib'])} | "
+               f"{cpu(e['server_cpu_us'])} / {cpu(y['server_cpu_us'])} | {cpu(e['client_cpu_us'])} / {cpu(y['client_cpu_us'])} | {num(e['peak_rss_mib'])} / {num(y['peak_rss_mib'])} | "
                f"{e['errors']} / {y['errors']} |")
 fe, fy = failover[FIRST], failover[SECOND]
 fmt_ms = lambda v: "–" if v is None else f"{v:,.0f} ms"
 out.append(f"| failover (kill -9 leader → first ack'd write) | {fmt_ms(fe[0])} | {fmt_ms(fy[0])} | {fmt_ratio(fy[0], fe[0])} | "
-           f"| | | | | | {fe[2]} / {fy[2]} |")
+           f"| | | | | | | {fe[2]} / {fy[2]} |")
 out.append("")
 out.append("Watch-latency rows: ops/s are puts (100/s, open loop); latencies are put-sent → event-received over 100 watchers. "
            "Failover: median of " + ", ".join(f"{s}: " + ", ".join(fmt_ms(t) for t in failover[s][1]) for s in SYSTEMS) + ".")

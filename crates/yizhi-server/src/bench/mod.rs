@@ -394,17 +394,34 @@ impl LoadArgs {
     }
 }
 
-fn sample_procs(pids: &[i32]) -> Result<Vec<procs::ProcSample>, String> {
-    pids.iter().map(|pid| procs::sample(*pid)).collect()
+/// The servers' (`--pids`) and this bench process's own use, sampled at the start of a run.
+struct ProcSamples {
+    servers: Vec<procs::ProcSample>,
+    client: procs::ProcSample,
 }
 
-fn proc_usage(pids: &[i32], before: &[procs::ProcSample]) -> Result<Vec<procs::ProcUsage>, String> {
+fn sample_procs(pids: &[i32]) -> Result<ProcSamples, String> {
+    Ok(ProcSamples {
+        servers: pids
+            .iter()
+            .map(|pid| procs::sample(*pid))
+            .collect::<Result<_, _>>()?,
+        client: procs::sample(std::process::id() as i32)?,
+    })
+}
+
+/// Each server's use since `before`, and the CPU seconds the bench client itself spent: on a
+/// small machine the client competes with the servers for the same cores, which bounds what any
+/// server can reach.
+fn proc_usage(pids: &[i32], before: &ProcSamples) -> Result<(Vec<procs::ProcUsage>, f64), String> {
     let after = sample_procs(pids)?;
-    Ok(pids
+    let servers = pids
         .iter()
-        .zip(before.iter().zip(after))
+        .zip(before.servers.iter().zip(after.servers))
         .map(|(pid, (b, a))| procs::ProcUsage::between(*pid, *b, a))
-        .collect())
+        .collect();
+    let client_cpu_seconds = (after.client.cpu_seconds - before.client.cpu_seconds).max(0.0);
+    Ok((servers, client_cpu_seconds))
 }
 
 async fn run_kv(load: &LoadArgs, op: KvOp, name: &str, extra: Vec<(&str, Value)>) -> Result<Report, String> {
@@ -426,7 +443,7 @@ async fn run_kv(load: &LoadArgs, op: KvOp, name: &str, extra: Vec<(&str, Value)>
         async move { target.run_op(op, client, ticket).await }
     })
     .await;
-    let procs = proc_usage(&setup.pids, &before)?;
+    let (procs, client_cpu_seconds) = proc_usage(&setup.pids, &before)?;
     let all = merge(tallies);
     Ok(Report {
         workload: name.to_string(),
@@ -436,6 +453,7 @@ async fn run_kv(load: &LoadArgs, op: KvOp, name: &str, extra: Vec<(&str, Value)>
         latency_us: all.latency_us,
         errors: all.errors,
         procs,
+        client_cpu_seconds,
         extra: vec![],
     })
 }
@@ -449,7 +467,7 @@ async fn run_lease(load: &LoadArgs) -> Result<Report, String> {
         async move { workloads::keepalive_once(&streams[client]).await }
     })
     .await;
-    let procs = proc_usage(&setup.pids, &before)?;
+    let (procs, client_cpu_seconds) = proc_usage(&setup.pids, &before)?;
     let all = merge(tallies);
     Ok(Report {
         workload: "lease-keepalive".into(),
@@ -459,6 +477,7 @@ async fn run_lease(load: &LoadArgs) -> Result<Report, String> {
         latency_us: all.latency_us,
         errors: all.errors,
         procs,
+        client_cpu_seconds,
         extra: vec![],
     })
 }
@@ -515,7 +534,7 @@ async fn run_watch(args: &WatchArgs) -> Result<Report, String> {
     let puts = merge(put_tallies);
     let expected = puts.ok_ops * args.watchers as u64;
     let deliveries = merge(watchers.finish(expected).await);
-    let procs = proc_usage(&setup.pids, &before)?;
+    let (procs, client_cpu_seconds) = proc_usage(&setup.pids, &before)?;
     let mut errors = puts.errors.clone();
     errors.merge(&deliveries.errors);
     let extra = vec![
@@ -535,6 +554,7 @@ async fn run_watch(args: &WatchArgs) -> Result<Report, String> {
         latency_us: deliveries.latency_us,
         errors,
         procs,
+        client_cpu_seconds,
         extra,
     })
 }

@@ -73,6 +73,8 @@ pub struct Report {
     pub latency_us: Histogram<u64>,
     pub errors: ErrorLog,
     pub procs: Vec<ProcUsage>,
+    /// CPU seconds this bench process spent during the run (all its client tasks).
+    pub client_cpu_seconds: f64,
     /// Workload-specific numbers (e.g. events delivered).
     pub extra: Vec<(String, Value)>,
 }
@@ -116,6 +118,7 @@ impl Report {
             "error_count": self.errors.count,
             "errors": errors,
             "procs": self.procs.iter().map(ProcUsage::to_json).collect::<Vec<_>>(),
+            "client_cpu_s": self.client_cpu_seconds,
             "extra": extra,
         })
     }
@@ -162,6 +165,7 @@ impl Report {
         for p in &self.procs {
             out.push_str(&format!("  {}\n", p.to_text()));
         }
+        out.push_str(&format!("  bench client: cpu {:.2} s\n", self.client_cpu_seconds));
         if !h.is_empty() {
             out.push_str("Latency histogram:\n");
             out.push_str(&text_histogram(h));
