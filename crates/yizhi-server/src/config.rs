@@ -72,7 +72,9 @@ pub struct ServerConfig {
     /// Milliseconds without a leader before a follower campaigns.
     #[arg(long, env = "YIZHI_ELECTION_TIMEOUT", default_value_t = 1000)]
     pub election_timeout: u64,
-    /// Applied entries between two snapshots (after which the WAL is compacted).
+    /// Applied entries between two snapshots (after which the WAL is compacted); at least. A
+    /// snapshot also waits until the commands applied since the last one are half its size, so
+    /// that snapshotting a long history costs in proportion to the writes.
     #[arg(long, env = "YIZHI_SNAPSHOT_COUNT", default_value_t = 100_000)]
     pub snapshot_count: u64,
     /// The key-value database may grow to this many bytes; beyond it a NOSPACE alarm is raised.

@@ -442,6 +442,8 @@ where
         local_id: options.local_id,
         applied,
         last_snapshot_index: applied,
+        last_snapshot_bytes: 0,
+        applied_bytes_since_snapshot: 0,
         snapshot_count: options.snapshot_count,
         parked_reads: BTreeMap::new(),
     };
