@@ -78,6 +78,11 @@ pub trait Engine {
     /// The transport could not reach `peer`; replicate to it cautiously.
     fn report_unreachable(&mut self, peer: NodeId);
 
+    /// The transport saw its open connection to `peer` close: its process has likely stopped.
+    /// Only a hint, which may be wrong (a connection reset to a live peer): an engine may use it
+    /// to stop waiting for a leader it lost, never for anything safety depends on.
+    fn report_connection_lost(&mut self, peer: NodeId);
+
     /// The runtime finished (or gave up) streaming a snapshot to `peer`.
     fn report_snapshot(&mut self, peer: NodeId, status: SnapshotStatus);
 

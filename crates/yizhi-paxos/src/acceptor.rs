@@ -74,6 +74,10 @@ impl<S: LogStorage> PaxosNode<S> {
             self.become_follower(Some(ballot.node()));
         }
         self.leader = Some(ballot.node());
+        if self.election_deadline_shortened {
+            // The hint was wrong, or a new leader exists: give it a full deadline again.
+            self.reset_election_timer();
+        }
         self.ticks_since_heard = 0;
     }
 

@@ -15,7 +15,8 @@
 //! bounded by `max_inflight_msgs` and `max_msg_bytes`; the chosen prefix carried in accepts and
 //! heartbeats; randomized election timeouts and Nacks that carry the higher promise; snapshot
 //! catch-up; quorum-confirmed reads (`reads.rs` argues their safety); leadership transfer by
-//! TimeoutNow. What it lacks: membership changes (the voter set is fixed) and lease reads.
+//! TimeoutNow; an early phase 1 when the transport reports the leader's connection closed. What
+//! it lacks: membership changes (the voter set is fixed) and lease reads.
 //!
 //! Layout: `paxos.rs` holds the state and the `step` router; `acceptor.rs` and `proposer.rs` are
 //! the two roles' handlers; `reads.rs` the read rounds; `log.rs` the slot log and its write rule;
@@ -37,6 +38,6 @@ pub use ballot::{Ballot, NODE_ID_BITS, NODE_ID_LIMIT};
 pub use codec::PAXOS_WIRE_VERSION;
 pub use config::{ConfigError, PaxosConfig};
 pub use message::Message;
-pub use paxos::{MAX_OUTBOX_MSGS, PaxosError, PaxosNode};
+pub use paxos::{CONNECTION_LOST_CAMPAIGN_TICKS_MAX, MAX_OUTBOX_MSGS, PaxosError, PaxosNode};
 
 pub mod testkit;

@@ -140,10 +140,11 @@ impl<S: LogStorage> Engine for PaxosNode<S> {
     }
 
     fn report_unreachable(&mut self, peer: NodeId) {
-        if let Some(p) = self.leadership.as_mut().and_then(|l| l.peers.get_mut(&peer)) {
-            p.next = p.synced() + 1;
-            p.inflight_msgs = 0;
-        }
+        self.report_unreachable_peer(peer);
+    }
+
+    fn report_connection_lost(&mut self, peer: NodeId) {
+        self.connection_lost(peer);
     }
 
     fn report_snapshot(&mut self, peer: NodeId, status: SnapshotStatus) {
@@ -190,6 +191,14 @@ impl<S: LogStorage> Engine for PaxosNode<S> {
 }
 
 impl<S: LogStorage> PaxosNode<S> {
+    /// What was in flight to `peer` is likely lost: resend from what it acknowledged.
+    pub(crate) fn report_unreachable_peer(&mut self, peer: NodeId) {
+        if let Some(p) = self.leadership.as_mut().and_then(|l| l.peers.get_mut(&peer)) {
+            p.next = p.synced() + 1;
+            p.inflight_msgs = 0;
+        }
+    }
+
     /// True while this node leads (its ballot won phase 1 and nothing higher was seen).
     pub fn is_leader(&self) -> bool {
         self.role == Role::Leader

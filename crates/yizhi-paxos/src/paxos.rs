@@ -15,6 +15,14 @@ use crate::proposer::{Candidacy, Leadership};
 /// Messages queued for the next `Ready` before the node stops queueing more: a bug guard, far above
 /// what one step can produce with the inflight limits.
 pub const MAX_OUTBOX_MSGS: usize = 1 << 16;
+/// A follower told that its leader's connection closed starts phase 1 after one heartbeat
+/// interval plus a delay drawn uniformly from `1..=CONNECTION_LOST_CAMPAIGN_TICKS_MAX` ticks,
+/// instead of the rest of its election timeout. The heartbeat interval first: acceptors here
+/// promise any higher ballot (no CheckQuorum-style stickiness), so a wrong hint must give a live
+/// leader's next heartbeat the time to arrive and cancel the campaign. The random part keeps
+/// followers that see the same close from all preparing at once (though a tie costs little here:
+/// the higher ballot wins).
+pub const CONNECTION_LOST_CAMPAIGN_TICKS_MAX: u64 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PaxosError {
@@ -57,6 +65,9 @@ pub struct PaxosNode<S: LogStorage> {
     pub(crate) ticks_since_heard: u64,
     /// Randomized in `[t, 2t)` each time it is reset, so that duelling proposers spread out.
     pub(crate) election_deadline_ticks: u64,
+    /// Set while `election_deadline_ticks` is the short one a lost-connection hint put in place;
+    /// hearing from a leader then draws a full deadline again.
+    pub(crate) election_deadline_shortened: bool,
     pub(crate) heartbeat_elapsed_ticks: u64,
     pub(crate) candidacy: Option<Candidacy>,
     pub(crate) leadership: Option<Leadership>,
@@ -99,6 +110,7 @@ impl<S: LogStorage> PaxosNode<S> {
             max_round_seen: promised.round(),
             ticks_since_heard: 0,
             election_deadline_ticks: 0,
+            election_deadline_shortened: false,
             heartbeat_elapsed_ticks: 0,
             candidacy: None,
             leadership: None,
@@ -202,6 +214,30 @@ impl<S: LogStorage> PaxosNode<S> {
         let t = self.config.election_timeout_ticks;
         self.ticks_since_heard = 0;
         self.election_deadline_ticks = self.rng.range_inclusive(t, 2 * t - 1);
+        self.election_deadline_shortened = false;
+    }
+
+    /// The transport saw its connection to `peer` close. A follower of `peer` forgets it and
+    /// starts phase 1 soon (see [`CONNECTION_LOST_CAMPAIGN_TICKS_MAX`]) instead of waiting out its
+    /// deadline. Safe whatever the hint says: Paxos's safety never rests on timing, and this
+    /// engine has no leases a premature ballot could break (reads are quorum-confirmed,
+    /// `reads.rs`). A wrong hint whose leader's heartbeat is lost too costs one phase 1.
+    pub(crate) fn connection_lost(&mut self, peer: NodeId) {
+        if self.is_leader() {
+            self.report_unreachable_peer(peer);
+            return;
+        }
+        if self.role != Role::Follower || self.leader != Some(peer) {
+            return;
+        }
+        self.leader = None;
+        let delay_ticks = self.config.heartbeat_interval_ticks
+            + self.rng.range_inclusive(1, CONNECTION_LOST_CAMPAIGN_TICKS_MAX);
+        let deadline_ticks = self.ticks_since_heard + delay_ticks;
+        if deadline_ticks < self.election_deadline_ticks {
+            self.election_deadline_ticks = deadline_ticks;
+            self.election_deadline_shortened = true;
+        }
     }
 
     /// Raises the promise. The new value is durable before any reply that depends on it is sent,
@@ -496,6 +532,104 @@ pub(crate) mod tests {
                 ),
             ]
         );
+    }
+
+    /// Node 1 of {1,2,3}, built from `seed`, that has just heard node 2 lead ballot 1.2.
+    fn follower_of_2(seed: u64) -> PaxosNode<MemStorage> {
+        let mut n = node_with(1, MemStorage::new_with_membership(voters3()), seed, |_| {});
+        let heartbeat = Message::Heartbeat {
+            ballot: Ballot::new(1, 2),
+            commit: 0,
+            read_round: 0,
+        };
+        deliver(&mut n, 2, heartbeat);
+        flush(&mut n);
+        assert_eq!((n.role(), n.leader()), (Role::Follower, Some(2)));
+        n
+    }
+
+    fn ticks_until_candidate(n: &mut PaxosNode<MemStorage>) -> u64 {
+        for ticks in 1..=1_000 {
+            n.tick();
+            if n.role() == Role::Candidate {
+                return ticks;
+            }
+        }
+        panic!("node {} never campaigned", n.id());
+    }
+
+    #[test]
+    fn a_hint_about_the_leader_starts_phase_1_one_heartbeat_interval_and_one_to_three_ticks_later() {
+        let heartbeat_ticks = PaxosConfig::new(1).heartbeat_interval_ticks;
+        let window = heartbeat_ticks + 1..=heartbeat_ticks + CONNECTION_LOST_CAMPAIGN_TICKS_MAX;
+        let mut delays = std::collections::BTreeSet::new();
+        for seed in 0..60 {
+            let mut n = follower_of_2(seed);
+            Engine::report_connection_lost(&mut n, 2);
+            assert_eq!(n.leader(), None, "seed {seed}: the leader is forgotten");
+            let ticks = ticks_until_candidate(&mut n);
+            assert!(window.contains(&ticks), "seed {seed}: {ticks} ticks");
+            delays.insert(ticks);
+            let prepare = Message::Prepare {
+                ballot: Ballot::new(2, 1),
+                first_unchosen: 1,
+            };
+            assert_eq!(sent(&mut n), vec![(2, prepare.clone()), (3, prepare)]);
+            assert!(!n.election_deadline_shortened, "a retry waits a full deadline");
+        }
+        assert_eq!(delays, window.collect());
+    }
+
+    #[test]
+    fn a_hint_about_a_non_leader_changes_nothing_not_even_the_random_draws() {
+        let mut n = follower_of_2(5);
+        let (deadline, rng) = (n.election_deadline_ticks, n.rng.clone());
+        Engine::report_connection_lost(&mut n, 3);
+        assert_eq!(n.leader(), Some(2));
+        assert_eq!((n.election_deadline_ticks, &n.rng), (deadline, &rng));
+
+        let mut candidate = node(1);
+        candidate.campaign_now();
+        let (deadline, rng) = (candidate.election_deadline_ticks, candidate.rng.clone());
+        Engine::report_connection_lost(&mut candidate, 2);
+        assert_eq!(candidate.role(), Role::Candidate);
+        assert_eq!(
+            (candidate.election_deadline_ticks, &candidate.rng),
+            (deadline, &rng)
+        );
+    }
+
+    #[test]
+    fn the_leaders_next_heartbeat_after_a_wrong_hint_restores_a_full_deadline() {
+        let t = PaxosConfig::new(1).election_timeout_ticks;
+        for seed in 0..20 {
+            let mut n = follower_of_2(seed);
+            Engine::report_connection_lost(&mut n, 2);
+            assert!(n.election_deadline_shortened, "seed {seed}");
+            n.tick();
+            let heartbeat = Message::Heartbeat {
+                ballot: Ballot::new(1, 2),
+                commit: 0,
+                read_round: 0,
+            };
+            deliver(&mut n, 2, heartbeat);
+            assert_eq!(n.leader(), Some(2));
+            assert!(!n.election_deadline_shortened);
+            assert!((t..2 * t).contains(&n.election_deadline_ticks), "seed {seed}");
+            assert!(ticks_until_candidate(&mut n) >= t, "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn a_leader_resends_from_what_a_peer_whose_connection_closed_acknowledged() {
+        let mut l = leader_of(node(1));
+        l.propose_entry(value("a")).expect("leader");
+        flush(&mut l);
+        let next = |l: &PaxosNode<MemStorage>| l.leadership.as_ref().unwrap().peers[&3].next;
+        assert_eq!(next(&l), 2, "slot 1 is in flight to node 3");
+        Engine::report_connection_lost(&mut l, 3);
+        assert_eq!(next(&l), 1, "resend slot 1 to node 3");
+        assert!(l.is_leader());
     }
 
     #[test]

@@ -3,8 +3,15 @@
 use yizhi_engine::quorum::VoteResult;
 use yizhi_engine::{LogStorage, NodeId, Role, TransferError};
 
+use crate::config::ReadMode;
 use crate::message::{Message, MessageKind};
 use crate::raft::RaftNode;
+
+/// A follower told that its leader's connection closed campaigns after a delay drawn uniformly
+/// from `1..=CONNECTION_LOST_CAMPAIGN_TICKS_MAX` ticks instead of the rest of its election
+/// timeout. Randomized because every follower sees the same close at the same instant: were they
+/// all to campaign together they would split the vote and fall back to the full timeout.
+pub const CONNECTION_LOST_CAMPAIGN_TICKS_MAX: u64 = 3;
 
 impl<S: LogStorage> RaftNode<S> {
     /// Starts a pre-election (`pre`) or an election. `transfer` marks a campaign ordered by the
@@ -44,6 +51,35 @@ impl<S: LogStorage> RaftNode<S> {
                 }
             };
             self.send(voter, Message::new(vote_term, kind));
+        }
+    }
+
+    /// The transport saw its connection to `peer` close. A follower of `peer` forgets it — so that,
+    /// under CheckQuorum, it no longer refuses other candidates' (pre-)votes on its behalf (thesis
+    /// §4.2.3) — and campaigns after a short random delay. Safety never rests on this: a wrong
+    /// hint costs at most a PreVote round, which the nodes still hearing the leader refuse, and
+    /// the leader's next message restores the follower and its full timeout.
+    ///
+    /// Ignored with lease reads: a leader's lease (thesis §6.4.1) relies on every follower that
+    /// acknowledged it refusing other candidates for a full election timeout, hint or not.
+    pub(crate) fn connection_lost(&mut self, peer: NodeId) {
+        if self.config.read_mode == ReadMode::LeaseBased {
+            return;
+        }
+        match self.role {
+            Role::Leader => self.report_unreachable_peer(peer),
+            Role::Follower if self.leader == Some(peer) => {
+                self.leader = None;
+                let delay_ticks = self.rng.range_inclusive(1, CONNECTION_LOST_CAMPAIGN_TICKS_MAX);
+                let deadline_ticks = self.election_elapsed_ticks + delay_ticks;
+                if deadline_ticks < self.randomized_election_timeout_ticks {
+                    self.randomized_election_timeout_ticks = deadline_ticks;
+                    self.election_timeout_shortened = true;
+                }
+            }
+            // A candidate is already campaigning; a learner never does; a follower of another
+            // leader (or of none) has nothing to gain.
+            _ => {}
         }
     }
 

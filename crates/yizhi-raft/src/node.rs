@@ -121,6 +121,18 @@ impl<S: LogStorage> RaftNode<S> {
         }
     }
 
+    /// What was in flight to `peer` is likely lost: probe before sending a window again.
+    pub(crate) fn report_unreachable_peer(&mut self, peer: NodeId) {
+        if self.role != Role::Leader {
+            return;
+        }
+        if let Some(pr) = self.progress.get_mut(&peer)
+            && pr.state == ProgressState::Replicate
+        {
+            pr.become_probe();
+        }
+    }
+
     fn node_status(&self) -> Status {
         Status {
             id: self.id(),
@@ -164,14 +176,11 @@ impl<S: LogStorage> Engine for RaftNode<S> {
     }
 
     fn report_unreachable(&mut self, peer: NodeId) {
-        if self.role != Role::Leader {
-            return;
-        }
-        if let Some(pr) = self.progress.get_mut(&peer)
-            && pr.state == ProgressState::Replicate
-        {
-            pr.become_probe();
-        }
+        self.report_unreachable_peer(peer)
+    }
+
+    fn report_connection_lost(&mut self, peer: NodeId) {
+        self.connection_lost(peer)
     }
 
     fn report_snapshot(&mut self, peer: NodeId, status: SnapshotStatus) {

@@ -58,6 +58,10 @@ pub struct RaftNode<S> {
     pub(crate) election_elapsed_ticks: u64,
     pub(crate) heartbeat_elapsed_ticks: u64,
     pub(crate) randomized_election_timeout_ticks: u64,
+    /// Set while `randomized_election_timeout_ticks` is the short delay a lost-connection hint
+    /// about the leader put in place (`report_connection_lost`); cleared when a full timeout is
+    /// drawn again (a leader heard from, a campaign begun, any reset).
+    pub(crate) election_timeout_shortened: bool,
     /// Ticks since this engine was created: the leader's clock for the lease.
     pub(crate) ticks_total: u64,
     /// With lease reads, a node refuses votes until one election timeout has passed after start:
@@ -113,6 +117,7 @@ impl<S: LogStorage> RaftNode<S> {
             election_elapsed_ticks: 0,
             heartbeat_elapsed_ticks: 0,
             randomized_election_timeout_ticks: config.election_timeout_ticks,
+            election_timeout_shortened: false,
             ticks_total: 0,
             boot_guard: config.read_mode == crate::config::ReadMode::LeaseBased,
             lead_transferee: None,
@@ -211,8 +216,7 @@ impl<S: LogStorage> RaftNode<S> {
         self.leader = None;
         self.election_elapsed_ticks = 0;
         self.heartbeat_elapsed_ticks = 0;
-        let timeout = self.config.election_timeout_ticks;
-        self.randomized_election_timeout_ticks = timeout + self.rng.below(timeout);
+        self.draw_election_timeout();
         self.lead_transferee = None;
         self.timeout_now_sent = false;
         self.votes.clear();
@@ -228,6 +232,13 @@ impl<S: LogStorage> RaftNode<S> {
             .into_iter()
             .map(|id| (id, Progress::new(next, max_inflight)))
             .collect();
+    }
+
+    /// Paper §5.2: a fresh timeout in `[t, 2t)`, so that candidates rarely tie.
+    pub(crate) fn draw_election_timeout(&mut self) {
+        let timeout = self.config.election_timeout_ticks;
+        self.randomized_election_timeout_ticks = timeout + self.rng.below(timeout);
+        self.election_timeout_shortened = false;
     }
 
     pub(crate) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
@@ -282,6 +293,10 @@ impl<S: LogStorage> RaftNode<S> {
             self.tick_leader();
         } else if self.is_voter() && self.election_elapsed_ticks >= self.randomized_election_timeout_ticks {
             self.election_elapsed_ticks = 0;
+            if self.election_timeout_shortened {
+                // The short delay was for this one campaign; a retry waits a full timeout.
+                self.draw_election_timeout();
+            }
             self.campaign(self.config.pre_vote, false);
         }
     }
@@ -407,6 +422,10 @@ impl<S: LogStorage> RaftNode<S> {
                 );
                 self.election_elapsed_ticks = 0;
                 self.leader = Some(from);
+                if self.election_timeout_shortened {
+                    // The hint was wrong, or a new leader exists: wait for it a full timeout again.
+                    self.draw_election_timeout();
+                }
                 self.handle_from_leader(from, msg);
             }
             MessageKind::TimeoutNow if self.is_voter() => self.campaign(false, true),
