@@ -58,17 +58,12 @@ impl<S: LogStorage> RaftNode<S> {
     /// under CheckQuorum, it no longer refuses other candidates' (pre-)votes on its behalf (thesis
     /// §4.2.3) — and campaigns after a short random delay. Safety never rests on this: a wrong
     /// hint costs at most a PreVote round, which the nodes still hearing the leader refuse, and
-    /// the leader's next message restores the follower and its full timeout.
-    ///
-    /// Ignored with lease reads: a leader's lease (thesis §6.4.1) relies on every follower that
-    /// acknowledged it refusing other candidates for a full election timeout, hint or not.
+    /// the leader's next message restores the follower and its full timeout. A leader takes the
+    /// hint as `report_unreachable`.
     pub(crate) fn connection_lost(&mut self, peer: NodeId) {
-        if self.config.read_mode == ReadMode::LeaseBased {
-            return;
-        }
         match self.role {
             Role::Leader => self.report_unreachable_peer(peer),
-            Role::Follower if self.leader == Some(peer) => {
+            Role::Follower if self.leader == Some(peer) && self.takes_connection_hints() => {
                 self.leader = None;
                 let delay_ticks = self.rng.range_inclusive(1, CONNECTION_LOST_CAMPAIGN_TICKS_MAX);
                 let deadline_ticks = self.election_elapsed_ticks + delay_ticks;
@@ -81,6 +76,14 @@ impl<S: LogStorage> RaftNode<S> {
             // leader (or of none) has nothing to gain.
             _ => {}
         }
+    }
+
+    /// Whether a follower may campaign early on a lost-connection hint. Only with PreVote and
+    /// CheckQuorum: without them nothing stops a wrong hint from raising the term and deposing a
+    /// healthy leader. Never with lease reads: a lease (thesis §6.4.1) relies on every follower
+    /// that acknowledged it refusing other candidates for a full election timeout, hint or not.
+    fn takes_connection_hints(&self) -> bool {
+        self.config.pre_vote && self.config.check_quorum && self.config.read_mode == ReadMode::Safe
     }
 
     /// Counts one (pre-)vote and acts on the outcome.

@@ -211,21 +211,35 @@ fn a_wrong_hint_on_one_follower_does_not_disrupt_a_healthy_leader() {
 }
 
 /// Thesis §6.4.1: a leader's lease relies on every follower that acknowledged it refusing other
-/// candidates for a full election timeout. With lease reads the hint is ignored: the leader is
-/// kept, the pre-vote refused, the timeout (and every random draw) unchanged.
+/// candidates for a full election timeout, so with lease reads the hint is ignored. So it is
+/// without PreVote or without CheckQuorum (thesis §9.6, §4.2.3), where nothing would stop a wrong
+/// hint from deposing a healthy leader. The leader is kept and the timeout (and every random
+/// draw) unchanged.
 #[test]
-fn thesis_6_4_1_with_lease_reads_the_hint_is_ignored() {
-    for seed in 0..20 {
-        let mut node = follower_of_1(seed, lease_reads);
-        let mut twin = follower_of_1(seed, lease_reads);
-        node.report_connection_lost(1);
-        assert_eq!(node.leader(), Some(1), "seed {seed}");
-        node.step(pre_vote_from_3_for_term_2());
-        assert_eq!(sent(&handle_ready(&mut node)), vec![], "seed {seed}");
-        let ticks = tick_until_campaign(&mut node);
-        assert!(ticks >= ELECTION_TIMEOUT_TICKS, "seed {seed}: {ticks} ticks");
-        assert_eq!(ticks, tick_until_campaign(&mut twin), "seed {seed}");
+fn thesis_6_4_1_9_6_without_lease_safe_pre_vote_and_check_quorum_the_hint_is_ignored() {
+    let settings: [(&str, fn(&mut RaftConfig)); 3] = [
+        ("lease reads", lease_reads),
+        ("no PreVote", |c| c.pre_vote = false),
+        ("no CheckQuorum", |c| c.check_quorum = false),
+    ];
+    for (name, tune) in settings {
+        for seed in 0..20 {
+            let mut node = follower_of_1(seed, tune);
+            let mut twin = follower_of_1(seed, tune);
+            node.report_connection_lost(1);
+            assert_eq!(node.leader(), Some(1), "{name}, seed {seed}");
+            let ticks = tick_until_campaign(&mut node);
+            assert!(
+                ticks >= ELECTION_TIMEOUT_TICKS,
+                "{name}, seed {seed}: {ticks} ticks"
+            );
+            assert_eq!(ticks, tick_until_campaign(&mut twin), "{name}, seed {seed}");
+        }
     }
+    let mut node = follower_of_1(3, lease_reads);
+    node.report_connection_lost(1);
+    node.step(pre_vote_from_3_for_term_2());
+    assert_eq!(sent(&handle_ready(&mut node)), vec![], "the lease still refuses");
 }
 
 /// Ticks nodes 2 and 3 one after the other (their clocks are not in step), settling after each,
