@@ -25,6 +25,10 @@ pub struct FaultProfile {
     pub fsync_ms_max: u64,
     pub epoch_ms_min: u64,
     pub epoch_ms_max: u64,
+    /// Chance per tick per node of a wrong lost-connection hint (`report_connection_lost`) about
+    /// the leader it follows (a connection reset to a live peer), so that safety is checked under
+    /// hints that lie. True hints follow every crash regardless.
+    pub spurious_hint_ppm: u64,
 }
 
 pub const PROFILE_NONE: FaultProfile = FaultProfile {
@@ -40,6 +44,7 @@ pub const PROFILE_NONE: FaultProfile = FaultProfile {
     fsync_ms_max: 2,
     epoch_ms_min: 500,
     epoch_ms_max: 500,
+    spurious_hint_ppm: 0,
 };
 
 pub const PROFILE_MILD: FaultProfile = FaultProfile {
@@ -55,6 +60,7 @@ pub const PROFILE_MILD: FaultProfile = FaultProfile {
     fsync_ms_max: 5,
     epoch_ms_min: 400,
     epoch_ms_max: 1_000,
+    spurious_hint_ppm: 1_000,
 };
 
 pub const PROFILE_STANDARD: FaultProfile = FaultProfile {
@@ -70,6 +76,7 @@ pub const PROFILE_STANDARD: FaultProfile = FaultProfile {
     fsync_ms_max: 10,
     epoch_ms_min: 200,
     epoch_ms_max: 800,
+    spurious_hint_ppm: 3_000,
 };
 
 pub const PROFILE_HARSH: FaultProfile = FaultProfile {
@@ -85,6 +92,7 @@ pub const PROFILE_HARSH: FaultProfile = FaultProfile {
     fsync_ms_max: 20,
     epoch_ms_min: 150,
     epoch_ms_max: 500,
+    spurious_hint_ppm: 10_000,
 };
 
 pub const PROFILES: [FaultProfile; 4] = [PROFILE_NONE, PROFILE_MILD, PROFILE_STANDARD, PROFILE_HARSH];
@@ -96,7 +104,7 @@ pub fn profile_by_name(name: &str) -> Option<FaultProfile> {
 impl FaultProfile {
     pub fn assert_valid(&self) {
         assert!(
-            self.loss_ppm_max < PPM && self.duplicate_ppm_max < PPM,
+            self.loss_ppm_max < PPM && self.duplicate_ppm_max < PPM && self.spurious_hint_ppm < PPM,
             "{self:?}"
         );
         assert!(self.partition_pct <= 100 && self.clog_pct <= 100, "{self:?}");

@@ -335,6 +335,7 @@ fn sweep<F: EngineFactory>(factory: &F, args: &Args) -> bool {
     let (mut reads_checked, mut bounded_local) = ([0u64; 3], 0u64);
     let (mut increments, mut attempts, mut seeds_without_increment) = (0u64, 0u64, 0u64);
     let mut crashes_during_rewrites = 0u64;
+    let mut hints = [0u64; 2];
     for seed in args.seeds.clone() {
         let report = run_seed(factory, seed, args.profile, options(args));
         runs += 1;
@@ -348,6 +349,8 @@ fn sweep<F: EngineFactory>(factory: &F, args: &Args) -> bool {
         attempts += report.counter_attempts;
         seeds_without_increment += u64::from(report.counter_increments == 0);
         crashes_during_rewrites += report.crashes_during_rewrites;
+        hints[0] += report.hints_delivered[0];
+        hints[1] += report.hints_delivered[1];
         lincheck_us += report.lincheck_wall_us;
         slowest_lincheck = slowest_lincheck.max((report.lincheck_wall_us, seed));
         if report.lincheck == LincheckVerdict::Undecided {
@@ -373,13 +376,16 @@ fn sweep<F: EngineFactory>(factory: &F, args: &Args) -> bool {
          ({undecided} undecided), reads checked {} linearizable / {} serializable / {} bounded \
          ({bounded_local} bounded answered without a barrier of their own), counter {increments} increments \
          exactly once in {attempts} attempts ({seeds_without_increment} seeds without one), \
-         {crashes_during_rewrites} crashes while rewriting durable entries, {:.1} s wall ({:.1} s checking linearizability, slowest seed {} at {:.1} ms)",
+         {crashes_during_rewrites} crashes while rewriting durable entries, lost-connection hints {} after \
+         crashes / {} wrong, {:.1} s wall ({:.1} s checking linearizability, slowest seed {} at {:.1} ms)",
         factory.name(),
         args.profile.name,
         simulated_ms as f64 / 1000.0,
         reads_checked[0],
         reads_checked[1],
         reads_checked[2],
+        hints[0],
+        hints[1],
         started.elapsed().as_secs_f64(),
         lincheck_us as f64 / 1e6,
         slowest_lincheck.1,

@@ -333,6 +333,15 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
         self.pump(ctx)
     }
 
+    pub fn report_connection_lost(
+        &mut self,
+        peer: NodeId,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<Outputs<E::Message>, Violation> {
+        self.engine_mut().report_connection_lost(peer);
+        self.pump(ctx)
+    }
+
     /// A client request arrived: propose a write or start a ReadIndex read.
     pub fn request(
         &mut self,

@@ -35,6 +35,9 @@ pub const LIVENESS_LEADER_BOUND_MS: u64 = 5_000;
 pub const LIVENESS_PROGRESS_BOUND_MS: u64 = 10_000;
 /// A snapshot stream that lost its message is reported failed after this long.
 pub const SNAPSHOT_STREAM_TIMEOUT_MS: u64 = 100;
+/// A peer's transport sees a crashed node's connection close within this long (the kernel closes
+/// a dead process's sockets at once; the reset still has to cross the link).
+pub const CONNECTION_CLOSE_SEEN_MS_MAX: u64 = 5;
 
 pub type Msg<F> = <<F as EngineFactory>::E as Engine>::Message;
 
@@ -62,6 +65,15 @@ enum Event<M> {
         node: NodeId,
         incarnation: u64,
         peer: NodeId,
+    },
+    /// `node`'s transport saw its connection to `peer` close: after `peer` crashed, or (a wrong
+    /// hint) while it is alive.
+    ConnectionLost {
+        node: NodeId,
+        incarnation: u64,
+        peer: NodeId,
+        /// `peer` was alive: the hint is wrong.
+        wrong: bool,
     },
     Request {
         node: NodeId,
@@ -100,6 +112,7 @@ impl<M> Event<M> {
             | Event::FsyncDone { node, .. }
             | Event::SnapshotReport { node, .. }
             | Event::Unreachable { node, .. }
+            | Event::ConnectionLost { node, .. }
             | Event::Request { node, .. } => Some(*node),
             Event::Deliver { envelope, .. } => Some(envelope.to),
             _ => None,
@@ -162,6 +175,8 @@ pub struct RunReport {
     pub counter_attempts: u64,
     /// Crashes that struck while an unsynced append rewrote entries the node already held durably.
     pub crashes_during_rewrites: u64,
+    /// Lost-connection hints a live engine received: after a crash of the peer, and wrong ones.
+    pub hints_delivered: [u64; 2],
     /// The measurement window of a throughput run (`SimConfig::measure_window_ms`), once it closed.
     pub window: Option<WindowStats>,
     pub lincheck: LincheckVerdict,
@@ -202,6 +217,9 @@ struct Rngs {
     clients: SeededRng,
     disk: SeededRng,
     engines: SeededRng,
+    /// Lost-connection hints, true and wrong: a stream of its own, so that adding them left every
+    /// other stream's draws as they were.
+    hints: SeededRng,
 }
 
 pub(crate) struct Sim<'f, F: EngineFactory> {
@@ -235,6 +253,8 @@ pub(crate) struct Sim<'f, F: EngineFactory> {
     crash_at_next_fsync: BTreeMap<NodeId, u64>,
     /// Crashes that struck while an unsynced append was rewriting entries already durable.
     crashes_during_rewrites: u64,
+    /// Lost-connection hints delivered to a live engine: true ones, wrong ones.
+    hints_delivered: [u64; 2],
     /// A throughput run's measurement window, from when a leader first exists.
     window: Option<Window>,
 }
@@ -251,6 +271,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             clients: root.fork(),
             disk: root.fork(),
             engines: root.fork(),
+            hints: root.fork(),
         };
         let ids = config.node_ids();
         let membership = yizhi_engine::Membership::new(ids.iter().copied());
@@ -303,6 +324,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             kept_down: BTreeSet::new(),
             crash_at_next_fsync: BTreeMap::new(),
             crashes_during_rewrites: 0,
+            hints_delivered: [0; 2],
             window: None,
         }
     }
@@ -406,6 +428,21 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
                 let what = format!("unreachable {peer}");
                 self.with_node(node, incarnation, &what, |n, ctx| n.report_unreachable(peer, ctx))
             }
+            Event::ConnectionLost {
+                node,
+                incarnation,
+                peer,
+                wrong,
+            } => {
+                let n = &self.nodes[(node - 1) as usize];
+                if n.is_up() && n.incarnation == incarnation {
+                    self.hints_delivered[usize::from(wrong)] += 1;
+                }
+                let what = format!("connection to {peer} lost{}", if wrong { " (wrong)" } else { "" });
+                self.with_node(node, incarnation, &what, |n, ctx| {
+                    n.report_connection_lost(peer, ctx)
+                })
+            }
             Event::Request { node, request } => self.on_request(node, request),
             Event::Reply {
                 reply,
@@ -488,7 +525,58 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
         let out = n.tick(&mut ctx)?;
         self.route(node, out);
         self.schedule(next, Event::Tick { node, incarnation });
+        self.maybe_wrong_hint(node, incarnation);
         Ok(())
+    }
+
+    /// Now and then during the faults, tells a node that its leader's connection closed although
+    /// the leader lives: the engines must stay safe whatever the hint says.
+    fn maybe_wrong_hint(&mut self, node: NodeId, incarnation: u64) {
+        let ppm = self.config.profile.spurious_hint_ppm;
+        if self.phase != Phase::Faults || !self.rng.hints.chance(ppm, crate::network::PPM) {
+            return;
+        }
+        let leader = self.node(node).engine().and_then(|e| e.status().leader);
+        let peer = match leader.filter(|&l| l != node) {
+            Some(leader) => leader,
+            None if self.nodes.len() > 1 => {
+                let others: Vec<NodeId> = self
+                    .config
+                    .node_ids()
+                    .into_iter()
+                    .filter(|&p| p != node)
+                    .collect();
+                others[self.rng.hints.below(others.len() as u64) as usize]
+            }
+            None => return,
+        };
+        let at = self.now_ms + self.rng.hints.range_inclusive(1, CONNECTION_CLOSE_SEEN_MS_MAX);
+        let event = Event::ConnectionLost {
+            node,
+            incarnation,
+            peer,
+            wrong: true,
+        };
+        self.schedule(at, event);
+    }
+
+    /// A crashed process's sockets close: every live peer whose link from it still carries
+    /// packets sees the connection go, shortly after.
+    fn announce_crash(&mut self, crashed: NodeId) {
+        for peer in self.config.node_ids() {
+            if peer == crashed || !self.node(peer).is_up() || self.network.is_blocked(crashed, peer) {
+                continue;
+            }
+            let incarnation = self.node(peer).incarnation;
+            let at = self.now_ms + self.rng.hints.range_inclusive(1, CONNECTION_CLOSE_SEEN_MS_MAX);
+            let event = Event::ConnectionLost {
+                node: peer,
+                incarnation,
+                peer: crashed,
+                wrong: false,
+            };
+            self.schedule(at, event);
+        }
     }
 
     fn on_deliver(&mut self, envelope: Envelope<Msg<F>>, snapshot: bool) -> Result<(), Violation> {
@@ -937,6 +1025,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             ),
         );
         self.schedule(self.now_ms + down_ms, Event::Restart { node });
+        self.announce_crash(node);
     }
 
     fn restart(&mut self, node: NodeId) {
@@ -1214,6 +1303,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             counter_increments: self.counter.acknowledged,
             counter_attempts: self.counter.attempts,
             crashes_during_rewrites: self.crashes_during_rewrites,
+            hints_delivered: self.hints_delivered,
             window: self.window.as_ref().filter(|w| w.closed).map(|w| w.stats.clone()),
             lincheck,
             lincheck_wall_us: 0,

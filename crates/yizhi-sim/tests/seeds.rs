@@ -3,7 +3,7 @@
 
 use std::thread;
 
-use yizhi_sim::faults::{FaultProfile, PROFILE_HARSH, PROFILE_STANDARD};
+use yizhi_sim::faults::{FaultProfile, PROFILE_HARSH, PROFILE_NONE, PROFILE_STANDARD};
 use yizhi_sim::sim::LincheckVerdict;
 use yizhi_sim::{EngineFactory, PaxosFactory, RaftFactory, RunOptions, run_seed};
 
@@ -112,4 +112,34 @@ fn paxos_survives_crashes_during_rewrites_of_accepted_slots() {
             "only seeds {struck:?} crashed mid-rewrite: the scenario is no longer exercised"
         );
     }
+}
+
+/// Seeds swept to see lost-connection hints reach the engines.
+const HINT_SEEDS: u64 = 40;
+
+/// The engines hear `report_connection_lost` after every crash (true hints) and now and then about
+/// a live leader (wrong ones), and every invariant holds under both; a run without faults has
+/// neither (so the counts are not made up).
+#[test]
+fn lost_connection_hints_true_and_wrong_reach_the_engines_and_break_nothing() {
+    fn hints<F: EngineFactory>(factory: &F, profile: FaultProfile) -> [u64; 2] {
+        let mut total = [0, 0];
+        for seed in 0..seed_count(HINT_SEEDS) {
+            let report = run_seed(factory, seed, profile, RunOptions::default());
+            assert!(report.violation.is_none(), "seed {seed}: {:?}", report.violation);
+            total[0] += report.hints_delivered[0];
+            total[1] += report.hints_delivered[1];
+        }
+        total
+    }
+    for [true_hints, wrong_hints] in [
+        hints(&RaftFactory::SAFE_READS, PROFILE_HARSH),
+        hints(&PaxosFactory, PROFILE_HARSH),
+    ] {
+        assert!(
+            true_hints > 100 && wrong_hints > 100,
+            "{true_hints} true, {wrong_hints} wrong"
+        );
+    }
+    assert_eq!(hints(&RaftFactory::SAFE_READS, PROFILE_NONE), [0, 0]);
 }
