@@ -18,6 +18,8 @@ use yizhi_raft::{
 const VOTERS: [NodeId; 3] = [1, 2, 3];
 const ELECTION_TIMEOUT_TICKS: u64 = 10;
 
+type Tune = fn(&mut RaftConfig);
+
 fn lease_reads(config: &mut RaftConfig) {
     config.read_mode = ReadMode::LeaseBased;
 }
@@ -217,7 +219,7 @@ fn a_wrong_hint_on_one_follower_does_not_disrupt_a_healthy_leader() {
 /// draw) unchanged.
 #[test]
 fn thesis_6_4_1_9_6_without_lease_safe_pre_vote_and_check_quorum_the_hint_is_ignored() {
-    let settings: [(&str, fn(&mut RaftConfig)); 3] = [
+    let settings: [(&str, Tune); 3] = [
         ("lease reads", lease_reads),
         ("no PreVote", |c| c.pre_vote = false),
         ("no CheckQuorum", |c| c.check_quorum = false),
