@@ -155,6 +155,7 @@ impl<E: ServerEngine> Driver<E> {
                 }
             }
             Input::Compact { index, data } => self.compact(index, data),
+            Input::ConnectionLost { peer } => self.connection_lost(peer),
             Input::SnapshotSent { peer, ok } => {
                 let status = if ok {
                     SnapshotStatus::Finished
@@ -167,6 +168,28 @@ impl<E: ServerEngine> Driver<E> {
                 let _ = reply.send(self.engine.transfer_leadership(to).map_err(|e| e.to_string()));
             }
             Input::Shutdown => unreachable!("handled by the loop"),
+        }
+    }
+
+    /// The transport saw `peer`'s connection close. The engine decides what the hint is worth
+    /// (a follower of `peer` may campaign early); an operator sees when it was about the leader.
+    fn connection_lost(&mut self, peer: NodeId) {
+        let leader_before = self.engine.status().leader;
+        self.engine.report_connection_lost(peer);
+        if leader_before == Some(peer) {
+            let campaigning_early = self.engine.status().leader.is_none();
+            tracing::info!(
+                peer,
+                campaigning_early,
+                "connection to the leader lost{}",
+                if campaigning_early {
+                    "; campaigning early"
+                } else {
+                    ""
+                }
+            );
+        } else {
+            tracing::debug!(peer, "connection to a peer lost");
         }
     }
 

@@ -75,6 +75,10 @@ pub enum Input<M> {
         read_id: u64,
         index: Option<LogIndex>,
     },
+    /// The transport's connection to `peer` closed: a hint that its process stopped.
+    ConnectionLost {
+        peer: NodeId,
+    },
     /// A snapshot stream to `peer` ended (`ok`: every byte was written).
     SnapshotSent {
         peer: NodeId,
@@ -301,6 +305,11 @@ impl<M: WireMessage + Send + 'static> Inbound for InboundQueue<M> {
         // A full queue drops peer traffic; the engines retransmit.
         let _ = self.driver.try_send(input);
     }
+
+    fn connection_lost(&self, peer: NodeId) {
+        // Dropped when the queue is full: the engine then waits out its election timeout.
+        let _ = self.driver.try_send(Input::ConnectionLost { peer });
+    }
 }
 
 /// Everything `start` needs.
@@ -397,20 +406,20 @@ where
             .build()
             .map_err(listen_err)?,
     ));
+    let (input_tx, input_rx) = crossbeam_channel::bounded::<Input<E::Message>>(DRIVER_QUEUE_INPUTS);
+    let (apply_tx, apply_rx) = crossbeam_channel::bounded(APPLIER_QUEUE_TASKS);
+    let inbound: Arc<dyn Inbound> = Arc::new(InboundQueue {
+        driver: input_tx.clone(),
+        shared: shared.clone(),
+    });
     let (transport, listener) = {
         let _peer_context = peer_runtime.enter();
         let listener = tokio::net::TcpListener::from_std(listener).map_err(listen_err)?;
-        (Transport::start(&transport_config), listener)
+        (Transport::start(&transport_config, inbound.clone()), listener)
     };
     let directory = PeerDirectory::default();
     directory.set(options.local_id, options.local_client_urls.clone());
 
-    let (input_tx, input_rx) = crossbeam_channel::bounded::<Input<E::Message>>(DRIVER_QUEUE_INPUTS);
-    let (apply_tx, apply_rx) = crossbeam_channel::bounded(APPLIER_QUEUE_TASKS);
-    let inbound = Arc::new(InboundQueue {
-        driver: input_tx.clone(),
-        shared: shared.clone(),
-    });
     peer_runtime.spawn(transport::serve(
         listener,
         transport_config,

@@ -5,6 +5,11 @@
 //! drops the frame and reports the peer unreachable, and the engine retries (Raft and Paxos both
 //! tolerate loss). While a peer is disconnected its queue is drained and dropped, so a reconnect
 //! never replays a burst of stale messages.
+//!
+//! When an established connection to a peer closes, the node hears of it once
+//! ([`Inbound::connection_lost`]): a process that dies has its sockets closed by the kernel at
+//! once, long before an election timeout would say so. Failed reconnects while the peer stays
+//! down, and snapshot streams (connections of their own), report nothing.
 
 pub mod frame;
 
@@ -35,6 +40,10 @@ const SNAPSHOT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// What the transport tells the node about a peer.
 pub trait Inbound: Send + Sync + 'static {
     fn deliver(&self, from: NodeId, frame: Frame);
+
+    /// Our established connection to `peer` closed (its process has likely stopped). A hint,
+    /// sometimes wrong: a live peer can reset a connection too.
+    fn connection_lost(&self, peer: NodeId);
 }
 
 /// What peers told us about themselves (client URLs for MemberList).
@@ -82,8 +91,9 @@ pub struct Transport {
 }
 
 impl Transport {
-    /// Starts one dialer per peer on the current tokio runtime.
-    pub fn start(config: &TransportConfig) -> Transport {
+    /// Starts one dialer per peer on the current tokio runtime; lost connections are reported to
+    /// `inbound`.
+    pub fn start(config: &TransportConfig, inbound: Arc<dyn Inbound>) -> Transport {
         let mut queues = BTreeMap::new();
         let mut snapshot_routes = BTreeMap::new();
         for (&peer, addr) in &config.peers {
@@ -98,7 +108,7 @@ impl Transport {
             });
             let hello = hello.encode();
             snapshot_routes.insert(peer, (addr.clone(), hello.clone()));
-            tokio::spawn(dial_loop(peer, addr.clone(), hello, rx));
+            tokio::spawn(dial_loop(peer, addr.clone(), hello, rx, inbound.clone()));
             queues.insert(peer, tx);
         }
         Transport {
@@ -173,7 +183,13 @@ async fn stream_snapshot(addr: &str, hello: &Bytes, message: &Bytes) -> std::io:
     writer.into_inner().shutdown().await
 }
 
-async fn dial_loop(peer: NodeId, addr: String, hello: Bytes, mut rx: mpsc::Receiver<Bytes>) {
+async fn dial_loop(
+    peer: NodeId,
+    addr: String,
+    hello: Bytes,
+    mut rx: mpsc::Receiver<Bytes>,
+    inbound: Arc<dyn Inbound>,
+) {
     let mut backoff = BACKOFF_MIN;
     loop {
         match TcpStream::connect(&addr).await {
@@ -183,7 +199,11 @@ async fn dial_loop(peer: NodeId, addr: String, hello: Bytes, mut rx: mpsc::Recei
                 tracing::debug!(peer, %addr, "connected to peer");
                 match pump(stream, &hello, &mut rx).await {
                     Ok(()) => return, // The node shut down: the queue closed.
-                    Err(e) => tracing::debug!(peer, %addr, error = %e, "peer connection lost"),
+                    Err(e) => {
+                        tracing::debug!(peer, %addr, error = %e, "peer connection lost");
+                        // Connected, then lost: said once per connection, not per failed retry.
+                        inbound.connection_lost(peer);
+                    }
                 }
             }
             Err(e) => tracing::trace!(peer, %addr, error = %e, "peer not reachable"),
@@ -373,4 +393,82 @@ async fn receive(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Remembers what the transport reported.
+    #[derive(Default)]
+    struct Recorder {
+        lost: Mutex<Vec<NodeId>>,
+    }
+
+    impl Inbound for Recorder {
+        fn deliver(&self, _from: NodeId, _frame: Frame) {}
+
+        fn connection_lost(&self, peer: NodeId) {
+            self.lost.lock().expect("recorder lock").push(peer);
+        }
+    }
+
+    impl Recorder {
+        fn lost(&self) -> Vec<NodeId> {
+            self.lost.lock().expect("recorder lock").clone()
+        }
+    }
+
+    fn config_with_peer_2_at(addr: String) -> TransportConfig {
+        TransportConfig {
+            cluster_id: 7,
+            local_id: 1,
+            local_name: "one".into(),
+            local_client_urls: "127.0.0.1:1".into(),
+            peers: BTreeMap::from([(2, addr)]),
+        }
+    }
+
+    /// Member 1 dials member 2 (played by the test): a snapshot stream that ends is not a lost
+    /// connection; member 2's process going away is, reported once however often the dialer then
+    /// fails to reconnect (its backoff retries several times in the wait below).
+    #[tokio::test]
+    async fn a_lost_connection_is_reported_once_and_snapshot_streams_never() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address").to_string();
+        let recorder = Arc::new(Recorder::default());
+        let transport = Transport::start(&config_with_peer_2_at(addr), recorder.clone());
+        let (dialer_connection, _) = listener.accept().await.expect("the dialer connects");
+
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let done = Box::new(move |ok: bool| {
+            let _ = done_tx.send(ok);
+        });
+        transport.send_snapshot(2, Bytes::from_static(b"snapshot bytes"), done);
+        let (mut snapshot_connection, _) = listener.accept().await.expect("the snapshot stream");
+        let mut received = Vec::new();
+        snapshot_connection
+            .read_to_end(&mut received)
+            .await
+            .expect("read the stream");
+        drop(snapshot_connection);
+        assert_eq!(done_rx.await, Ok(true), "the stream was written whole");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            recorder.lost(),
+            Vec::<NodeId>::new(),
+            "a snapshot stream is no hint"
+        );
+
+        drop(listener);
+        drop(dialer_connection);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while recorder.lost().is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(recorder.lost(), vec![2]);
+        // Reconnects at 50, 100, 200 and 400 ms of backoff all fail: nothing more is reported.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert_eq!(recorder.lost(), vec![2]);
+    }
 }
