@@ -56,6 +56,7 @@ fi
 FAILOVER_TRIES=${FAILOVER_TRIES_ARG:-$FAILOVER_TRIES}
 COMMAND_LINE="scripts/bench-vs-etcd.sh --repeats $REPEATS --duration $DURATION"
 [ "$QUICK" = 1 ] && COMMAND_LINE="scripts/bench-vs-etcd.sh --quick"
+[ "$RSS_1M" = 1 ] && COMMAND_LINE="$COMMAND_LINE --rss-1m"
 # The two systems compared, the first being the baseline of the ratios.
 if [ "$MODE" = engines ]; then
     SYSTEMS=(raft paxos)
@@ -365,7 +366,9 @@ for which in ("floor-before", "floor"):
     with open(os.path.join(results, which + ".json")) as f:
         floors.append(json.load(f))
 
-loaded = max(float(load_before.split()[0]), float(load_after.split()[0])) > 3
+# Only the load before counts: the runs themselves keep both cores busy, so the load after is
+# always high (the benchmark's own processes).
+loaded = float(load_before.split()[0]) > 3
 out = []
 out.append(f"Measured {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} with `{command}`.")
 out.append("")
