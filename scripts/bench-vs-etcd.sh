@@ -366,9 +366,23 @@ for which in ("floor-before", "floor"):
     with open(os.path.join(results, which + ".json")) as f:
         floors.append(json.load(f))
 
-# Only the load before counts: the runs themselves keep both cores busy, so the load after is
-# always high (the benchmark's own processes).
-loaded = float(load_before.split()[0]) > 3
+# Other work during the runs: the machine's busy CPU time minus what the servers and the bench
+# client used, as a share of the machine (the load average cannot tell: the runs themselves keep
+# both cores busy).
+cores = os.cpu_count() or 1
+other_shares = []
+for path in glob.glob(os.path.join(results, "*.json")):
+    try:
+        with open(path) as f:
+            r = json.load(f)
+    except (OSError, ValueError):
+        continue
+    if isinstance(r, dict) and "machine_busy_cpu_s" in r and r.get("elapsed_s"):
+        own = sum(p["cpu_s"] for p in r.get("procs", [])) + r.get("client_cpu_s", 0)
+        other_shares.append(max(0.0, r["machine_busy_cpu_s"] - own) / (r["elapsed_s"] * cores))
+other_median = median(other_shares)
+other_max = max(other_shares) if other_shares else None
+loaded = float(load_before.split()[0]) > 3 or (other_median is not None and other_median > 0.10)
 out = []
 out.append(f"Measured {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} with `{command}`.")
 out.append("")
@@ -380,6 +394,9 @@ else:
 out.append(f"- Both: 3 members on loopback, `--heartbeat-interval 100 --election-timeout 1000`, fsync on, "
            f"8 GiB quota; keys 16 B, values 256 B; {repeats} run(s) of {duration} s per cell, {LABEL[FIRST]} and {LABEL[SECOND]} interleaved; medians shown")
 out.append(f"- Load average (1/5/15 min) before: {load_before}, after: {load_after}")
+if other_median is not None:
+    out.append(f"- CPU used by other processes during the runs (machine busy time minus servers and client): "
+               f"median {other_median:.0%} of the machine, at most {other_max:.0%} in one run")
 if loaded:
     out.append("")
     out.append("**Measured under load (other work was running on this machine): indicative only.**")

@@ -394,10 +394,12 @@ impl LoadArgs {
     }
 }
 
-/// The servers' (`--pids`) and this bench process's own use, sampled at the start of a run.
+/// The servers' (`--pids`), this bench process's and the whole machine's use, sampled at the
+/// start of a run.
 struct ProcSamples {
     servers: Vec<procs::ProcSample>,
     client: procs::ProcSample,
+    machine_busy_seconds: f64,
 }
 
 fn sample_procs(pids: &[i32]) -> Result<ProcSamples, String> {
@@ -407,21 +409,31 @@ fn sample_procs(pids: &[i32]) -> Result<ProcSamples, String> {
             .map(|pid| procs::sample(*pid))
             .collect::<Result<_, _>>()?,
         client: procs::sample(std::process::id() as i32)?,
+        machine_busy_seconds: procs::machine_busy_seconds()?,
     })
 }
 
-/// Each server's use since `before`, and the CPU seconds the bench client itself spent: on a
-/// small machine the client competes with the servers for the same cores, which bounds what any
-/// server can reach.
-fn proc_usage(pids: &[i32], before: &ProcSamples) -> Result<(Vec<procs::ProcUsage>, f64), String> {
+/// What a run used: each server since `before`, the bench client itself (on a small machine it
+/// competes with the servers for the same cores, which bounds what any server can reach), and
+/// the whole machine (what is left after both is other work that disturbed the run).
+struct RunUsage {
+    servers: Vec<procs::ProcUsage>,
+    client_cpu_seconds: f64,
+    machine_busy_cpu_seconds: f64,
+}
+
+fn proc_usage(pids: &[i32], before: &ProcSamples) -> Result<RunUsage, String> {
     let after = sample_procs(pids)?;
     let servers = pids
         .iter()
         .zip(before.servers.iter().zip(after.servers))
         .map(|(pid, (b, a))| procs::ProcUsage::between(*pid, *b, a))
         .collect();
-    let client_cpu_seconds = (after.client.cpu_seconds - before.client.cpu_seconds).max(0.0);
-    Ok((servers, client_cpu_seconds))
+    Ok(RunUsage {
+        servers,
+        client_cpu_seconds: (after.client.cpu_seconds - before.client.cpu_seconds).max(0.0),
+        machine_busy_cpu_seconds: (after.machine_busy_seconds - before.machine_busy_seconds).max(0.0),
+    })
 }
 
 async fn run_kv(load: &LoadArgs, op: KvOp, name: &str, extra: Vec<(&str, Value)>) -> Result<Report, String> {
@@ -443,7 +455,7 @@ async fn run_kv(load: &LoadArgs, op: KvOp, name: &str, extra: Vec<(&str, Value)>
         async move { target.run_op(op, client, ticket).await }
     })
     .await;
-    let (procs, client_cpu_seconds) = proc_usage(&setup.pids, &before)?;
+    let usage = proc_usage(&setup.pids, &before)?;
     let all = merge(tallies);
     Ok(Report {
         workload: name.to_string(),
@@ -452,8 +464,9 @@ async fn run_kv(load: &LoadArgs, op: KvOp, name: &str, extra: Vec<(&str, Value)>
         ok_ops: all.ok_ops,
         latency_us: all.latency_us,
         errors: all.errors,
-        procs,
-        client_cpu_seconds,
+        procs: usage.servers,
+        client_cpu_seconds: usage.client_cpu_seconds,
+        machine_busy_cpu_seconds: usage.machine_busy_cpu_seconds,
         extra: vec![],
     })
 }
@@ -467,7 +480,7 @@ async fn run_lease(load: &LoadArgs) -> Result<Report, String> {
         async move { workloads::keepalive_once(&streams[client]).await }
     })
     .await;
-    let (procs, client_cpu_seconds) = proc_usage(&setup.pids, &before)?;
+    let usage = proc_usage(&setup.pids, &before)?;
     let all = merge(tallies);
     Ok(Report {
         workload: "lease-keepalive".into(),
@@ -476,8 +489,9 @@ async fn run_lease(load: &LoadArgs) -> Result<Report, String> {
         ok_ops: all.ok_ops,
         latency_us: all.latency_us,
         errors: all.errors,
-        procs,
-        client_cpu_seconds,
+        procs: usage.servers,
+        client_cpu_seconds: usage.client_cpu_seconds,
+        machine_busy_cpu_seconds: usage.machine_busy_cpu_seconds,
         extra: vec![],
     })
 }
@@ -534,7 +548,7 @@ async fn run_watch(args: &WatchArgs) -> Result<Report, String> {
     let puts = merge(put_tallies);
     let expected = puts.ok_ops * args.watchers as u64;
     let deliveries = merge(watchers.finish(expected).await);
-    let (procs, client_cpu_seconds) = proc_usage(&setup.pids, &before)?;
+    let usage = proc_usage(&setup.pids, &before)?;
     let mut errors = puts.errors.clone();
     errors.merge(&deliveries.errors);
     let extra = vec![
@@ -553,8 +567,9 @@ async fn run_watch(args: &WatchArgs) -> Result<Report, String> {
         ok_ops: puts.ok_ops,
         latency_us: deliveries.latency_us,
         errors,
-        procs,
-        client_cpu_seconds,
+        procs: usage.servers,
+        client_cpu_seconds: usage.client_cpu_seconds,
+        machine_busy_cpu_seconds: usage.machine_busy_cpu_seconds,
         extra,
     })
 }

@@ -85,6 +85,27 @@ pub fn sample(pid: i32) -> Result<ProcSample, String> {
     })
 }
 
+/// CPU seconds the whole machine spent busy since boot (every core, every process, the kernel):
+/// with the servers' and the client's own time it tells how much else ran during a run.
+pub fn machine_busy_seconds() -> Result<f64, String> {
+    let stat = std::fs::read_to_string("/proc/stat").map_err(|e| format!("/proc/stat: {e}"))?;
+    let ticks = busy_ticks_from_proc_stat(&stat).ok_or("/proc/stat: unexpected format")?;
+    Ok(ticks as f64 / clock_ticks_per_second())
+}
+
+/// The first line of `/proc/stat`: `cpu user nice system idle iowait irq softirq steal ...`;
+/// busy is everything but idle and iowait (guest time is already inside user).
+pub fn busy_ticks_from_proc_stat(stat: &str) -> Option<u64> {
+    let line = stat.lines().next()?;
+    let mut fields = line.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    let values: Vec<u64> = fields.take(8).map(|f| f.parse().ok()).collect::<Option<_>>()?;
+    let [user, nice, system, _idle, _iowait, irq, softirq, steal] = values.try_into().ok()?;
+    Some(user + nice + system + irq + softirq + steal)
+}
+
 /// utime + stime, fields 14 and 15 of `/proc/<pid>/stat`. The command name (field 2) may hold
 /// spaces and parentheses, so fields are counted after its last `)`.
 pub fn cpu_ticks_from_stat(stat: &str) -> Option<u64> {
@@ -112,6 +133,15 @@ mod tests {
         assert_eq!(cpu_ticks_from_stat(stat), Some(325));
         assert_eq!(cpu_ticks_from_stat("garbage"), None);
         assert_eq!(cpu_ticks_from_stat("1 (x) S 1 2"), None);
+    }
+
+    #[test]
+    fn machine_busy_time_leaves_out_idle_and_iowait() {
+        let stat = "cpu  100 5 50 9000 300 7 8 2 0 0\ncpu0 50 2 25 4500 150 3 4 1 0 0\n";
+        assert_eq!(busy_ticks_from_proc_stat(stat), Some(100 + 5 + 50 + 7 + 8 + 2));
+        assert_eq!(busy_ticks_from_proc_stat("cpu0 1 2 3 4 5 6 7 8\n"), None);
+        assert_eq!(busy_ticks_from_proc_stat("cpu 1 2 3\n"), None);
+        assert!(machine_busy_seconds().expect("own /proc/stat") > 0.0);
     }
 
     #[test]

@@ -75,6 +75,8 @@ pub struct Report {
     pub procs: Vec<ProcUsage>,
     /// CPU seconds this bench process spent during the run (all its client tasks).
     pub client_cpu_seconds: f64,
+    /// CPU seconds the whole machine was busy during the run (servers, client and anything else).
+    pub machine_busy_cpu_seconds: f64,
     /// Workload-specific numbers (e.g. events delivered).
     pub extra: Vec<(String, Value)>,
 }
@@ -119,6 +121,7 @@ impl Report {
             "errors": errors,
             "procs": self.procs.iter().map(ProcUsage::to_json).collect::<Vec<_>>(),
             "client_cpu_s": self.client_cpu_seconds,
+            "machine_busy_cpu_s": self.machine_busy_cpu_seconds,
             "extra": extra,
         })
     }
@@ -165,7 +168,10 @@ impl Report {
         for p in &self.procs {
             out.push_str(&format!("  {}\n", p.to_text()));
         }
-        out.push_str(&format!("  bench client: cpu {:.2} s\n", self.client_cpu_seconds));
+        out.push_str(&format!(
+            "  bench client: cpu {:.2} s; whole machine busy {:.2} cpu-s\n",
+            self.client_cpu_seconds, self.machine_busy_cpu_seconds
+        ));
         if !h.is_empty() {
             out.push_str("Latency histogram:\n");
             out.push_str(&text_histogram(h));
