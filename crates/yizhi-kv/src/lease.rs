@@ -90,8 +90,12 @@ impl<B: Backend> MvccStore<B> {
         now_ms: u64,
     ) -> Result<LeaseKeepAliveResponse, KvError> {
         let lease = self.leases.get_mut(&id).ok_or(KvError::LeaseNotFound)?;
-        lease.expiry_ms = expiry_ms(now_ms, lease.granted_ttl_secs);
+        let before_ms = lease.expiry_ms;
+        // Never shortened: members stamp keep-alives with their own clocks, and a leader that
+        // answered a keep-alive from memory relies on the replicated expiry only growing.
+        lease.expiry_ms = before_ms.max(expiry_ms(now_ms, lease.granted_ttl_secs));
         assert!(lease.expiry_ms > now_ms || lease.expiry_ms == u64::MAX);
+        assert!(lease.expiry_ms >= before_ms, "lease {id} expiry shrank below {before_ms}");
         let lease = *lease;
         self.pending.batch.put_leases.push(lease);
         Ok(LeaseKeepAliveResponse {
@@ -112,6 +116,16 @@ impl<B: Backend> MvccStore<B> {
             .collect();
         expired.sort_unstable();
         expired.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// The replicated expiry (ms) and granted TTL (s) of a lease, if it exists.
+    pub fn lease_expiry(&self, id: LeaseId) -> Option<(u64, i64)> {
+        self.leases.get(&id).map(|l| (l.expiry_ms, l.granted_ttl_secs))
+    }
+
+    /// Every lease with its replicated expiry (ms) and granted TTL (s), ascending by ID.
+    pub fn lease_expiries(&self) -> impl Iterator<Item = (LeaseId, u64, i64)> + '_ {
+        self.leases.values().map(|l| (l.id, l.expiry_ms, l.granted_ttl_secs))
     }
 
     pub fn lease_time_to_live(&self, id: LeaseId, now_ms: u64) -> Result<LeaseTimeToLive, KvError> {

@@ -73,6 +73,10 @@ fn remaining_time_follows_the_logical_clock_and_keep_alive_resets_it() {
         CommandResponse::LeaseKeepAlive(LeaseKeepAliveResponse { ttl_secs: 10, .. })
     ));
     assert!(kv.store.expired_leases(18_999).is_empty());
+    // A keep-alive stamped by a slower clock never shortens the lease.
+    kv.apply(Command::LeaseKeepAlive { id, now_ms: 5_000 }).unwrap();
+    assert_eq!(kv.store.lease_expiry(id), Some((19_000, 10)));
+    assert!(kv.store.expired_leases(18_999).is_empty());
     assert_eq!(ttl(&kv, 30_000).ttl_secs, 0, "expired but not revoked");
     let missing = kv
         .apply(Command::LeaseKeepAlive { id: 77, now_ms: 0 })

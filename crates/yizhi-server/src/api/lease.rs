@@ -1,11 +1,20 @@
 //! `etcdserverpb.Lease`: LeaseGrant, LeaseRevoke, LeaseKeepAlive, LeaseTimeToLive, LeaseLeases.
 //!
-//! Grants, revokes and keep-alives go through the log, stamped with this member's wall clock
-//! ([`wall_clock_ms`]; see [`crate::node::lessor`] for the clock assumption and for who expires
-//! leases). TimeToLive and Leases read the local store after a read barrier, so they see every
-//! acknowledged grant, keep-alive and revoke. As in etcd, an unknown lease is an error for a
-//! revoke ("etcdserver: requested lease not found", NotFound), `TTL: 0` for a keep-alive and
-//! `TTL: -1` for a TimeToLive.
+//! Grants and revokes go through the log, stamped with this member's wall clock
+//! ([`wall_clock_ms`]; see [`crate::node::lessor`] for the clock assumption, the two expiries R and
+//! L, and who expires leases). A keep-alive reaching the leader (once its lessor has taken over the
+//! inherited leases) is answered from memory while the lease's replicated expiry is more than
+//! half a TTL away, extending only the leader's in-memory expiry; otherwise, and on every
+//! follower, it goes through the log (a follower's proposal is forwarded to the leader). With the
+//! Multi-Paxos engine the same holds: the check needs only "this member leads and has applied
+//! what it inherited".
+//!
+//! TimeToLive and Leases read the local store after a read barrier, so they see every
+//! acknowledged grant, keep-alive that went through the log, and revoke. On the leader,
+//! TimeToLive counts from `max(L, R)`; a follower knows only R, so its answer is conservative: up
+//! to half a TTL less than the leader's. As in etcd, an unknown lease is an error for a revoke
+//! ("etcdserver: requested lease not found", NotFound), `TTL: 0` for a keep-alive and `TTL: -1`
+//! for a TimeToLive.
 
 use prost::Message;
 use tokio::sync::mpsc;
@@ -17,7 +26,7 @@ use yizhi_kv::{Command, CommandResponse, KvError};
 use yizhi_proto::etcdserverpb as pb;
 
 use super::{Api, exactly_once, kv_status, propose_status};
-use crate::node::lessor::wall_clock_ms;
+use crate::node::lessor::{half_ttl_ms, wall_clock_ms};
 
 /// Keep-alive answers queued toward one client before its stream's task waits for it to read.
 pub const KEEP_ALIVE_RESPONSE_QUEUE: usize = 16;
@@ -44,8 +53,48 @@ async fn write(api: &Api, command: Command) -> Result<Result<CommandResponse, Kv
     Ok(applied.response)
 }
 
-/// One keep-alive through the log; `TTL: 0` for a lease that does not exist (etcd's answer).
+/// The leader's in-memory answer to a keep-alive: `Some(TTL)` if this member leads (with its
+/// inherited leases taken over, see [`crate::node::lessor`]) and the lease's replicated expiry R
+/// is more than half a TTL away. Sets `L = max(L, now + TTL)`.
+fn keep_alive_from_memory(api: &Api, id: i64) -> Option<pb::LeaseKeepAliveResponse> {
+    let status = api.node.shared.status();
+    let leading = status.role == Some(yizhi_engine::Role::Leader) && status.leader == Some(api.node.local_id());
+    if !leading {
+        return None;
+    }
+    let store = api.node.shared.store.read().expect("store lock");
+    let (r_ms, ttl_secs) = store.lease_expiry(id)?;
+    let now_ms = wall_clock_ms();
+    let half_ms = half_ttl_ms(ttl_secs);
+    if r_ms.saturating_sub(now_ms) <= half_ms {
+        return None;
+    }
+    let mut local = api.node.shared.local_leases.lock().expect("local leases lock");
+    // Checked under the lock so a demotion either comes first (no answer) or clears this L after.
+    if local.leading_term() != Some(status.term) {
+        return None;
+    }
+    let until_ms = now_ms.saturating_add(2 * half_ms);
+    local.extend(id, until_ms);
+    // The invariant the next leader relies on (lessor module docs): acknowledged at now with
+    // R ≥ now + TTL/2, so now + TTL ≤ R + TTL/2 = what the next leader sets L to.
+    assert!(
+        until_ms <= r_ms.saturating_add(half_ms) && local.expiry_ms(id) >= Some(until_ms),
+        "lease {id}: acknowledged until {until_ms} with R {r_ms}"
+    );
+    Some(pb::LeaseKeepAliveResponse {
+        header: Some(api.header(store.current_revision())),
+        id,
+        ttl: ttl_secs,
+    })
+}
+
+/// One keep-alive: from the leader's memory if it may ([`keep_alive_from_memory`]), else through
+/// the log; `TTL: 0` for a lease that does not exist (etcd's answer).
 async fn keep_alive(api: &Api, id: i64) -> Result<pb::LeaseKeepAliveResponse, Status> {
+    if let Some(answer) = keep_alive_from_memory(api, id) {
+        return Ok(answer);
+    }
     let command = Command::LeaseKeepAlive {
         id,
         now_ms: wall_clock_ms(),
@@ -181,7 +230,16 @@ impl pb::lease_server::Lease for LeaseService {
             .map_err(|f| propose_status(&f))?;
         let found = {
             let store = self.api.node.shared.store.read().expect("store lock");
-            store.lease_time_to_live(request.id, wall_clock_ms())
+            let now_ms = wall_clock_ms();
+            let local = self.api.node.shared.local_leases.lock().expect("local leases lock");
+            store.lease_time_to_live(request.id, now_ms).map(|mut lease| {
+                // On the leader the lease lives until max(L, R); L is empty elsewhere.
+                if let Some(l_ms) = local.expiry_ms(request.id) {
+                    let from_l_secs = (l_ms.saturating_sub(now_ms) / 1000) as i64;
+                    lease.ttl_secs = lease.ttl_secs.max(from_l_secs);
+                }
+                lease
+            })
         };
         let response = match found {
             Ok(lease) => pb::LeaseTimeToLiveResponse {

@@ -1,11 +1,19 @@
-//! The lessor: on the leader, revokes leases whose time ran out (etcd's primary lessor).
+//! The lessor: on the leader, revokes leases whose time ran out (etcd's primary lessor), and holds
+//! the leader's in-memory expiries of the keep-alives it answered without the log.
 //!
-//! Lease expiry is replicated state (each lease's `expiry_ms` is set by the grant or keep-alive
-//! command that last touched it); deciding that "now" is past it is the leader's job. Every
-//! [`LESSOR_INTERVAL`] the leader asks the store for expired leases and proposes a
-//! `LeaseRevoke` for each, at most [`MAX_REVOKES_PER_ROUND`] per round and never one it proposed
-//! less than [`REPROPOSE_AFTER`] ago. The store deletes a revoked lease's keys at one revision, so
-//! watchers see the deletes like any others.
+//! Two expiries per lease. R, the replicated `expiry_ms` in the store, is set by the grant or
+//! replicated keep-alive that last touched it and only grows. L ([`LocalLeases`]) lives in the
+//! leader's memory only: a keep-alive reaching the leader while `R − now > TTL/2` is answered at
+//! once and sets `L = max(L, now + TTL)`, with no log entry (etcd's leader answers every
+//! keep-alive from memory; see `api::lease`). Otherwise the keep-alive goes through the log and
+//! sets R. A lease is expired when `now > max(L, R)`. Every [`LESSOR_INTERVAL`] the leader proposes
+//! a `LeaseRevoke` for each expired lease, at most [`MAX_REVOKES_PER_ROUND`] per round and never
+//! one it proposed less than [`REPROPOSE_AFTER`] ago. The store deletes a revoked lease's keys at
+//! one revision, so watchers see the deletes like any others.
+//!
+//! Invariant: a keep-alive acknowledged at time t was acknowledged while `R ≥ t + TTL/2` (locally
+//! answered: checked before answering; replicated: R was just set to about t + TTL), and R only
+//! grows, so `t + TTL ≤ R + TTL/2` for every acknowledged keep-alive.
 //!
 //! Time: `now_ms` is wall-clock milliseconds since the UNIX epoch on the member that stamps a
 //! command ([`wall_clock_ms`]): grants and keep-alives carry the proposing member's clock, and the
@@ -13,13 +21,21 @@
 //! shortens or lengthens leases by that much, and the minimum TTL (etcd's, 2 s by default) keeps
 //! a lease alive across an election.
 //!
-//! Leader change: keep-alives are replicated, so a new leader knows every keep-alive that was
-//! committed; but a client whose keep-alives failed while there was no leader could not renew.
-//! As etcd's `Promote` extends every lease by one election timeout, a new leader first applies
-//! everything it inherited (its applied index reaches its log's end as of the promotion) and then
-//! revokes nothing for one election timeout, which gives clients that time to reconnect and renew.
+//! Leader change: a new leader does not know the old leader's L. It first applies everything it
+//! inherited (its applied index reaches its log's end as of the promotion), then sets
+//! `L = R + TTL/2` for every lease, which by the invariant covers every keep-alive the old leader
+//! acknowledged, and only then answers keep-alives from memory. So a lease may outlive its TTL by
+//! up to TTL/2 after a leader change, and never dies early (etcd without checkpoints resets every
+//! lease to a full TTL on promotion). As etcd's `Promote` extends every lease by one election
+//! timeout, the new leader also revokes nothing for one election timeout, which gives clients
+//! whose keep-alives failed while there was no leader time to reconnect and renew. L is cleared
+//! when leadership is lost, and holds only leases that exist (pruned every round).
+//!
+//! A deposed leader that has not noticed yet may still answer from its own store: its R is
+//! committed, so the invariant holds, but it may not yet have applied a revoke (etcd's leader has
+//! the same window until it steps down).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
@@ -44,6 +60,61 @@ pub fn wall_clock_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// The leader's in-memory lease expiries (L) and the term they belong to.
+#[derive(Debug, Default)]
+pub struct LocalLeases {
+    /// The term in which this member leads and has set L for every lease it inherited; `None`
+    /// when it may not answer keep-alives from memory.
+    term: Option<u64>,
+    /// Invariant: empty when `term` is `None`; holds only leases that existed in the store when
+    /// inserted, and the lessor prunes revoked ones every round, so it is bounded by the number
+    /// of leases.
+    expiry_ms: HashMap<LeaseId, u64>,
+}
+
+impl LocalLeases {
+    /// The term in which keep-alives may be answered from memory, if any.
+    pub fn leading_term(&self) -> Option<u64> {
+        self.term
+    }
+
+    pub fn expiry_ms(&self, id: LeaseId) -> Option<u64> {
+        self.expiry_ms.get(&id).copied()
+    }
+
+    /// `L(id) = max(L(id), until_ms)`; only while leading, for a lease that exists.
+    pub fn extend(&mut self, id: LeaseId, until_ms: u64) {
+        assert!(self.term.is_some(), "extending lease {id} while not leading");
+        let l = self.expiry_ms.entry(id).or_insert(until_ms);
+        *l = (*l).max(until_ms);
+    }
+
+    /// On becoming leader of `term`: `L = R + TTL/2` for every inherited lease (see the module
+    /// docs for why that covers every keep-alive the previous leader acknowledged).
+    fn promote(&mut self, term: u64, leases: impl Iterator<Item = (LeaseId, u64, i64)>) {
+        self.expiry_ms.clear();
+        for (id, r_ms, ttl_secs) in leases {
+            self.expiry_ms.insert(id, r_ms.saturating_add(half_ttl_ms(ttl_secs)));
+        }
+        self.term = Some(term);
+    }
+
+    fn demote(&mut self) {
+        self.term = None;
+        self.expiry_ms.clear();
+    }
+
+    fn len(&self) -> usize {
+        self.expiry_ms.len()
+    }
+}
+
+/// Half a TTL given in seconds, in milliseconds.
+pub fn half_ttl_ms(ttl_secs: i64) -> u64 {
+    assert!(ttl_secs > 0, "lease TTL {ttl_secs}");
+    (ttl_secs as u64).saturating_mul(1000) / 2
 }
 
 /// Where this member stands as a lessor.
@@ -98,6 +169,12 @@ impl Lessor {
     fn may_revoke(&mut self, now: Instant) -> bool {
         let status = self.node.shared.status();
         let leading = status.role == Some(Role::Leader) && status.leader == Some(self.node.local_id());
+        {
+            let mut local = self.node.shared.local_leases.lock().expect("local leases lock");
+            if local.leading_term().is_some_and(|t| !leading || t != status.term) {
+                local.demote();
+            }
+        }
         if !leading {
             self.leadership = Leadership::NotLeader;
             return false;
@@ -110,6 +187,7 @@ impl Lessor {
                 inherited_index,
             } if term == status.term => {
                 if applied >= inherited_index {
+                    self.promote_local_leases(term);
                     Leadership::Leading { term, since: now }
                 } else {
                     Leadership::CatchingUp {
@@ -129,6 +207,26 @@ impl Lessor {
         }
     }
 
+    fn promote_local_leases(&self, term: u64) {
+        let store = self.node.shared.store.read().expect("store lock");
+        let mut local = self.node.shared.local_leases.lock().expect("local leases lock");
+        local.promote(term, store.lease_expiries());
+        tracing::info!(term, leases = local.len(), "lessor: leading; answering keep-alives from memory");
+    }
+
+    /// Leases expired by `now > max(L, R)`, soonest R first; prunes L of revoked leases.
+    fn expired(&self) -> Vec<LeaseId> {
+        let now_ms = wall_clock_ms();
+        let store = self.node.shared.store.read().expect("store lock");
+        let mut local = self.node.shared.local_leases.lock().expect("local leases lock");
+        local.expiry_ms.retain(|id, _| store.lease_expiry(*id).is_some());
+        store
+            .expired_leases(now_ms)
+            .into_iter()
+            .filter(|id| local.expiry_ms(*id).is_none_or(|l| l <= now_ms))
+            .collect()
+    }
+
     fn round(&mut self, now: Instant) {
         while self.revokes.try_join_next().is_some() {}
         self.proposed
@@ -140,11 +238,8 @@ impl Lessor {
         if room == 0 {
             return;
         }
-        let expired = {
-            let store = self.node.shared.store.read().expect("store lock");
-            store.expired_leases(wall_clock_ms())
-        };
-        let due: Vec<LeaseId> = expired
+        let due: Vec<LeaseId> = self
+            .expired()
             .into_iter()
             .filter(|id| !self.proposed.contains_key(id))
             .take(room)

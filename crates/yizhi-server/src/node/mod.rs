@@ -123,6 +123,8 @@ pub struct Shared {
     completed_barrier_start: Mutex<Option<Instant>>,
     /// Tasks waiting for a key's deletion (Lock and Campaign waiters).
     pub deletions: deletions::DeletionWaiters,
+    /// The leader's in-memory lease expiries (L), set by keep-alives it answered itself.
+    pub local_leases: Mutex<lessor::LocalLeases>,
 }
 
 impl Shared {
@@ -369,6 +371,7 @@ where
         applied_signal,
         completed_barrier_start: Mutex::new(None),
         deletions: Default::default(),
+        local_leases: Mutex::new(lessor::LocalLeases::default()),
     });
 
     let peers: BTreeMap<NodeId, String> = options
