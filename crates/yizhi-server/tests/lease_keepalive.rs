@@ -96,7 +96,7 @@ async fn wait_revoked(cluster: &Cluster, member: usize, id: i64, deadline: Insta
     }
 }
 
-/// (a) 20 keep-alives on the leader within the first half of the TTL add no log entry, one past
+/// (a) 40 keep-alives on the leader and a follower within the first half of the TTL add no log entry, one past
 /// it goes through the log; (c) without a leader change the lease lives a full TTL after its last
 /// keep-alive (from L, although R is earlier) and is revoked soon after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,12 +111,16 @@ async fn keep_alives_on_the_leader_add_no_log_entries_and_extend_the_lease() {
     let id = grant(&cluster, leader, ttl_secs).await;
     let granted_at = Instant::now();
     let mut stream = KeepAlives::open(&cluster.client_url(leader)).await;
+    // A follower forwards keep-alives to the leader, which answers them from memory too.
+    let follower = (leader + 1) % 3;
+    let mut via_follower = KeepAlives::open(&cluster.client_url(follower)).await;
     let before = raft_index(&cluster, leader).await;
     let mut last_keep_alive = Instant::now();
-    for _ in 0..20 {
+    for i in 0..40 {
         last_keep_alive = Instant::now();
-        assert_eq!(stream.keep_alive(id).await, ttl_secs);
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let to = if i % 2 == 0 { &mut stream } else { &mut via_follower };
+        assert_eq!(to.keep_alive(id).await, ttl_secs);
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let after = raft_index(&cluster, leader).await;
     assert!(
@@ -125,7 +129,7 @@ async fn keep_alives_on_the_leader_add_no_log_entries_and_extend_the_lease() {
     );
     assert!(
         after <= before + 1,
-        "20 keep-alives within half a TTL grew the log from {before} to {after}"
+        "40 keep-alives within half a TTL grew the log from {before} to {after}"
     );
     // The lease lives until the last keep-alive + TTL, past its replicated expiry (grant + TTL).
     let alive_until = last_keep_alive + ttl - MARGIN;
@@ -158,14 +162,17 @@ async fn a_lease_kept_alive_from_memory_survives_a_leader_crash() {
     let ttl = Duration::from_secs(ttl_secs as u64);
     let id = grant(&cluster, leader, ttl_secs).await;
     let mut stream = KeepAlives::open(&cluster.client_url(leader)).await;
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let mut via_follower = KeepAlives::open(&cluster.client_url((leader + 1) % 3)).await;
     let before = raft_index(&cluster, leader).await;
-    let last_keep_alive = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(stream.keep_alive(id).await, ttl_secs);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let last_keep_alive = Instant::now();
+    assert_eq!(via_follower.keep_alive(id).await, ttl_secs);
     assert_eq!(
         raft_index(&cluster, leader).await,
         before,
-        "the keep-alive was not answered from memory"
+        "the keep-alives were not answered from memory"
     );
     cluster.kill(leader);
     let new_leader = cluster.wait_for_leader(Duration::from_secs(10)).await;

@@ -26,7 +26,7 @@ use yizhi_kv::{Command, CommandResponse, KvError};
 use yizhi_proto::etcdserverpb as pb;
 
 use super::{Api, exactly_once, kv_status, propose_status};
-use crate::node::lessor::{half_ttl_ms, wall_clock_ms};
+use crate::node::lessor::{keep_alive_from_memory, wall_clock_ms};
 
 /// Keep-alive answers queued toward one client before its stream's task waits for it to read.
 pub const KEEP_ALIVE_RESPONSE_QUEUE: usize = 16;
@@ -53,47 +53,19 @@ async fn write(api: &Api, command: Command) -> Result<Result<CommandResponse, Kv
     Ok(applied.response)
 }
 
-/// The leader's in-memory answer to a keep-alive: `Some(TTL)` if this member leads (with its
-/// inherited leases taken over, see [`crate::node::lessor`]) and the lease's replicated expiry R
-/// is more than half a TTL away. Sets `L = max(L, now + TTL)`.
-fn keep_alive_from_memory(api: &Api, id: i64) -> Option<pb::LeaseKeepAliveResponse> {
-    let status = api.node.shared.status();
-    let leading = status.role == Some(yizhi_engine::Role::Leader) && status.leader == Some(api.node.local_id());
-    if !leading {
-        return None;
-    }
-    let store = api.node.shared.store.read().expect("store lock");
-    let (r_ms, ttl_secs) = store.lease_expiry(id)?;
-    let now_ms = wall_clock_ms();
-    let half_ms = half_ttl_ms(ttl_secs);
-    if r_ms.saturating_sub(now_ms) <= half_ms {
-        return None;
-    }
-    let mut local = api.node.shared.local_leases.lock().expect("local leases lock");
-    // Checked under the lock so a demotion either comes first (no answer) or clears this L after.
-    if local.leading_term() != Some(status.term) {
-        return None;
-    }
-    let until_ms = now_ms.saturating_add(2 * half_ms);
-    local.extend(id, until_ms);
-    // The invariant the next leader relies on (lessor module docs): acknowledged at now with
-    // R ≥ now + TTL/2, so now + TTL ≤ R + TTL/2 = what the next leader sets L to.
-    assert!(
-        until_ms <= r_ms.saturating_add(half_ms) && local.expiry_ms(id) >= Some(until_ms),
-        "lease {id}: acknowledged until {until_ms} with R {r_ms}"
-    );
-    Some(pb::LeaseKeepAliveResponse {
-        header: Some(api.header(store.current_revision())),
-        id,
-        ttl: ttl_secs,
-    })
-}
-
-/// One keep-alive: from the leader's memory if it may ([`keep_alive_from_memory`]), else through
-/// the log; `TTL: 0` for a lease that does not exist (etcd's answer).
+/// One keep-alive: from the leader's memory if it may ([`keep_alive_from_memory`]; a follower
+/// asks the leader), else through the log; `TTL: 0` for a lease that does not exist (etcd's answer).
 async fn keep_alive(api: &Api, id: i64) -> Result<pb::LeaseKeepAliveResponse, Status> {
-    if let Some(answer) = keep_alive_from_memory(api, id) {
-        return Ok(answer);
+    let answered = match keep_alive_from_memory(&api.node.shared, id) {
+        Some(answer) => Some(answer.ttl_secs),
+        None => api.node.forward_keep_alive(id).await.map_err(|f| propose_status(&f))?,
+    };
+    if let Some(ttl_secs) = answered {
+        return Ok(pb::LeaseKeepAliveResponse {
+            header: Some(api.header(api.current_revision())),
+            id,
+            ttl: ttl_secs,
+        });
     }
     let command = Command::LeaseKeepAlive {
         id,

@@ -38,13 +38,17 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use yizhi_engine::{LogIndex, Role};
 use yizhi_kv::{Command, LeaseId};
 
-use super::NodeHandle;
+use super::{NodeHandle, Shared};
 use super::request::ProposeFailure;
 
+/// Keep-alives a follower has forwarded to the leader and awaits; beyond it clients hear "too
+/// many requests".
+pub const MAX_FORWARDED_KEEP_ALIVES: usize = 4096;
 /// How often the leader looks for expired leases.
 pub const LESSOR_INTERVAL: Duration = Duration::from_millis(500);
 /// Revocations proposed in one round (etcd revokes at most 1,000 leases per second).
@@ -115,6 +119,81 @@ impl LocalLeases {
 pub fn half_ttl_ms(ttl_secs: i64) -> u64 {
     assert!(ttl_secs > 0, "lease TTL {ttl_secs}");
     (ttl_secs as u64).saturating_mul(1000) / 2
+}
+
+/// The answer of a keep-alive taken from the leader's memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryKeepAlive {
+    pub ttl_secs: i64,
+    pub revision: i64,
+}
+
+/// The leader's in-memory answer to a keep-alive: `Some` if this member leads (with its inherited
+/// leases taken over) and the lease's replicated expiry R is more than half a TTL away. Sets
+/// `L = max(L, now + TTL)`. `None`: the keep-alive must go through the log.
+pub fn keep_alive_from_memory(shared: &Shared, id: LeaseId) -> Option<MemoryKeepAlive> {
+    let status = shared.status();
+    if status.role != Some(Role::Leader) || status.leader != Some(shared.local_id) {
+        return None;
+    }
+    let store = shared.store.read().expect("store lock");
+    let (r_ms, ttl_secs) = store.lease_expiry(id)?;
+    let now_ms = wall_clock_ms();
+    let half_ms = half_ttl_ms(ttl_secs);
+    if r_ms.saturating_sub(now_ms) <= half_ms {
+        return None;
+    }
+    let mut local = shared.local_leases.lock().expect("local leases lock");
+    // Checked under the lock, so a demotion either comes first (no answer) or clears this L after.
+    if local.leading_term() != Some(status.term) {
+        return None;
+    }
+    let until_ms = now_ms.saturating_add(2 * half_ms);
+    local.extend(id, until_ms);
+    // What the next leader relies on (module docs): acknowledged at `now` with R > now + TTL/2,
+    // so now + TTL ≤ R + TTL/2, which is what a new leader sets L to.
+    assert!(
+        until_ms <= r_ms.saturating_add(half_ms) && local.expiry_ms(id) >= Some(until_ms),
+        "lease {id}: acknowledged until {until_ms} with R {r_ms}"
+    );
+    Some(MemoryKeepAlive {
+        ttl_secs,
+        revision: store.current_revision(),
+    })
+}
+
+/// Keep-alives a follower forwarded to the leader, awaiting its answer.
+#[derive(Debug, Default)]
+pub struct ForwardedKeepAlives {
+    next_request_id: u64,
+    /// Invariant: at most [`MAX_FORWARDED_KEEP_ALIVES`]; the forwarding task removes its entry
+    /// when the answer comes or its wait times out.
+    pending: HashMap<u64, oneshot::Sender<Option<i64>>>,
+}
+
+impl ForwardedKeepAlives {
+    /// A request ID and the receiver of its answer; `None` when too many are pending.
+    pub fn register(&mut self) -> Option<(u64, oneshot::Receiver<Option<i64>>)> {
+        if self.pending.len() >= MAX_FORWARDED_KEEP_ALIVES {
+            return None;
+        }
+        self.next_request_id += 1;
+        let (tx, rx) = oneshot::channel();
+        let previous = self.pending.insert(self.next_request_id, tx);
+        assert!(previous.is_none(), "keep-alive request {} reused", self.next_request_id);
+        Some((self.next_request_id, rx))
+    }
+
+    /// The leader's answer; an unknown ID (timed out meanwhile) is ignored.
+    pub fn resolve(&mut self, request_id: u64, ttl_secs: Option<i64>) {
+        if let Some(tx) = self.pending.remove(&request_id) {
+            let _ = tx.send(ttl_secs);
+        }
+    }
+
+    pub fn forget(&mut self, request_id: u64) {
+        self.pending.remove(&request_id);
+    }
 }
 
 /// Where this member stands as a lessor.

@@ -125,6 +125,8 @@ pub struct Shared {
     pub deletions: deletions::DeletionWaiters,
     /// The leader's in-memory lease expiries (L), set by keep-alives it answered itself.
     pub local_leases: Mutex<lessor::LocalLeases>,
+    /// Keep-alives this member (a follower) forwarded to the leader, awaiting its answer.
+    pub forwarded_keep_alives: Mutex<lessor::ForwardedKeepAlives>,
 }
 
 impl Shared {
@@ -184,6 +186,10 @@ pub struct NodeHandle {
     pub local_client_urls: String,
     proposals: ProposalSender,
     pub request_timeout: Duration,
+    /// Sends keep-alives to the leader (the driver has its own clone for engine traffic).
+    transport: Transport,
+    /// How long a forwarded keep-alive waits for the leader before it goes through the log.
+    keep_alive_forward_timeout: Duration,
 }
 
 impl std::fmt::Debug for NodeHandle {
@@ -256,6 +262,38 @@ impl NodeHandle {
         self.read_barrier().await
     }
 
+    /// Asks the leader to answer a keep-alive from its memory ([`lessor::keep_alive_from_memory`]).
+    /// `Ok(Some(ttl))`: answered; `Ok(None)`: this member leads or knows no leader, the leader
+    /// declined, or it did not answer in time (a lost frame, a leader change): the caller then
+    /// proposes the keep-alive through the log, which has its own errors for those cases.
+    pub async fn forward_keep_alive(&self, lease_id: i64) -> Result<Option<i64>, ProposeFailure> {
+        let leader = match self.shared.status().leader {
+            Some(leader) if leader != self.local_id() => leader,
+            _ => return Ok(None),
+        };
+        let registered = self
+            .shared
+            .forwarded_keep_alives
+            .lock()
+            .expect("forwarded keep-alives lock")
+            .register();
+        let (request_id, rx) = registered.ok_or(ProposeFailure::TooManyRequests)?;
+        let frame = Frame::KeepAliveRequest { request_id, lease_id };
+        let answer = match self.transport.send(leader, &frame) {
+            Ok(()) => tokio::time::timeout(self.keep_alive_forward_timeout, rx).await,
+            Err(_) => Ok(Ok(None)),
+        };
+        self.shared
+            .forwarded_keep_alives
+            .lock()
+            .expect("forwarded keep-alives lock")
+            .forget(request_id);
+        Ok(match answer {
+            Ok(Ok(ttl_secs)) => ttl_secs,
+            Ok(Err(_)) | Err(_) => None,
+        })
+    }
+
     pub async fn transfer_leadership(&self, to: NodeId) -> Result<(), String> {
         let (tx, rx) = oneshot::channel();
         if !(self.proposals.transfer)(to, tx) {
@@ -273,10 +311,33 @@ impl NodeHandle {
     }
 }
 
+/// Forwarded keep-alives queued for the leader's answering task; beyond it they are dropped
+/// and the follower, after its timeout, proposes them through the log.
+const KEEP_ALIVE_QUEUE_REQUESTS: usize = 4096;
+
+/// A follower's keep-alive request: (follower, request ID, lease ID).
+type KeepAliveQuery = (NodeId, u64, i64);
+
 /// Frames from peers, decoded and queued for the driver (never blocking the network task).
 struct InboundQueue<M> {
     driver: Sender<Input<M>>,
     shared: Arc<Shared>,
+    /// To [`answer_keep_alives`], off the network task: answering takes the store lock.
+    keep_alives: tokio::sync::mpsc::Sender<KeepAliveQuery>,
+}
+
+/// The leader's side of forwarded keep-alives: answers each from memory if it may, else tells
+/// the follower to propose it.
+async fn answer_keep_alives(
+    shared: Arc<Shared>,
+    transport: Transport,
+    mut queries: tokio::sync::mpsc::Receiver<KeepAliveQuery>,
+) {
+    while let Some((from, request_id, lease_id)) = queries.recv().await {
+        let ttl_secs = lessor::keep_alive_from_memory(&shared, lease_id).map(|a| a.ttl_secs);
+        // Lost: the follower times out and proposes the keep-alive.
+        let _ = transport.send(from, &Frame::KeepAliveResponse { request_id, ttl_secs });
+    }
 }
 
 impl<M: WireMessage + Send + 'static> Inbound for InboundQueue<M> {
@@ -301,6 +362,18 @@ impl<M: WireMessage + Send + 'static> Inbound for InboundQueue<M> {
             }
             Frame::ReadRequest { read_id } => Input::ReadRequest { from, read_id },
             Frame::ReadResponse { read_id, index } => Input::ReadResponse { read_id, index },
+            Frame::KeepAliveRequest { request_id, lease_id } => {
+                let _ = self.keep_alives.try_send((from, request_id, lease_id));
+                return;
+            }
+            Frame::KeepAliveResponse { request_id, ttl_secs } => {
+                self.shared
+                    .forwarded_keep_alives
+                    .lock()
+                    .expect("forwarded keep-alives lock")
+                    .resolve(request_id, ttl_secs);
+                return;
+            }
             // The transport assembles chunks into an `Engine` frame before delivering.
             Frame::Hello(_) | Frame::SnapshotChunk { .. } | Frame::SnapshotEnd { .. } => return,
         };
@@ -372,6 +445,7 @@ where
         completed_barrier_start: Mutex::new(None),
         deletions: Default::default(),
         local_leases: Mutex::new(lessor::LocalLeases::default()),
+        forwarded_keep_alives: Mutex::new(lessor::ForwardedKeepAlives::default()),
     });
 
     let peers: BTreeMap<NodeId, String> = options
@@ -411,9 +485,11 @@ where
     ));
     let (input_tx, input_rx) = crossbeam_channel::bounded::<Input<E::Message>>(DRIVER_QUEUE_INPUTS);
     let (apply_tx, apply_rx) = crossbeam_channel::bounded(APPLIER_QUEUE_TASKS);
+    let (keep_alive_tx, keep_alive_rx) = tokio::sync::mpsc::channel(KEEP_ALIVE_QUEUE_REQUESTS);
     let inbound: Arc<dyn Inbound> = Arc::new(InboundQueue {
         driver: input_tx.clone(),
         shared: shared.clone(),
+        keep_alives: keep_alive_tx,
     });
     let (transport, listener) = {
         let _peer_context = peer_runtime.enter();
@@ -430,6 +506,8 @@ where
         inbound,
     ));
 
+    tokio::spawn(answer_keep_alives(shared.clone(), transport.clone(), keep_alive_rx));
+    let handle_transport = transport.clone();
     let driver = driver::Driver {
         engine,
         inputs: input_rx,
@@ -490,6 +568,9 @@ where
         local_client_urls: options.local_client_urls,
         proposals,
         request_timeout,
+        transport: handle_transport,
+        // An answer takes one round trip; past an election timeout the leader is likely gone.
+        keep_alive_forward_timeout: options.tick * (options.election_timeout_ticks as u32),
     };
     let election_timeout = options.tick * (options.election_timeout_ticks as u32);
     tokio::spawn(lessor::Lessor::new(handle.clone(), election_timeout).run());

@@ -19,6 +19,8 @@ const KIND_READ_REQUEST: u8 = 5;
 const KIND_READ_RESPONSE: u8 = 6;
 const KIND_SNAPSHOT_CHUNK: u8 = 7;
 const KIND_SNAPSHOT_END: u8 = 8;
+const KIND_KEEP_ALIVE_REQUEST: u8 = 9;
+const KIND_KEEP_ALIVE_RESPONSE: u8 = 10;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hello {
@@ -54,6 +56,18 @@ pub enum Frame {
     ReadResponse {
         read_id: u64,
         index: Option<u64>,
+    },
+    /// A follower asks the leader to answer a client's lease keep-alive from memory.
+    KeepAliveRequest {
+        request_id: u64,
+        lease_id: i64,
+    },
+    /// The leader's answer: the lease's TTL in seconds if it answered from memory; `None` if
+    /// it did not (not leading, or the lease is near its replicated expiry or unknown), and the
+    /// follower proposes the keep-alive through the log instead.
+    KeepAliveResponse {
+        request_id: u64,
+        ttl_secs: Option<i64>,
     },
     /// Part of an engine message too large for one frame (a snapshot), at byte `offset` of
     /// `total_bytes`. Chunks arrive in order on a connection of their own.
@@ -117,6 +131,17 @@ impl Frame {
                 out.put_u64_le(*read_id);
                 out.put_u8(u8::from(index.is_some()));
                 out.put_u64_le(index.unwrap_or(0));
+            }
+            Frame::KeepAliveRequest { request_id, lease_id } => {
+                out.put_u8(KIND_KEEP_ALIVE_REQUEST);
+                out.put_u64_le(*request_id);
+                out.put_i64_le(*lease_id);
+            }
+            Frame::KeepAliveResponse { request_id, ttl_secs } => {
+                out.put_u8(KIND_KEEP_ALIVE_RESPONSE);
+                out.put_u64_le(*request_id);
+                out.put_u8(u8::from(ttl_secs.is_some()));
+                out.put_i64_le(ttl_secs.unwrap_or(0));
             }
             Frame::SnapshotChunk {
                 total_bytes,
@@ -209,6 +234,33 @@ impl Frame {
                 };
                 Ok(Frame::ReadResponse { read_id, index })
             }
+            KIND_KEEP_ALIVE_REQUEST => {
+                if body.remaining() != 16 {
+                    return Err(FrameError::Malformed {
+                        what: "keep-alive request",
+                    });
+                }
+                Ok(Frame::KeepAliveRequest {
+                    request_id: body.get_u64_le(),
+                    lease_id: body.get_i64_le(),
+                })
+            }
+            KIND_KEEP_ALIVE_RESPONSE => {
+                let what = "keep-alive response";
+                if body.remaining() != 17 {
+                    return Err(FrameError::Malformed { what });
+                }
+                let request_id = body.get_u64_le();
+                let answered = body.get_u8();
+                let ttl_secs = body.get_i64_le();
+                let ttl_secs = match answered {
+                    0 => None,
+                    // A lease's TTL is at least one second.
+                    1 if ttl_secs > 0 => Some(ttl_secs),
+                    _ => return Err(FrameError::Malformed { what }),
+                };
+                Ok(Frame::KeepAliveResponse { request_id, ttl_secs })
+            }
             KIND_SNAPSHOT_CHUNK => {
                 if body.remaining() < 16 {
                     return Err(FrameError::Malformed {
@@ -294,6 +346,18 @@ mod tests {
                 data: Bytes::from_static(b"xyz"),
             },
             Frame::SnapshotEnd { crc32c: 0xdead_beef },
+            Frame::KeepAliveRequest {
+                request_id: 11,
+                lease_id: -3,
+            },
+            Frame::KeepAliveResponse {
+                request_id: 11,
+                ttl_secs: Some(60),
+            },
+            Frame::KeepAliveResponse {
+                request_id: 12,
+                ttl_secs: None,
+            },
         ]
     }
 
@@ -320,6 +384,20 @@ mod tests {
                 let _ = Frame::decode(encoded.slice(..cut)); // Must not panic.
             }
         }
+        let mut bad_flag = Frame::KeepAliveResponse {
+            request_id: 1,
+            ttl_secs: Some(5),
+        }
+        .encode()
+        .slice(4..)
+        .to_vec();
+        bad_flag[9] = 2;
+        assert!(Frame::decode(Bytes::from(bad_flag)).is_err());
+        let zero_ttl = Frame::KeepAliveResponse {
+            request_id: 1,
+            ttl_secs: Some(0),
+        };
+        assert!(Frame::decode(zero_ttl.encode().slice(4..)).is_err());
         let hello = frames()[0].encode().slice(4..);
         for cut in 1..hello.len() {
             assert!(Frame::decode(hello.slice(..cut)).is_err(), "hello cut at {cut}");
