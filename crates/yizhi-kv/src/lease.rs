@@ -95,7 +95,10 @@ impl<B: Backend> MvccStore<B> {
         // answered a keep-alive from memory relies on the replicated expiry only growing.
         lease.expiry_ms = before_ms.max(expiry_ms(now_ms, lease.granted_ttl_secs));
         assert!(lease.expiry_ms > now_ms || lease.expiry_ms == u64::MAX);
-        assert!(lease.expiry_ms >= before_ms, "lease {id} expiry shrank below {before_ms}");
+        assert!(
+            lease.expiry_ms >= before_ms,
+            "lease {id} expiry shrank below {before_ms}"
+        );
         let lease = *lease;
         self.pending.batch.put_leases.push(lease);
         Ok(LeaseKeepAliveResponse {
@@ -125,7 +128,9 @@ impl<B: Backend> MvccStore<B> {
 
     /// Every lease with its replicated expiry (ms) and granted TTL (s), ascending by ID.
     pub fn lease_expiries(&self) -> impl Iterator<Item = (LeaseId, u64, i64)> + '_ {
-        self.leases.values().map(|l| (l.id, l.expiry_ms, l.granted_ttl_secs))
+        self.leases
+            .values()
+            .map(|l| (l.id, l.expiry_ms, l.granted_ttl_secs))
     }
 
     pub fn lease_time_to_live(&self, id: LeaseId, now_ms: u64) -> Result<LeaseTimeToLive, KvError> {

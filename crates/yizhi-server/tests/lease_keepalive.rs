@@ -91,7 +91,10 @@ async fn wait_revoked(cluster: &Cluster, member: usize, id: i64, deadline: Insta
         if time_to_live(cluster, member, id).await == -1 {
             return Instant::now();
         }
-        assert!(Instant::now() < deadline, "lease {id} still alive at its deadline");
+        assert!(
+            Instant::now() < deadline,
+            "lease {id} still alive at its deadline"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -118,7 +121,11 @@ async fn keep_alives_on_the_leader_add_no_log_entries_and_extend_the_lease() {
     let mut last_keep_alive = Instant::now();
     for i in 0..40 {
         last_keep_alive = Instant::now();
-        let to = if i % 2 == 0 { &mut stream } else { &mut via_follower };
+        let to = if i % 2 == 0 {
+            &mut stream
+        } else {
+            &mut via_follower
+        };
         assert_eq!(to.keep_alive(id).await, ttl_secs);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -134,10 +141,22 @@ async fn keep_alives_on_the_leader_add_no_log_entries_and_extend_the_lease() {
     // The lease lives until the last keep-alive + TTL, past its replicated expiry (grant + TTL).
     let alive_until = last_keep_alive + ttl - MARGIN;
     tokio::time::sleep_until((granted_at + ttl + MARGIN).into()).await;
-    assert!(time_to_live(&cluster, leader, id).await >= 0, "lease revoked at its replicated expiry");
+    assert!(
+        time_to_live(&cluster, leader, id).await >= 0,
+        "lease revoked at its replicated expiry"
+    );
     tokio::time::sleep_until(alive_until.into()).await;
-    assert!(time_to_live(&cluster, leader, id).await >= 0, "lease revoked early");
-    let gone_at = wait_revoked(&cluster, leader, id, last_keep_alive + ttl + LESSOR_INTERVAL + SLACK).await;
+    assert!(
+        time_to_live(&cluster, leader, id).await >= 0,
+        "lease revoked early"
+    );
+    let gone_at = wait_revoked(
+        &cluster,
+        leader,
+        id,
+        last_keep_alive + ttl + LESSOR_INTERVAL + SLACK,
+    )
+    .await;
     assert!(gone_at >= last_keep_alive + ttl - MARGIN);
 
     // Past half the TTL the keep-alive goes through the log again.
@@ -146,7 +165,10 @@ async fn keep_alives_on_the_leader_add_no_log_entries_and_extend_the_lease() {
     let before = raft_index(&cluster, leader).await;
     assert_eq!(stream.keep_alive(id).await, ttl_secs);
     let after = raft_index(&cluster, leader).await;
-    assert!(after > before, "a keep-alive past half the TTL did not go through the log");
+    assert!(
+        after > before,
+        "a keep-alive past half the TTL did not go through the log"
+    );
 }
 
 /// (b) A lease kept alive only from the leader's memory survives a kill -9 of that leader until

@@ -4,10 +4,13 @@
 //! ([`wall_clock_ms`]; see [`crate::node::lessor`] for the clock assumption, the two expiries R and
 //! L, and who expires leases). A keep-alive reaching the leader (once its lessor has taken over the
 //! inherited leases) is answered from memory while the lease's replicated expiry is more than
-//! half a TTL away, extending only the leader's in-memory expiry; otherwise, and on every
-//! follower, it goes through the log (a follower's proposal is forwarded to the leader). With the
-//! Multi-Paxos engine the same holds: the check needs only "this member leads and has applied
-//! what it inherited".
+//! half a TTL away, extending only the leader's in-memory expiry, as etcd's leader answers
+//! keep-alives from its lessor. A follower forwards the keep-alive to the leader over the peer
+//! transport ([`crate::node::NodeHandle::forward_keep_alive`]) and relays its answer. Otherwise
+//! (near the replicated expiry, an unknown lease, no leader known, the leader did not answer
+//! within an election timeout) the keep-alive goes through the log as a proposal, which is also
+//! how an unknown lease gets its `TTL: 0`. The check needs only "this member leads and has
+//! applied what it inherited", so it works the same with either engine.
 //!
 //! TimeToLive and Leases read the local store after a read barrier, so they see every
 //! acknowledged grant, keep-alive that went through the log, and revoke. On the leader,
@@ -58,7 +61,11 @@ async fn write(api: &Api, command: Command) -> Result<Result<CommandResponse, Kv
 async fn keep_alive(api: &Api, id: i64) -> Result<pb::LeaseKeepAliveResponse, Status> {
     let answered = match keep_alive_from_memory(&api.node.shared, id) {
         Some(answer) => Some(answer.ttl_secs),
-        None => api.node.forward_keep_alive(id).await.map_err(|f| propose_status(&f))?,
+        None => api
+            .node
+            .forward_keep_alive(id)
+            .await
+            .map_err(|f| propose_status(&f))?,
     };
     if let Some(ttl_secs) = answered {
         return Ok(pb::LeaseKeepAliveResponse {
@@ -203,7 +210,13 @@ impl pb::lease_server::Lease for LeaseService {
         let found = {
             let store = self.api.node.shared.store.read().expect("store lock");
             let now_ms = wall_clock_ms();
-            let local = self.api.node.shared.local_leases.lock().expect("local leases lock");
+            let local = self
+                .api
+                .node
+                .shared
+                .local_leases
+                .lock()
+                .expect("local leases lock");
             store.lease_time_to_live(request.id, now_ms).map(|mut lease| {
                 // On the leader the lease lives until max(L, R); L is empty elsewhere.
                 if let Some(l_ms) = local.expiry_ms(request.id) {

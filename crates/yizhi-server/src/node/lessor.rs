@@ -5,8 +5,9 @@
 //! replicated keep-alive that last touched it and only grows. L ([`LocalLeases`]) lives in the
 //! leader's memory only: a keep-alive reaching the leader while `R − now > TTL/2` is answered at
 //! once and sets `L = max(L, now + TTL)`, with no log entry (etcd's leader answers every
-//! keep-alive from memory; see `api::lease`). Otherwise the keep-alive goes through the log and
-//! sets R. A lease is expired when `now > max(L, R)`. Every [`LESSOR_INTERVAL`] the leader proposes
+//! keep-alive from memory; see `api::lease`). Followers forward keep-alives to the leader
+//! ([`keep_alive_from_memory`] answers those too; [`ForwardedKeepAlives`] holds the follower's
+//! side). Otherwise the keep-alive goes through the log and sets R. A lease is expired when `now > max(L, R)`. Every [`LESSOR_INTERVAL`] the leader proposes
 //! a `LeaseRevoke` for each expired lease, at most [`MAX_REVOKES_PER_ROUND`] per round and never
 //! one it proposed less than [`REPROPOSE_AFTER`] ago. The store deletes a revoked lease's keys at
 //! one revision, so watchers see the deletes like any others.
@@ -43,8 +44,8 @@ use tokio::task::JoinSet;
 use yizhi_engine::{LogIndex, Role};
 use yizhi_kv::{Command, LeaseId};
 
-use super::{NodeHandle, Shared};
 use super::request::ProposeFailure;
+use super::{NodeHandle, Shared};
 
 /// Keep-alives a follower has forwarded to the leader and awaits; beyond it clients hear "too
 /// many requests".
@@ -100,7 +101,8 @@ impl LocalLeases {
     fn promote(&mut self, term: u64, leases: impl Iterator<Item = (LeaseId, u64, i64)>) {
         self.expiry_ms.clear();
         for (id, r_ms, ttl_secs) in leases {
-            self.expiry_ms.insert(id, r_ms.saturating_add(half_ttl_ms(ttl_secs)));
+            self.expiry_ms
+                .insert(id, r_ms.saturating_add(half_ttl_ms(ttl_secs)));
         }
         self.term = Some(term);
     }
@@ -180,7 +182,11 @@ impl ForwardedKeepAlives {
         self.next_request_id += 1;
         let (tx, rx) = oneshot::channel();
         let previous = self.pending.insert(self.next_request_id, tx);
-        assert!(previous.is_none(), "keep-alive request {} reused", self.next_request_id);
+        assert!(
+            previous.is_none(),
+            "keep-alive request {} reused",
+            self.next_request_id
+        );
         Some((self.next_request_id, rx))
     }
 
@@ -290,7 +296,11 @@ impl Lessor {
         let store = self.node.shared.store.read().expect("store lock");
         let mut local = self.node.shared.local_leases.lock().expect("local leases lock");
         local.promote(term, store.lease_expiries());
-        tracing::info!(term, leases = local.len(), "lessor: leading; answering keep-alives from memory");
+        tracing::info!(
+            term,
+            leases = local.len(),
+            "lessor: leading; answering keep-alives from memory"
+        );
     }
 
     /// Leases expired by `now > max(L, R)`, soonest R first; prunes L of revoked leases.

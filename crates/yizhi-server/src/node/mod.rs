@@ -506,7 +506,11 @@ where
         inbound,
     ));
 
-    tokio::spawn(answer_keep_alives(shared.clone(), transport.clone(), keep_alive_rx));
+    tokio::spawn(answer_keep_alives(
+        shared.clone(),
+        transport.clone(),
+        keep_alive_rx,
+    ));
     let handle_transport = transport.clone();
     let driver = driver::Driver {
         engine,
