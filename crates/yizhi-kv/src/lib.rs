@@ -62,8 +62,10 @@
 //!   [`KvConfig::min_lease_ttl_secs`] (etcd's minimum) and capped at [`MAX_LEASE_TTL_SECS`].
 //!   Time is the leader's logical clock, carried in grant and keep-alive commands (`now_ms`);
 //!   [`MvccStore::expired_leases`] tells the leader what to revoke, and the revoke is replicated.
-//!   Keep-alives are replicated too (etcd keeps them leader-local); after a leader change the new
-//!   leader should extend every lease before expiring any, as etcd's `Promote` does.
+//!   A keep-alive that reaches the store is replicated and never shortens an expiry; the server's
+//!   leader answers most keep-alives from memory and replicates one only when the replicated
+//!   expiry is within half a TTL (yizhi-server's `node::lessor`), and after a leader change it
+//!   extends every lease before expiring any, as etcd's `Promote` does.
 //! - Client sessions (Raft thesis §6.3; not in etcd, whose clients may apply a retried write
 //!   twice): a command wrapped in [`Command::Deduped`] with a [`ClientSeq`] applies at most once
 //!   per `(client_id, seq)`. The replicated session table keeps, per client, the floor below

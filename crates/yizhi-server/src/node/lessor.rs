@@ -7,10 +7,11 @@
 //! once and sets `L = max(L, now + TTL)`, with no log entry (etcd's leader answers every
 //! keep-alive from memory; see `api::lease`). Followers forward keep-alives to the leader
 //! ([`keep_alive_from_memory`] answers those too; [`ForwardedKeepAlives`] holds the follower's
-//! side). Otherwise the keep-alive goes through the log and sets R. A lease is expired when `now > max(L, R)`. Every [`LESSOR_INTERVAL`] the leader proposes
-//! a `LeaseRevoke` for each expired lease, at most [`MAX_REVOKES_PER_ROUND`] per round and never
-//! one it proposed less than [`REPROPOSE_AFTER`] ago. The store deletes a revoked lease's keys at
-//! one revision, so watchers see the deletes like any others.
+//! side). Otherwise the keep-alive goes through the log and sets R. A lease is expired when
+//! `now > max(L, R)`. Every [`LESSOR_INTERVAL`] the leader proposes a `LeaseRevoke` for each
+//! expired lease, at most [`MAX_REVOKES_PER_ROUND`] per round and never one it proposed less than
+//! [`REPROPOSE_AFTER`] ago. The store deletes a revoked lease's keys at one revision, so watchers
+//! see the deletes like any others.
 //!
 //! Invariant: a keep-alive acknowledged at time t was acknowledged while `R ≥ t + TTL/2` (locally
 //! answered: checked before answering; replicated: R was just set to about t + TTL), and R only
