@@ -99,24 +99,60 @@ async fn wait_revoked(cluster: &Cluster, member: usize, id: i64, deadline: Insta
     }
 }
 
+/// The leases these tests keep alive live this long.
+const TTL_SECS: i64 = 6;
+
+fn ttl() -> Duration {
+    Duration::from_secs(TTL_SECS as u64)
+}
+
+/// A 3-member cluster whose leader has taken over the leases, one lease granted on it, and a
+/// keep-alive stream to the leader and one through a follower (which forwards to the leader).
+struct LeasedCluster {
+    cluster: Cluster,
+    leader: usize,
+    id: i64,
+    granted_at: Instant,
+    stream: KeepAlives,
+    via_follower: KeepAlives,
+}
+
+impl LeasedCluster {
+    async fn start() -> LeasedCluster {
+        let cluster = Cluster::start(3, &[]).await;
+        let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
+        // The new leader's lessor takes over the leases after applying its log; give it a round.
+        tokio::time::sleep(LESSOR_INTERVAL * 3).await;
+        let id = grant(&cluster, leader, TTL_SECS).await;
+        let granted_at = Instant::now();
+        let stream = KeepAlives::open(&cluster.client_url(leader)).await;
+        let via_follower = KeepAlives::open(&cluster.client_url((leader + 1) % 3)).await;
+        LeasedCluster {
+            cluster,
+            leader,
+            id,
+            granted_at,
+            stream,
+            via_follower,
+        }
+    }
+}
+
 /// (a) 40 keep-alives on the leader and a follower within the first half of the TTL add no log entry, one past
 /// it goes through the log; (c) without a leader change the lease lives a full TTL after its last
 /// keep-alive (from L, although R is earlier) and is revoked soon after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alives_on_the_leader_add_no_log_entries_and_extend_the_lease() {
-    let cluster = Cluster::start(3, &[]).await;
+    let LeasedCluster {
+        cluster,
+        leader,
+        id,
+        granted_at,
+        mut stream,
+        mut via_follower,
+    } = LeasedCluster::start().await;
     let _logs = cluster.logs_on_panic();
-    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
-    // The new leader's lessor takes over the leases after applying its log; give it a round.
-    tokio::time::sleep(LESSOR_INTERVAL * 3).await;
-    let ttl_secs = 6;
-    let ttl = Duration::from_secs(ttl_secs as u64);
-    let id = grant(&cluster, leader, ttl_secs).await;
-    let granted_at = Instant::now();
-    let mut stream = KeepAlives::open(&cluster.client_url(leader)).await;
-    // A follower forwards keep-alives to the leader, which answers them from memory too.
-    let follower = (leader + 1) % 3;
-    let mut via_follower = KeepAlives::open(&cluster.client_url(follower)).await;
+    let (ttl_secs, ttl) = (TTL_SECS, ttl());
     let before = raft_index(&cluster, leader).await;
     let mut last_keep_alive = Instant::now();
     for i in 0..40 {
@@ -176,15 +212,16 @@ async fn keep_alives_on_the_leader_add_no_log_entries_and_extend_the_lease() {
 /// a lessor round + slack of that keep-alive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_kept_alive_from_memory_survives_a_leader_crash() {
-    let cluster = Cluster::start(3, &[]).await;
+    let LeasedCluster {
+        cluster,
+        leader,
+        id,
+        mut stream,
+        mut via_follower,
+        ..
+    } = LeasedCluster::start().await;
     let _logs = cluster.logs_on_panic();
-    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
-    tokio::time::sleep(LESSOR_INTERVAL * 3).await;
-    let ttl_secs = 6;
-    let ttl = Duration::from_secs(ttl_secs as u64);
-    let id = grant(&cluster, leader, ttl_secs).await;
-    let mut stream = KeepAlives::open(&cluster.client_url(leader)).await;
-    let mut via_follower = KeepAlives::open(&cluster.client_url((leader + 1) % 3)).await;
+    let (ttl_secs, ttl) = (TTL_SECS, ttl());
     let before = raft_index(&cluster, leader).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(stream.keep_alive(id).await, ttl_secs);
