@@ -59,17 +59,19 @@ async fn write(api: &Api, command: Command) -> Result<Result<CommandResponse, Kv
 /// One keep-alive: from the leader's memory if it may ([`keep_alive_from_memory`]; a follower
 /// asks the leader), else through the log; `TTL: 0` for a lease that does not exist (etcd's answer).
 async fn keep_alive(api: &Api, id: i64) -> Result<pb::LeaseKeepAliveResponse, Status> {
+    // The revision of the header: the leader's answer read it under the lock it already held.
     let answered = match keep_alive_from_memory(&api.node.shared, id) {
-        Some(answer) => Some(answer.ttl_secs),
+        Some(answer) => Some((answer.ttl_secs, answer.revision)),
         None => api
             .node
             .forward_keep_alive(id)
             .await
-            .map_err(|f| propose_status(&f))?,
+            .map_err(|f| propose_status(&f))?
+            .map(|ttl_secs| (ttl_secs, api.current_revision())),
     };
-    if let Some(ttl_secs) = answered {
+    if let Some((ttl_secs, revision)) = answered {
         return Ok(pb::LeaseKeepAliveResponse {
-            header: Some(api.header(api.current_revision())),
+            header: Some(api.header(revision)),
             id,
             ttl: ttl_secs,
         });
