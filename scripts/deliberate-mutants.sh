@@ -1,15 +1,45 @@
 #!/usr/bin/env bash
-# The five deliberate protocol bugs the consensus issue names; each must make a yizhi-raft test fail.
+# Deliberate bugs, each of which must be caught: the five protocol bugs the consensus issue names
+# (judged by yizhi-raft's tests) and the request-path bugs of issue 13 (judged by the simulator
+# alone: `yizhi-sim` over SIM_SEEDS seeds of each engine must report a violation).
 # Each mutation is applied to a scratch copy of the repository, never to the working tree.
-# Usage: scripts/deliberate-mutants.sh   (prints CAUGHT/MISSED per mutation; exits 1 if any is missed)
+# Usage: scripts/deliberate-mutants.sh [--sim-only]   (prints CAUGHT/MISSED per mutation; exits 1
+# if any is missed)
 set -uo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo/target/deliberate-mutants}"
 
-mutate() { # name file python-replacement-old python-replacement-new
-  local name="$1" file="$2" old="$3" new="$4"
+sim_seeds="${SIM_SEEDS:-0..2000}"
+sim_only=0
+[ "${1:-}" = "--sim-only" ] && sim_only=1
+
+# judge: "raft" (yizhi-raft's tests must fail) or "sim" (the simulator must find a violation with
+# each engine under the standard and harsh fault profiles).
+judge_fails() {
+  local judge="$1"
+  if [ "$judge" = raft ]; then
+    ! (cd "$scratch/repo" && cargo test -q -p yizhi-raft --release >/dev/null 2>&1)
+    return
+  fi
+  (cd "$scratch/repo" && cargo build -q --release -p yizhi-sim >/dev/null 2>&1) || return 1
+  local engine faults
+  for engine in raft paxos; do
+    for faults in standard harsh; do
+      if ! "$CARGO_TARGET_DIR/release/yizhi-sim" --seeds "$sim_seeds" --engine "$engine" \
+          --faults "$faults" --no-shrink >"$scratch/sim.log" 2>&1; then
+        echo "        found by the simulator: $engine $faults: $(grep -m1 -o 'VIOLATION at.*' "$scratch/sim.log" | cut -c1-160)"
+      else
+        return 1
+      fi
+    done
+  done
+}
+
+mutate() { # name file python-replacement-old python-replacement-new [judge]
+  local name="$1" file="$2" old="$3" new="$4" judge="${5:-raft}"
+  if [ "$sim_only" = 1 ] && [ "$judge" != sim ]; then return 0; fi
   rm -rf "$scratch/repo" && mkdir -p "$scratch/repo"
   (cd "$repo" && git ls-files -z | xargs -0 cp --parents -t "$scratch/repo")
   OLD="$old" NEW="$new" python3 - "$scratch/repo/$file" <<'PY' || { echo "SETUP FAILED $name"; return 1; }
@@ -20,7 +50,7 @@ old, new = os.environ["OLD"], os.environ["NEW"]
 assert text.count(old) == 1, f"mutation anchor not found exactly once in {path}: {old!r}"
 open(path, "w").write(text.replace(old, new))
 PY
-  if (cd "$scratch/repo" && cargo test -q -p yizhi-raft --release >/dev/null 2>&1); then
+  if ! judge_fails "$judge"; then
     echo "MISSED  $name"; return 1
   fi
   echo "CAUGHT  $name"
@@ -48,4 +78,20 @@ mutate "off-by-one in the log-matching check" \
   crates/yizhi-raft/src/log.rs \
   "        if !self.match_term(prev_index, prev_term) {" \
   "        if !self.match_term(prev_index.saturating_sub(1), prev_term) {" || missed=1
+
+# Issue 13: the server's request path, run by the simulator through yizhi-member.
+mutate "proposal identity ignores the boot id (request ids restart with the process)" \
+  crates/yizhi-member/src/waiters.rs \
+  "id.origin == self.origin && id.boot_id == self.boot_id && id.request_id != 0" \
+  "id.origin == self.origin && id.request_id != 0" sim || missed=1
+mutate "a timed-out write answered Cancelled (etcd's Go client re-sends it)" \
+  crates/yizhi-member/src/failure.rs \
+  "            | ProposeFailure::Stopped
+            | ProposeFailure::TimedOut => StatusCode::Unavailable," \
+  "            | ProposeFailure::Stopped => StatusCode::Unavailable,
+            ProposeFailure::TimedOut => StatusCode::Cancelled," sim || missed=1
+mutate "a forwarded proposal placed after its client's deadline" \
+  crates/yizhi-member/src/routing.rs \
+  "    if deadline.has_passed(now_ms) {" \
+  "    if origin == Origin::Local && deadline.has_passed(now_ms) {" sim || missed=1
 exit $missed

@@ -18,7 +18,17 @@ use yizhi_lincheck::Operation;
 use yizhi_lincheck::Outcome;
 use yizhi_lincheck::mvcc::{CasCompare, MvccInput, MvccOutput};
 
+use yizhi_member::{ProposeFailure, StatusCode};
+
 use crate::kv;
+
+/// Whether etcd's Go client (clientv3's retry interceptor, 3.4 and 3.5) re-sends a write answered
+/// with `code` while its own deadline has not passed: it does for `Canceled` and
+/// `DeadlineExceeded` (taken for a per-attempt timeout), whatever the request; `Unavailable` only
+/// when no connection was available, which a server's answer never is.
+pub fn go_client_retries_write(code: StatusCode) -> bool {
+    code == StatusCode::Cancelled
+}
 
 /// Operations one run records; a run that reaches it stops issuing new ones (the checker's cost
 /// grows with the history).
@@ -101,6 +111,9 @@ pub struct ClientRequest {
     pub client_id: u64,
     pub op_id: u64,
     pub request: Request,
+    /// When the client stops waiting (true simulated ms); the request carries the time left, as
+    /// a grpc-timeout header does.
+    pub deadline_ms: u64,
 }
 
 impl ClientRequest {
@@ -124,8 +137,11 @@ pub enum Reply {
         position: LogPosition,
         response: Result<CommandResponse, KvError>,
     },
-    /// Another entry committed where the write was placed: it definitely did not take effect.
-    WriteFailed,
+    /// The server's request path failed the write (`yizhi_member`); whether it may have taken
+    /// effect is `failure.outcome_unknown()`.
+    Failed {
+        failure: ProposeFailure,
+    },
     Read(RangeResponse),
     NotLeader {
         hint: Option<NodeId>,
@@ -229,6 +245,9 @@ pub struct Client {
     in_flight: Option<InFlight>,
     /// The operation to retry, and when its first attempt started.
     pending_retry: Option<(ClientOp, u64)>,
+    /// The operation a client library re-sends on its own (the same request, one operation in the
+    /// history), with the history time of its invocation.
+    transparent_retry: Option<(ClientOp, u64, u64)>,
     pub leader_hint: Option<NodeId>,
     /// The node the last operation went to.
     pub last_target: Option<NodeId>,
@@ -248,6 +267,7 @@ impl Client {
             next_op_id: 1,
             in_flight: None,
             pending_retry: None,
+            transparent_retry: None,
             leader_hint: None,
             last_target: None,
             relaxed_read_node: None,
@@ -274,9 +294,14 @@ impl Client {
             "client {} already has an operation in flight",
             self.id
         );
-        let (op, first_invoke_ms) = match self.pending_retry.take() {
-            Some((retry, first_invoke_ms)) => (self.retagged(retry), first_invoke_ms),
-            None => (self.pick_op(workload, rng), invoke_ms),
+        let mut invoke_time = invoke_time;
+        let (op, first_invoke_ms) = match (self.transparent_retry.take(), self.pending_retry.take()) {
+            (Some((same, kept_invoke_time, first_invoke_ms)), _) => {
+                invoke_time = kept_invoke_time;
+                (same, first_invoke_ms)
+            }
+            (None, Some((retry, first_invoke_ms))) => (self.retagged(retry), first_invoke_ms),
+            (None, None) => (self.pick_op(workload, rng), invoke_ms),
         };
         let op_id = self.next_op_id;
         self.next_op_id += 1;
@@ -292,6 +317,7 @@ impl Client {
             client_id: self.id,
             op_id,
             request,
+            deadline_ms: invoke_ms + workload.timeout_ms,
         }
     }
 
@@ -483,8 +509,21 @@ impl Client {
                     delay_ms: if hint.is_some() { 1 } else { backoff_ms },
                 };
             }
+            (op, Reply::Failed { failure }) if go_client_retries_write(failure.status_code()) => {
+                // The library re-sends the very request: one operation, its first invocation.
+                self.transparent_retry = Some((op, flight.invoke_time, first_invoke_ms));
+                return NextStep::Retry { delay_ms: backoff_ms };
+            }
+            (ClientOp::Checked(input), Reply::Failed { failure }) if failure.outcome_unknown() => {
+                history.unknown(self.id, flight.op_id, input.clone(), flight.invoke_time);
+                if let Some(key) = written_key(&input) {
+                    self.known.remove(key);
+                }
+                self.pending_retry = Some((ClientOp::Checked(input), first_invoke_ms));
+                return NextStep::Retry { delay_ms: backoff_ms };
+            }
             // Definitely did not take effect: not part of the history, retried as a new operation.
-            (op, Reply::WriteFailed | Reply::Rejected) => {
+            (op, Reply::Failed { .. } | Reply::Rejected) => {
                 self.pending_retry = Some((op, first_invoke_ms));
                 return NextStep::Retry { delay_ms: backoff_ms };
             }
@@ -583,12 +622,20 @@ impl Client {
         {
             history.unknown(self.id, flight.op_id, input, flight.invoke_time);
         }
-        self.pending_retry = None;
+        self.drop_retry(history);
     }
 
-    /// Stops retrying (the run is winding down); an in-flight operation stays in flight.
-    pub fn drop_retry(&mut self) {
+    /// Stops retrying (the run is winding down); an in-flight operation stays in flight. A write
+    /// the library was about to re-send may have taken effect already: its outcome is unknown.
+    pub fn drop_retry(&mut self, history: &mut History) {
         self.pending_retry = None;
+        if let Some((ClientOp::Checked(input), invoke_time, _)) = self.transparent_retry.take()
+            && kv::command_for(&input).is_some()
+        {
+            let op_id = self.next_op_id;
+            self.next_op_id += 1;
+            history.unknown(self.id, op_id, input, invoke_time);
+        }
     }
 }
 
@@ -764,7 +811,7 @@ mod tests {
         while !matches!(first.request, Request::Write { .. }) {
             assert_eq!(c.write_started_ms(first.op_id), None, "a read is no write");
             c.on_timeout(first.op_id, &w, &mut rng, &mut h);
-            c.drop_retry();
+            c.drop_retry(&mut h);
             first = c.start(&w, &mut rng, h.now(), 100);
         }
         assert_eq!(c.write_started_ms(first.op_id), Some(100));
@@ -802,7 +849,7 @@ mod tests {
                 break;
             }
             c.on_timeout(req.op_id, &w, &mut rng, &mut h);
-            c.drop_retry();
+            c.drop_retry(&mut h);
         }
         assert!(h.is_empty(), "timed-out reads are left out");
         assert!(c.on_timeout(req.op_id, &w, &mut rng, &mut h).is_some());

@@ -115,8 +115,9 @@ impl CounterClient {
         });
     }
 
-    /// The next attempt of the current increment: the same bytes as every earlier one.
-    pub fn attempt(&mut self) -> ClientRequest {
+    /// The next attempt of the current increment: the same bytes as every earlier one. The
+    /// client stops waiting for it at `deadline_ms`.
+    pub fn attempt(&mut self, deadline_ms: u64) -> ClientRequest {
         let op_id = self.next_op_id;
         self.next_op_id += 1;
         self.attempts += 1;
@@ -130,6 +131,7 @@ impl CounterClient {
                 command: increment.command.clone(),
                 payload: increment.payload.clone(),
             },
+            deadline_ms,
         }
     }
 
@@ -183,7 +185,7 @@ impl CounterClient {
                 self.leader_hint = *hint;
                 Ok(CounterStep::Retry)
             }
-            Reply::WriteFailed | Reply::Rejected => Ok(CounterStep::Retry),
+            Reply::Failed { .. } | Reply::Rejected => Ok(CounterStep::Retry),
             Reply::Read(_) => panic!("counter increment {seq} answered with a read"),
         }
     }
@@ -235,10 +237,10 @@ mod tests {
     fn a_retry_sends_the_very_same_bytes_and_the_next_increment_new_ones() {
         let (mut c, mut h) = (CounterClient::new(9), History::default());
         c.begin_increment(100, h.now());
-        let first = c.attempt();
+        let first = c.attempt(1_000);
         assert!(c.on_timeout(first.op_id));
         assert!(!c.on_timeout(first.op_id), "already given up on");
-        let second = c.attempt();
+        let second = c.attempt(1_000);
         assert_ne!(first.op_id, second.op_id);
         assert_eq!(first.request, second.request);
         let late = reply(first.op_id, Reply::Rejected);
@@ -257,7 +259,7 @@ mod tests {
         assert_eq!(c.acknowledged, 1);
         assert_eq!(h.len(), 1, "one increment, one operation, however many attempts");
         c.begin_increment(200, h.now());
-        let third = c.attempt();
+        let third = c.attempt(1_000);
         assert_ne!(third.request, second.request);
         let Request::Write {
             command: Command::Deduped { request, .. },
@@ -273,7 +275,7 @@ mod tests {
     fn a_refusal_that_may_have_applied_is_a_violation() {
         let (mut c, mut h) = (CounterClient::new(9), History::default());
         c.begin_increment(0, h.now());
-        let attempt = c.attempt();
+        let attempt = c.attempt(1_000);
         let expired = Reply::Wrote {
             position: LogPosition { index: 3, term: 1 },
             response: Err(KvError::ClientSessionExpired {

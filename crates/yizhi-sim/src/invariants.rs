@@ -10,6 +10,7 @@ use std::fmt;
 
 use bytes::Bytes;
 use yizhi_engine::{Entry, EntryPayload, LogIndex, LogPosition, LogStorage, MemStorage, NodeId, Term};
+use yizhi_member::{ProposalId, peek_proposal_id};
 
 use crate::trace::Fnv1a;
 
@@ -156,6 +157,27 @@ pub enum Violation {
         waited_ms: u64,
         detail: String,
     },
+    /// One value was written at two revisions: a write applied twice (issue 13, anomaly 1).
+    WrittenTwice {
+        value: String,
+        first_revision: i64,
+        second_revision: i64,
+    },
+    /// A client was told its write took effect with a response its own entry did not produce
+    /// (issue 13, anomaly 2: an answer that belongs to another write).
+    AckNotOwnWrite {
+        client_id: u64,
+        op_id: u64,
+        detail: String,
+    },
+    /// A proposal entered a log after its client's deadline had passed (beyond what clock
+    /// offsets and rates allow).
+    ProposedAfterDeadline {
+        client_id: u64,
+        op_id: u64,
+        deadline_ms: u64,
+        proposed_ms: u64,
+    },
     Panic {
         message: String,
     },
@@ -182,6 +204,9 @@ impl Violation {
             Violation::CounterNotExact { .. } => "counter-exactly-once",
             Violation::NoLeaderAfterHeal { .. } => "liveness-leader",
             Violation::NoProgressAfterHeal { .. } => "liveness-progress",
+            Violation::WrittenTwice { .. } => "written-once",
+            Violation::AckNotOwnWrite { .. } => "ack-is-own-write",
+            Violation::ProposedAfterDeadline { .. } => "no-proposal-after-deadline",
             Violation::Panic { .. } => "panic",
         }
     }
@@ -232,11 +257,14 @@ pub struct Checker {
     committed: BTreeMap<LogIndex, CommittedEntry>,
     nodes: BTreeMap<NodeId, NodeTrack>,
     acked: Vec<(u64, u64, LogPosition)>,
-    /// Every client write's bytes, with the `(client_id, op_id)` of each operation that sent them
-    /// (two deletes of one key send the same bytes).
-    proposals: BTreeMap<Bytes, Vec<(u64, u64)>>,
-    /// The operation(s) proposed at each `(index, term)`; one, unless a term had two leaders.
-    proposed_at: BTreeMap<(LogIndex, Term), Vec<(u64, u64)>>,
+    /// Every proposal's identity, with its client operation and that client's deadline (ms).
+    requests: BTreeMap<ProposalId, (u64, u64, u64)>,
+    /// How long after its client's deadline a proposal may still enter a log: the nodes measure
+    /// the time left on clocks that run up to a few percent slow and read wall clocks a few ms
+    /// apart.
+    deadline_slack_ms: u64,
+    /// Every value put, with the revision it was put at (values are unique per operation).
+    written: BTreeMap<Bytes, i64>,
     /// The state hash first reported at each applied index, and by whom.
     state_hashes: BTreeMap<LogIndex, (u64, NodeId)>,
 }
@@ -256,8 +284,9 @@ impl Checker {
             committed: BTreeMap::new(),
             nodes: BTreeMap::new(),
             acked: Vec::new(),
-            proposals: BTreeMap::new(),
-            proposed_at: BTreeMap::new(),
+            requests: BTreeMap::new(),
+            deadline_slack_ms: 0,
+            written: BTreeMap::new(),
             state_hashes: BTreeMap::new(),
         }
     }
@@ -491,51 +520,59 @@ impl Checker {
         Ok(())
     }
 
-    /// A client sent a write whose log payload is `payload`.
-    pub fn observe_proposal(&mut self, payload: &Bytes, client_id: u64, op_id: u64) {
-        self.proposals
-            .entry(payload.clone())
-            .or_default()
-            .push((client_id, op_id));
+    /// How late after its client's deadline a proposal may be placed (see `deadline_slack_ms`).
+    pub fn set_deadline_slack_ms(&mut self, slack_ms: u64) {
+        self.deadline_slack_ms = slack_ms;
     }
 
-    /// A node proposed client operation `(client_id, op_id)` at `position`.
-    pub fn observe_proposed_at(&mut self, position: LogPosition, client_id: u64, op_id: u64) {
-        self.proposed_at
-            .entry((position.index, position.term))
-            .or_default()
-            .push((client_id, op_id));
+    /// A node registered client operation `(client_id, op_id)` under identity `id`.
+    pub fn observe_request(&mut self, id: ProposalId, client_id: u64, op_id: u64, deadline_ms: u64) {
+        let previous = self.requests.insert(id, (client_id, op_id, deadline_ms));
+        assert!(previous.is_none(), "proposal identity {id:?} issued twice");
     }
 
-    /// Which client operation an applied entry is. Raft: the one proposed at its `(index, term)`.
-    /// Multi-Paxos (a chosen value may carry another ballot): the one that sent its bytes, when
-    /// only one did.
-    pub fn attribute(&self, entry: &Entry) -> Attribution<'_> {
-        let ops = if self.terms_identify_values {
-            self.proposed_at
-                .get(&(entry.index, entry.term))
-                .map_or(&[][..], Vec::as_slice)
-        } else {
-            match &entry.payload {
-                EntryPayload::Normal(data) => self.ops_proposing(data),
-                _ => &[],
-            }
+    /// A node's engine took proposal `id` at true time `now_ms`: its client must still be waiting.
+    pub fn observe_placed(
+        &mut self,
+        id: &ProposalId,
+        _position: LogPosition,
+        now_ms: u64,
+    ) -> Result<(), Violation> {
+        let Some(&(client_id, op_id, deadline_ms)) = self.requests.get(id) else {
+            return Ok(());
         };
-        match ops {
-            [] => Attribution::Nobody,
-            [op] => Attribution::One(*op),
-            several => Attribution::Ambiguous(several),
+        if now_ms > deadline_ms + self.deadline_slack_ms {
+            return Err(Violation::ProposedAfterDeadline {
+                client_id,
+                op_id,
+                deadline_ms,
+                proposed_ms: now_ms,
+            });
+        }
+        Ok(())
+    }
+
+    /// Which client operation an applied entry is: the one whose identity it carries.
+    pub fn attribute(&self, entry: &Entry) -> Attribution<'_> {
+        let EntryPayload::Normal(data) = &entry.payload else {
+            return Attribution::Nobody;
+        };
+        match peek_proposal_id(data).and_then(|id| self.requests.get(&id)) {
+            Some(&(client_id, op_id, _)) => Attribution::One((client_id, op_id)),
+            None => Attribution::Nobody,
         }
     }
 
-    /// How many client operations sent exactly these bytes.
-    pub fn proposers_of(&self, payload: &Bytes) -> usize {
-        self.proposals.get(payload).map_or(0, Vec::len)
-    }
-
-    /// The operations that sent `payload`: applying it may have been any of them.
-    pub fn ops_proposing(&self, payload: &Bytes) -> &[(u64, u64)] {
-        self.proposals.get(payload).map_or(&[], Vec::as_slice)
+    /// A replica's state machine put `value` at `revision` (what a watch from revision 1 sees).
+    pub fn observe_written(&mut self, value: &Bytes, revision: i64) -> Result<(), Violation> {
+        match self.written.insert(value.clone(), revision) {
+            Some(first) if first != revision => Err(Violation::WrittenTwice {
+                value: String::from_utf8_lossy(value).into_owned(),
+                first_revision: first.min(revision),
+                second_revision: first.max(revision),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Replicas that applied the same prefix of the log hold the same state: `node`'s state
@@ -572,7 +609,7 @@ impl Checker {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Attribution<'a> {
     One((u64, u64)),
-    /// Any one of these (they sent identical bytes, or shared a position in a term with two leaders).
+    /// Any one of these.
     Ambiguous(&'a [(u64, u64)]),
     /// No client's: a no-op, a membership change, or a write no client is waiting for.
     Nobody,

@@ -2,6 +2,11 @@
 //! → send → apply → answer reads → advance), applies committed entries to the MVCC state machine
 //! (`yizhi_kv`, exactly as the server will), compacts, answers clients, and can crash and restart
 //! from its disk.
+//!
+//! Writes take the server's request path (`yizhi_member`, the same code the server runs): a write
+//! registers a waiter under this boot's proposal identity with its client's deadline, is proposed
+//! here or forwarded to the leader (which refuses it once the deadline has passed), and is answered
+//! only by the applied entry that carries its identity, or "request timed out" at its deadline.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +16,11 @@ use yizhi_engine::{
     Ready, Role, SeededRng, Term,
 };
 
-use yizhi_kv::{Command, CommandResponse, KvError, RangeRequest, RangeResponse, decode_command};
+use yizhi_kv::{Command, CommandResponse, EventKind, KvError, RangeRequest, RangeResponse, decode_command};
+use yizhi_member::{
+    Deadline, Origin, ProposalId, ProposeFailure, Route, Waiters, decode_proposal, encode_proposal,
+    peek_proposal_id, place_proposal,
+};
 
 use crate::client::{ClientReply, ClientRequest, ReadLevel, Reply, Request};
 use crate::config::TICK_INTERVAL_MS;
@@ -23,6 +32,9 @@ use crate::trace::Trace;
 
 /// Writes a node waits on for clients at once; beyond it the node refuses new ones.
 pub const MAX_PENDING_WRITES_PER_NODE: usize = 1024;
+/// A node's wall clock reads true time plus an offset of at most this (clocks kept in step by
+/// NTP, as forwarded deadlines assume).
+pub const MAX_WALL_CLOCK_OFFSET_MS: u64 = 20;
 pub const MAX_PENDING_READS_PER_NODE: usize = 1024;
 
 /// Deliberate runtime bugs. Each breaks a rule of the `Ready` contract or of client handling;
@@ -135,6 +147,10 @@ pub struct Outputs<M> {
     /// checker's reference replica can follow the log index by index), with the response of
     /// those that carry a command.
     pub applied_entries: Vec<AppliedEntry>,
+    /// Proposals this node forwards to the leader it knows.
+    pub forwards: Vec<Forward>,
+    /// Forwarded proposals this node (as the supposed leader) refused, for their origin.
+    pub forward_failures: Vec<ForwardFailure>,
 }
 
 /// One applied log entry; `response` is None for an entry without a command.
@@ -142,6 +158,26 @@ pub struct Outputs<M> {
 pub struct AppliedEntry {
     pub entry: yizhi_engine::Entry,
     pub response: Option<Result<CommandResponse, KvError>>,
+    /// The values this entry put, with their revisions (what a watch from revision 1 would see).
+    pub written: Vec<(Bytes, i64)>,
+}
+
+/// A proposal on its way to the leader, with its client's deadline on the sender's wall clock.
+#[derive(Clone, Debug)]
+pub struct Forward {
+    pub from: NodeId,
+    pub to: NodeId,
+    pub data: Bytes,
+    pub deadline: Deadline,
+}
+
+/// The leader's word that a forwarded proposal was never proposed.
+#[derive(Clone, Debug)]
+pub struct ForwardFailure {
+    pub from: NodeId,
+    pub to: NodeId,
+    pub id: ProposalId,
+    pub failure: ProposeFailure,
 }
 
 impl<M> Default for Outputs<M> {
@@ -151,23 +187,30 @@ impl<M> Default for Outputs<M> {
             replies: Vec::new(),
             fsync_requested: false,
             applied_entries: Vec::new(),
+            forwards: Vec::new(),
+            forward_failures: Vec::new(),
         }
     }
 }
 
-#[derive(Clone, Debug)]
-struct PendingWrite {
-    client_id: u64,
-    op_id: u64,
-    position: LogPosition,
-    proposed_at_ms: u64,
-    /// The proposed command, to recognise it where the term alone cannot (Paxos re-proposals).
-    data: Bytes,
-    /// A `Deduped` command: identical bytes are one request however many attempts sent them, so
-    /// a slot holding them answers every attempt alike (the state machine applies them once).
-    deduped: bool,
+impl<M> Outputs<M> {
+    fn extend(&mut self, more: Outputs<M>) {
+        self.messages.extend(more.messages);
+        self.replies.extend(more.replies);
+        self.fsync_requested |= more.fsync_requested;
+        self.applied_entries.extend(more.applied_entries);
+        self.forwards.extend(more.forwards);
+        self.forward_failures.extend(more.forward_failures);
+    }
 }
 
+/// A client waiting for its write, as this node's waiter table holds it.
+#[derive(Clone, Copy, Debug)]
+struct WriteWaiter {
+    client_id: u64,
+    op_id: u64,
+    registered_ms: u64,
+}
 #[derive(Clone, Debug)]
 struct PendingRead {
     client_id: u64,
@@ -175,17 +218,6 @@ struct PendingRead {
     request: RangeRequest,
     /// When this read's barrier started (true ms; the node reads it through its own clock).
     barrier_started_ms: u64,
-}
-
-/// What became of a pending write when its slot was applied.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum WriteFate {
-    TookEffect,
-    Failed,
-    /// Multi-Paxos only: the slot holds the same bytes, re-proposed under another ballot, and
-    /// another client proposed those very bytes too (two deletes of one key), so whose command
-    /// was chosen cannot be told. The client is not answered and times out: unknown outcome.
-    Ambiguous,
 }
 
 #[derive(Debug)]
@@ -204,7 +236,10 @@ pub struct Node<E: Engine> {
     compact_every_entries: u64,
     /// A Ready whose state is written but not yet synced; nothing else is processed until it is.
     awaiting_sync: Option<Ready<E::Message>>,
-    pending_writes: BTreeMap<LogIndex, Vec<PendingWrite>>,
+    /// This boot's writes waiting for their entries (the server's own table and rules).
+    waiters: Waiters<WriteWaiter>,
+    /// Added to true time to read this node's wall clock (deadlines are wall-clock instants).
+    pub wall_offset_ms: u64,
     pending_reads: BTreeMap<u64, PendingRead>,
     /// Reads confirmed by the engine, waiting for `applied` to reach their index.
     safe_reads: Vec<(LogIndex, PendingRead)>,
@@ -222,13 +257,18 @@ pub struct Node<E: Engine> {
     /// A deliberate runtime bug, to show the checks catch it (`Mutation::None` in real runs).
     pub mutation: Mutation,
     last_seen: Option<(Role, Term, Option<NodeId>)>,
-    /// See `EngineFactory::term_identifies_value`: when false, a write's outcome is decided by
-    /// whether its own command was applied at its slot, whatever term the slot carries.
-    pub term_identifies_value: bool,
 }
 
 impl<E: Engine<Storage = MemStorage>> Node<E> {
-    pub fn new(id: NodeId, engine: E, disk: Disk, timing: (u64, u64), compact_every_entries: u64) -> Self {
+    /// `boot_id` is this first boot's (non-zero); a restart draws another.
+    pub fn new(
+        id: NodeId,
+        engine: E,
+        disk: Disk,
+        timing: (u64, u64),
+        compact_every_entries: u64,
+        boot_id: u64,
+    ) -> Self {
         assert!(timing.0 > 0 && compact_every_entries > 0);
         Node {
             id,
@@ -242,7 +282,8 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
             fsync_ms_max: timing.1,
             compact_every_entries,
             awaiting_sync: None,
-            pending_writes: BTreeMap::new(),
+            waiters: Waiters::new(id, boot_id, MAX_PENDING_WRITES_PER_NODE),
+            wall_offset_ms: 0,
             pending_reads: BTreeMap::new(),
             safe_reads: Vec::new(),
             next_read_id: 1,
@@ -252,7 +293,6 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
             bounded_reads_served_locally: 0,
             mutation: Mutation::None,
             last_seen: None,
-            term_identifies_value: true,
         }
     }
 
@@ -275,15 +315,17 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
     }
 
     pub fn pending_write_count(&self) -> usize {
-        self.pending_writes.values().map(Vec::len).sum()
+        self.waiters.len()
     }
 
-    /// The lowest index of a write proposed before `ms` that is still waiting for its outcome.
-    pub fn oldest_pending_write_before(&self, ms: u64) -> Option<LogIndex> {
-        let mut waiting = self.pending_writes.iter();
-        waiting
-            .find(|(_, writes)| writes.iter().any(|w| w.proposed_at_ms < ms))
-            .map(|(&index, _)| index)
+    /// Whether a write registered before `ms` is still waiting for its outcome.
+    pub fn has_pending_write_before(&self, ms: u64) -> bool {
+        self.waiters.replies().any(|w| w.registered_ms < ms)
+    }
+
+    /// This node's wall clock at true time `now_ms`.
+    pub fn wall_ms(&self, now_ms: u64) -> u64 {
+        now_ms + self.wall_offset_ms
     }
 
     /// The log as this node sees it: the engine's storage when up, the durable image when down.
@@ -300,9 +342,14 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
             .unwrap_or_else(|| panic!("node {} is down", self.id))
     }
 
+    /// A tick of the engine; writes whose deadline passed are answered "request timed out".
     pub fn tick(&mut self, ctx: &mut Ctx<'_>) -> Result<Outputs<E::Message>, Violation> {
         self.engine_mut().tick();
-        self.pump(ctx)
+        let mut out = self.pump(ctx)?;
+        for (_, waiter) in self.waiters.take_expired(self.wall_ms(ctx.now_ms)) {
+            out.replies.push(waiter.failed(ProposeFailure::TimedOut));
+        }
+        Ok(out)
     }
 
     pub fn step(
@@ -348,11 +395,12 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
         req: ClientRequest,
         ctx: &mut Ctx<'_>,
     ) -> Result<Outputs<E::Message>, Violation> {
+        let mut out = Outputs::default();
         let answer = match &req.request {
-            Request::Write { command, payload } => self.propose(&req, command, payload, ctx),
+            Request::Write { command, payload } => self.propose(&req, command, payload, ctx, &mut out)?,
             Request::Read { range, level } => self.read(&req, range, *level, ctx.now_ms),
         };
-        let mut out = self.pump(ctx)?;
+        out.extend(self.pump(ctx)?);
         let reply = |reply| ClientReply {
             client_id: req.client_id,
             op_id: req.op_id,
@@ -362,50 +410,129 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
         Ok(out)
     }
 
-    /// Returns the immediate answer, if any (a refusal, or a mutation's premature answer).
+    /// Registers the write's waiter and places its proposal; returns the immediate answer, if any
+    /// (a refusal, or a mutation's premature answer).
     fn propose(
         &mut self,
         req: &ClientRequest,
         command: &Command,
-        data: &Bytes,
+        payload: &Bytes,
         ctx: &mut Ctx<'_>,
-    ) -> Option<Reply> {
-        if self.pending_write_count() >= MAX_PENDING_WRITES_PER_NODE {
-            return Some(Reply::Rejected);
-        }
-        let data = match (self.mutation, command) {
+        out: &mut Outputs<E::Message>,
+    ) -> Result<Option<Reply>, Violation> {
+        let command_bytes = match (self.mutation, command) {
             (Mutation::NoDedupe, Command::Deduped { command: inner, .. }) => {
                 Bytes::from(yizhi_kv::encode_command(inner))
             }
-            _ => data.clone(),
+            _ => payload.clone(),
         };
-        let proposed = self.engine_mut().propose(data.clone());
-        if let Ok(position) = proposed {
-            ctx.checker
-                .observe_proposed_at(position, req.client_id, req.op_id);
+        let deadline = self.deadline_of(req, ctx.now_ms);
+        let waiter = WriteWaiter {
+            client_id: req.client_id,
+            op_id: req.op_id,
+            registered_ms: ctx.now_ms,
+        };
+        let id = match self.waiters.register(&command_bytes, deadline, waiter, |_| false) {
+            Ok(id) => id,
+            Err(failure) => return Ok(Some(Reply::Failed { failure })),
+        };
+        ctx.checker
+            .observe_request(id, req.client_id, req.op_id, req.deadline_ms);
+        let data = encode_proposal(&id, &command_bytes);
+        let proposed = self.place(data, Origin::Local, deadline, ctx, out)?;
+        if self.mutation == Mutation::AckOnPropose
+            && let Some(position) = proposed
+            && self.waiters.take_failed(&id).is_some()
+        {
+            let response = self.speculate(command, position.index);
+            return Ok(Some(Reply::Wrote { position, response }));
         }
-        match proposed {
-            Ok(position) if self.mutation == Mutation::AckOnPropose => Some(Reply::Wrote {
-                position,
-                response: self.speculate(command, position.index),
-            }),
-            Ok(position) => {
-                let pending = PendingWrite {
-                    client_id: req.client_id,
-                    op_id: req.op_id,
-                    position,
-                    proposed_at_ms: ctx.now_ms,
-                    data,
-                    deduped: matches!(command, Command::Deduped { .. }),
-                };
-                self.pending_writes
-                    .entry(position.index)
-                    .or_default()
-                    .push(pending);
-                None
+        Ok(None)
+    }
+
+    /// The client's deadline as this node's gRPC layer sees it: the remaining time the request
+    /// carries (a grpc-timeout), measured on this node's clock, which may run fast or slow.
+    fn deadline_of(&self, req: &ClientRequest, now_ms: u64) -> Deadline {
+        let remaining_ms = req.deadline_ms.saturating_sub(now_ms);
+        let measured_true_ms = remaining_ms * self.tick_interval_ms / TICK_INTERVAL_MS;
+        Deadline {
+            at_ms: self.wall_ms(now_ms + measured_true_ms),
+        }
+    }
+
+    /// Hands a proposal to the engine, to the leader, or back as a failure, by the server's rules;
+    /// returns its position when this node's engine took it.
+    fn place(
+        &mut self,
+        data: Bytes,
+        origin: Origin,
+        deadline: Deadline,
+        ctx: &mut Ctx<'_>,
+        out: &mut Outputs<E::Message>,
+    ) -> Result<Option<LogPosition>, Violation> {
+        let id = peek_proposal_id(&data).expect("proposals carry an identity");
+        let now_wall_ms = self.wall_ms(ctx.now_ms);
+        let route = place_proposal(
+            self.engine_mut(),
+            data.clone(),
+            origin,
+            deadline,
+            now_wall_ms,
+            true,
+        );
+        match (route, origin) {
+            (Route::Proposed(position), _) => {
+                ctx.checker.observe_placed(&id, position, ctx.now_ms)?;
+                return Ok(Some(position));
             }
-            Err(e) => Some(refusal(e)),
+            (Route::Forward { leader }, _) => out.forwards.push(Forward {
+                from: self.id,
+                to: leader,
+                data,
+                deadline,
+            }),
+            (Route::Refused(failure), Origin::Local) => {
+                if let Some(waiter) = self.waiters.take_failed(&id) {
+                    out.replies.push(waiter.failed(failure));
+                }
+            }
+            (Route::Refused(failure), Origin::ForwardedBy(from)) => {
+                out.forward_failures.push(ForwardFailure {
+                    from: self.id,
+                    to: from,
+                    id,
+                    failure,
+                })
+            }
         }
+        Ok(None)
+    }
+
+    /// A follower forwarded its client's proposal to this node.
+    pub fn forwarded(
+        &mut self,
+        forward: Forward,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<Outputs<E::Message>, Violation> {
+        let mut out = Outputs::default();
+        self.place(
+            forward.data,
+            Origin::ForwardedBy(forward.from),
+            forward.deadline,
+            ctx,
+            &mut out,
+        )?;
+        out.extend(self.pump(ctx)?);
+        Ok(out)
+    }
+
+    /// The leader refused a proposal this node forwarded: its client hears why.
+    pub fn forward_failed(&mut self, failure: &ForwardFailure) -> Outputs<E::Message> {
+        let mut out = Outputs::default();
+        if let Some(waiter) = self.waiters.take_failed(&failure.id) {
+            out.replies.push(waiter.failed(failure.failure.clone()));
+        }
+        out
     }
 
     /// Only for `Mutation::AckOnPropose`: the answer the command would get if nothing else were
@@ -491,11 +618,7 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
         self.disk.sync();
         let mut out = Outputs::default();
         self.finish(ready, ctx, &mut out)?;
-        let more = self.pump(ctx)?;
-        out.messages.extend(more.messages);
-        out.replies.extend(more.replies);
-        out.applied_entries.extend(more.applied_entries);
-        out.fsync_requested |= more.fsync_requested;
+        out.extend(self.pump(ctx)?);
         Ok(out)
     }
 
@@ -546,7 +669,7 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
                 continue;
             }
             ctx.checker.observe_applied(self.id, entry)?;
-            self.apply(entry, ctx.checker, out);
+            self.apply(entry, out);
         }
         for state in &ready.read_states {
             if let Some(read) = self.pending_reads.remove(&state.read_id) {
@@ -572,8 +695,7 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
         self.applied = index;
         ctx.checker
             .observe_state_hash(self.id, index, self.state_hash())?;
-        // Writes placed at or below the snapshot can no longer be told apart: their clients time out.
-        self.pending_writes.retain(|&i, _| i > index);
+        // Writes applied inside the snapshot are never answered: their clients time out.
         ctx.trace.record(
             ctx.now_ms,
             Some(self.id),
@@ -582,66 +704,50 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
         Ok(())
     }
 
-    fn apply(&mut self, entry: &yizhi_engine::Entry, checker: &Checker, out: &mut Outputs<E::Message>) {
+    fn apply(&mut self, entry: &yizhi_engine::Entry, out: &mut Outputs<E::Message>) {
         assert_eq!(
             entry.index,
             self.applied + 1,
             "node {} applies out of order",
             self.id
         );
-        let response = match &entry.payload {
-            EntryPayload::Normal(data) => {
-                // Only the simulator's clients write the log, so bytes that do not decode are a bug.
-                let command = decode_command(data).unwrap_or_else(|e| {
-                    panic!("node {}: entry {} does not decode: {e}", self.id, entry.index)
+        let mut written = Vec::new();
+        let mut response = None;
+        if let EntryPayload::Normal(data) = &entry.payload {
+            // Only the simulator's clients write the log, so bytes that do not decode are a bug.
+            let (id, command_bytes) = decode_proposal(data)
+                .unwrap_or_else(|e| panic!("node {}: entry {}: {e}", self.id, entry.index));
+            let command = decode_command(&command_bytes)
+                .unwrap_or_else(|e| panic!("node {}: entry {} does not decode: {e}", self.id, entry.index));
+            let applied = self.kv.apply(&command, entry.index);
+            let applied = applied.expect("the in-memory backend cannot fail");
+            written = applied
+                .events
+                .iter()
+                .filter(|event| event.kind == EventKind::Put)
+                .map(|event| (event.kv.value.clone(), event.kv.mod_revision))
+                .collect();
+            if let Some(waiter) = self.waiters.take_applied(&id, &command_bytes) {
+                out.replies.push(ClientReply {
+                    client_id: waiter.client_id,
+                    op_id: waiter.op_id,
+                    reply: Reply::Wrote {
+                        position: LogPosition {
+                            index: entry.index,
+                            term: entry.term,
+                        },
+                        response: applied.response.clone(),
+                    },
                 });
-                let applied = self.kv.apply(&command, entry.index);
-                Some(applied.expect("the in-memory backend cannot fail").response)
             }
-            EntryPayload::Noop | EntryPayload::Membership(_) => None,
-        };
+            response = Some(applied.response);
+        }
         out.applied_entries.push(AppliedEntry {
             entry: entry.clone(),
-            response: response.clone(),
+            response,
+            written,
         });
         self.applied = entry.index;
-        for pending in self.pending_writes.remove(&entry.index).unwrap_or_default() {
-            let reply = match (self.fate(&pending, entry, checker), &response) {
-                (WriteFate::TookEffect, Some(response)) => Reply::Wrote {
-                    position: pending.position,
-                    response: response.clone(),
-                },
-                (WriteFate::Ambiguous, Some(_)) => continue,
-                _ => Reply::WriteFailed,
-            };
-            out.replies.push(ClientReply {
-                client_id: pending.client_id,
-                op_id: pending.op_id,
-                reply,
-            });
-        }
-    }
-
-    /// Raft: the proposal took effect iff the applied entry has its term. Multi-Paxos: iff the
-    /// slot holds its bytes; a term match (its own ballot) or bytes nobody else proposed prove
-    /// those bytes are this proposal's, and for a `Deduped` request any attempt's bytes are it.
-    fn fate(&self, pending: &PendingWrite, entry: &yizhi_engine::Entry, checker: &Checker) -> WriteFate {
-        let same_term = pending.position.term == entry.term;
-        if self.term_identifies_value {
-            return if same_term {
-                WriteFate::TookEffect
-            } else {
-                WriteFate::Failed
-            };
-        }
-        let same_bytes = matches!(&entry.payload, EntryPayload::Normal(d) if *d == pending.data);
-        if !same_bytes {
-            WriteFate::Failed
-        } else if same_term || pending.deduped || checker.proposers_of(&pending.data) == 1 {
-            WriteFate::TookEffect
-        } else {
-            WriteFate::Ambiguous
-        }
     }
 
     /// The `version` of the one key `request` reads (0 when absent): the exactly-once counter.
@@ -753,7 +859,8 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
         }
         self.incarnation += 1;
         self.awaiting_sync = None;
-        self.pending_writes.clear();
+        // The process is gone, and with it every waiting client's connection.
+        self.waiters.drain();
         self.pending_reads.clear();
         self.safe_reads.clear();
         self.completed_barrier_started_ms = None;
@@ -771,6 +878,11 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
         checker: &mut Checker,
     ) {
         assert!(!self.is_up(), "node {} restarted while up", self.id);
+        let mut rng = rng;
+        // A new boot id at every start, as the server draws one: entries of the earlier boot,
+        // re-applied below, must answer none of this boot's requests.
+        let boot_id = rng.next_u64().max(1);
+        self.waiters = Waiters::new(self.id, boot_id, MAX_PENDING_WRITES_PER_NODE);
         let durable = self.disk.durable().clone();
         let snapshot = durable.snapshot_ref();
         self.kv = kv::store_from_snapshot(&snapshot.data)
@@ -796,6 +908,20 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
             self.last_seen = Some(seen);
         }
         Some(status)
+    }
+}
+
+impl WriteWaiter {
+    fn failed(self, failure: ProposeFailure) -> ClientReply {
+        let reply = match failure {
+            ProposeFailure::NoLeader => Reply::NotLeader { hint: None },
+            failure => Reply::Failed { failure },
+        };
+        ClientReply {
+            client_id: self.client_id,
+            op_id: self.op_id,
+            reply,
+        }
     }
 }
 

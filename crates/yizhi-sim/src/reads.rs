@@ -92,8 +92,10 @@ impl ReadChecker {
         let EntryPayload::Normal(data) = &entry.payload else {
             return;
         };
-        let command =
-            decode_command(data).unwrap_or_else(|e| panic!("entry {} does not decode: {e}", entry.index));
+        let (_, command_bytes) =
+            yizhi_member::decode_proposal(data).unwrap_or_else(|e| panic!("entry {}: {e}", entry.index));
+        let command = decode_command(&command_bytes)
+            .unwrap_or_else(|e| panic!("entry {} does not decode: {e}", entry.index));
         // The reference keeps every revision readable; compaction changes no visible state.
         if matches!(command, Command::Compact(_)) {
             return;
@@ -254,7 +256,14 @@ mod tests {
         Entry {
             index,
             term: 1,
-            payload: EntryPayload::Normal(Bytes::from(encode_command(&command))),
+            payload: EntryPayload::Normal(yizhi_member::encode_proposal(
+                &yizhi_member::ProposalId {
+                    origin: 1,
+                    boot_id: 1,
+                    request_id: index,
+                },
+                &encode_command(&command),
+            )),
         }
     }
 

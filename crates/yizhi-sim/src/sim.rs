@@ -21,7 +21,9 @@ use crate::disk::Disk;
 use crate::faults::plan_epoch;
 use crate::invariants::{Attribution, Checker, Violation, check_log_matching};
 use crate::network::{DropReason, Network, SendOutcome};
-use crate::node::{Ctx, EngineFactory, Mutation, Node, Outputs};
+use crate::node::{
+    Ctx, EngineFactory, Forward, ForwardFailure, MAX_WALL_CLOCK_OFFSET_MS, Mutation, Node, Outputs,
+};
 use crate::reads::{ReadChecker, ServedRead};
 use crate::trace::{Trace, TraceMode};
 
@@ -79,6 +81,10 @@ enum Event<M> {
         node: NodeId,
         request: ClientRequest,
     },
+    /// A proposal forwarded to the leader over the peer transport (a TCP stream: never
+    /// duplicated, lost with the link or the receiving process).
+    Forward(Forward),
+    ForwardFailed(ForwardFailure),
     Reply {
         reply: ClientReply,
         /// The node process that answered: a read session lasts one process lifetime.
@@ -114,6 +120,8 @@ impl<M> Event<M> {
             | Event::Unreachable { node, .. }
             | Event::ConnectionLost { node, .. }
             | Event::Request { node, .. } => Some(*node),
+            Event::Forward(forward) => Some(forward.to),
+            Event::ForwardFailed(failure) => Some(failure.to),
             Event::Deliver { envelope, .. } => Some(envelope.to),
             _ => None,
         }
@@ -240,6 +248,8 @@ pub(crate) struct Sim<'f, F: EngineFactory> {
     applied_writes: BTreeMap<(u64, u64), Result<CommandResponse, KvError>>,
     /// Writes that may have been applied: their bytes were, but another operation sent them too.
     maybe_applied: BTreeSet<(u64, u64)>,
+    /// A violation found while routing a node's outputs, reported after the event.
+    deferred_violation: Option<Violation>,
     checker: Checker,
     /// The promises of each read level (session monotonicity, real states, bounded staleness).
     reads: ReadChecker,
@@ -288,21 +298,28 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
                     rng.engines.fork(),
                 );
                 let timing = (nc.tick_interval_ms, nc.fsync_ms_max);
+                let boot_id = rng.engines.next_u64().max(1);
                 let mut node = Node::new(
                     nc.id,
                     engine,
                     Disk::new(storage),
                     timing,
                     nc.compact_every_entries,
+                    boot_id,
                 );
                 node.mutation = options.mutation;
-                node.term_identifies_value = factory.term_identifies_value();
+                node.wall_offset_ms = rng.engines.range_inclusive(0, MAX_WALL_CLOCK_OFFSET_MS);
                 node
             })
             .collect();
         let network = Network::new(&ids, |from, to| config.link(from, to));
         let clients = (1..=config.client_count + 1).map(Client::new).collect();
         let counter = CounterClient::new(config.client_count + 2);
+        let mut checker = Checker::new(factory.term_identifies_value());
+        // A node measures a request's time left on a clock up to TICK_SKEW_PCT_MAX % slow, and
+        // compares forwarded deadlines on wall clocks up to MAX_WALL_CLOCK_OFFSET_MS apart.
+        let skew_ms = config.workload.timeout_ms * crate::config::TICK_SKEW_PCT_MAX / 100;
+        checker.set_deadline_slack_ms(skew_ms + MAX_WALL_CLOCK_OFFSET_MS);
         Sim {
             factory,
             config,
@@ -316,7 +333,8 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             history: History::default(),
             applied_writes: BTreeMap::new(),
             maybe_applied: BTreeSet::new(),
-            checker: Checker::new(factory.term_identifies_value()),
+            deferred_violation: None,
+            checker,
             reads: ReadChecker::default(),
             trace: Trace::new(options.trace),
             rng,
@@ -391,6 +409,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
                 }
             }
             let result = self.dispatch(event).and_then(|()| self.check_nodes());
+            let result = result.and_then(|()| self.deferred_violation.take().map_or(Ok(()), Err));
             if let Err(violation) = result {
                 return Some((self.now_ms, violation));
             }
@@ -444,6 +463,12 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
                 })
             }
             Event::Request { node, request } => self.on_request(node, request),
+            Event::Forward(forward) => self.on_forward(forward),
+            Event::ForwardFailed(failure) => {
+                let (node, incarnation) = (failure.to, self.node(failure.to).incarnation);
+                let what = format!("forward of {:?} failed: {}", failure.id, failure.failure);
+                self.with_node(node, incarnation, &what, |n, _| Ok(n.forward_failed(&failure)))
+            }
             Event::Reply {
                 reply,
                 from,
@@ -629,8 +654,19 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             );
             self.send(envelope);
         }
+        for forward in out.forwards {
+            self.send_peer_frame(forward.from, forward.to, Event::Forward(forward));
+        }
+        for failure in out.forward_failures {
+            self.send_peer_frame(failure.from, failure.to, Event::ForwardFailed(failure));
+        }
         for applied in out.applied_entries {
             self.reads.observe_applied(&applied.entry);
+            for (value, revision) in &applied.written {
+                if let Err(violation) = self.checker.observe_written(value, *revision) {
+                    self.deferred_violation.get_or_insert(violation);
+                }
+            }
             let Some(response) = applied.response else {
                 continue;
             };
@@ -663,6 +699,42 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             let at = self.now_ms + self.rng.disk.range_inclusive(1, max);
             self.schedule(at, Event::FsyncDone { node, incarnation });
         }
+    }
+
+    /// A frame of the member runtime (not an engine message) on the peer link `from → to`: it
+    /// takes the link's delay and faults, but is never duplicated (TCP does not duplicate).
+    fn send_peer_frame(&mut self, from: NodeId, to: NodeId, event: Event<Msg<F>>) {
+        match self.network.send(from, to, self.now_ms, &mut self.rng.network) {
+            SendOutcome::Deliver(times) => {
+                let at = times.into_iter().min().expect("a delivery has a time");
+                self.schedule(at, event);
+            }
+            SendOutcome::Dropped(reason) => {
+                self.trace.record(
+                    self.now_ms,
+                    Some(from),
+                    format_args!("frame to {to} dropped ({reason:?})"),
+                );
+            }
+        }
+    }
+
+    fn on_forward(&mut self, forward: Forward) -> Result<(), Violation> {
+        let (from, to) = (forward.from, forward.to);
+        if !(self.network.arrive(from, to) && self.node(to).is_up()) {
+            self.trace.record(
+                self.now_ms,
+                Some(to),
+                format_args!("forward from {from} lost in flight"),
+            );
+            return Ok(());
+        }
+        let incarnation = self.node(to).incarnation;
+        let what = format!(
+            "forwarded {:?} from {from}",
+            yizhi_member::peek_proposal_id(&forward.data)
+        );
+        self.with_node(to, incarnation, &what, |n, ctx| n.forwarded(forward, ctx))
     }
 
     fn send(&mut self, envelope: Envelope<Msg<F>>) {
@@ -750,6 +822,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
         if let Reply::Wrote { position, response } = &reply.reply {
             self.checker
                 .observe_ack(reply.client_id, reply.op_id, *position)?;
+            self.check_ack_is_own_write(&reply, response)?;
             if let Ok(response) = response {
                 self.reads.observe_ack(self.now_ms, response);
             }
@@ -800,6 +873,33 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
         Ok(())
     }
 
+    /// The answer a client got for its write is the one its own entry produced: that entry was
+    /// applied (by some replica, before the answer) with this very response.
+    fn check_ack_is_own_write(
+        &self,
+        reply: &ClientReply,
+        response: &Result<CommandResponse, KvError>,
+    ) -> Result<(), Violation> {
+        if self.config_mutation_acks_early() {
+            return Ok(());
+        }
+        match self.applied_writes.get(&(reply.client_id, reply.op_id)) {
+            Some(own) if own == response => Ok(()),
+            own => Err(Violation::AckNotOwnWrite {
+                client_id: reply.client_id,
+                op_id: reply.op_id,
+                detail: format!("answered {response:?}, its own entry applied as {own:?}"),
+            }),
+        }
+    }
+
+    /// `Mutation::AckOnPropose` answers before anything is applied; other checks catch it.
+    fn config_mutation_acks_early(&self) -> bool {
+        self.nodes
+            .first()
+            .is_some_and(|n| n.mutation == Mutation::AckOnPropose)
+    }
+
     fn is_probe(&self, client: usize) -> bool {
         client == self.clients.len() - 1
     }
@@ -826,12 +926,12 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             || self
                 .nodes
                 .iter()
-                .any(|n| n.oldest_pending_write_before(healed_at_ms).is_some())
+                .any(|n| n.has_pending_write_before(healed_at_ms))
     }
 
     fn on_client_wake(&mut self, client: usize) {
         if !self.client_may_start(client) || self.clients[client].is_busy() {
-            self.clients[client].drop_retry();
+            self.clients[client].drop_retry(&mut self.history);
             return;
         }
         let invoke_time = self.history.now();
@@ -848,9 +948,6 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
         };
         self.clients[client].last_target = Some(target);
         let op_id = request.op_id;
-        if let Request::Write { payload, .. } = &request.request {
-            self.checker.observe_proposal(payload, request.client_id, op_id);
-        }
         let at = self.now_ms + self.rng.clients.range_inclusive(1, CLIENT_DELAY_MS_MAX);
         self.schedule(
             at,
@@ -891,7 +988,9 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
         if self.phase == Phase::Done {
             return;
         }
-        let request = self.counter.attempt();
+        let request = self
+            .counter
+            .attempt(self.now_ms + self.config.workload.timeout_ms);
         let node_count = self.nodes.len() as u64;
         let target = match (self.counter.leader_hint, self.counter.last_target) {
             (Some(hint), _) => hint,
@@ -1173,13 +1272,13 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             .nodes
             .iter()
             .filter(|n| n.is_up())
-            .filter(|n| n.oldest_pending_write_before(healed_at_ms).is_some() || n.applied() < leader_commit)
+            .filter(|n| n.has_pending_write_before(healed_at_ms) || n.applied() < leader_commit)
             .map(|n| {
                 format!(
-                    "n{} applied {} pending from {:?}",
+                    "n{} applied {} writes pending from before the heal {}",
                     n.id,
                     n.applied(),
-                    n.oldest_pending_write_before(healed_at_ms)
+                    n.has_pending_write_before(healed_at_ms)
                 )
             })
             .collect();

@@ -252,25 +252,69 @@ fn replicas_with_different_states_at_one_applied_index_are_reported() {
 }
 
 #[test]
-fn applied_entries_are_attributed_by_position_in_raft_and_by_unique_bytes_in_paxos() {
-    let position = |index, term| LogPosition { index, term };
-    let mut raft = Checker::new(true);
-    raft.observe_proposed_at(position(3, 2), 7, 1);
-    assert_eq!(raft.attribute(&entry(3, 2, "del k")), Attribution::One((7, 1)));
-    assert_eq!(raft.attribute(&entry(3, 4, "del k")), Attribution::Nobody);
-    let mut paxos = Checker::new(false);
-    let bytes = |s: &'static str| Bytes::from_static(s.as_bytes());
-    paxos.observe_proposal(&bytes("put k v1"), 7, 1);
-    paxos.observe_proposal(&bytes("del k"), 7, 2);
-    paxos.observe_proposal(&bytes("del k"), 8, 1);
-    // A re-proposal under a later ballot keeps the bytes, not the term.
+fn applied_entries_are_attributed_by_the_proposal_identity_they_carry() {
+    let id = |boot_id, request_id| yizhi_member::ProposalId {
+        origin: 2,
+        boot_id,
+        request_id,
+    };
+    let proposal = |index, term, id| Entry {
+        index,
+        term,
+        payload: EntryPayload::Normal(yizhi_member::encode_proposal(&id, b"del k")),
+    };
+    for terms_identify_values in [true, false] {
+        let mut checker = Checker::new(terms_identify_values);
+        checker.observe_request(id(5, 1), 7, 1, 1_000);
+        checker.observe_request(id(6, 1), 8, 1, 1_000);
+        // The same command and request id from two boots are two operations.
+        assert_eq!(
+            checker.attribute(&proposal(3, 2, id(5, 1))),
+            Attribution::One((7, 1))
+        );
+        assert_eq!(
+            checker.attribute(&proposal(9, 4, id(6, 1))),
+            Attribution::One((8, 1))
+        );
+        assert_eq!(checker.attribute(&proposal(3, 2, id(5, 2))), Attribution::Nobody);
+    }
+}
+
+#[test]
+fn a_value_written_at_two_revisions_is_a_violation() {
+    let mut checker = Checker::default();
+    let value = Bytes::from_static(b"c1o4");
+    checker.observe_written(&value, 10).unwrap();
+    checker.observe_written(&value, 10).unwrap(); // Another replica applying the same entry.
     assert_eq!(
-        paxos.attribute(&entry(3, 9, "put k v1")),
-        Attribution::One((7, 1))
+        checker.observe_written(&value, 12),
+        Err(Violation::WrittenTwice {
+            value: "c1o4".into(),
+            first_revision: 10,
+            second_revision: 12
+        })
     );
+}
+
+#[test]
+fn a_proposal_placed_after_its_clients_deadline_and_slack_is_a_violation() {
+    let mut checker = Checker::default();
+    checker.set_deadline_slack_ms(50);
+    let id = yizhi_member::ProposalId {
+        origin: 1,
+        boot_id: 3,
+        request_id: 9,
+    };
+    checker.observe_request(id, 4, 2, 1_000);
+    let position = LogPosition { index: 5, term: 1 };
+    checker.observe_placed(&id, position, 1_050).unwrap();
     assert_eq!(
-        paxos.attribute(&entry(4, 9, "del k")),
-        Attribution::Ambiguous(&[(7, 2), (8, 1)])
+        checker.observe_placed(&id, position, 1_051),
+        Err(Violation::ProposedAfterDeadline {
+            client_id: 4,
+            op_id: 2,
+            deadline_ms: 1_000,
+            proposed_ms: 1_051
+        })
     );
-    assert_eq!(paxos.proposers_of(&bytes("del k")), 2);
 }
