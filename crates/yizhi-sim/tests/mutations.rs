@@ -129,7 +129,10 @@ fn retries_applied_twice_without_dedupe_are_caught_by_the_counter() {
         assert!(
             matches!(
                 found,
-                Some((_, Violation::CounterNotExact { .. } | Violation::WrittenTwice { .. }))
+                Some((
+                    _,
+                    Violation::CounterNotExact { .. } | Violation::WrittenTwice { .. }
+                ))
             ),
             "{found:?}"
         );
