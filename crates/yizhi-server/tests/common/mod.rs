@@ -8,6 +8,8 @@
 //! `static` (never dropped) or a test binary killed from outside leaves no servers behind.
 #![allow(dead_code)] // Each test file uses a different part of the harness.
 
+pub mod peer_proxy;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -20,6 +22,8 @@ use tonic::transport::Channel;
 use yizhi_proto::etcdserverpb as pb;
 use yizhi_proto::etcdserverpb::kv_client::KvClient;
 use yizhi_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+
+use peer_proxy::PeerProxy;
 
 /// Short timeouts, so elections (and the tests that cause them) are quick.
 pub const HEARTBEAT_INTERVAL_MS: u64 = 50;
@@ -39,7 +43,10 @@ pub struct Member {
     pub id: u64,
     pub name: String,
     pub client_port: u16,
+    /// The peer port the member advertises.
     pub peer_port: u16,
+    /// Where it listens for peers: `peer_port`, unless a [`PeerProxy`] listens there.
+    pub listen_peer_port: u16,
     pub dir: PathBuf,
     child: Option<Child>,
 }
@@ -115,11 +122,27 @@ impl Cluster {
     /// Starts `size` members with the short test timeouts plus `extra_flags` and waits until every
     /// member serves a linearizable read (so a leader exists and everyone knows it).
     pub async fn start(size: usize, extra_flags: &[&str]) -> Cluster {
+        Cluster::start_attempts(|| (Cluster::spawn(size, extra_flags, None), ()))
+            .await
+            .0
+    }
+
+    /// Like [`Cluster::start`], with the members' peer traffic relayed by a [`PeerProxy`] (each
+    /// member advertises the proxy's port and listens on a private one), so a test can cut links.
+    pub async fn start_behind_peer_proxy(size: usize, extra_flags: &[&str]) -> (Cluster, PeerProxy) {
+        Cluster::start_attempts(|| {
+            let proxy = PeerProxy::start(size);
+            (Cluster::spawn(size, extra_flags, Some(&proxy)), proxy)
+        })
+        .await
+    }
+
+    async fn start_attempts<T>(mut spawn: impl FnMut() -> (Cluster, T)) -> (Cluster, T) {
         let mut last_failure = String::new();
         for attempt in 1..=START_ATTEMPTS {
-            let cluster = Cluster::spawn(size, extra_flags);
+            let (cluster, extra) = spawn();
             match cluster.wait_all_ready(READY_DEADLINE).await {
-                Ok(()) => return cluster,
+                Ok(()) => return (cluster, extra),
                 Err(e) => {
                     // Most likely a port taken between our probe and the server's bind: retry on
                     // fresh ports, but show why.
@@ -136,7 +159,7 @@ impl Cluster {
         block_on(Cluster::start(size, extra_flags))
     }
 
-    fn spawn(size: usize, extra_flags: &[&str]) -> Cluster {
+    fn spawn(size: usize, extra_flags: &[&str], proxy: Option<&PeerProxy>) -> Cluster {
         assert!(
             (1..=7).contains(&size),
             "a test cluster has 1..=7 members, not {size}"
@@ -152,7 +175,8 @@ impl Cluster {
                     id: i as u64 + 1,
                     name,
                     client_port: ports[2 * i],
-                    peer_port: ports[2 * i + 1],
+                    peer_port: proxy.map_or(ports[2 * i + 1], |p| p.public_port(i)),
+                    listen_peer_port: proxy.map_or(ports[2 * i + 1], |p| p.private_port(i)),
                     dir,
                     child: None,
                 }
@@ -277,6 +301,7 @@ impl Cluster {
             .expect("member log file");
         let client_url = m.client_url();
         let peer_url = format!("http://{}", m.peer_addr());
+        let listen_peer_url = format!("http://127.0.0.1:{}", m.listen_peer_port);
         let child = Command::new(env!("CARGO_BIN_EXE_yizhi"))
             .arg("server")
             .args(["--name", &m.name])
@@ -284,7 +309,7 @@ impl Cluster {
             .arg(m.data_dir())
             .args(["--listen-client-urls", &client_url])
             .args(["--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer_url])
+            .args(["--listen-peer-urls", &listen_peer_url])
             .args(["--initial-advertise-peer-urls", &peer_url])
             .args(["--initial-cluster", &self.initial_cluster])
             .args(["--initial-cluster-token", &self.token])
