@@ -178,6 +178,9 @@ pub struct Clog {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EpochPlan {
     pub topology: Topology,
+    /// The partition holds messages until it heals (TCP under an iptables DROP) rather than
+    /// dropping them (connections reset).
+    pub partition_holds: bool,
     pub clogs: Vec<Clog>,
     /// Node and how long it stays down.
     pub crashes: Vec<(NodeId, u64)>,
@@ -202,6 +205,7 @@ pub fn plan_epoch(
     } else {
         Topology::Healthy
     };
+    let partition_holds = topology != Topology::Healthy && rng.chance(1, 2);
     let mut clogs = Vec::new();
     for &from in nodes {
         for &to in nodes {
@@ -220,13 +224,21 @@ pub fn plan_epoch(
     let mut pauses = Vec::new();
     for &node in live {
         if rng.chance(profile.crash_pct, 100) {
-            crashes.push((node, rng.range_inclusive(50, 2 * duration_ms)));
+            // A third of the crashes are a supervisor's instant restart: back within the same
+            // election, where a forgotten vote or promise does its damage.
+            let down_ms = if rng.chance(1, 3) {
+                rng.range_inclusive(1, 50)
+            } else {
+                rng.range_inclusive(50, 2 * duration_ms)
+            };
+            crashes.push((node, down_ms));
         } else if rng.chance(profile.pause_pct, 100) {
             pauses.push((node, rng.range_inclusive(20, duration_ms)));
         }
     }
     EpochPlan {
         topology,
+        partition_holds,
         clogs,
         crashes,
         pauses,

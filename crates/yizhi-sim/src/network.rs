@@ -1,7 +1,9 @@
 //! The virtual network: one directed link per ordered pair of nodes, each with its own delay
 //! distribution, loss and duplication rates. Random per-message delays reorder messages; a clogged
-//! link holds its messages for a long time; a blocked link (a partition) drops them, both when sent
-//! and when they would arrive.
+//! link holds its messages for a long time; a blocked link (a partition) either drops them, both
+//! when sent and when they would arrive (a connection that resets), or holds them until the link
+//! heals and then delivers them (an iptables DROP under an open TCP connection: the kernel keeps
+//! retransmitting, and minutes-old frames arrive after the heal — the case of issue 13).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -11,6 +13,8 @@ use yizhi_engine::{NodeId, SeededRng};
 pub const MAX_IN_FLIGHT_PER_LINK: usize = 512;
 /// Rates are expressed in parts per million.
 pub const PPM: u64 = 1_000_000;
+/// How often a message held by a partition looks again whether its link has healed.
+pub const HELD_RECHECK_MS: u64 = 25;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LinkParams {
@@ -39,6 +43,8 @@ impl LinkParams {
 struct Link {
     params: LinkParams,
     blocked: bool,
+    /// While blocked: hold messages (deliver them after the heal) instead of dropping them.
+    holds: bool,
     clogged_until_ms: u64,
     clog_delay_ms: u64,
     /// Invariant: counts messages sent on this link whose delivery event is still queued.
@@ -50,6 +56,16 @@ pub enum DropReason {
     Loss,
     Partitioned,
     LinkFull,
+}
+
+/// What happens to a message that reached the end of its link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arrival {
+    Deliver,
+    /// A partition that resets connections formed while it was in flight.
+    Drop,
+    /// A holding partition: try again after `HELD_RECHECK_MS`.
+    Held,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,6 +92,7 @@ impl Network {
                     let link = Link {
                         params,
                         blocked: false,
+                        holds: false,
                         clogged_until_ms: 0,
                         clog_delay_ms: 0,
                         in_flight: 0,
@@ -94,8 +111,25 @@ impl Network {
     }
 
     pub fn send(&mut self, from: NodeId, to: NodeId, now_ms: u64, rng: &mut SeededRng) -> SendOutcome {
+        self.send_copies(from, to, now_ms, rng, true)
+    }
+
+    /// A frame of a stream transport: delayed, lost or partitioned like any message, never
+    /// duplicated.
+    pub fn send_once(&mut self, from: NodeId, to: NodeId, now_ms: u64, rng: &mut SeededRng) -> SendOutcome {
+        self.send_copies(from, to, now_ms, rng, false)
+    }
+
+    fn send_copies(
+        &mut self,
+        from: NodeId,
+        to: NodeId,
+        now_ms: u64,
+        rng: &mut SeededRng,
+        may_duplicate: bool,
+    ) -> SendOutcome {
         let link = self.link(from, to);
-        if link.blocked {
+        if link.blocked && !link.holds {
             return SendOutcome::Dropped(DropReason::Partitioned);
         }
         if link.in_flight >= MAX_IN_FLIGHT_PER_LINK {
@@ -105,7 +139,7 @@ impl Network {
         if rng.chance(params.loss_ppm, PPM) {
             return SendOutcome::Dropped(DropReason::Loss);
         }
-        let copies = if rng.chance(params.duplicate_ppm, PPM) {
+        let copies = if rng.chance(params.duplicate_ppm, PPM) && may_duplicate {
             2
         } else {
             1
@@ -126,22 +160,31 @@ impl Network {
         SendOutcome::Deliver(times)
     }
 
-    /// A message reached the end of its link. Returns whether it may be delivered: a partition that
-    /// formed while it was in flight drops it.
-    pub fn arrive(&mut self, from: NodeId, to: NodeId) -> bool {
+    /// A message reached the end of its link: delivered, dropped by a partition that formed while
+    /// it was in flight, or held by one (it stays in flight and arrives again later).
+    pub fn arrive(&mut self, from: NodeId, to: NodeId) -> Arrival {
         let link = self.link(from, to);
         assert!(
             link.in_flight > 0,
             "arrival on {from}->{to} with nothing in flight"
         );
+        if link.blocked && link.holds {
+            return Arrival::Held;
+        }
         link.in_flight -= 1;
-        !link.blocked
+        if link.blocked {
+            Arrival::Drop
+        } else {
+            Arrival::Deliver
+        }
     }
 
-    /// Blocks exactly the given directed links and unblocks all others.
-    pub fn set_blocked(&mut self, blocked: &BTreeSet<(NodeId, NodeId)>) {
+    /// Blocks exactly the given directed links and unblocks all others; blocked links hold their
+    /// messages if `holds`, else drop them.
+    pub fn set_blocked(&mut self, blocked: &BTreeSet<(NodeId, NodeId)>, holds: bool) {
         for (key, link) in self.links.iter_mut() {
             link.blocked = blocked.contains(key);
+            link.holds = holds;
         }
     }
 
@@ -201,7 +244,37 @@ mod tests {
         };
         assert_eq!(times.len(), 2);
         assert!(times.iter().all(|&t| (101..=105).contains(&t)));
-        assert!(net.arrive(1, 2) && net.arrive(1, 2));
+        assert_eq!(net.arrive(1, 2), Arrival::Deliver);
+        assert_eq!(net.arrive(1, 2), Arrival::Deliver);
+        assert_eq!(net.in_flight_total(), 0);
+    }
+
+    #[test]
+    fn stream_frames_are_never_duplicated() {
+        let mut net = Network::new(&[1, 2], |_, _| params(0, PPM));
+        let mut rng = SeededRng::new(1);
+        let SendOutcome::Deliver(times) = net.send_once(1, 2, 100, &mut rng) else {
+            panic!("dropped")
+        };
+        assert_eq!(times.len(), 1);
+        assert_eq!(net.in_flight_total(), 1);
+    }
+
+    #[test]
+    fn a_holding_partition_keeps_messages_until_it_heals() {
+        let mut net = Network::new(&[1, 2], |_, _| params(0, 0));
+        let mut rng = SeededRng::new(5);
+        assert!(matches!(net.send(1, 2, 0, &mut rng), SendOutcome::Deliver(_)));
+        net.set_blocked(&BTreeSet::from([(1, 2)]), true);
+        assert!(
+            matches!(net.send(1, 2, 0, &mut rng), SendOutcome::Deliver(_)),
+            "accepted, as a socket buffer would"
+        );
+        assert_eq!(net.arrive(1, 2), Arrival::Held);
+        assert_eq!(net.in_flight_total(), 2, "held messages stay in flight");
+        net.heal();
+        assert_eq!(net.arrive(1, 2), Arrival::Deliver);
+        assert_eq!(net.arrive(1, 2), Arrival::Deliver);
         assert_eq!(net.in_flight_total(), 0);
     }
 
@@ -210,7 +283,7 @@ mod tests {
         let mut net = Network::new(&[1, 2], |_, _| params(0, 0));
         let mut rng = SeededRng::new(2);
         assert!(matches!(net.send(1, 2, 0, &mut rng), SendOutcome::Deliver(_)));
-        net.set_blocked(&BTreeSet::from([(1, 2)]));
+        net.set_blocked(&BTreeSet::from([(1, 2)]), false);
         assert_eq!(
             net.send(1, 2, 0, &mut rng),
             SendOutcome::Dropped(DropReason::Partitioned)
@@ -219,8 +292,9 @@ mod tests {
             matches!(net.send(2, 1, 0, &mut rng), SendOutcome::Deliver(_)),
             "one-way block"
         );
-        assert!(
-            !net.arrive(1, 2),
+        assert_eq!(
+            net.arrive(1, 2),
+            Arrival::Drop,
             "in-flight message dropped by the new partition"
         );
         net.heal();

@@ -20,7 +20,7 @@ use crate::counter::{CounterClient, CounterStep};
 use crate::disk::Disk;
 use crate::faults::plan_epoch;
 use crate::invariants::{Attribution, Checker, Violation, check_log_matching};
-use crate::network::{DropReason, Network, SendOutcome};
+use crate::network::{Arrival, DropReason, HELD_RECHECK_MS, Network, SendOutcome};
 use crate::node::{
     Ctx, EngineFactory, Forward, ForwardFailure, MAX_WALL_CLOCK_OFFSET_MS, Mutation, Node, Outputs,
 };
@@ -465,7 +465,16 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             Event::Request { node, request } => self.on_request(node, request),
             Event::Forward(forward) => self.on_forward(forward),
             Event::ForwardFailed(failure) => {
-                let (node, incarnation) = (failure.to, self.node(failure.to).incarnation);
+                let (from, node) = (failure.from, failure.to);
+                match self.network.arrive(from, node) {
+                    Arrival::Held => {
+                        self.schedule(self.now_ms + HELD_RECHECK_MS, Event::ForwardFailed(failure));
+                        return Ok(());
+                    }
+                    Arrival::Drop => return Ok(()),
+                    Arrival::Deliver => {}
+                }
+                let incarnation = self.node(node).incarnation;
                 let what = format!("forward of {:?} failed: {}", failure.id, failure.failure);
                 self.with_node(node, incarnation, &what, |n, _| Ok(n.forward_failed(&failure)))
             }
@@ -606,7 +615,13 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
 
     fn on_deliver(&mut self, envelope: Envelope<Msg<F>>, snapshot: bool) -> Result<(), Violation> {
         let (from, to) = (envelope.from, envelope.to);
-        let arrived = self.network.arrive(from, to) && self.node(to).is_up();
+        let arrival = self.network.arrive(from, to);
+        if arrival == Arrival::Held {
+            let event = Event::Deliver { envelope, snapshot };
+            self.schedule(self.now_ms + HELD_RECHECK_MS, event);
+            return Ok(());
+        }
+        let arrived = arrival == Arrival::Deliver && self.node(to).is_up();
         if !arrived {
             self.trace
                 .record(self.now_ms, Some(to), format_args!("lost in flight from {from}"));
@@ -704,10 +719,13 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
     /// A frame of the member runtime (not an engine message) on the peer link `from → to`: it
     /// takes the link's delay and faults, but is never duplicated (TCP does not duplicate).
     fn send_peer_frame(&mut self, from: NodeId, to: NodeId, event: Event<Msg<F>>) {
-        match self.network.send(from, to, self.now_ms, &mut self.rng.network) {
+        match self
+            .network
+            .send_once(from, to, self.now_ms, &mut self.rng.network)
+        {
             SendOutcome::Deliver(times) => {
-                let at = times.into_iter().min().expect("a delivery has a time");
-                self.schedule(at, event);
+                assert_eq!(times.len(), 1, "a stream frame was duplicated");
+                self.schedule(times[0], event);
             }
             SendOutcome::Dropped(reason) => {
                 self.trace.record(
@@ -721,7 +739,12 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
 
     fn on_forward(&mut self, forward: Forward) -> Result<(), Violation> {
         let (from, to) = (forward.from, forward.to);
-        if !(self.network.arrive(from, to) && self.node(to).is_up()) {
+        let arrival = self.network.arrive(from, to);
+        if arrival == Arrival::Held {
+            self.schedule(self.now_ms + HELD_RECHECK_MS, Event::Forward(forward));
+            return Ok(());
+        }
+        if !(arrival == Arrival::Deliver && self.node(to).is_up()) {
             self.trace.record(
                 self.now_ms,
                 Some(to),
@@ -1073,7 +1096,8 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
         let plan = plan_epoch(&self.config.profile, &mut self.rng.faults, &ids, &live, leader);
         self.trace
             .record(self.now_ms, None, format_args!("fault epoch {plan:?}"));
-        self.network.set_blocked(&plan.topology.blocked_links(&ids));
+        self.network
+            .set_blocked(&plan.topology.blocked_links(&ids), plan.partition_holds);
         for clog in &plan.clogs {
             self.network.clog(
                 clog.from,
