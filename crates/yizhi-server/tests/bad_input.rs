@@ -422,12 +422,14 @@ fn garbage_on_the_peer_port_drops_the_connection_and_loses_nothing() {
     }
     bytes.extend(
         Frame::Forward {
+            deadline_unix_ms: u64::MAX,
             data: Bytes::from(garbage(100, 99)),
         }
         .encode(),
     );
     bytes.extend(
         Frame::ForwardFailed {
+            boot_id: 0xfeed,
             request_id: 0xdead_beef,
             reason: 200,
         }

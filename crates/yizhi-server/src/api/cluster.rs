@@ -77,10 +77,11 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::MemberListRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
+        let deadline = self.api.deadline(&request);
         if request.into_inner().linearizable {
             self.api
                 .node
-                .read_barrier()
+                .read_barrier(deadline)
                 .await
                 .map_err(|f| propose_status(&f))?;
         }

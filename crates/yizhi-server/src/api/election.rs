@@ -153,11 +153,12 @@ impl epb::election_server::Election for ElectionService {
         &self,
         request: Request<epb::LeaderRequest>,
     ) -> Result<Response<epb::LeaderResponse>, Status> {
+        let deadline = self.api.deadline(&request);
         let request = request.into_inner();
         self.api.check_size(request.encoded_len())?;
         self.api
             .node
-            .read_barrier()
+            .read_barrier(deadline)
             .await
             .map_err(|f| propose_status(&f))?;
         let prefix = lock::queue_prefix(&request.name);
@@ -178,12 +179,13 @@ impl epb::election_server::Election for ElectionService {
         &self,
         request: Request<epb::LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
+        let deadline = self.api.deadline(&request);
         let request = request.into_inner();
         self.api.check_size(request.encoded_len())?;
         // Start from a linearizable view; the watches then follow this member's applies.
         self.api
             .node
-            .read_barrier()
+            .read_barrier(deadline)
             .await
             .map_err(|f| propose_status(&f))?;
         let (tx, rx) = mpsc::channel(OBSERVE_RESPONSE_QUEUE);

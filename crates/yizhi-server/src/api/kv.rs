@@ -13,7 +13,7 @@ use yizhi_proto::etcdserverpb as pb;
 
 use super::consistency::{self, ReadLevel};
 use super::exactly_once;
-use super::{Api, convert, kv_status, maintenance, propose_status};
+use super::{Api, Deadline, convert, kv_status, maintenance, propose_status};
 
 #[derive(Debug)]
 pub struct KvService {
@@ -25,12 +25,17 @@ impl KvService {
         KvService { api }
     }
 
-    async fn write(&self, command: Command, tag: Option<ClientSeq>) -> Result<CommandResponse, Status> {
+    async fn write(
+        &self,
+        command: Command,
+        tag: Option<ClientSeq>,
+        deadline: Deadline,
+    ) -> Result<CommandResponse, Status> {
         let command = exactly_once::wrap(command, tag);
         let applied = self
             .api
             .node
-            .propose(&command)
+            .propose(&command, deadline)
             .await
             .map_err(|f| propose_status(&f))?;
         applied.response.map_err(|e| kv_status(&e))
@@ -51,14 +56,17 @@ fn unexpected(what: &str) -> Status {
 impl pb::kv_server::Kv for KvService {
     async fn range(&self, request: Request<pb::RangeRequest>) -> Result<Response<pb::RangeResponse>, Status> {
         let level = consistency::read_level(request.metadata(), request.get_ref().serializable)?;
+        let deadline = self.api.deadline(&request);
         let request = request.into_inner();
         self.api.check_size(request.encoded_len())?;
         let request = convert::range_request(request)?;
         let node = &self.api.node;
         match level {
-            ReadLevel::Linearizable => node.read_barrier().await,
+            ReadLevel::Linearizable => node.read_barrier(deadline).await,
             ReadLevel::Serializable => Ok(()),
-            ReadLevel::BoundedStaleness { max_staleness } => node.bounded_read_barrier(max_staleness).await,
+            ReadLevel::BoundedStaleness { max_staleness } => {
+                node.bounded_read_barrier(max_staleness, deadline).await
+            }
         }
         .map_err(|f| propose_status(&f))?;
         let response = {
@@ -71,6 +79,7 @@ impl pb::kv_server::Kv for KvService {
 
     async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
         let tag = exactly_once::client_seq(request.metadata())?;
+        let deadline = self.api.deadline(&request);
         let request = request.into_inner();
         self.api.check_size(request.encoded_len())?;
         if request.key.is_empty() {
@@ -78,7 +87,7 @@ impl pb::kv_server::Kv for KvService {
         }
         maintenance::check_space(&self.api, maintenance::put_cost(&request))?;
         match self
-            .write(Command::Put(convert::put_request(request)), tag)
+            .write(Command::Put(convert::put_request(request)), tag, deadline)
             .await?
         {
             CommandResponse::Put(r) => {
@@ -94,13 +103,18 @@ impl pb::kv_server::Kv for KvService {
         request: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
         let tag = exactly_once::client_seq(request.metadata())?;
+        let deadline = self.api.deadline(&request);
         let request = request.into_inner();
         self.api.check_size(request.encoded_len())?;
         if request.key.is_empty() {
             return Err(kv_status(&yizhi_kv::KvError::EmptyKey));
         }
         match self
-            .write(Command::DeleteRange(convert::delete_request(request)), tag)
+            .write(
+                Command::DeleteRange(convert::delete_request(request)),
+                tag,
+                deadline,
+            )
             .await?
         {
             CommandResponse::DeleteRange(r) => {
@@ -113,11 +127,12 @@ impl pb::kv_server::Kv for KvService {
 
     async fn txn(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
         let tag = exactly_once::client_seq(request.metadata())?;
+        let deadline = self.api.deadline(&request);
         let request = request.into_inner();
         self.api.check_size(request.encoded_len())?;
         maintenance::check_space(&self.api, maintenance::txn_cost(&request))?;
         let request = convert::txn_request(request)?;
-        match self.write(Command::Txn(request), tag).await? {
+        match self.write(Command::Txn(request), tag, deadline).await? {
             CommandResponse::Txn(r) => {
                 let header = self.api.header(r.revision);
                 Ok(confirmed(convert::txn_response(r, &header), tag))
@@ -130,12 +145,13 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
+        let deadline = self.api.deadline(&request);
         let request = request.into_inner();
         let command = Command::Compact(yizhi_kv::CompactionRequest {
             revision: request.revision,
             physical: request.physical,
         });
-        match self.write(command, None).await? {
+        match self.write(command, None, deadline).await? {
             CommandResponse::Compact(r) => Ok(Response::new(pb::CompactionResponse {
                 header: Some(self.api.header(r.revision)),
             })),

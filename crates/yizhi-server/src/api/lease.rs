@@ -28,7 +28,7 @@ use tonic::{Request, Response, Status, Streaming};
 use yizhi_kv::{Command, CommandResponse, KvError};
 use yizhi_proto::etcdserverpb as pb;
 
-use super::{Api, exactly_once, kv_status, propose_status};
+use super::{Api, Deadline, exactly_once, kv_status, propose_status};
 use crate::node::lessor::{keep_alive_from_memory, wall_clock_ms};
 
 /// Keep-alive answers queued toward one client before its stream's task waits for it to read.
@@ -51,8 +51,16 @@ fn unexpected(what: &str) -> Status {
     Status::internal(format!("etcdserver: unexpected response to a {what}"))
 }
 
-async fn write(api: &Api, command: Command) -> Result<Result<CommandResponse, KvError>, Status> {
-    let applied = api.node.propose(&command).await.map_err(|f| propose_status(&f))?;
+async fn write(
+    api: &Api,
+    command: Command,
+    deadline: Deadline,
+) -> Result<Result<CommandResponse, KvError>, Status> {
+    let applied = api
+        .node
+        .propose(&command, deadline)
+        .await
+        .map_err(|f| propose_status(&f))?;
     Ok(applied.response)
 }
 
@@ -80,7 +88,8 @@ async fn keep_alive(api: &Api, id: i64) -> Result<pb::LeaseKeepAliveResponse, St
         id,
         now_ms: wall_clock_ms(),
     };
-    match write(api, command).await? {
+    // One message of a long-lived stream: it has no deadline of its own but the member's.
+    match write(api, command, api.node.deadline(None)).await? {
         Ok(CommandResponse::LeaseKeepAlive(r)) => Ok(pb::LeaseKeepAliveResponse {
             header: Some(api.header(r.revision)),
             id: r.id,
@@ -139,6 +148,7 @@ impl pb::lease_server::Lease for LeaseService {
         request: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
         let tag = exactly_once::client_seq(request.metadata())?;
+        let deadline = self.api.deadline(&request);
         let request = request.into_inner();
         self.api.check_size(request.encoded_len())?;
         super::maintenance::check_space(&self.api, super::maintenance::LEASE_GRANT_COST_BYTES)?;
@@ -148,7 +158,10 @@ impl pb::lease_server::Lease for LeaseService {
             now_ms: wall_clock_ms(),
         });
         let command = exactly_once::wrap(command, tag);
-        match write(&self.api, command).await?.map_err(|e| kv_status(&e))? {
+        match write(&self.api, command, deadline)
+            .await?
+            .map_err(|e| kv_status(&e))?
+        {
             CommandResponse::LeaseGrant(r) => {
                 let mut response = Response::new(pb::LeaseGrantResponse {
                     header: Some(self.api.header(r.revision)),
@@ -168,9 +181,13 @@ impl pb::lease_server::Lease for LeaseService {
         request: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
         let tag = exactly_once::client_seq(request.metadata())?;
+        let deadline = self.api.deadline(&request);
         let id = request.into_inner().id;
         let command = exactly_once::wrap(Command::LeaseRevoke { id }, tag);
-        match write(&self.api, command).await?.map_err(|e| kv_status(&e))? {
+        match write(&self.api, command, deadline)
+            .await?
+            .map_err(|e| kv_status(&e))?
+        {
             CommandResponse::LeaseRevoke(r) => {
                 let mut response = Response::new(pb::LeaseRevokeResponse {
                     header: Some(self.api.header(r.revision)),
@@ -203,10 +220,11 @@ impl pb::lease_server::Lease for LeaseService {
         &self,
         request: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        let deadline = self.api.deadline(&request);
         let request = request.into_inner();
         self.api
             .node
-            .read_barrier()
+            .read_barrier(deadline)
             .await
             .map_err(|f| propose_status(&f))?;
         let found = {
@@ -254,11 +272,11 @@ impl pb::lease_server::Lease for LeaseService {
 
     async fn lease_leases(
         &self,
-        _request: Request<pb::LeaseLeasesRequest>,
+        request: Request<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
         self.api
             .node
-            .read_barrier()
+            .read_barrier(self.api.deadline(&request))
             .await
             .map_err(|f| propose_status(&f))?;
         let (ids, revision) = {

@@ -193,8 +193,17 @@ pub(super) fn prefix_end(prefix: &[u8]) -> Bytes {
     Bytes::from_static(b"\0") // All 0xff: every key from `prefix` on.
 }
 
+/// Proposes one step of a Lock or Campaign call. Such a call outlives many of these steps (it
+/// waits for its turn as long as its client does), so each step has the member's own request
+/// timeout rather than the call's deadline; a step acting after its client left is what the
+/// call's clean-up (`Withdraw`) is for.
 pub(super) async fn propose(api: &Api, command: Command) -> Result<CommandResponse, Status> {
-    let applied = api.node.propose(&command).await.map_err(|f| propose_status(&f))?;
+    let deadline = api.node.deadline(None);
+    let applied = api
+        .node
+        .propose(&command, deadline)
+        .await
+        .map_err(|f| propose_status(&f))?;
     applied.response.map_err(|e| kv_status(&e))
 }
 
@@ -333,7 +342,11 @@ pub(super) async fn wait_for_turn(api: &Api, prefix: &Bytes, queued: &Queued) ->
             Turn::Granted { .. } => {}
         }
         // Confirm on a linearizable view: the lease may have expired, the key may be gone.
-        api.node.read_barrier().await.map_err(|f| propose_status(&f))?;
+        let deadline = api.node.deadline(None);
+        api.node
+            .read_barrier(deadline)
+            .await
+            .map_err(|f| propose_status(&f))?;
         let confirmed = check_turn(&api.node.shared.store.read().expect("store lock"), prefix, queued);
         match confirmed? {
             Turn::Granted { revision } => return Ok(revision),

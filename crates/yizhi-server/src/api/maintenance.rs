@@ -342,12 +342,15 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
 
     type SnapshotStream = SnapshotStream;
 
-    async fn snapshot(&self, _: Request<pb::SnapshotRequest>) -> Result<Response<SnapshotStream>, Status> {
+    async fn snapshot(
+        &self,
+        request: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<SnapshotStream>, Status> {
         // Stronger than etcd (which saves whatever its member has applied): the image holds every
         // write acknowledged before the call, whichever member serves it.
         self.api
             .node
-            .read_barrier()
+            .read_barrier(self.api.deadline(&request))
             .await
             .map_err(|f| super::propose_status(&f))?;
         let header = self.header();

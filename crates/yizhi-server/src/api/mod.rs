@@ -6,6 +6,7 @@ pub mod auth;
 pub mod cluster;
 pub mod consistency;
 pub mod convert;
+pub mod deadline;
 pub mod election;
 pub mod exactly_once;
 pub mod health;
@@ -23,7 +24,7 @@ use yizhi_kv::KvError;
 use yizhi_proto::etcdserverpb::ResponseHeader;
 
 use crate::node::NodeHandle;
-use crate::node::request::ProposeFailure;
+pub use crate::node::request::{Deadline, ProposeFailure};
 
 /// gRPC framing on top of `--max-request-bytes`, as etcd allows (its `grpcOverheadBytes`), so an
 /// oversize request reaches our own check and gets etcd's "request is too large" text.
@@ -67,6 +68,13 @@ impl Api {
             .read()
             .expect("store lock")
             .current_revision()
+    }
+
+    /// When `request` stops waiting: its client's deadline (`grpc-timeout`, taken by
+    /// [`deadline::TakeGrpcTimeout`]) or the member's request timeout, whichever is first.
+    pub fn deadline<T>(&self, request: &tonic::Request<T>) -> Deadline {
+        let client = request.extensions().get::<deadline::ClientDeadline>();
+        self.node.deadline(client.map(|client| client.0))
     }
 
     /// etcd refuses a request whose encoding exceeds `--max-request-bytes`.
@@ -133,6 +141,9 @@ pub fn kv_status(error: &KvError) -> Status {
     }
 }
 
+/// etcd's code and text for each failure (its `togRPCError`). Never `Canceled` or
+/// `DeadlineExceeded`: etcd's Go client retries those (a write too) while its own deadline has
+/// not passed, and a write whose outcome is unknown must not be sent again (issue 13).
 pub fn propose_status(failure: &ProposeFailure) -> Status {
     match failure {
         ProposeFailure::TooLarge => Status::invalid_argument(failure.to_string()),

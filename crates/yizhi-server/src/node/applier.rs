@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use yizhi_engine::{EntryPayload, LogIndex, NodeId, Snapshot};
 
 use super::driver::fatal;
-use super::request::{ProposeFailure, decode_proposal};
+use super::request::{ProposeFailure, decode_entry};
 use super::{Input, Shared};
 
 /// A snapshot serializes the whole store, every revision of every key, so its cost grows with
@@ -100,7 +100,7 @@ impl<M> Applier<M> {
                     continue; // Noops and membership changes carry no command.
                 };
                 self.applied_bytes_since_snapshot += data.len() as u64;
-                let (header, command) = match decode_proposal(data) {
+                let (id, command_bytes, command) = match decode_entry(data) {
                     Ok(decoded) => decoded,
                     Err(e) => {
                         tracing::error!(index = entry.index, error = %e, "skipping an undecodable entry");
@@ -114,8 +114,8 @@ impl<M> Applier<M> {
                 if !applied.events.is_empty() {
                     events.push(applied.events.clone());
                 }
-                if header.origin == self.local_id && header.request_id != 0 {
-                    answers.push((header.request_id, applied));
+                if id.origin == self.local_id && id.request_id != 0 {
+                    answers.push((id, command_bytes, applied));
                 }
             }
             if let Err(e) = store.flush(false) {
@@ -132,9 +132,13 @@ impl<M> Applier<M> {
         }
         self.shared.wake_watchers();
         {
+            // Only the waiter whose proposal this entry is: an entry an earlier boot of this member
+            // proposed (replayed after a restart) names another boot id and answers nobody.
             let mut waiters = self.shared.waiters.lock().expect("waiters lock");
-            for (request_id, applied) in answers {
-                waiters.resolve(request_id, Ok(applied));
+            for (id, command_bytes, applied) in answers {
+                if let Some(reply) = waiters.take_applied(&id, &command_bytes) {
+                    let _ = reply.send(Ok(applied)); // The client may have gone.
+                }
             }
         }
         self.release_reads();

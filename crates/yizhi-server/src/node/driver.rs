@@ -11,10 +11,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError, select};
 use yizhi_engine::{Envelope, LogIndex, NodeId, ProposeError, SnapshotStatus, WireMessage};
+use yizhi_member::{Route, place_proposal, routing::failure_of};
 
 use super::applier::{ApplyTask, ReadReply};
 use super::engines::ServerEngine;
-use super::request::{ProposeFailure, peek_header};
+use super::lessor::wall_clock_ms;
+use super::request::{Deadline, Origin, ProposalId, ProposeFailure};
 use super::{Input, Shared};
 use crate::transport::{Frame, Transport};
 
@@ -59,6 +61,9 @@ pub(crate) struct Driver<E: ServerEngine> {
     pub apply_backlog: VecDeque<ApplyTask>,
     /// Entries in `apply_backlog` (other tasks count one): bounded by MAX_APPLY_BACKLOG_ENTRIES.
     pub apply_backlog_entries: usize,
+    /// The leader the engine named when the pending reads were last checked: when it changes,
+    /// the reads it was confirming fail at once ("leader changed") instead of at their timeout.
+    pub leader_seen: Option<NodeId>,
 }
 
 impl<E: ServerEngine> Driver<E> {
@@ -86,6 +91,7 @@ impl<E: ServerEngine> Driver<E> {
                     Err(_) => break,
                 }
             }
+            self.notice_leader_change();
             self.issue_reads();
             while self.engine.has_ready() {
                 self.handle_ready();
@@ -101,11 +107,10 @@ impl<E: ServerEngine> Driver<E> {
                 let _ = reply.send(Err(ProposeFailure::Stopped));
             }
         }
-        self.shared
-            .waiters
-            .lock()
-            .expect("waiters lock")
-            .fail_all(ProposeFailure::Stopped);
+        let waiting = self.shared.waiters.lock().expect("waiters lock").drain();
+        for reply in waiting {
+            let _ = reply.send(Err(ProposeFailure::Stopped));
+        }
         tracing::info!("driver stopped");
     }
 
@@ -129,6 +134,39 @@ impl<E: ServerEngine> Driver<E> {
         // The follower has given up on these by now; forget them.
         self.forwarded_reads
             .retain(|_, (_, _, asked_at)| *asked_at >= deadline);
+        self.expire_waiters();
+    }
+
+    /// Answers the clients whose deadline has passed "request timed out" (etcd's ErrTimeout): the
+    /// outcome of their write is unknown, as etcd's own answer says. An entry that commits later
+    /// answers nobody.
+    fn expire_waiters(&mut self) {
+        let expired = self
+            .shared
+            .waiters
+            .lock()
+            .expect("waiters lock")
+            .take_expired(wall_clock_ms());
+        for (_, reply) in expired {
+            let _ = reply.send(Err(ProposeFailure::TimedOut)); // The client may have gone.
+        }
+    }
+
+    /// The pending reads were being confirmed by a leader that is no longer this member's: they
+    /// fail now with "leader changed", as etcd's linearizable reads do, and their clients retry
+    /// (a read has no effect). Writes are not failed here: a proposal forwarded to, or made by, the
+    /// old leader may still commit, so its outcome is unknown until its deadline.
+    fn notice_leader_change(&mut self) {
+        let leader = self.engine.status().leader;
+        if leader == self.leader_seen {
+            return;
+        }
+        self.leader_seen = leader;
+        for (_, (_, replies)) in std::mem::take(&mut self.pending_reads) {
+            for reply in replies {
+                let _ = reply.send(Err(ProposeFailure::LeaderChanged));
+            }
+        }
     }
 
     fn handle(&mut self, input: Input<E::Message>) {
@@ -138,8 +176,10 @@ impl<E: ServerEngine> Driver<E> {
                 to: self.engine.id(),
                 msg,
             }),
-            Input::Propose { data } => self.propose(data, None),
-            Input::Forwarded { from, data } => self.propose(data, Some(from)),
+            Input::Propose { data, deadline } => self.propose(data, deadline, Origin::Local),
+            Input::Forwarded { from, data, deadline } => {
+                self.propose(data, deadline, Origin::ForwardedBy(from))
+            }
             Input::Read { reply } => self.new_reads.push(reply),
             Input::ReadRequest { from, read_id } => self.read_for_follower(from, read_id),
             Input::ReadResponse { read_id, index } => {
@@ -193,46 +233,62 @@ impl<E: ServerEngine> Driver<E> {
         }
     }
 
-    /// Proposes locally, forwards to the leader, or fails the proposal's client. `forwarded_by` is
-    /// the follower that sent it here: failures go back to it (a forwarded proposal is never
-    /// forwarded again, so a stale leader hint cannot make it loop).
-    fn propose(&mut self, data: Bytes, forwarded_by: Option<NodeId>) {
-        let Some(header) = peek_header(&data) else {
-            tracing::warn!(?forwarded_by, "dropping a proposal without a header");
+    /// Proposes locally, forwards to the leader, or fails the proposal (`yizhi_member`'s routing:
+    /// never after its client's deadline, never forwarded twice). A forwarded proposal's failure
+    /// goes back to the follower that sent it.
+    fn propose(&mut self, data: Bytes, deadline: Deadline, origin: Origin) {
+        let Some(id) = yizhi_member::peek_proposal_id(&data) else {
+            tracing::warn!(?origin, "dropping a proposal without a header");
             return;
         };
+        if let Origin::ForwardedBy(from) = origin
+            && id.origin != from
+        {
+            tracing::warn!(from, ?id, "dropping a forwarded proposal of another member");
+            return;
+        }
         // The applier is far behind: take no more work until it catches up. (A short backlog is
         // normal under load; refusing as soon as one forms would fail clients a queue would serve.)
-        let proposed = if self.apply_backlog_entries < REFUSE_PROPOSALS_AT_BACKLOG_ENTRIES {
-            self.engine.propose(data.clone()).map(|_| ())
-        } else {
-            Err(ProposeError::Backpressure { limit_bytes: 0 })
-        };
-        let failure = match proposed {
-            Ok(_) => return,
-            Err(ProposeError::NotLeader { leader: Some(leader) }) if forwarded_by.is_none() => {
-                match self.transport.send(leader, &Frame::Forward { data }) {
+        let accepting = self.apply_backlog_entries < REFUSE_PROPOSALS_AT_BACKLOG_ENTRIES;
+        let now_ms = wall_clock_ms();
+        let route = place_proposal(
+            &mut self.engine,
+            data.clone(),
+            origin,
+            deadline,
+            now_ms,
+            accepting,
+        );
+        let failure = match route {
+            Route::Proposed(_) => return,
+            Route::Forward { leader } => {
+                let frame = Frame::Forward {
+                    deadline_unix_ms: deadline.at_ms,
+                    data,
+                };
+                match self.transport.send(leader, &frame) {
                     Ok(()) => return,
-                    Err(_) => ProposeFailure::NoLeader,
+                    Err(_) => ProposeFailure::NoLeader, // Not queued: nothing was proposed.
                 }
             }
-            Err(ProposeError::NotLeader { .. }) => ProposeFailure::NoLeader,
-            Err(ProposeError::TransferInProgress) => ProposeFailure::LeaderChanged,
-            Err(ProposeError::TooLarge { .. }) => ProposeFailure::TooLarge,
-            Err(ProposeError::Backpressure { .. } | ProposeError::TooManyPendingReads { .. }) => {
-                ProposeFailure::TooManyRequests
-            }
+            Route::Refused(failure) => failure,
         };
-        match forwarded_by {
-            None => self
-                .shared
-                .waiters
-                .lock()
-                .expect("waiters lock")
-                .resolve(header.request_id, Err(failure)),
-            Some(from) => {
+        self.fail_proposal(id, origin, failure);
+    }
+
+    /// Tells whoever waits for a proposal that was not proposed anywhere.
+    fn fail_proposal(&self, id: ProposalId, origin: Origin, failure: ProposeFailure) {
+        match origin {
+            Origin::Local => {
+                let waiter = self.shared.waiters.lock().expect("waiters lock").take_failed(&id);
+                if let Some(reply) = waiter {
+                    let _ = reply.send(Err(failure));
+                }
+            }
+            Origin::ForwardedBy(from) => {
                 let frame = Frame::ForwardFailed {
-                    request_id: header.request_id,
+                    boot_id: id.boot_id,
+                    request_id: id.request_id,
                     reason: failure.code(),
                 };
                 let _ = self.transport.send(from, &frame); // Else the client times out.
@@ -241,6 +297,8 @@ impl<E: ServerEngine> Driver<E> {
     }
 
     fn issue_reads(&mut self) {
+        // A caller that stopped waiting (its deadline passed) needs no read index.
+        self.new_reads.retain(|reply| !reply.is_closed());
         if self.new_reads.is_empty() {
             return;
         }
@@ -261,11 +319,7 @@ impl<E: ServerEngine> Driver<E> {
                 self.pending_reads.insert(read_id, (self.ticks, replies));
             }
             Err(e) => {
-                let failure = match e {
-                    ProposeError::NotLeader { .. } => ProposeFailure::NoLeader,
-                    ProposeError::TransferInProgress => ProposeFailure::LeaderChanged,
-                    _ => ProposeFailure::TooManyRequests,
-                };
+                let failure = failure_of(&e);
                 for reply in replies {
                     let _ = reply.send(Err(failure.clone()));
                 }
@@ -425,4 +479,238 @@ pub(crate) fn fatal(what: &str) -> ! {
     tracing::error!("fatal: {what}; stopping the node");
     eprintln!("yizhi: fatal: {what}; stopping the node");
     std::process::exit(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::oneshot;
+    use yizhi_engine::Engine;
+    use yizhi_raft::RaftNode;
+    use yizhi_storage::{WalStorage, WalStorageConfig};
+
+    use super::*;
+    use crate::node::engines::EngineSettings;
+    use crate::node::request::ApplyResult;
+    use crate::transport::{Inbound, TransportConfig};
+
+    const BOOT_ID: u64 = 0x5eed;
+    /// Member 2's boot, as it stamps the proposals it forwards.
+    const FOLLOWER_BOOT_ID: u64 = 0xb007;
+
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> TempDir {
+            let nanos = wall_clock_ms();
+            let dir = std::env::temp_dir().join(format!("yizhi-{name}-{}-{nanos}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("create the test directory");
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    struct Deaf;
+
+    impl Inbound for Deaf {
+        fn deliver(&self, _from: NodeId, _frame: Frame) {}
+        fn connection_lost(&self, _peer: NodeId) {}
+    }
+
+    /// Member 1, the only voter of its cluster and so its leader, with a transport to member 2
+    /// (played by the test: `from_leader` is the connection member 1 dialed, past its hello).
+    async fn sole_leader(dir: &TempDir) -> (Driver<RaftNode<WalStorage>>, TcpStream, Receiver<ApplyTask>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let config = TransportConfig {
+            cluster_id: 7,
+            local_id: 1,
+            local_name: "one".into(),
+            local_client_urls: "127.0.0.1:1".into(),
+            peers: BTreeMap::from([(2, listener.local_addr().expect("address").to_string())]),
+        };
+        let transport = Transport::start(&config, Arc::new(Deaf));
+        let (mut from_leader, _) = listener.accept().await.expect("member 1 dials member 2");
+        assert!(matches!(next_frame(&mut from_leader).await, Frame::Hello(_)));
+
+        let membership = yizhi_engine::Membership::new([1]);
+        let wal =
+            WalStorage::create(&dir.0.join("wal"), WalStorageConfig::default(), membership).expect("wal");
+        let settings = EngineSettings {
+            id: 1,
+            election_timeout_ticks: 10,
+            applied: 0,
+            max_proposal_bytes: 1 << 20,
+            seed: 1,
+        };
+        let engine = <RaftNode<WalStorage> as ServerEngine>::build(settings, wal).expect("engine");
+        let store = super::super::open_store(&dir.0, yizhi_kv::KvConfig::default()).expect("store");
+        let (input_tx, input_rx) = crossbeam_channel::bounded(16);
+        let (apply_tx, apply_rx) = crossbeam_channel::bounded(1024);
+        let mut driver = Driver {
+            engine,
+            inputs: input_rx,
+            self_sender: input_tx,
+            tick: Duration::from_millis(100),
+            transport,
+            applier: apply_tx,
+            shared: Arc::new(Shared::new(1, BOOT_ID, store, 0)),
+            pending_reads: BTreeMap::new(),
+            new_reads: Vec::new(),
+            next_read_id: 1,
+            forwarded_reads: BTreeMap::new(),
+            ticks: 0,
+            read_timeout_ticks: 20,
+            apply_backlog: Default::default(),
+            apply_backlog_entries: 0,
+            leader_seen: None,
+        };
+        while driver.engine.status().leader != Some(1) {
+            assert!(driver.ticks < 100, "a sole voter did not elect itself");
+            driver.on_tick();
+            driver.settle();
+        }
+        // Committed entries pile up unread in `apply_rx`: nothing applies here.
+        (driver, from_leader, apply_rx)
+    }
+
+    impl Driver<RaftNode<WalStorage>> {
+        fn settle(&mut self) {
+            while self.engine.has_ready() {
+                self.handle_ready();
+            }
+        }
+
+        fn last_index(&self) -> LogIndex {
+            self.engine.status().last_index
+        }
+
+        /// Registers a local client waiting for `command`, as `NodeHandle::propose` does.
+        fn local_client(
+            &self,
+            command: &[u8],
+            deadline: Deadline,
+        ) -> (Bytes, oneshot::Receiver<ApplyResult>) {
+            let (tx, rx) = oneshot::channel();
+            let mut waiters = self.shared.waiters.lock().expect("waiters lock");
+            let id = waiters.register(command, deadline, tx, |_| false).expect("room");
+            (yizhi_member::encode_proposal(&id, command), rx)
+        }
+    }
+
+    async fn next_frame(stream: &mut TcpStream) -> Frame {
+        let len = stream.read_u32_le().await.expect("a frame's length") as usize;
+        let mut body = vec![0; len];
+        stream.read_exact(&mut body).await.expect("a frame's body");
+        Frame::decode(Bytes::from(body)).expect("a well-formed frame")
+    }
+
+    fn in_ms(from_now_ms: i64) -> Deadline {
+        Deadline {
+            at_ms: wall_clock_ms().saturating_add_signed(from_now_ms),
+        }
+    }
+
+    /// Issue 13, anomaly 1, at the leader: a forwarded proposal whose client's deadline has passed
+    /// (it sat in a partitioned link) never enters the log; the follower hears why, with the
+    /// proposal's boot id and request id. The same proposal with time left is proposed.
+    #[tokio::test]
+    async fn the_leader_refuses_an_expired_forwarded_proposal_and_names_it_back() {
+        let dir = TempDir::new("driver-forward");
+        let (mut driver, mut from_leader, _applier) = sole_leader(&dir).await;
+        let id = ProposalId {
+            origin: 2,
+            boot_id: FOLLOWER_BOOT_ID,
+            request_id: 41,
+        };
+        let data = yizhi_member::encode_proposal(&id, b"put k v");
+        let before = driver.last_index();
+
+        let late = Input::Forwarded {
+            from: 2,
+            data: data.clone(),
+            deadline: in_ms(-1),
+        };
+        driver.handle(late);
+        driver.settle();
+        assert_eq!(driver.last_index(), before, "an expired proposal entered the log");
+        let refusal = Frame::ForwardFailed {
+            boot_id: FOLLOWER_BOOT_ID,
+            request_id: 41,
+            reason: ProposeFailure::TimedOut.code(),
+        };
+        assert_eq!(next_frame(&mut from_leader).await, refusal);
+
+        let in_time = Input::Forwarded {
+            from: 2,
+            data,
+            deadline: in_ms(60_000),
+        };
+        driver.handle(in_time);
+        driver.settle();
+        assert_eq!(
+            driver.last_index(),
+            before + 1,
+            "a live proposal was not proposed"
+        );
+    }
+
+    /// A local proposal past its deadline is answered "timed out" and not proposed; a waiter whose
+    /// deadline has passed while its entry was in flight is answered at the next tick (its entry,
+    /// should it commit later, then answers nobody), and one with time left is not.
+    #[tokio::test]
+    async fn local_proposals_past_their_deadline_time_out_and_are_never_proposed() {
+        let dir = TempDir::new("driver-local");
+        let (mut driver, _from_leader, _applier) = sole_leader(&dir).await;
+        let before = driver.last_index();
+        let (data, mut late) = driver.local_client(b"late", in_ms(-1));
+        let propose = Input::Propose {
+            data,
+            deadline: in_ms(-1),
+        };
+        driver.handle(propose);
+        driver.settle();
+        assert_eq!(late.try_recv().expect("answered"), Err(ProposeFailure::TimedOut));
+        assert_eq!(driver.last_index(), before);
+
+        let (_, mut waiting) = driver.local_client(b"waiting", in_ms(60_000));
+        let (_, mut expired) = driver.local_client(b"expired", in_ms(-1));
+        driver.on_tick();
+        assert_eq!(
+            expired.try_recv().expect("answered"),
+            Err(ProposeFailure::TimedOut)
+        );
+        assert!(waiting.try_recv().is_err(), "answered before its deadline");
+        assert_eq!(driver.shared.waiters.lock().expect("waiters lock").len(), 1);
+    }
+
+    /// A forwarded proposal names its origin; one naming another member than the sender is not
+    /// proposed (a follower forwards only its own clients' proposals).
+    #[tokio::test]
+    async fn a_forwarded_proposal_must_come_from_its_origin() {
+        let dir = TempDir::new("driver-origin");
+        let (mut driver, _from_leader, _applier) = sole_leader(&dir).await;
+        let before = driver.last_index();
+        let other = ProposalId {
+            origin: 3,
+            boot_id: FOLLOWER_BOOT_ID,
+            request_id: 1,
+        };
+        let forwarded = Input::Forwarded {
+            from: 2,
+            data: yizhi_member::encode_proposal(&other, b"x"),
+            deadline: in_ms(60_000),
+        };
+        driver.handle(forwarded);
+        driver.settle();
+        assert_eq!(driver.last_index(), before);
+    }
 }

@@ -344,7 +344,10 @@ impl Lessor {
 }
 
 async fn revoke(node: NodeHandle, id: LeaseId) {
-    match node.propose(&Command::LeaseRevoke { id }).await {
+    match node
+        .propose(&Command::LeaseRevoke { id }, node.deadline(None))
+        .await
+    {
         Ok(applied) => match applied.response {
             Ok(_) => tracing::info!(lease = id, "revoked an expired lease"),
             // Revoked meanwhile by a client or an earlier proposal.

@@ -1,10 +1,13 @@
 //! One member's runtime: the driver thread (engine + WAL), the applier thread (MVCC store), the
 //! peer transport, and the handle the gRPC services use to propose and read.
 //!
-//! A Put: gRPC handler → [`NodeHandle::propose`] registers a waiter and queues the proposal →
-//! driver proposes it (or forwards it to the leader over the peer transport) → the engine
-//! replicates it; the `Ready` that commits it is persisted and sent → the applier applies it on
-//! every member → the member it came from resolves the waiter with the applied response.
+//! A Put: gRPC handler → [`NodeHandle::propose`] registers a waiter under the proposal's identity
+//! (member, boot id, request id) with the client's deadline and queues the proposal → driver
+//! proposes it (or forwards it, with its deadline, to the leader over the peer transport), unless
+//! the deadline has passed → the engine replicates it; the `Ready` that commits it is persisted
+//! and sent → the applier applies it on every member → the member it came from answers the
+//! waiter of that identity with the applied response. A waiter still there at its deadline is
+//! answered "request timed out" by the driver's tick.
 //!
 //! A linearizable Range: [`NodeHandle::read_barrier`] queues a read → the driver asks the engine
 //! for one read index covering all reads of its round → the `ReadState` goes to the applier,
@@ -32,7 +35,8 @@ use yizhi_kv::{Command, KvConfig, MvccStore, WatchConfig, WatchHub};
 use crate::transport::{self, Frame, Inbound, PeerDirectory, Transport, TransportConfig};
 use applier::ReadReply;
 use engines::{EngineSettings, ServerEngine};
-use request::{ApplyResult, ProposalHeader, ProposeFailure, Waiters, encode_proposal};
+use lessor::wall_clock_ms;
+use request::{ApplyResult, Deadline, ProposalId, ProposeFailure, Waiters};
 
 /// The key-value backend the server stores its state machine in.
 pub type KvBackend = yizhi_kv::RedbBackend;
@@ -44,6 +48,10 @@ pub const DRIVER_QUEUE_INPUTS: usize = 65_536;
 pub const APPLIER_QUEUE_TASKS: usize = 1024;
 /// Clients waiting for their writes to apply.
 pub const MAX_WAITING_PROPOSALS: usize = 100_000;
+/// How long past its deadline a client still waits for the driver's answer before it answers
+/// itself "request timed out". The driver answers at its first tick after the deadline; this only
+/// bounds the wait when the driver is stalled (a long fsync), so no client hangs forever.
+pub const DRIVER_STALL_GRACE: Duration = Duration::from_secs(1);
 
 pub type TransferReply = oneshot::Sender<Result<(), String>>;
 
@@ -53,14 +61,17 @@ pub enum Input<M> {
         from: NodeId,
         msg: M,
     },
-    /// A proposal of a local client (the data names this member as its origin).
+    /// A proposal of a local client (the data names this member as its origin), to be placed
+    /// only before its client's deadline.
     Propose {
         data: Bytes,
+        deadline: Deadline,
     },
-    /// A proposal a follower forwarded to us.
+    /// A proposal a follower forwarded to us, with its client's deadline.
     Forwarded {
         from: NodeId,
         data: Bytes,
+        deadline: Deadline,
     },
     Read {
         reply: ReadReply,
@@ -130,6 +141,24 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The state of a member whose store has applied up to `applied`, in its boot `boot_id`.
+    pub(crate) fn new(local_id: NodeId, boot_id: u64, store: Store, applied: LogIndex) -> Shared {
+        let (applied_signal, _) = watch::channel(0);
+        Shared {
+            local_id,
+            store: RwLock::new(store),
+            watch_hub: Mutex::new(WatchHub::new(WatchConfig::default())),
+            waiters: Mutex::new(Waiters::new(local_id, boot_id, MAX_WAITING_PROPOSALS)),
+            status: Mutex::new(NodeStatus::default()),
+            applied: AtomicU64::new(applied),
+            applied_signal,
+            completed_barrier_start: Mutex::new(None),
+            deletions: Default::default(),
+            local_leases: Mutex::new(lessor::LocalLeases::default()),
+            forwarded_keep_alives: Mutex::new(lessor::ForwardedKeepAlives::default()),
+        }
+    }
+
     pub(crate) fn publish_status(&self, status: Status) {
         let mut current = self.status.lock().expect("status lock");
         if current.leader != status.leader {
@@ -203,43 +232,66 @@ impl std::fmt::Debug for NodeHandle {
 /// The driver's input channel with the engine's message type erased, so handles are not generic.
 #[derive(Clone)]
 struct ProposalSender {
-    propose: Arc<dyn Fn(Bytes) -> bool + Send + Sync>,
+    propose: Arc<dyn Fn(Bytes, Deadline) -> bool + Send + Sync>,
     read: Arc<dyn Fn(ReadReply) -> bool + Send + Sync>,
     transfer: Arc<dyn Fn(NodeId, TransferReply) -> bool + Send + Sync>,
     shutdown: Arc<dyn Fn() + Send + Sync>,
 }
 
 impl NodeHandle {
-    /// Replicates `command` and returns its applied response (from this member's own apply).
-    pub async fn propose(&self, command: &Command) -> ApplyResult {
-        let (request_id, rx) = self.shared.waiters.lock().expect("waiters lock").register()?;
-        let header = ProposalHeader {
-            origin: self.shared.local_id,
-            request_id,
+    /// When a request that arrives now stops waiting: its client's deadline (the gRPC timeout it
+    /// sent, if any) or this member's request timeout, whichever comes first.
+    pub fn deadline(&self, client: Option<Deadline>) -> Deadline {
+        let timeout_ms = u64::try_from(self.request_timeout.as_millis()).unwrap_or(u64::MAX);
+        let server = Deadline {
+            at_ms: wall_clock_ms().saturating_add(timeout_ms),
         };
-        if !(self.proposals.propose)(encode_proposal(&header, command)) {
-            self.shared
-                .waiters
-                .lock()
-                .expect("waiters lock")
-                .resolve(request_id, Err(ProposeFailure::TooManyRequests));
+        client.map_or(server, |client| client.min(server))
+    }
+
+    /// Replicates `command` and returns its applied response (from this member's own apply).
+    /// Nothing proposes it after `deadline`; once that has passed the answer is "request timed
+    /// out", and the write may or may not apply (it was proposed before).
+    pub async fn propose(&self, command: &Command, deadline: Deadline) -> ApplyResult {
+        let command_bytes = yizhi_kv::encode_command(command);
+        let (tx, rx) = oneshot::channel();
+        let id = self.shared.waiters.lock().expect("waiters lock").register(
+            &command_bytes,
+            deadline,
+            tx,
+            // A client that went away (its call was cancelled) frees its slot when the table is full.
+            |reply| reply.is_closed(),
+        )?;
+        let data = yizhi_member::encode_proposal(&id, &command_bytes);
+        if !(self.proposals.propose)(data, deadline) {
+            self.forget(&id);
+            return Err(ProposeFailure::TooManyRequests);
         }
-        match tokio::time::timeout(self.request_timeout, rx).await {
+        match tokio::time::timeout(time_until(deadline) + DRIVER_STALL_GRACE, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(ProposeFailure::Stopped),
-            Err(_) => Err(ProposeFailure::TimedOut),
+            Err(_) => {
+                self.forget(&id);
+                Err(ProposeFailure::TimedOut)
+            }
         }
     }
 
+    /// Drops the waiter of a proposal its client no longer waits for.
+    fn forget(&self, id: &ProposalId) {
+        let _ = self.shared.waiters.lock().expect("waiters lock").take_failed(id);
+    }
+
     /// Waits until this member's store reflects every write acknowledged before the call
-    /// (ReadIndex, Raft thesis §6.4).
-    pub async fn read_barrier(&self) -> Result<(), ProposeFailure> {
+    /// (ReadIndex, Raft thesis §6.4), or answers "request timed out" at `deadline`: a read has no
+    /// effect, so giving up on it is always safe, and the driver skips a read whose caller left.
+    pub async fn read_barrier(&self, deadline: Deadline) -> Result<(), ProposeFailure> {
         let started = Instant::now();
         let (tx, rx) = oneshot::channel();
         if !(self.proposals.read)(tx) {
             return Err(ProposeFailure::TooManyRequests);
         }
-        let result = match tokio::time::timeout(self.request_timeout, rx).await {
+        let result = match tokio::time::timeout(time_until(deadline), rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(ProposeFailure::Stopped),
             Err(_) => Err(ProposeFailure::TimedOut),
@@ -255,11 +307,15 @@ impl NodeHandle {
     /// completed here (its start is the point the store is known to be current as of), else after
     /// a fresh barrier. Under load the barriers of linearizable reads keep it fresh, so most
     /// bounded reads wait for nothing.
-    pub async fn bounded_read_barrier(&self, max_staleness: Duration) -> Result<(), ProposeFailure> {
+    pub async fn bounded_read_barrier(
+        &self,
+        max_staleness: Duration,
+        deadline: Deadline,
+    ) -> Result<(), ProposeFailure> {
         if self.shared.barrier_fresh_within(max_staleness) {
             return Ok(());
         }
-        self.read_barrier().await
+        self.read_barrier(deadline).await
     }
 
     /// Asks the leader to answer a keep-alive from its memory ([`lessor::keep_alive_from_memory`]).
@@ -340,6 +396,19 @@ async fn answer_keep_alives(
     }
 }
 
+impl<M> InboundQueue<M> {
+    /// The leader did not propose our forwarded proposal `id`: its client hears why. A failure
+    /// of another boot's proposal (sent to our previous incarnation) answers nobody.
+    fn forward_failed(&self, id: &ProposalId, reason: u8) {
+        // The leader proposed nothing: every code says so, an unknown one too.
+        let failure = ProposeFailure::from_code(reason).unwrap_or(ProposeFailure::NoLeader);
+        let waiter = self.shared.waiters.lock().expect("waiters lock").take_failed(id);
+        if let Some(reply) = waiter {
+            let _ = reply.send(Err(failure)); // The client may have gone.
+        }
+    }
+}
+
 impl<M: WireMessage + Send + 'static> Inbound for InboundQueue<M> {
     fn deliver(&self, from: NodeId, frame: Frame) {
         let input = match frame {
@@ -350,15 +419,27 @@ impl<M: WireMessage + Send + 'static> Inbound for InboundQueue<M> {
                     return;
                 }
             },
-            Frame::Forward { data } => Input::Forwarded { from, data },
-            Frame::ForwardFailed { request_id, reason } => {
-                let failure = ProposeFailure::from_code(reason).unwrap_or(ProposeFailure::NoLeader);
-                self.shared
-                    .waiters
-                    .lock()
-                    .expect("waiters lock")
-                    .resolve(request_id, Err(failure));
-                return;
+            Frame::Forward {
+                deadline_unix_ms,
+                data,
+            } => Input::Forwarded {
+                from,
+                data,
+                deadline: Deadline {
+                    at_ms: deadline_unix_ms,
+                },
+            },
+            Frame::ForwardFailed {
+                boot_id,
+                request_id,
+                reason,
+            } => {
+                let id = ProposalId {
+                    origin: self.shared.local_id,
+                    boot_id,
+                    request_id,
+                };
+                return self.forward_failed(&id, reason);
             }
             Frame::ReadRequest { read_id } => Input::ReadRequest { from, read_id },
             Frame::ReadResponse { read_id, index } => Input::ReadResponse { read_id, index },
@@ -411,6 +492,8 @@ pub enum StartError {
     Engine(String),
     #[error("peer listener on {addr}: {source}")]
     Listen { addr: String, source: std::io::Error },
+    #[error(transparent)]
+    BootId(#[from] request::BootIdError),
 }
 
 /// Opens (or creates) the member's storage, starts its threads and its peer transport (on a
@@ -432,21 +515,16 @@ where
         seed: seed_for(options.local_id),
     };
     let engine = E::build(settings, wal).map_err(StartError::Engine)?;
+    // Fresh at every start: entries this member proposed before a restart, replayed now, carry
+    // the old boot id and answer none of this incarnation's clients (issue 13, anomaly 2).
+    let boot_id = request::draw_boot_id()?;
+    tracing::info!(
+        member = options.local_id,
+        boot_id = format_args!("{boot_id:016x}"),
+        "boot id drawn"
+    );
 
-    let (applied_signal, _) = watch::channel(0);
-    let shared = Arc::new(Shared {
-        local_id: options.local_id,
-        store: RwLock::new(store),
-        watch_hub: Mutex::new(WatchHub::new(WatchConfig::default())),
-        waiters: Mutex::new(Waiters::new(MAX_WAITING_PROPOSALS)),
-        status: Mutex::new(NodeStatus::default()),
-        applied: AtomicU64::new(applied),
-        applied_signal,
-        completed_barrier_start: Mutex::new(None),
-        deletions: Default::default(),
-        local_leases: Mutex::new(lessor::LocalLeases::default()),
-        forwarded_keep_alives: Mutex::new(lessor::ForwardedKeepAlives::default()),
-    });
+    let shared = Arc::new(Shared::new(options.local_id, boot_id, store, applied));
 
     let peers: BTreeMap<NodeId, String> = options
         .cluster
@@ -528,6 +606,7 @@ where
         read_timeout_ticks: 2 * options.election_timeout_ticks,
         apply_backlog: Default::default(),
         apply_backlog_entries: 0,
+        leader_seen: None,
     };
     let applier = applier::Applier {
         tasks: apply_rx,
@@ -553,7 +632,9 @@ where
     let (propose_tx, read_tx, transfer_tx, shutdown_tx) =
         (input_tx.clone(), input_tx.clone(), input_tx.clone(), input_tx);
     let proposals = ProposalSender {
-        propose: Arc::new(move |data| propose_tx.try_send(Input::Propose { data }).is_ok()),
+        propose: Arc::new(move |data, deadline| {
+            propose_tx.try_send(Input::Propose { data, deadline }).is_ok()
+        }),
         read: Arc::new(move |reply| read_tx.try_send(Input::Read { reply }).is_ok()),
         transfer: Arc::new(move |to, reply| {
             transfer_tx
@@ -617,6 +698,11 @@ fn open_store(data_dir: &Path, kv: KvConfig) -> Result<Store, String> {
     MvccStore::open(backend, kv).map_err(|e| e.to_string())
 }
 
+/// How long from now until `deadline` (zero once it has passed).
+fn time_until(deadline: Deadline) -> Duration {
+    Duration::from_millis(deadline.at_ms.saturating_sub(wall_clock_ms()))
+}
+
 /// Election timeouts are randomized from this seed; distinct per member so they rarely tie.
 fn seed_for(id: NodeId) -> u64 {
     let nanos = std::time::SystemTime::now()
@@ -624,4 +710,51 @@ fn seed_for(id: NodeId) -> u64 {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     nanos ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A forward failure names the proposal by boot id and request id: one that an earlier
+    /// incarnation's proposal earned, arriving after a restart, fails nothing of this boot.
+    #[test]
+    fn a_forward_failure_answers_only_the_proposal_of_its_boot() {
+        let dir = std::env::temp_dir().join(format!(
+            "yizhi-inbound-{}-{}",
+            std::process::id(),
+            wall_clock_ms()
+        ));
+        let store = open_store(&dir, KvConfig::default()).expect("store");
+        let shared = Arc::new(Shared::new(2, 0xb007, store, 0));
+        let (driver, _inputs) = crossbeam_channel::bounded::<Input<yizhi_raft::Message>>(1);
+        let (keep_alives, _queries) = tokio::sync::mpsc::channel(1);
+        let inbound = InboundQueue {
+            driver,
+            shared: shared.clone(),
+            keep_alives,
+        };
+        let (tx, mut rx) = oneshot::channel();
+        let deadline = Deadline { at_ms: u64::MAX };
+        let id = shared
+            .waiters
+            .lock()
+            .expect("waiters lock")
+            .register(b"put", deadline, tx, |_| false);
+        let id = id.expect("room");
+        let failure = |boot_id| Frame::ForwardFailed {
+            boot_id,
+            request_id: id.request_id,
+            reason: ProposeFailure::TimedOut.code(),
+        };
+        inbound.deliver(1, failure(0xb006));
+        assert!(
+            rx.try_recv().is_err(),
+            "an earlier boot's failure answered a new request"
+        );
+        inbound.deliver(1, failure(0xb007));
+        assert_eq!(rx.try_recv().expect("answered"), Err(ProposeFailure::TimedOut));
+        drop(shared);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

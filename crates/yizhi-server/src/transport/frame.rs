@@ -37,12 +37,19 @@ pub enum Frame {
     Hello(Hello),
     /// An engine message, in the engine's own encoding.
     Engine(Bytes),
-    /// A follower hands a client's proposal to the leader; the proposal names its origin.
+    /// A follower hands a client's proposal to the leader; the proposal names its origin. The
+    /// leader proposes it only before `deadline_unix_ms` (its client's deadline, wall clock), so
+    /// a copy delayed in a partitioned link never enters the log after its client gave up and
+    /// perhaps retried elsewhere (issue 13, anomaly 1).
     Forward {
+        deadline_unix_ms: u64,
         data: Bytes,
     },
-    /// The leader could not take a forwarded proposal; `reason` is a `ProposeFailure` code.
+    /// The leader did not propose a forwarded proposal; `reason` is a `ProposeFailure` code. The
+    /// boot id and request id name the proposal: a failure of an earlier incarnation's proposal
+    /// that arrives late must not fail the new incarnation's request with the same request id.
     ForwardFailed {
+        boot_id: u64,
         request_id: u64,
         reason: u8,
     },
@@ -113,12 +120,21 @@ impl Frame {
                 out.put_u8(KIND_ENGINE);
                 out.put_slice(body);
             }
-            Frame::Forward { data } => {
+            Frame::Forward {
+                deadline_unix_ms,
+                data,
+            } => {
                 out.put_u8(KIND_FORWARD);
+                out.put_u64_le(*deadline_unix_ms);
                 out.put_slice(data);
             }
-            Frame::ForwardFailed { request_id, reason } => {
+            Frame::ForwardFailed {
+                boot_id,
+                request_id,
+                reason,
+            } => {
                 out.put_u8(KIND_FORWARD_FAILED);
+                out.put_u64_le(*boot_id);
                 out.put_u64_le(*request_id);
                 out.put_u8(*reason);
             }
@@ -194,14 +210,25 @@ impl Frame {
                 }))
             }
             KIND_ENGINE => Ok(Frame::Engine(body)),
-            KIND_FORWARD => Ok(Frame::Forward { data: body }),
+            KIND_FORWARD => {
+                if body.remaining() < 8 {
+                    return Err(FrameError::Malformed {
+                        what: "forwarded proposal",
+                    });
+                }
+                Ok(Frame::Forward {
+                    deadline_unix_ms: body.get_u64_le(),
+                    data: body,
+                })
+            }
             KIND_FORWARD_FAILED => {
-                if body.remaining() != 9 {
+                if body.remaining() != 17 {
                     return Err(FrameError::Malformed {
                         what: "forward failure",
                     });
                 }
                 Ok(Frame::ForwardFailed {
+                    boot_id: body.get_u64_le(),
                     request_id: body.get_u64_le(),
                     reason: body.get_u8(),
                 })
@@ -321,9 +348,15 @@ mod tests {
             }),
             Frame::Engine(Bytes::from_static(b"\x01\x02")),
             Frame::Forward {
+                deadline_unix_ms: 1_700_000_000_123,
                 data: Bytes::from_static(b"abc"),
             },
+            Frame::Forward {
+                deadline_unix_ms: u64::MAX,
+                data: Bytes::new(),
+            },
             Frame::ForwardFailed {
+                boot_id: 0x0123_4567_89ab_cdef,
                 request_id: 9,
                 reason: 2,
             },
@@ -402,5 +435,51 @@ mod tests {
         for cut in 1..hello.len() {
             assert!(Frame::decode(hello.slice(..cut)).is_err(), "hello cut at {cut}");
         }
+    }
+
+    /// The deadline and the boot id are part of the frames' fixed layout: a forward too short
+    /// to hold its deadline and a forward failure of any other length than boot id, request id
+    /// and reason are errors, not frames with made-up fields.
+    #[test]
+    fn forward_frames_are_decoded_strictly() {
+        let forward = Frame::Forward {
+            deadline_unix_ms: 0x0102_0304_0506_0708,
+            data: Bytes::from_static(b"proposal"),
+        }
+        .encode()
+        .slice(4..);
+        assert_eq!(forward[0], KIND_FORWARD);
+        assert_eq!(&forward[1..9], &0x0102_0304_0506_0708u64.to_le_bytes());
+        for cut in 1..9 {
+            assert!(
+                Frame::decode(forward.slice(..cut)).is_err(),
+                "forward cut at {cut}"
+            );
+        }
+        assert_eq!(
+            Frame::decode(forward.slice(..9)),
+            Ok(Frame::Forward {
+                deadline_unix_ms: 0x0102_0304_0506_0708,
+                data: Bytes::new(),
+            })
+        );
+        let failed = Frame::ForwardFailed {
+            boot_id: 7,
+            request_id: 9,
+            reason: 6,
+        }
+        .encode()
+        .slice(4..);
+        assert_eq!(failed.len(), 18);
+        assert_eq!(&failed[1..9], &7u64.to_le_bytes(), "the boot id comes first");
+        for cut in 1..failed.len() {
+            assert!(
+                Frame::decode(failed.slice(..cut)).is_err(),
+                "forward failure cut at {cut}"
+            );
+        }
+        let mut longer = failed.to_vec();
+        longer.push(0);
+        assert!(Frame::decode(Bytes::from(longer)).is_err());
     }
 }
