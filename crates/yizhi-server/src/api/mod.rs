@@ -10,6 +10,7 @@ pub mod deadline;
 pub mod election;
 pub mod exactly_once;
 pub mod health;
+pub mod http2;
 pub mod kv;
 pub mod lease;
 pub mod lock;
@@ -187,44 +188,26 @@ pub async fn serve(
         let listener = tokio::net::TcpListener::bind(socket)
             .await
             .map_err(|e| format!("listening for clients on {addr}: {e}"))?;
-        // Replies are several small writes; without TCP_NODELAY the second one waits ~40 ms for
-        // the client's delayed ACK (Nagle), which capped reads at a few hundred per second.
-        let incoming = tokio_stream::StreamExt::map(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            |accepted| {
-                accepted.inspect(|stream| {
-                    let _ = stream.set_nodelay(true);
-                })
-            },
-        );
-        let mut stop = stop_rx.clone();
-        let router = routes(&api);
-        servers.push(tokio::spawn(async move {
-            router
-                .serve_with_incoming_shutdown(incoming, async move {
-                    let _ = stop.wait_for(|stopped| *stopped).await;
-                })
-                .await
-        }));
+        servers.push(tokio::spawn(http2::serve(
+            listener,
+            routes(&api),
+            stop_rx.clone(),
+        )));
     }
     shutdown.await;
     let _ = stop_tx.send(true);
     for server in servers {
-        match server.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(format!("gRPC server: {e}")),
-            Err(e) => return Err(format!("gRPC server task: {e}")),
-        }
+        server.await.map_err(|e| format!("gRPC server task: {e}"))?;
     }
     Ok(())
 }
 
-fn routes(api: &Api) -> tonic::transport::server::Router {
+fn routes(api: &Api) -> tonic::service::Routes {
     use yizhi_proto::etcdserverpb::kv_server::KvServer;
     let max_decoding = api.config.max_request_bytes as usize + GRPC_OVERHEAD_BYTES;
     // Lock and Campaign calls waiting on this listener, both services together.
     let waiters = lock::WaiterLimit::new(lock::MAX_WAITERS);
-    tonic::transport::Server::builder()
+    tonic::service::Routes::default()
         .add_service(
             KvServer::new(kv::KvService::new(api.clone()))
                 .max_decoding_message_size(max_decoding)
