@@ -47,6 +47,8 @@ pub(crate) struct Driver<E: ServerEngine> {
     pub pending_reads: BTreeMap<u64, (u64, Vec<ReadReply>)>,
     /// Reads that arrived this round; one read-index request covers them all.
     pub new_reads: Vec<ReadReply>,
+    /// Answers are matched by read id alone, so each boot counts from a random start
+    /// (`request::first_id_of_boot`): a late answer to an earlier incarnation matches nothing.
     pub next_read_id: u64,
     /// Read ids this member (as leader) asked its engine for on behalf of followers: the
     /// follower and its own read id.

@@ -166,8 +166,10 @@ pub fn keep_alive_from_memory(shared: &Shared, id: LeaseId) -> Option<MemoryKeep
 }
 
 /// Keep-alives a follower forwarded to the leader, awaiting its answer.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ForwardedKeepAlives {
+    /// The last request ID handed out; this boot's first is random (`first_id_of_boot`), so an
+    /// answer addressed to an earlier incarnation matches none of ours.
     next_request_id: u64,
     /// Invariant: at most [`MAX_FORWARDED_KEEP_ALIVES`]; the forwarding task removes its entry
     /// when the answer comes or its wait times out.
@@ -175,6 +177,14 @@ pub struct ForwardedKeepAlives {
 }
 
 impl ForwardedKeepAlives {
+    pub fn starting_at(first_request_id: u64) -> Self {
+        assert!(first_request_id >= 1, "request ID 0 is not handed out");
+        ForwardedKeepAlives {
+            next_request_id: first_request_id - 1,
+            pending: HashMap::new(),
+        }
+    }
+
     /// A request ID and the receiver of its answer; `None` when too many are pending.
     pub fn register(&mut self) -> Option<(u64, oneshot::Receiver<Option<i64>>)> {
         if self.pending.len() >= MAX_FORWARDED_KEEP_ALIVES {

@@ -155,7 +155,9 @@ impl Shared {
             completed_barrier_start: Mutex::new(None),
             deletions: Default::default(),
             local_leases: Mutex::new(lessor::LocalLeases::default()),
-            forwarded_keep_alives: Mutex::new(lessor::ForwardedKeepAlives::default()),
+            forwarded_keep_alives: Mutex::new(lessor::ForwardedKeepAlives::starting_at(
+                request::first_id_of_boot(boot_id),
+            )),
         }
     }
 
@@ -600,7 +602,7 @@ where
         shared: shared.clone(),
         pending_reads: BTreeMap::new(),
         new_reads: Vec::new(),
-        next_read_id: 1,
+        next_read_id: request::first_id_of_boot(boot_id),
         forwarded_reads: BTreeMap::new(),
         ticks: 0,
         read_timeout_ticks: 2 * options.election_timeout_ticks,

@@ -34,6 +34,15 @@ pub fn draw_boot_id() -> Result<u64, BootIdError> {
     }
 }
 
+/// Where this boot's read ids and forwarded keep-alive ids start counting. Answers to both are
+/// matched by id alone and can reach the next incarnation of this member (a delayed ReadIndex
+/// answer, a keep-alive answer queued for the process that died: docs/request-path-audit.md F3
+/// and F6); counting from a random point of a 2^63 space keeps two boots' ids apart, where
+/// counting from 1 made them collide.
+pub fn first_id_of_boot(boot_id: u64) -> u64 {
+    (boot_id >> 1).max(1)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum EntryError {
     #[error(transparent)]
@@ -88,6 +97,12 @@ mod tests {
         let (a, b) = (draw_boot_id().expect("random"), draw_boot_id().expect("random"));
         assert!(a != 0 && b != 0);
         assert_ne!(a, b, "two draws of 64 random bits collided");
+        assert_ne!(first_id_of_boot(a), first_id_of_boot(b));
+        assert_eq!(first_id_of_boot(1), 1, "ids start at 1 at the least");
+        assert!(
+            first_id_of_boot(u64::MAX) <= u64::MAX / 2,
+            "room to count up without overflow"
+        );
     }
 
     /// Anomaly 2 of issue 13, at the server's seam: an entry of the previous incarnation replayed
