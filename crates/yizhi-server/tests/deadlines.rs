@@ -123,71 +123,79 @@ fn assert_answered_like_etcd(what: &str, status: &Status, took: Duration) {
 /// hear "request timed out" at their deadline, and once the others resume, the forwarded copies
 /// reach the leader past their deadline and are refused: none of those writes ever applies.
 #[test]
-fn a_cut_off_member_answers_at_the_deadline_and_its_late_forwards_never_apply() {
-    common::block_on(async {
-        let cluster = Cluster::start(3, &[]).await;
-        let _logs = cluster.logs_on_panic();
-        let leader = cluster.wait_for_leader(SETTLE).await;
-        let (follower, other) = ((leader + 1) % 3, (leader + 2) % 3);
-        let mut client = bare_kv_client(&cluster.client_url(follower)).await;
-        let (healthy, _) = timed_put(&mut client, "deadline/healthy").await;
-        healthy.expect("a put with a 300 ms timeout succeeds while the cluster is whole");
+fn raft_a_cut_off_member_answers_at_the_deadline_and_its_late_forwards_never_apply() {
+    common::block_on(cut_off_member(&["--engine", "raft"]));
+}
 
-        let pids = [leader, other].map(|i| cluster.pid(i).expect("running"));
-        let paused = Paused::stop(pids.to_vec());
-        let mut timed_out = 0;
-        for i in 0..PUTS_WHILE_CUT_OFF {
-            let key = format!("deadline/cut-off/{i}");
-            let (answer, took) = timed_put(&mut client, &key).await;
-            let status = answer.expect_err("a put without a quorum cannot succeed");
-            assert_answered_like_etcd(&key, &status, took);
-            timed_out += usize::from(status.message() == "etcdserver: request timed out");
-        }
-        let range = pb::RangeRequest {
-            key: b"deadline/healthy".to_vec(),
+/// The same through Multi-Paxos, whose followers also ask the leader for read indexes (frames).
+#[test]
+fn paxos_a_cut_off_member_answers_at_the_deadline_and_its_late_forwards_never_apply() {
+    common::block_on(cut_off_member(&["--engine", "paxos"]));
+}
+
+async fn cut_off_member(engine_flags: &[&str]) {
+    let cluster = Cluster::start(3, engine_flags).await;
+    let _logs = cluster.logs_on_panic();
+    let leader = cluster.wait_for_leader(SETTLE).await;
+    let (follower, other) = ((leader + 1) % 3, (leader + 2) % 3);
+    let mut client = bare_kv_client(&cluster.client_url(follower)).await;
+    let (healthy, _) = timed_put(&mut client, "deadline/healthy").await;
+    healthy.expect("a put with a 300 ms timeout succeeds while the cluster is whole");
+
+    let pids = [leader, other].map(|i| cluster.pid(i).expect("running"));
+    let paused = Paused::stop(pids.to_vec());
+    let mut timed_out = 0;
+    for i in 0..PUTS_WHILE_CUT_OFF {
+        let key = format!("deadline/cut-off/{i}");
+        let (answer, took) = timed_put(&mut client, &key).await;
+        let status = answer.expect_err("a put without a quorum cannot succeed");
+        assert_answered_like_etcd(&key, &status, took);
+        timed_out += usize::from(status.message() == "etcdserver: request timed out");
+    }
+    let range = pb::RangeRequest {
+        key: b"deadline/healthy".to_vec(),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let read = tokio::time::timeout(ANSWER_WITHIN, client.range(with_timeout(range))).await;
+    let read = read.expect("the linearizable read was answered");
+    let status = read.expect_err("a linearizable read without a quorum cannot succeed");
+    assert_answered_like_etcd("linearizable range", &status, started.elapsed());
+    assert!(
+        timed_out >= 1,
+        "no put was forwarded and timed out: the test missed its path"
+    );
+    drop(paused);
+
+    // A write through the follower, forwarded after the late ones on the same connection when
+    // the leader is unchanged: once it applies, the leader has judged those too.
+    cluster.wait_for_leader(SETTLE).await;
+    let mut follower_client = cluster.kv_client(follower);
+    let settled = Instant::now();
+    loop {
+        let marker = pb::PutRequest {
+            key: b"deadline/marker".to_vec(),
+            value: b"m".to_vec(),
             ..Default::default()
         };
-        let started = Instant::now();
-        let read = tokio::time::timeout(ANSWER_WITHIN, client.range(with_timeout(range))).await;
-        let read = read.expect("the linearizable read was answered");
-        let status = read.expect_err("a linearizable read without a quorum cannot succeed");
-        assert_answered_like_etcd("linearizable range", &status, started.elapsed());
+        if follower_client.put(marker).await.is_ok() {
+            break;
+        }
         assert!(
-            timed_out >= 1,
-            "no put was forwarded and timed out: the test missed its path"
+            settled.elapsed() < SETTLE,
+            "the cluster did not take writes again"
         );
-        drop(paused);
-
-        // A write through the follower, forwarded after the late ones on the same connection when
-        // the leader is unchanged: once it applies, the leader has judged those too.
-        cluster.wait_for_leader(SETTLE).await;
-        let mut follower_client = cluster.kv_client(follower);
-        let settled = Instant::now();
-        loop {
-            let marker = pb::PutRequest {
-                key: b"deadline/marker".to_vec(),
-                value: b"m".to_vec(),
-                ..Default::default()
-            };
-            if follower_client.put(marker).await.is_ok() {
-                break;
-            }
-            assert!(
-                settled.elapsed() < SETTLE,
-                "the cluster did not take writes again"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        for i in 0..PUTS_WHILE_CUT_OFF {
-            let range = pb::RangeRequest {
-                key: format!("deadline/cut-off/{i}").into_bytes(),
-                ..Default::default()
-            };
-            let found = follower_client.range(range).await.expect("read").into_inner();
-            assert!(
-                found.kvs.is_empty(),
-                "deadline/cut-off/{i} was applied after its client gave up"
-            );
-        }
-    });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for i in 0..PUTS_WHILE_CUT_OFF {
+        let range = pb::RangeRequest {
+            key: format!("deadline/cut-off/{i}").into_bytes(),
+            ..Default::default()
+        };
+        let found = follower_client.range(range).await.expect("read").into_inner();
+        assert!(
+            found.kvs.is_empty(),
+            "deadline/cut-off/{i} was applied after its client gave up"
+        );
+    }
 }
