@@ -99,9 +99,10 @@ mutate "a forwarded proposal placed after its client's deadline" \
   "    if origin == Origin::Local && deadline.has_passed(now_ms) {" sim || missed=1
 
 # Log repair, judged by the simulator alone. (A follower committing past the last entry an append
-# proved, `leader_commit.min(self.last_index())` in log.rs, is not here: with exact reject hints a
-# new leader's first accepted append always starts where the follower's divergent tail does and
-# truncates it, so no seed reaches a divergent tail beyond an accepted append; see issue 14.)
+# proved, `leader_commit.min(self.last_index())` in log.rs, is not here: 2,000 standard seeds missed
+# it. Our reading: with exact reject hints a new leader's first accepted append starts where the
+# follower's divergent tail does and truncates it, so the buggy line never sees such a tail; a
+# simulator that reaches it needs a scenario generator for log repair (issue 14).)
 mutate "a heartbeat tells a follower to commit past what it is known to hold" \
   crates/yizhi-raft/src/replication.rs \
   "            let commit = matched.min(self.log.committed);" \
