@@ -362,7 +362,6 @@ fn violations(acks: &[Ack], events: &[(i64, String)]) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 13: fails until the request-path fixes land"]
 async fn partitions_and_restarts_neither_apply_a_put_twice_nor_misanswer_one() {
     let started = Instant::now();
     let engine = std::env::var("YIZHI_ENGINE").unwrap_or_else(|_| "raft".into());
