@@ -35,9 +35,20 @@ impl Deadline {
 pub enum Origin {
     /// A client of this member.
     Local,
+    /// This member's own housekeeping that only a leader may propose (lease revocations): never
+    /// forwarded, refused on a member that does not lead. A deposed leader that forwarded its
+    /// revocation would revoke a lease the new leader had just renewed.
+    LocalLeaderOnly,
     /// A follower that forwarded its client's proposal. It is never forwarded again, so a stale
     /// leader hint cannot make a proposal loop.
     ForwardedBy(NodeId),
+}
+
+impl Origin {
+    /// Proposed on this member (its failures go to a local waiter, not back over the network).
+    pub fn is_local(&self) -> bool {
+        !matches!(self, Origin::ForwardedBy(_))
+    }
 }
 
 /// What became of a proposal the driver handed to [`place_proposal`].
@@ -115,6 +126,23 @@ mod tests {
         assert!(matches!(route, Route::Proposed(_)), "{route:?}");
         let route = place_proposal(cluster.node_mut(2), data, Origin::Local, LIVE, 10, true);
         assert_eq!(route, Route::Forward { leader: 1 });
+    }
+
+    #[test]
+    fn a_leader_only_proposal_is_refused_on_a_follower_and_taken_by_the_leader() {
+        let mut cluster = cluster();
+        let data = Bytes::from_static(b"revoke");
+        let follower = place_proposal(
+            cluster.node_mut(2),
+            data.clone(),
+            Origin::LocalLeaderOnly,
+            LIVE,
+            10,
+            true,
+        );
+        assert_eq!(follower, Route::Refused(ProposeFailure::NoLeader));
+        let leader = place_proposal(cluster.node_mut(1), data, Origin::LocalLeaderOnly, LIVE, 10, true);
+        assert!(matches!(leader, Route::Proposed(_)), "{leader:?}");
     }
 
     #[test]

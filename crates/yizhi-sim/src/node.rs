@@ -491,7 +491,7 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
                 data,
                 deadline,
             }),
-            (Route::Refused(failure), Origin::Local) => {
+            (Route::Refused(failure), Origin::Local | Origin::LocalLeaderOnly) => {
                 if let Some(waiter) = self.waiters.take_failed(&id) {
                     out.replies.push(waiter.failed(failure));
                 }

@@ -178,7 +178,11 @@ impl<E: ServerEngine> Driver<E> {
                 to: self.engine.id(),
                 msg,
             }),
-            Input::Propose { data, deadline } => self.propose(data, deadline, Origin::Local),
+            Input::Propose {
+                data,
+                deadline,
+                origin,
+            } => self.propose(data, deadline, origin),
             Input::Forwarded { from, data, deadline } => {
                 self.propose(data, deadline, Origin::ForwardedBy(from))
             }
@@ -281,7 +285,7 @@ impl<E: ServerEngine> Driver<E> {
     /// Tells whoever waits for a proposal that was not proposed anywhere.
     fn fail_proposal(&self, id: ProposalId, origin: Origin, failure: ProposeFailure) {
         match origin {
-            Origin::Local => {
+            Origin::Local | Origin::LocalLeaderOnly => {
                 let waiter = self.shared.waiters.lock().expect("waiters lock").take_failed(&id);
                 if let Some(reply) = waiter {
                     let _ = reply.send(Err(failure));
@@ -677,6 +681,7 @@ mod tests {
         let propose = Input::Propose {
             data,
             deadline: in_ms(-1),
+            origin: Origin::Local,
         };
         driver.handle(propose);
         driver.settle();

@@ -355,7 +355,7 @@ impl Lessor {
 
 async fn revoke(node: NodeHandle, id: LeaseId) {
     match node
-        .propose(&Command::LeaseRevoke { id }, node.deadline(None))
+        .propose_as_leader(&Command::LeaseRevoke { id }, node.deadline(None))
         .await
     {
         Ok(applied) => match applied.response {

@@ -36,7 +36,7 @@ use crate::transport::{self, Frame, Inbound, PeerDirectory, Transport, Transport
 use applier::ReadReply;
 use engines::{EngineSettings, ServerEngine};
 use lessor::wall_clock_ms;
-use request::{ApplyResult, Deadline, ProposalId, ProposeFailure, Waiters};
+use request::{ApplyResult, Deadline, Origin, ProposalId, ProposeFailure, Waiters};
 
 /// The key-value backend the server stores its state machine in.
 pub type KvBackend = yizhi_kv::RedbBackend;
@@ -66,6 +66,8 @@ pub enum Input<M> {
     Propose {
         data: Bytes,
         deadline: Deadline,
+        /// `Local`, or `LocalLeaderOnly` for what only a leader may propose.
+        origin: Origin,
     },
     /// A proposal a follower forwarded to us, with its client's deadline.
     Forwarded {
@@ -234,7 +236,7 @@ impl std::fmt::Debug for NodeHandle {
 /// The driver's input channel with the engine's message type erased, so handles are not generic.
 #[derive(Clone)]
 struct ProposalSender {
-    propose: Arc<dyn Fn(Bytes, Deadline) -> bool + Send + Sync>,
+    propose: Arc<dyn Fn(Bytes, Deadline, Origin) -> bool + Send + Sync>,
     read: Arc<dyn Fn(ReadReply) -> bool + Send + Sync>,
     transfer: Arc<dyn Fn(NodeId, TransferReply) -> bool + Send + Sync>,
     shutdown: Arc<dyn Fn() + Send + Sync>,
@@ -255,6 +257,18 @@ impl NodeHandle {
     /// Nothing proposes it after `deadline`; once that has passed the answer is "request timed
     /// out", and the write may or may not apply (it was proposed before).
     pub async fn propose(&self, command: &Command, deadline: Deadline) -> ApplyResult {
+        self.propose_from(command, deadline, Origin::Local).await
+    }
+
+    /// As [`NodeHandle::propose`], but only if this member leads: never forwarded (lease
+    /// revocations, which a deposed leader must not push onto the new one).
+    pub async fn propose_as_leader(&self, command: &Command, deadline: Deadline) -> ApplyResult {
+        self.propose_from(command, deadline, Origin::LocalLeaderOnly)
+            .await
+    }
+
+    async fn propose_from(&self, command: &Command, deadline: Deadline, origin: Origin) -> ApplyResult {
+        assert!(origin.is_local(), "{origin:?} is not a local proposal");
         let command_bytes = yizhi_kv::encode_command(command);
         let (tx, rx) = oneshot::channel();
         let id = self.shared.waiters.lock().expect("waiters lock").register(
@@ -265,7 +279,7 @@ impl NodeHandle {
             |reply| reply.is_closed(),
         )?;
         let data = yizhi_member::encode_proposal(&id, &command_bytes);
-        if !(self.proposals.propose)(data, deadline) {
+        if !(self.proposals.propose)(data, deadline, origin) {
             self.forget(&id);
             return Err(ProposeFailure::TooManyRequests);
         }
@@ -634,8 +648,13 @@ where
     let (propose_tx, read_tx, transfer_tx, shutdown_tx) =
         (input_tx.clone(), input_tx.clone(), input_tx.clone(), input_tx);
     let proposals = ProposalSender {
-        propose: Arc::new(move |data, deadline| {
-            propose_tx.try_send(Input::Propose { data, deadline }).is_ok()
+        propose: Arc::new(move |data, deadline, origin| {
+            let input = Input::Propose {
+                data,
+                deadline,
+                origin,
+            };
+            propose_tx.try_send(input).is_ok()
         }),
         read: Arc::new(move |reply| read_tx.try_send(Input::Read { reply }).is_ok()),
         transfer: Arc::new(move |to, reply| {
