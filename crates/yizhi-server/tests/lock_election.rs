@@ -425,6 +425,60 @@ fn a_cancelled_lock_call_withdraws_its_key_and_blocks_nobody() {
     });
 }
 
+/// A client retries a Lock call (same lease) while its first call still waits, then the first call
+/// is cancelled: the retry adopted the key, so the first call's withdraw must leave it alone
+/// (audit F5b: otherwise the key is deleted and the lock passes to the next waiter while the retry
+/// believes it is queued — two holders).
+#[test]
+fn a_retry_adopts_its_key_and_the_cancelled_first_call_does_not_withdraw_it() {
+    let cluster = shared();
+    let _logs = cluster.logs_on_panic();
+    rt(async {
+        let ch = channel(cluster, 0);
+        let holder_lease = grant(&ch, LONG_TTL_SECS).await;
+        let (holder_key, _) = lock(&ch, "adopt", holder_lease).await.expect("lock");
+        let lease = grant(&ch, LONG_TTL_SECS).await;
+        let first = {
+            let ch = channel(cluster, 1);
+            tokio::spawn(async move { lock(&ch, "adopt", lease).await })
+        };
+        wait_for_keys(&ch, "adopt/", 2).await;
+        let queued_key = format!("adopt/{lease:x}");
+        let created = get(&ch, queued_key.as_bytes()).await.expect("queued");
+        let retry = {
+            let ch = channel(cluster, 2);
+            tokio::spawn(async move { lock(&ch, "adopt", lease).await })
+        };
+        let deadline = Instant::now() + EVENT_DEADLINE;
+        while get(&ch, queued_key.as_bytes())
+            .await
+            .expect("queued")
+            .mod_revision
+            == created.mod_revision
+        {
+            assert!(Instant::now() < deadline, "the retry never adopted the key");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        first.abort();
+        unlock(&ch, &holder_key).await;
+        let (key, _) = tokio::time::timeout(EVENT_DEADLINE, retry)
+            .await
+            .expect("the retry is granted")
+            .expect("task")
+            .expect("lock");
+        assert_eq!(key, queued_key.as_bytes());
+        let held = get(&ch, &key).await.expect("the granted key still exists");
+        assert_eq!(
+            held.create_revision, created.create_revision,
+            "the adopted incarnation"
+        );
+        unlock(&ch, &key).await;
+        for lease in [holder_lease, lease] {
+            revoke(&ch, lease).await;
+        }
+    });
+}
+
 #[test]
 fn a_lock_on_a_missing_lease_is_refused_with_etcds_error() {
     let cluster = shared();

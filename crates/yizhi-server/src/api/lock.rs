@@ -226,6 +226,14 @@ pub(super) fn compare_create(key: &Bytes, create_revision: i64) -> pb::Compare {
     }
 }
 
+fn compare_mod(key: &Bytes, mod_revision: i64) -> pb::Compare {
+    pb::Compare {
+        target: pb::compare::CompareTarget::Mod as i32,
+        target_union: Some(pb::compare::TargetUnion::ModRevision(mod_revision)),
+        ..compare_create(key, 0)
+    }
+}
+
 pub(super) fn put_op(key: &Bytes, value: &[u8], lease: i64) -> pb::RequestOp {
     pb::RequestOp {
         request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
@@ -293,15 +301,21 @@ async fn queue_txn(api: &Api, prefix: &Bytes, lease: i64, value: Bytes) -> Resul
     let mut key = prefix.to_vec();
     key.extend_from_slice(format!("{lease:x}").as_bytes());
     let key = Bytes::from(key);
+    // A key that exists is adopted: this call re-puts it (same lease, its own value), which moves
+    // its mod revision, so that the withdraw guard of the call that created it (cancelled, its
+    // delete perhaps still on its way) sees the adoption and leaves the key alone (audit F5b).
     let request = pb::TxnRequest {
         compare: vec![compare_create(&key, 0)],
         success: vec![put_op(&key, &value, lease)],
-        failure: vec![pb::RequestOp {
-            request: Some(pb::request_op::Request::RequestRange(pb::RangeRequest {
-                key: key.to_vec(),
-                ..Default::default()
-            })),
-        }],
+        failure: vec![
+            put_op(&key, &value, lease),
+            pb::RequestOp {
+                request: Some(pb::request_op::Request::RequestRange(pb::RangeRequest {
+                    key: key.to_vec(),
+                    ..Default::default()
+                })),
+            },
+        ],
     };
     let response = txn(api, request).await?;
     if response.succeeded {
@@ -313,7 +327,7 @@ async fn queue_txn(api: &Api, prefix: &Bytes, lease: i64, value: Bytes) -> Resul
             created: true,
         });
     }
-    let existing = match response.responses.into_iter().next() {
+    let existing = match response.responses.into_iter().nth(1) {
         Some(ResponseOp::Range(r)) => r.kvs.into_iter().next(),
         _ => None,
     };
@@ -492,9 +506,13 @@ impl Drop for Withdraw {
         };
         let (key, create_revision) = (self.key.clone(), self.create_revision);
         runtime.spawn(async move {
-            // Only the incarnation this call created: a later one belongs to a later call.
+            // Only the incarnation this call created, and only if no later call adopted it (an
+            // adoption re-puts the key): either belongs to a later call.
             let request = pb::TxnRequest {
-                compare: vec![compare_create(&key, create_revision)],
+                compare: vec![
+                    compare_create(&key, create_revision),
+                    compare_mod(&key, create_revision),
+                ],
                 success: vec![delete_op(&key)],
                 failure: Vec::new(),
             };
