@@ -67,14 +67,34 @@ impl pb::watch_server::Watch for WatchService {
         &self,
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let require_leader = requires_leader(request.metadata());
+        if require_leader && self.api.node.shared.status().leader.is_none() {
+            return Err(Status::unavailable(NO_LEADER));
+        }
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(STREAM_RESPONSE_QUEUE);
-        let session = Session::new(self.api.clone(), tx);
+        let mut session = Session::new(self.api.clone(), tx);
+        session.require_leader = require_leader;
         tokio::spawn(session.run(inbound));
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
     }
+}
+
+const NO_LEADER: &str = "etcdserver: no leader";
+/// Leader checks in a row that found none before a leader-requiring stream is ended (etcd's
+/// `maxNoLeaderCnt`, one check per election timeout).
+const NO_LEADER_CHECKS_MAX: u32 = 3;
+
+/// etcd clients' `WithRequireLeader`: gRPC metadata `hasleader: true`. Such a stream is refused
+/// on a member without a leader and ended with "etcdserver: no leader" once it has had none for a
+/// while, so that the client moves to a member that still hears the leader (audit F8).
+fn requires_leader(metadata: &tonic::metadata::MetadataMap) -> bool {
+    metadata
+        .get("hasleader")
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value == "true")
 }
 
 /// The client went away (or the stream failed): the session ends.
@@ -103,6 +123,10 @@ struct Session {
     progress_requested: bool,
     /// The hub may hold more for us: poll again.
     dirty: bool,
+    /// The client asked for `hasleader`: end the stream when this member has no leader.
+    require_leader: bool,
+    /// Consecutive leader checks that found none.
+    no_leader_checks: u32,
 }
 
 impl Drop for Session {
@@ -127,6 +151,8 @@ impl Session {
             next_auto_id: 0,
             progress_requested: false,
             dirty: false,
+            require_leader: false,
+            no_leader_checks: 0,
         }
     }
 
@@ -135,6 +161,13 @@ impl Session {
         let start = tokio::time::Instant::now() + PROGRESS_NOTIFY_INTERVAL;
         let mut ticker = tokio::time::interval_at(start, PROGRESS_NOTIFY_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let election_timeout = self
+            .api
+            .node
+            .election_timeout
+            .max(std::time::Duration::from_millis(1));
+        let mut leader_checks =
+            tokio::time::interval_at(tokio::time::Instant::now() + election_timeout, election_timeout);
         let closed = self.out.clone();
         loop {
             let dirty = self.dirty;
@@ -152,6 +185,7 @@ impl Session {
                     Err(_) => Err(Gone),
                 },
                 _ = ticker.tick() => self.progress_tick().await,
+                _ = leader_checks.tick(), if self.require_leader => self.check_leader().await,
                 () = std::future::ready(()), if dirty => self.pump().await,
                 () = closed.closed() => Err(Gone),
             };
@@ -332,6 +366,20 @@ impl Session {
             .await?;
         }
         Ok(())
+    }
+
+    /// Ends a leader-requiring stream after [`NO_LEADER_CHECKS_MAX`] checks in a row without one.
+    async fn check_leader(&mut self) -> Result<(), Gone> {
+        if self.api.node.shared.status().leader.is_some() {
+            self.no_leader_checks = 0;
+            return Ok(());
+        }
+        self.no_leader_checks += 1;
+        if self.no_leader_checks < NO_LEADER_CHECKS_MAX {
+            return Ok(());
+        }
+        let _ = self.out.send(Err(Status::unavailable(NO_LEADER))).await;
+        Err(Gone)
     }
 
     async fn send(&self, response: pb::WatchResponse) -> Result<(), Gone> {

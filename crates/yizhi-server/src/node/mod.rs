@@ -219,6 +219,8 @@ pub struct NodeHandle {
     pub local_client_urls: String,
     proposals: ProposalSender,
     pub request_timeout: Duration,
+    /// Heartbeat interval × election ticks: how long a follower waits for its leader.
+    pub election_timeout: Duration,
     /// Sends keep-alives to the leader (the driver has its own clone for engine traffic).
     transport: Transport,
     /// How long a forwarded keep-alive waits for the leader before it goes through the log.
@@ -677,6 +679,7 @@ where
         transport: handle_transport,
         // An answer takes one round trip; past an election timeout the leader is likely gone.
         keep_alive_forward_timeout: options.tick * (options.election_timeout_ticks as u32),
+        election_timeout: options.tick * (options.election_timeout_ticks as u32),
     };
     let election_timeout = options.tick * (options.election_timeout_ticks as u32);
     tokio::spawn(lessor::Lessor::new(handle.clone(), election_timeout).run());

@@ -1,0 +1,82 @@
+//! etcd's `WithRequireLeader` (gRPC metadata `hasleader: true`) on watches: a member that has lost
+//! its leader ends such a stream with Unavailable "etcdserver: no leader" (so the client moves to
+//! a member that still hears the leader) and refuses new ones; a stream without the metadata
+//! stays open, as in etcd.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Cluster;
+use tokio_stream::StreamExt;
+use tonic::Code;
+use tonic::transport::Channel;
+use yizhi_proto::etcdserverpb as pb;
+use yizhi_proto::etcdserverpb::watch_client::WatchClient;
+
+/// Three leader checks of one election timeout each, after the election timeout that makes the
+/// member notice; generous for a loaded 2-core machine.
+const ENDED_WITHIN: Duration = Duration::from_secs(30);
+
+async fn open_watch(
+    url: &str,
+    require_leader: bool,
+) -> Result<tonic::Streaming<pb::WatchResponse>, tonic::Status> {
+    let channel = Channel::from_shared(url.to_string())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let create = pb::WatchRequest {
+        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
+            pb::WatchCreateRequest {
+                key: b"require-leader".to_vec(),
+                ..Default::default()
+            },
+        )),
+    };
+    let mut request = tonic::Request::new(tokio_stream::iter([create]).chain(tokio_stream::pending()));
+    if require_leader {
+        request
+            .metadata_mut()
+            .insert("hasleader", "true".parse().expect("ascii"));
+    }
+    let mut stream = WatchClient::new(channel).watch(request).await?.into_inner();
+    let created = stream.next().await.expect("an answer")?;
+    assert!(created.created, "{created:?}");
+    Ok(stream)
+}
+
+#[test]
+fn a_member_without_a_leader_ends_leader_requiring_watches_and_refuses_new_ones() {
+    common::block_on(async {
+        let cluster = Cluster::start(3, &[]).await;
+        let _logs = cluster.logs_on_panic();
+        let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
+        let follower = (0..3).find(|&i| i != leader).expect("a follower");
+        let url = cluster.client_url(follower);
+        let mut requiring = open_watch(&url, true)
+            .await
+            .expect("opened while there is a leader");
+        let mut plain = open_watch(&url, false).await.expect("opened");
+        for other in (0..3).filter(|&i| i != follower) {
+            cluster.kill(other);
+        }
+        let ended = tokio::time::timeout(ENDED_WITHIN, requiring.next())
+            .await
+            .expect("the leader-requiring stream ends");
+        let status = ended.expect("an answer").expect_err("ended with an error");
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert_eq!(status.message(), "etcdserver: no leader");
+        let refused = open_watch(&url, true)
+            .await
+            .expect_err("refused without a leader");
+        assert_eq!(
+            (refused.code(), refused.message()),
+            (Code::Unavailable, "etcdserver: no leader")
+        );
+        // Without the metadata the stream stays, as etcd's does.
+        let still_open = tokio::time::timeout(Duration::from_millis(200), plain.next()).await;
+        assert!(still_open.is_err(), "the plain watch ended: {still_open:?}");
+    });
+}
