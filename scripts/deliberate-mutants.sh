@@ -16,8 +16,8 @@ sim_only=0
 [ "${1:-}" = "--sim-only" ] && sim_only=1
 
 # judge: "raft" (yizhi-raft's tests must fail), "sim" (the simulator must find a violation with
-# each engine under the standard and harsh fault profiles) or "sim-raft" (the same, Raft only: a
-# bug in the Raft engine).
+# each engine under the standard and harsh fault profiles), "sim-raft" (the same, Raft only: a
+# bug in the Raft engine) or "sim-lease" (Raft with lease reads).
 judge_fails() {
   local judge="$1"
   if [ "$judge" = raft ]; then
@@ -27,6 +27,7 @@ judge_fails() {
   (cd "$scratch/repo" && cargo build -q --release -p yizhi-sim >/dev/null 2>&1) || return 1
   local engine faults engines="raft paxos"
   [ "$judge" = sim-raft ] && engines="raft"
+  [ "$judge" = sim-lease ] && engines="raft-lease"
   for engine in $engines; do
     for faults in standard harsh; do
       if ! "$CARGO_TARGET_DIR/release/yizhi-sim" --seeds "$sim_seeds" --engine "$engine" \
@@ -107,4 +108,8 @@ mutate "a heartbeat tells a follower to commit past what it is known to hold" \
   crates/yizhi-raft/src/replication.rs \
   "            let commit = matched.min(self.log.committed);" \
   "            let commit = self.log.committed;" sim-raft || missed=1
+mutate "a leader lease two ticks longer than the followers' promise" \
+  crates/yizhi-raft/src/reads.rs \
+  "self.ticks_total < start + self.config.lease_ticks())" \
+  "self.ticks_total < start + self.config.lease_ticks() + 2)" sim-lease || missed=1
 exit $missed
