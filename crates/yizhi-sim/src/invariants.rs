@@ -157,6 +157,14 @@ pub enum Violation {
         waited_ms: u64,
         detail: String,
     },
+    /// A leader answered a read at once (from its lease) while a leader of a later term had
+    /// already been elected: the lease outlived the followers' promise not to elect another.
+    LeaseOverlap {
+        node: NodeId,
+        term: Term,
+        newer_term: Term,
+        newer_leader: NodeId,
+    },
     /// One value was written at two revisions: a write applied twice (issue 13, anomaly 1).
     WrittenTwice {
         value: String,
@@ -205,6 +213,7 @@ impl Violation {
             Violation::NoLeaderAfterHeal { .. } => "liveness-leader",
             Violation::NoProgressAfterHeal { .. } => "liveness-progress",
             Violation::WrittenTwice { .. } => "written-once",
+            Violation::LeaseOverlap { .. } => "lease-exclusive",
             Violation::AckNotOwnWrite { .. } => "ack-is-own-write",
             Violation::ProposedAfterDeadline { .. } => "no-proposal-after-deadline",
             Violation::Panic { .. } => "panic",
@@ -326,6 +335,20 @@ impl Checker {
                 self.leaders.insert(term, node);
                 Ok(true)
             }
+        }
+    }
+
+    /// `node`, leader of `term`, answered a read without a round trip (a lease read): no leader
+    /// of a later term may have been elected yet (Raft thesis §6.4.1).
+    pub fn observe_local_read(&self, node: NodeId, term: Term) -> Result<(), Violation> {
+        match self.leaders.range(term + 1..).next() {
+            Some((&newer_term, &newer_leader)) => Err(Violation::LeaseOverlap {
+                node,
+                term,
+                newer_term,
+                newer_leader,
+            }),
+            None => Ok(()),
         }
     }
 

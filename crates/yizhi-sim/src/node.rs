@@ -231,6 +231,9 @@ pub struct Node<E: Engine> {
     /// Bumped at every crash, so stale timers and fsync completions are recognised.
     pub incarnation: u64,
     pub paused_until_ms: u64,
+    /// When this node's next tick is due (true ms); the simulator gives every due tick before
+    /// the node handles anything else.
+    pub next_tick_due_ms: u64,
     pub tick_interval_ms: u64,
     pub fsync_ms_max: u64,
     compact_every_entries: u64,
@@ -244,6 +247,9 @@ pub struct Node<E: Engine> {
     /// Reads confirmed by the engine, waiting for `applied` to reach their index.
     safe_reads: Vec<(LogIndex, PendingRead)>,
     next_read_id: u64,
+    /// The read id asked of the engine by the request being handled: released in the same call,
+    /// it was answered without a round trip (a lease read).
+    read_asked_now: Option<u64>,
     /// The start of the latest read barrier that has completed here (its read index applied):
     /// every write acknowledged before that instant is applied, which bounded reads rely on.
     /// Forgotten in a crash, as the server keeps it in memory.
@@ -278,6 +284,7 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
             applied: 0,
             incarnation: 0,
             paused_until_ms: 0,
+            next_tick_due_ms: 0,
             tick_interval_ms: timing.0,
             fsync_ms_max: timing.1,
             compact_every_entries,
@@ -287,6 +294,7 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
             pending_reads: BTreeMap::new(),
             safe_reads: Vec::new(),
             next_read_id: 1,
+            read_asked_now: None,
             completed_barrier_started_ms: None,
             stale_image: None,
             serializable_reads: 0,
@@ -400,7 +408,9 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
             Request::Write { command, payload } => self.propose(&req, command, payload, ctx, &mut out)?,
             Request::Read { range, level } => self.read(&req, range, *level, ctx.now_ms),
         };
-        out.extend(self.pump(ctx)?);
+        let pumped = self.pump(ctx);
+        self.read_asked_now = None;
+        out.extend(pumped?);
         let reply = |reply| ClientReply {
             client_id: req.client_id,
             op_id: req.op_id,
@@ -576,6 +586,7 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
         self.next_read_id += 1;
         match self.engine_mut().read_index(read_id) {
             Ok(()) => {
+                self.read_asked_now = Some(read_id);
                 let pending = PendingRead {
                     client_id: req.client_id,
                     op_id: req.op_id,
@@ -672,6 +683,10 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
             self.apply(entry, out);
         }
         for state in &ready.read_states {
+            if self.read_asked_now == Some(state.read_id) {
+                let term = self.engine_mut().status().term;
+                ctx.checker.observe_local_read(self.id, term)?;
+            }
             if let Some(read) = self.pending_reads.remove(&state.read_id) {
                 self.safe_reads.push((state.index, read));
             }

@@ -45,6 +45,7 @@ pub type Msg<F> = <<F as EngineFactory>::E as Engine>::Message;
 
 #[derive(Debug)]
 enum Event<M> {
+    /// `node`'s next tick is due (see `Node::next_tick_due_ms`).
     Tick {
         node: NodeId,
         incarnation: u64,
@@ -370,6 +371,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
         for i in 0..self.nodes.len() {
             let (id, interval) = (self.nodes[i].id, self.nodes[i].tick_interval_ms);
             let first = self.rng.engines.range_inclusive(1, interval);
+            self.nodes[i].next_tick_due_ms = first;
             self.schedule(
                 first,
                 Event::Tick {
@@ -422,6 +424,11 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
     }
 
     fn dispatch(&mut self, event: Event<Msg<F>>) -> Result<(), Violation> {
+        if let Some(node) = event.target()
+            && !matches!(event, Event::Tick { .. })
+        {
+            self.catch_up_ticks(node)?;
+        }
         match event {
             Event::Tick { node, incarnation } => self.on_tick(node, incarnation),
             Event::Deliver { envelope, snapshot } => self.on_deliver(envelope, snapshot),
@@ -545,22 +552,41 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
     }
 
     fn on_tick(&mut self, node: NodeId, incarnation: u64) -> Result<(), Violation> {
-        let n = &mut self.nodes[(node - 1) as usize];
+        let n = &self.nodes[(node - 1) as usize];
         if !n.is_up() || n.incarnation != incarnation {
             return Ok(());
         }
-        let next = self.now_ms + n.tick_interval_ms;
-        self.trace.note(self.now_ms, Some(node), "tick");
-        let mut ctx = Ctx {
-            now_ms: self.now_ms,
-            checker: &mut self.checker,
-            trace: &mut self.trace,
-        };
-        let out = n.tick(&mut ctx)?;
-        self.route(node, out);
-        self.schedule(next, Event::Tick { node, incarnation });
+        self.catch_up_ticks(node)?;
+        let n = &self.nodes[(node - 1) as usize];
+        if !n.is_up() || n.incarnation != incarnation {
+            return Ok(()); // Crashed at an fsync a tick asked for.
+        }
+        let due_ms = n.next_tick_due_ms;
+        self.schedule(due_ms, Event::Tick { node, incarnation });
         self.maybe_wrong_hint(node, incarnation);
         Ok(())
+    }
+
+    /// Gives `node` every tick that has come due: ticks are the engines' clock, and a pause stops
+    /// the process, not time. A runtime reads its monotonic clock before it acts on anything, so
+    /// the catch-up runs before whatever event the node handles first after a pause (a lease read
+    /// served before it would trust a lease that has run out).
+    fn catch_up_ticks(&mut self, node: NodeId) -> Result<(), Violation> {
+        loop {
+            let n = &mut self.nodes[(node - 1) as usize];
+            if !n.is_up() || n.next_tick_due_ms > self.now_ms {
+                return Ok(());
+            }
+            n.next_tick_due_ms += n.tick_interval_ms;
+            self.trace.note(self.now_ms, Some(node), "tick");
+            let mut ctx = Ctx {
+                now_ms: self.now_ms,
+                checker: &mut self.checker,
+                trace: &mut self.trace,
+            };
+            let out = n.tick(&mut ctx)?;
+            self.route(node, out);
+        }
     }
 
     /// Now and then during the faults, tells a node that its leader's connection closed although
@@ -1162,7 +1188,9 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             Some(node),
             format_args!("restarted (incarnation {incarnation})"),
         );
-        self.schedule(self.now_ms + interval, Event::Tick { node, incarnation });
+        let due_ms = self.now_ms + interval;
+        self.node(node).next_tick_due_ms = due_ms;
+        self.schedule(due_ms, Event::Tick { node, incarnation });
     }
 
     /// End of the fault phase: heal the network, bring back all but at most a minority of the

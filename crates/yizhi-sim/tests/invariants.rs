@@ -318,3 +318,21 @@ fn a_proposal_placed_after_its_clients_deadline_and_slack_is_a_violation() {
         })
     );
 }
+
+#[test]
+fn a_lease_read_after_a_later_leader_was_elected_is_a_violation() {
+    let mut checker = Checker::default();
+    assert_eq!(checker.observe_leader(1, 3), Ok(true));
+    checker.observe_local_read(1, 3).unwrap();
+    assert_eq!(checker.observe_leader(2, 4), Ok(true));
+    assert_eq!(
+        checker.observe_local_read(1, 3),
+        Err(Violation::LeaseOverlap {
+            node: 1,
+            term: 3,
+            newer_term: 4,
+            newer_leader: 2
+        })
+    );
+    checker.observe_local_read(2, 4).unwrap();
+}
