@@ -173,7 +173,8 @@ pub struct ForwardedKeepAlives {
     next_request_id: u64,
     /// Invariant: at most [`MAX_FORWARDED_KEEP_ALIVES`]; the forwarding task removes its entry
     /// when the answer comes or its wait times out.
-    pending: HashMap<u64, oneshot::Sender<Option<i64>>>,
+    /// By request ID: the lease asked about, and where its answer goes.
+    pending: HashMap<u64, (i64, oneshot::Sender<Option<i64>>)>,
 }
 
 impl ForwardedKeepAlives {
@@ -185,14 +186,15 @@ impl ForwardedKeepAlives {
         }
     }
 
-    /// A request ID and the receiver of its answer; `None` when too many are pending.
-    pub fn register(&mut self) -> Option<(u64, oneshot::Receiver<Option<i64>>)> {
+    /// A request ID and the receiver of the answer about `lease_id`; `None` when too many are
+    /// pending.
+    pub fn register(&mut self, lease_id: i64) -> Option<(u64, oneshot::Receiver<Option<i64>>)> {
         if self.pending.len() >= MAX_FORWARDED_KEEP_ALIVES {
             return None;
         }
         self.next_request_id += 1;
         let (tx, rx) = oneshot::channel();
-        let previous = self.pending.insert(self.next_request_id, tx);
+        let previous = self.pending.insert(self.next_request_id, (lease_id, tx));
         assert!(
             previous.is_none(),
             "keep-alive request {} reused",
@@ -201,10 +203,12 @@ impl ForwardedKeepAlives {
         Some((self.next_request_id, rx))
     }
 
-    /// The leader's answer; an unknown ID (timed out meanwhile) is ignored.
-    pub fn resolve(&mut self, request_id: u64, ttl_secs: Option<i64>) {
-        if let Some(tx) = self.pending.remove(&request_id) {
-            let _ = tx.send(ttl_secs);
+    /// The leader's answer; an unknown ID (timed out meanwhile) is ignored, and an answer about
+    /// another lease than the one asked about counts as no answer (the follower then proposes
+    /// the keep-alive): it can only be meant for another request.
+    pub fn resolve(&mut self, request_id: u64, lease_id: i64, ttl_secs: Option<i64>) {
+        if let Some((asked, tx)) = self.pending.remove(&request_id) {
+            let _ = tx.send(if asked == lease_id { ttl_secs } else { None });
         }
     }
 
@@ -370,5 +374,23 @@ async fn revoke(node: NodeHandle, id: LeaseId) {
             )
         }
         Err(e) => tracing::info!(lease = id, error = %e, "lease revocation not applied; retrying later"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ForwardedKeepAlives;
+
+    #[test]
+    fn an_answer_about_another_lease_counts_as_no_answer() {
+        let mut forwarded = ForwardedKeepAlives::starting_at(40);
+        let (asked_x, mut x) = forwarded.register(7).expect("room");
+        let (asked_y, mut y) = forwarded.register(8).expect("room");
+        assert_eq!((asked_x, asked_y), (40, 41));
+        forwarded.resolve(asked_x, 9, Some(30)); // Meant for another request: not lease 7's TTL.
+        assert_eq!(x.try_recv(), Ok(None));
+        forwarded.resolve(asked_y, 8, Some(30));
+        assert_eq!(y.try_recv(), Ok(Some(30)));
+        forwarded.resolve(asked_y, 8, Some(30)); // Answered once; a repeat finds nobody.
     }
 }

@@ -350,7 +350,7 @@ impl NodeHandle {
             .forwarded_keep_alives
             .lock()
             .expect("forwarded keep-alives lock")
-            .register();
+            .register(lease_id);
         let (request_id, rx) = registered.ok_or(ProposeFailure::TooManyRequests)?;
         let frame = Frame::KeepAliveRequest { request_id, lease_id };
         let answer = match self.transport.send(leader, &frame) {
@@ -410,7 +410,12 @@ async fn answer_keep_alives(
     while let Some((from, request_id, lease_id)) = queries.recv().await {
         let ttl_secs = lessor::keep_alive_from_memory(&shared, lease_id).map(|a| a.ttl_secs);
         // Lost: the follower times out and proposes the keep-alive.
-        let _ = transport.send(from, &Frame::KeepAliveResponse { request_id, ttl_secs });
+        let answer = Frame::KeepAliveResponse {
+            request_id,
+            lease_id,
+            ttl_secs,
+        };
+        let _ = transport.send(from, &answer);
     }
 }
 
@@ -465,12 +470,16 @@ impl<M: WireMessage + Send + 'static> Inbound for InboundQueue<M> {
                 let _ = self.keep_alives.try_send((from, request_id, lease_id));
                 return;
             }
-            Frame::KeepAliveResponse { request_id, ttl_secs } => {
+            Frame::KeepAliveResponse {
+                request_id,
+                lease_id,
+                ttl_secs,
+            } => {
                 self.shared
                     .forwarded_keep_alives
                     .lock()
                     .expect("forwarded keep-alives lock")
-                    .resolve(request_id, ttl_secs);
+                    .resolve(request_id, lease_id, ttl_secs);
                 return;
             }
             // The transport assembles chunks into an `Engine` frame before delivering.

@@ -74,6 +74,9 @@ pub enum Frame {
     /// follower proposes the keep-alive through the log instead.
     KeepAliveResponse {
         request_id: u64,
+        /// The lease the answer is about: the follower drops an answer for another lease than
+        /// the one it asked about under `request_id` (audit F6).
+        lease_id: i64,
         ttl_secs: Option<i64>,
     },
     /// Part of an engine message too large for one frame (a snapshot), at byte `offset` of
@@ -153,9 +156,14 @@ impl Frame {
                 out.put_u64_le(*request_id);
                 out.put_i64_le(*lease_id);
             }
-            Frame::KeepAliveResponse { request_id, ttl_secs } => {
+            Frame::KeepAliveResponse {
+                request_id,
+                lease_id,
+                ttl_secs,
+            } => {
                 out.put_u8(KIND_KEEP_ALIVE_RESPONSE);
                 out.put_u64_le(*request_id);
+                out.put_i64_le(*lease_id);
                 out.put_u8(u8::from(ttl_secs.is_some()));
                 out.put_i64_le(ttl_secs.unwrap_or(0));
             }
@@ -274,10 +282,11 @@ impl Frame {
             }
             KIND_KEEP_ALIVE_RESPONSE => {
                 let what = "keep-alive response";
-                if body.remaining() != 17 {
+                if body.remaining() != 25 {
                     return Err(FrameError::Malformed { what });
                 }
                 let request_id = body.get_u64_le();
+                let lease_id = body.get_i64_le();
                 let answered = body.get_u8();
                 let ttl_secs = body.get_i64_le();
                 let ttl_secs = match answered {
@@ -286,7 +295,11 @@ impl Frame {
                     1 if ttl_secs > 0 => Some(ttl_secs),
                     _ => return Err(FrameError::Malformed { what }),
                 };
-                Ok(Frame::KeepAliveResponse { request_id, ttl_secs })
+                Ok(Frame::KeepAliveResponse {
+                    request_id,
+                    lease_id,
+                    ttl_secs,
+                })
             }
             KIND_SNAPSHOT_CHUNK => {
                 if body.remaining() < 16 {
@@ -385,10 +398,12 @@ mod tests {
             },
             Frame::KeepAliveResponse {
                 request_id: 11,
+                lease_id: -3,
                 ttl_secs: Some(60),
             },
             Frame::KeepAliveResponse {
                 request_id: 12,
+                lease_id: 7,
                 ttl_secs: None,
             },
         ]
@@ -419,15 +434,17 @@ mod tests {
         }
         let mut bad_flag = Frame::KeepAliveResponse {
             request_id: 1,
+            lease_id: 2,
             ttl_secs: Some(5),
         }
         .encode()
         .slice(4..)
         .to_vec();
-        bad_flag[9] = 2;
+        bad_flag[17] = 2;
         assert!(Frame::decode(Bytes::from(bad_flag)).is_err());
         let zero_ttl = Frame::KeepAliveResponse {
             request_id: 1,
+            lease_id: 2,
             ttl_secs: Some(0),
         };
         assert!(Frame::decode(zero_ttl.encode().slice(4..)).is_err());
