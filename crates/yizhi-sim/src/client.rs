@@ -246,8 +246,9 @@ pub struct Client {
     /// The operation to retry, and when its first attempt started.
     pending_retry: Option<(ClientOp, u64)>,
     /// The operation a client library re-sends on its own (the same request, one operation in the
-    /// history), with the history time of its invocation.
-    transparent_retry: Option<(ClientOp, u64, u64)>,
+    /// history): the operation, its id, the history time of its invocation and its first attempt's
+    /// start.
+    transparent_retry: Option<(ClientOp, u64, u64, u64)>,
     pub leader_hint: Option<NodeId>,
     /// The node the last operation went to.
     pub last_target: Option<NodeId>,
@@ -295,16 +296,21 @@ impl Client {
             self.id
         );
         let mut invoke_time = invoke_time;
+        let mut same_op_id = None;
         let (op, first_invoke_ms) = match (self.transparent_retry.take(), self.pending_retry.take()) {
-            (Some((same, kept_invoke_time, first_invoke_ms)), _) => {
+            (Some((same, op_id, kept_invoke_time, first_invoke_ms)), _) => {
+                // One operation for the history and for the entries its attempts applied.
                 invoke_time = kept_invoke_time;
+                same_op_id = Some(op_id);
                 (same, first_invoke_ms)
             }
             (None, Some((retry, first_invoke_ms))) => (self.retagged(retry), first_invoke_ms),
             (None, None) => (self.pick_op(workload, rng), invoke_ms),
         };
-        let op_id = self.next_op_id;
-        self.next_op_id += 1;
+        let op_id = same_op_id.unwrap_or_else(|| {
+            self.next_op_id += 1;
+            self.next_op_id - 1
+        });
         let request = op.request();
         self.in_flight = Some(InFlight {
             op_id,
@@ -511,7 +517,7 @@ impl Client {
             }
             (op, Reply::Failed { failure }) if go_client_retries_write(failure.status_code()) => {
                 // The library re-sends the very request: one operation, its first invocation.
-                self.transparent_retry = Some((op, flight.invoke_time, first_invoke_ms));
+                self.transparent_retry = Some((op, flight.op_id, flight.invoke_time, first_invoke_ms));
                 return NextStep::Retry { delay_ms: backoff_ms };
             }
             (ClientOp::Checked(input), Reply::Failed { failure }) if failure.outcome_unknown() => {
@@ -629,11 +635,9 @@ impl Client {
     /// the library was about to re-send may have taken effect already: its outcome is unknown.
     pub fn drop_retry(&mut self, history: &mut History) {
         self.pending_retry = None;
-        if let Some((ClientOp::Checked(input), invoke_time, _)) = self.transparent_retry.take()
+        if let Some((ClientOp::Checked(input), op_id, invoke_time, _)) = self.transparent_retry.take()
             && kv::command_for(&input).is_some()
         {
-            let op_id = self.next_op_id;
-            self.next_op_id += 1;
             history.unknown(self.id, op_id, input, invoke_time);
         }
     }
