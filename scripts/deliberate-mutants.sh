@@ -108,7 +108,7 @@ mutate "a heartbeat tells a follower to commit past what it is known to hold" \
   "            let commit = matched.min(self.log.committed);" \
   "            let commit = self.log.committed;" sim-raft || missed=1
 # Not here yet: a leader lease two ticks longer than the followers' promise (`lease_ticks() + 2`
-# in yizhi-raft/src/reads.rs) survives 2,000 standard and harsh raft-lease seeds even with the
+# in yizhi-raft/src/reads.rs) survives 2,000 standard raft-lease seeds even with the
 # lease-exclusive invariant: it overlaps only when a follower's randomized election timeout is
 # drawn at its minimum while the two clocks sit at opposite ends of the skew bound. Reaching that
 # edge needs the simulator to steer timeout draws (issue 14). An earlier note here that it was
