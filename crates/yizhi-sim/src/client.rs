@@ -655,8 +655,6 @@ fn written_key(input: &MvccInput) -> Option<&str> {
 pub enum WriteKnowledge<'a> {
     /// A replica applied it, and the state machine answered this.
     Applied(&'a Result<CommandResponse, KvError>),
-    /// It may have been applied: identical bytes from another operation were.
-    Unattributed,
     /// No replica applied it.
     NeverApplied,
 }
@@ -700,8 +698,8 @@ impl History {
     /// A timed-out write that a replica did apply is given the response the state machine produced
     /// ([`Outcome::Unacknowledged`]), as etcd's robustness tests patch such writes with the
     /// revision the WAL or a watch shows: the checker then verifies that response too, and needs
-    /// not guess where the write fell. Only a write whose bytes another operation also sent (two
-    /// deletes of one key, under Multi-Paxos) stays of unknown outcome.
+    /// not guess where the write fell (every entry names the proposal it carries, so an applied
+    /// write is always known for what it is).
     ///
     /// # Panics
     ///
@@ -716,7 +714,6 @@ impl History {
             }
             let output = match knowledge(op.client_id, op_id) {
                 WriteKnowledge::NeverApplied => return None,
-                WriteKnowledge::Unattributed => return Some(op.clone()),
                 WriteKnowledge::Applied(Ok(response)) => kv::write_output(&op.input, response),
                 WriteKnowledge::Applied(Err(e)) => panic!("applied {op:?} was refused: {e}"),
             };
@@ -879,8 +876,6 @@ mod tests {
         let t = h.now();
         h.unknown(1, 8, put("never-applied"), t);
         let t = h.now();
-        h.unknown(1, 9, put("same-bytes-as-another"), t);
-        let t = h.now();
         let absent = MvccOutput::Get {
             revision: 1,
             record: None,
@@ -892,12 +887,11 @@ mod tests {
         }));
         let resolved = h.resolved(|client, op| match (client, op) {
             (1, 7) => WriteKnowledge::Applied(&response),
-            (1, 9) => WriteKnowledge::Unattributed,
             _ => WriteKnowledge::NeverApplied,
         });
         let kept: Vec<&MvccInput> = resolved.iter().map(|op| &op.input).collect();
         let get = MvccInput::Get { key: "k".into() };
-        assert_eq!(kept, vec![&put("applied"), &put("same-bytes-as-another"), &get]);
+        assert_eq!(kept, vec![&put("applied"), &get]);
         let answered = Outcome::Unacknowledged {
             output: MvccOutput::Put { revision: 5 },
         };
@@ -905,6 +899,5 @@ mod tests {
             resolved[0].outcome, answered,
             "an applied write carries its answer"
         );
-        assert_eq!(resolved[1].outcome, Outcome::Unknown);
     }
 }

@@ -555,12 +555,7 @@ impl Checker {
     }
 
     /// A node's engine took proposal `id` at true time `now_ms`: its client must still be waiting.
-    pub fn observe_placed(
-        &mut self,
-        id: &ProposalId,
-        _position: LogPosition,
-        now_ms: u64,
-    ) -> Result<(), Violation> {
+    pub fn observe_placed(&mut self, id: &ProposalId, now_ms: u64) -> Result<(), Violation> {
         let Some(&(client_id, op_id, deadline_ms)) = self.requests.get(id) else {
             return Ok(());
         };
@@ -576,14 +571,13 @@ impl Checker {
     }
 
     /// Which client operation an applied entry is: the one whose identity it carries.
-    pub fn attribute(&self, entry: &Entry) -> Attribution<'_> {
+    /// None for an entry no client proposed (a no-op, a membership change, a lease expiry).
+    pub fn attribute(&self, entry: &Entry) -> Option<(u64, u64)> {
         let EntryPayload::Normal(data) = &entry.payload else {
-            return Attribution::Nobody;
+            return None;
         };
-        match peek_proposal_id(data).and_then(|id| self.requests.get(&id)) {
-            Some(&(client_id, op_id, _)) => Attribution::One((client_id, op_id)),
-            None => Attribution::Nobody,
-        }
+        let &(client_id, op_id, _) = self.requests.get(&peek_proposal_id(data)?)?;
+        Some((client_id, op_id))
     }
 
     /// A replica's state machine put `value` at `revision` (what a watch from revision 1 sees).
@@ -626,16 +620,6 @@ impl Checker {
     pub fn committed_reporter(&self, index: LogIndex) -> Option<NodeId> {
         self.committed.get(&index).map(|c| c.reported_by)
     }
-}
-
-/// Whose operation an applied entry was, as far as the simulator can tell.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Attribution<'a> {
-    One((u64, u64)),
-    /// Any one of these.
-    Ambiguous(&'a [(u64, u64)]),
-    /// No client's: a no-op, a membership change, or a write no client is waiting for.
-    Nobody,
 }
 
 /// Log Matching (Raft §5.3): if two logs hold an entry with the same index and term, they are

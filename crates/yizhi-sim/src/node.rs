@@ -492,7 +492,7 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
         );
         match (route, origin) {
             (Route::Proposed(position), _) => {
-                ctx.checker.observe_placed(&id, position, ctx.now_ms)?;
+                ctx.checker.observe_placed(&id, ctx.now_ms)?;
                 return Ok(Some(position));
             }
             (Route::Forward { leader }, _) => out.forwards.push(Forward {

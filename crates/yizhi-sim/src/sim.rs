@@ -19,7 +19,7 @@ use crate::config::{CLIENT_DELAY_MS_MAX, SimConfig};
 use crate::counter::{CounterClient, CounterStep};
 use crate::disk::Disk;
 use crate::faults::plan_epoch;
-use crate::invariants::{Attribution, Checker, Violation, check_log_matching};
+use crate::invariants::{Checker, Violation, check_log_matching};
 use crate::network::{Arrival, DropReason, HELD_RECHECK_MS, Network, SendOutcome};
 use crate::node::{
     Ctx, EngineFactory, Forward, ForwardFailure, MAX_WALL_CLOCK_OFFSET_MS, Mutation, Node, Outputs,
@@ -248,7 +248,6 @@ pub(crate) struct Sim<'f, F: EngineFactory> {
     /// it), by `(client_id, op_id)`.
     applied_writes: BTreeMap<(u64, u64), Result<CommandResponse, KvError>>,
     /// Writes that may have been applied: their bytes were, but another operation sent them too.
-    maybe_applied: BTreeSet<(u64, u64)>,
     /// A violation found while routing a node's outputs, reported after the event.
     deferred_violation: Option<Violation>,
     checker: Checker,
@@ -333,7 +332,6 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             counter,
             history: History::default(),
             applied_writes: BTreeMap::new(),
-            maybe_applied: BTreeSet::new(),
             deferred_violation: None,
             checker,
             reads: ReadChecker::default(),
@@ -711,12 +709,8 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             let Some(response) = applied.response else {
                 continue;
             };
-            match self.checker.attribute(&applied.entry) {
-                Attribution::One(op) => {
-                    self.applied_writes.entry(op).or_insert(response);
-                }
-                Attribution::Ambiguous(ops) => self.maybe_applied.extend(ops.iter().copied()),
-                Attribution::Nobody => {}
+            if let Some(op) = self.checker.attribute(&applied.entry) {
+                self.applied_writes.entry(op).or_insert(response);
             }
         }
         let incarnation = self.node(node).incarnation;
@@ -1474,8 +1468,6 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
         self.history.resolved(|client, op| {
             if let Some(response) = self.applied_writes.get(&(client, op)) {
                 WriteKnowledge::Applied(response)
-            } else if self.maybe_applied.contains(&(client, op)) {
-                WriteKnowledge::Unattributed
             } else {
                 WriteKnowledge::NeverApplied
             }

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use yizhi_engine::{Entry, EntryPayload, LogIndex, LogPosition, MemStorage, Membership, Term};
-use yizhi_sim::invariants::{Attribution, Checker, Violation, check_log_matching};
+use yizhi_sim::invariants::{Checker, Violation, check_log_matching};
 
 fn entry(index: LogIndex, term: Term, data: &'static str) -> Entry {
     Entry {
@@ -268,15 +268,9 @@ fn applied_entries_are_attributed_by_the_proposal_identity_they_carry() {
         checker.observe_request(id(5, 1), 7, 1, 1_000);
         checker.observe_request(id(6, 1), 8, 1, 1_000);
         // The same command and request id from two boots are two operations.
-        assert_eq!(
-            checker.attribute(&proposal(3, 2, id(5, 1))),
-            Attribution::One((7, 1))
-        );
-        assert_eq!(
-            checker.attribute(&proposal(9, 4, id(6, 1))),
-            Attribution::One((8, 1))
-        );
-        assert_eq!(checker.attribute(&proposal(3, 2, id(5, 2))), Attribution::Nobody);
+        assert_eq!(checker.attribute(&proposal(3, 2, id(5, 1))), Some((7, 1)));
+        assert_eq!(checker.attribute(&proposal(9, 4, id(6, 1))), Some((8, 1)));
+        assert_eq!(checker.attribute(&proposal(3, 2, id(5, 2))), None);
     }
 }
 
@@ -306,10 +300,9 @@ fn a_proposal_placed_after_its_clients_deadline_and_slack_is_a_violation() {
         request_id: 9,
     };
     checker.observe_request(id, 4, 2, 1_000);
-    let position = LogPosition { index: 5, term: 1 };
-    checker.observe_placed(&id, position, 1_050).unwrap();
+    checker.observe_placed(&id, 1_050).unwrap();
     assert_eq!(
-        checker.observe_placed(&id, position, 1_051),
+        checker.observe_placed(&id, 1_051),
         Err(Violation::ProposedAfterDeadline {
             client_id: 4,
             op_id: 2,
