@@ -145,15 +145,15 @@ pub fn kv_status(error: &KvError) -> Status {
 /// etcd's code and text for each failure (its `togRPCError`). Never `Canceled` or
 /// `DeadlineExceeded`: etcd's Go client retries those (a write too) while its own deadline has
 /// not passed, and a write whose outcome is unknown must not be sent again (issue 13).
+/// The code is `ProposeFailure::status_code`, the one mapping the simulator's clients react to.
 pub fn propose_status(failure: &ProposeFailure) -> Status {
-    match failure {
-        ProposeFailure::TooLarge => Status::invalid_argument(failure.to_string()),
-        ProposeFailure::TooManyRequests => Status::resource_exhausted(failure.to_string()),
-        ProposeFailure::NoLeader
-        | ProposeFailure::LeaderChanged
-        | ProposeFailure::Stopped
-        | ProposeFailure::TimedOut => Status::unavailable(failure.to_string()),
-    }
+    let code = match failure.status_code() {
+        yizhi_member::StatusCode::InvalidArgument => tonic::Code::InvalidArgument,
+        yizhi_member::StatusCode::ResourceExhausted => tonic::Code::ResourceExhausted,
+        yizhi_member::StatusCode::Unavailable => tonic::Code::Unavailable,
+        yizhi_member::StatusCode::Cancelled => tonic::Code::Cancelled,
+    };
+    Status::new(code, failure.to_string())
 }
 
 /// Serves every service on each client address until `shutdown` resolves.
