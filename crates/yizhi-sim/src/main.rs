@@ -332,7 +332,7 @@ fn sweep<F: EngineFactory>(factory: &F, args: &Args) -> bool {
     let started = Instant::now();
     let (mut runs, mut violations, mut simulated_ms, mut ops, mut undecided) = (0u64, 0u64, 0u64, 0u64, 0u64);
     let (mut lincheck_us, mut slowest_lincheck) = (0u64, (0u64, 0u64));
-    let (mut reads_checked, mut bounded_local) = ([0u64; 3], 0u64);
+    let (mut reads_checked, mut bounded_local, mut asked_of_leader) = ([0u64; 3], 0u64, 0u64);
     let (mut increments, mut attempts, mut seeds_without_increment) = (0u64, 0u64, 0u64);
     let mut crashes_during_rewrites = 0u64;
     let mut hints = [0u64; 2];
@@ -345,6 +345,7 @@ fn sweep<F: EngineFactory>(factory: &F, args: &Args) -> bool {
             *total += n;
         }
         bounded_local += report.bounded_reads_served_locally;
+        asked_of_leader += report.reads_asked_of_leader;
         increments += report.counter_increments;
         attempts += report.counter_attempts;
         seeds_without_increment += u64::from(report.counter_increments == 0);
@@ -374,7 +375,8 @@ fn sweep<F: EngineFactory>(factory: &F, args: &Args) -> bool {
     println!(
         "summary: engine {} faults {}: {runs} seeds, {violations} violations, {:.1} s simulated, {ops} ops checked \
          ({undecided} undecided), reads checked {} linearizable / {} serializable / {} bounded \
-         ({bounded_local} bounded answered without a barrier of their own), counter {increments} increments \
+         ({bounded_local} bounded answered without a barrier of their own, {asked_of_leader} barriers asked of \
+         the leader), counter {increments} increments \
          exactly once in {attempts} attempts ({seeds_without_increment} seeds without one), \
          {crashes_during_rewrites} crashes while rewriting durable entries, lost-connection hints {} after \
          crashes / {} wrong, {:.1} s wall ({:.1} s checking linearizability, slowest seed {} at {:.1} ms)",

@@ -7,19 +7,21 @@
 //! registers a waiter under this boot's proposal identity with its client's deadline, is proposed
 //! here or forwarded to the leader (which refuses it once the deadline has passed), and is answered
 //! only by the applied entry that carries its identity, or "request timed out" at its deadline.
-
-use std::collections::BTreeMap;
+//! Linearizable reads take the server's read barriers (`yizhi_member::reads`): asked of the engine,
+//! or of the leader with a `ReadRequest` frame when the engine confirms reads only as leader
+//! (Multi-Paxos), failed at once when the leader changes, timed out after `READ_TIMEOUT_TICKS`.
 
 use bytes::Bytes;
 use yizhi_engine::{
-    Engine, EntryPayload, Envelope, LogIndex, LogPosition, LogStorage, MemStorage, NodeId, ProposeError,
-    Ready, Role, SeededRng, Term,
+    Engine, EntryPayload, Envelope, LogIndex, LogPosition, LogStorage, MemStorage, NodeId, Ready, Role,
+    SeededRng, Term,
 };
 
 use yizhi_kv::{Command, CommandResponse, EventKind, KvError, RangeRequest, RangeResponse, decode_command};
 use yizhi_member::{
-    Deadline, Origin, ProposalId, ProposeFailure, Route, Waiters, decode_proposal, encode_proposal,
-    peek_proposal_id, place_proposal,
+    Confirmed, Deadline, Origin, ProposalId, ProposeFailure, ReadBarriers, ReadLimits, ReadResponse,
+    ReadStart, Route, Waiters, decode_proposal, encode_proposal, first_id_of_boot, peek_proposal_id,
+    place_proposal,
 };
 
 use crate::client::{ClientReply, ClientRequest, ReadLevel, Reply, Request};
@@ -36,6 +38,14 @@ pub const MAX_PENDING_WRITES_PER_NODE: usize = 1024;
 /// NTP, as forwarded deadlines assume).
 pub const MAX_WALL_CLOCK_OFFSET_MS: u64 = 20;
 pub const MAX_PENDING_READS_PER_NODE: usize = 1024;
+/// Ticks a read barrier may wait: two of the longest election timeouts the simulator draws (the
+/// server's rule: two election timeouts).
+pub const READ_TIMEOUT_TICKS: u64 = 40;
+const READ_LIMITS: ReadLimits = ReadLimits {
+    max_own: MAX_PENDING_READS_PER_NODE,
+    max_for_followers: MAX_PENDING_READS_PER_NODE,
+    timeout_ticks: READ_TIMEOUT_TICKS,
+};
 
 /// Deliberate runtime bugs. Each breaks a rule of the `Ready` contract or of client handling;
 /// a simulator that cannot catch them cannot catch the engine's bugs either.
@@ -151,6 +161,24 @@ pub struct Outputs<M> {
     pub forwards: Vec<Forward>,
     /// Forwarded proposals this node (as the supposed leader) refused, for their origin.
     pub forward_failures: Vec<ForwardFailure>,
+    /// Read barriers asked of the leader, and the leader's answers.
+    pub read_frames: Vec<ReadFrame>,
+}
+
+/// A read-barrier frame of the member runtime on the peer link `from → to`.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadFrame {
+    pub from: NodeId,
+    pub to: NodeId,
+    pub kind: ReadFrameKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadFrameKind {
+    /// Confirm a read index for the sender's read `read_id`.
+    Request { read_id: u64 },
+    /// The read index for the receiver's read `read_id`, or `None`: refused.
+    Response { read_id: u64, index: Option<LogIndex> },
 }
 
 /// One applied log entry; `response` is None for an entry without a command.
@@ -189,6 +217,7 @@ impl<M> Default for Outputs<M> {
             applied_entries: Vec::new(),
             forwards: Vec::new(),
             forward_failures: Vec::new(),
+            read_frames: Vec::new(),
         }
     }
 }
@@ -201,6 +230,7 @@ impl<M> Outputs<M> {
         self.applied_entries.extend(more.applied_entries);
         self.forwards.extend(more.forwards);
         self.forward_failures.extend(more.forward_failures);
+        self.read_frames.extend(more.read_frames);
     }
 }
 
@@ -243,10 +273,12 @@ pub struct Node<E: Engine> {
     waiters: Waiters<WriteWaiter>,
     /// Added to true time to read this node's wall clock (deadlines are wall-clock instants).
     pub wall_offset_ms: u64,
-    pending_reads: BTreeMap<u64, PendingRead>,
+    /// Ticks since this boot (read barriers time out in ticks).
+    ticks: u64,
+    /// Read barriers in flight, this node's and followers' (the server's table and rules).
+    reads: ReadBarriers<PendingRead>,
     /// Reads confirmed by the engine, waiting for `applied` to reach their index.
     safe_reads: Vec<(LogIndex, PendingRead)>,
-    next_read_id: u64,
     /// The read id asked of the engine by the request being handled: released in the same call,
     /// it was answered without a round trip (a lease read).
     read_asked_now: Option<u64>,
@@ -260,6 +292,8 @@ pub struct Node<E: Engine> {
     serializable_reads: u64,
     /// Bounded reads answered from local state without a barrier of their own (for reports).
     pub bounded_reads_served_locally: u64,
+    /// Read barriers this node asked of the leader with a `ReadRequest` (for reports).
+    pub reads_asked_of_leader: u64,
     /// A deliberate runtime bug, to show the checks catch it (`Mutation::None` in real runs).
     pub mutation: Mutation,
     last_seen: Option<(Role, Term, Option<NodeId>)>,
@@ -291,14 +325,15 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
             awaiting_sync: None,
             waiters: Waiters::new(id, boot_id, MAX_PENDING_WRITES_PER_NODE),
             wall_offset_ms: 0,
-            pending_reads: BTreeMap::new(),
+            ticks: 0,
+            reads: ReadBarriers::new(first_id_of_boot(boot_id), READ_LIMITS),
             safe_reads: Vec::new(),
-            next_read_id: 1,
             read_asked_now: None,
             completed_barrier_started_ms: None,
             stale_image: None,
             serializable_reads: 0,
             bounded_reads_served_locally: 0,
+            reads_asked_of_leader: 0,
             mutation: Mutation::None,
             last_seen: None,
         }
@@ -353,9 +388,13 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
     /// A tick of the engine; writes whose deadline passed are answered "request timed out".
     pub fn tick(&mut self, ctx: &mut Ctx<'_>) -> Result<Outputs<E::Message>, Violation> {
         self.engine_mut().tick();
+        self.ticks += 1;
         let mut out = self.pump(ctx)?;
         for (_, waiter) in self.waiters.take_expired(self.wall_ms(ctx.now_ms)) {
             out.replies.push(waiter.failed(ProposeFailure::TimedOut));
+        }
+        for read in self.reads.expire(self.ticks) {
+            out.replies.push(read.failed(&ProposeFailure::TimedOut));
         }
         Ok(out)
     }
@@ -406,7 +445,7 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
         let mut out = Outputs::default();
         let answer = match &req.request {
             Request::Write { command, payload } => self.propose(&req, command, payload, ctx, &mut out)?,
-            Request::Read { range, level } => self.read(&req, range, *level, ctx.now_ms),
+            Request::Read { range, level } => self.read(&req, range, *level, ctx.now_ms, &mut out),
         };
         let pumped = self.pump(ctx);
         self.read_asked_now = None;
@@ -562,6 +601,7 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
         range: &RangeRequest,
         level: ReadLevel,
         now_ms: u64,
+        out: &mut Outputs<E::Message>,
     ) -> Option<Reply> {
         let local_now = match level {
             ReadLevel::Linearizable => self.mutation == Mutation::StaleReads,
@@ -579,24 +619,75 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
             }
             return Some(Reply::Read(self.range(range)));
         }
-        if self.pending_reads.len() >= MAX_PENDING_READS_PER_NODE {
-            return Some(Reply::Rejected);
-        }
-        let read_id = self.next_read_id;
-        self.next_read_id += 1;
-        match self.engine_mut().read_index(read_id) {
-            Ok(()) => {
+        let pending = PendingRead {
+            client_id: req.client_id,
+            op_id: req.op_id,
+            request: range.clone(),
+            barrier_started_ms: now_ms,
+        };
+        let ticks = self.ticks;
+        let reads = &mut self.reads;
+        match reads.start(self.engine.as_mut().expect("node is up"), vec![pending], ticks) {
+            Ok(ReadStart::Asked { read_id }) => {
                 self.read_asked_now = Some(read_id);
-                let pending = PendingRead {
-                    client_id: req.client_id,
-                    op_id: req.op_id,
-                    request: range.clone(),
-                    barrier_started_ms: now_ms,
-                };
-                self.pending_reads.insert(read_id, pending);
                 None
             }
-            Err(e) => Some(refusal(e)),
+            Ok(ReadStart::Forward { leader, read_id }) => {
+                self.reads_asked_of_leader += 1;
+                out.read_frames.push(ReadFrame {
+                    from: self.id,
+                    to: leader,
+                    kind: ReadFrameKind::Request { read_id },
+                });
+                None
+            }
+            Err((failure, _)) => Some(read_failed(&failure)),
+        }
+    }
+
+    /// A follower asks this node, as leader, to confirm a read.
+    pub fn read_requested(
+        &mut self,
+        from: NodeId,
+        their_read_id: u64,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<Outputs<E::Message>, Violation> {
+        let ticks = self.ticks;
+        let engine = self.engine.as_mut().expect("node is up");
+        let refusal = self
+            .reads
+            .confirm_for_follower(engine, from, their_read_id, ticks);
+        let mut out = self.pump(ctx)?;
+        out.read_frames.extend(refusal.map(|r| self.read_response(r)));
+        Ok(out)
+    }
+
+    /// The leader answered a read barrier this node asked for.
+    pub fn read_answered(&mut self, read_id: u64, index: Option<LogIndex>) -> Outputs<E::Message> {
+        let mut out = Outputs::default();
+        match self.reads.answered(read_id, index) {
+            Some(Ok((index, reads))) => {
+                self.safe_reads
+                    .extend(reads.into_iter().map(|read| (index, read)));
+                self.answer_reads(&mut out);
+            }
+            Some(Err((failure, reads))) => {
+                out.replies
+                    .extend(reads.into_iter().map(|read| read.failed(&failure)));
+            }
+            None => {}
+        }
+        out
+    }
+
+    fn read_response(&self, response: ReadResponse) -> ReadFrame {
+        ReadFrame {
+            from: self.id,
+            to: response.to,
+            kind: ReadFrameKind::Response {
+                read_id: response.read_id,
+                index: response.index,
+            },
         }
     }
 
@@ -617,7 +708,22 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
                 self.finish(ready, ctx, &mut out)?;
             }
         }
+        self.notice_leader_change(&mut out);
         Ok(out)
+    }
+
+    /// When the leader this node knows changed, the reads it was confirming fail ("leader
+    /// changed") and the barriers it confirmed for followers are refused, as the server does.
+    fn notice_leader_change(&mut self, out: &mut Outputs<E::Message>) {
+        let leader = self.engine_mut().status().leader;
+        let (failed, refused) = self.reads.leader_is(leader);
+        out.replies.extend(
+            failed
+                .into_iter()
+                .map(|read| read.failed(&ProposeFailure::LeaderChanged)),
+        );
+        out.read_frames
+            .extend(refused.into_iter().map(|response| self.read_response(response)));
     }
 
     /// The fsync issued for the waiting Ready completed.
@@ -687,8 +793,13 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
                 let term = self.engine_mut().status().term;
                 ctx.checker.observe_local_read(self.id, term)?;
             }
-            if let Some(read) = self.pending_reads.remove(&state.read_id) {
-                self.safe_reads.push((state.index, read));
+            match self.reads.confirmed(state.read_id, state.index) {
+                Confirmed::Own { index, replies } => {
+                    self.safe_reads
+                        .extend(replies.into_iter().map(|read| (index, read)));
+                }
+                Confirmed::Follower(response) => out.read_frames.push(self.read_response(response)),
+                Confirmed::Nobody => {}
             }
         }
         self.answer_reads(out);
@@ -876,7 +987,7 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
         self.awaiting_sync = None;
         // The process is gone, and with it every waiting client's connection.
         self.waiters.drain();
-        self.pending_reads.clear();
+        self.reads.drain();
         self.safe_reads.clear();
         self.completed_barrier_started_ms = None;
         self.last_seen = None;
@@ -898,6 +1009,8 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
         // re-applied below, must answer none of this boot's requests.
         let boot_id = rng.next_u64().max(1);
         self.waiters = Waiters::new(self.id, boot_id, MAX_PENDING_WRITES_PER_NODE);
+        self.reads = ReadBarriers::new(first_id_of_boot(boot_id), READ_LIMITS);
+        self.ticks = 0;
         let durable = self.disk.durable().clone();
         let snapshot = durable.snapshot_ref();
         self.kv = kv::store_from_snapshot(&snapshot.data)
@@ -940,9 +1053,21 @@ impl WriteWaiter {
     }
 }
 
-fn refusal(e: ProposeError) -> Reply {
-    match e {
-        ProposeError::NotLeader { leader } => Reply::NotLeader { hint: leader },
+impl PendingRead {
+    fn failed(self, failure: &ProposeFailure) -> ClientReply {
+        ClientReply {
+            client_id: self.client_id,
+            op_id: self.op_id,
+            reply: read_failed(failure),
+        }
+    }
+}
+
+/// A read that failed had no effect, whatever the failure: its client retries ("no leader"
+/// sends it looking for one).
+fn read_failed(failure: &ProposeFailure) -> Reply {
+    match failure {
+        ProposeFailure::NoLeader => Reply::NotLeader { hint: None },
         _ => Reply::Rejected,
     }
 }

@@ -23,6 +23,7 @@ use crate::invariants::{Checker, Violation, check_log_matching};
 use crate::network::{Arrival, DropReason, HELD_RECHECK_MS, Network, SendOutcome};
 use crate::node::{
     Ctx, EngineFactory, Forward, ForwardFailure, MAX_WALL_CLOCK_OFFSET_MS, Mutation, Node, Outputs,
+    ReadFrame, ReadFrameKind,
 };
 use crate::reads::{ReadChecker, ServedRead};
 use crate::trace::{Trace, TraceMode};
@@ -86,6 +87,8 @@ enum Event<M> {
     /// duplicated, lost with the link or the receiving process).
     Forward(Forward),
     ForwardFailed(ForwardFailure),
+    /// A read barrier asked of the leader, or its answer (a stream frame, as `Forward`).
+    Read(ReadFrame),
     Reply {
         reply: ClientReply,
         /// The node process that answered: a read session lasts one process lifetime.
@@ -123,6 +126,7 @@ impl<M> Event<M> {
             | Event::Request { node, .. } => Some(*node),
             Event::Forward(forward) => Some(forward.to),
             Event::ForwardFailed(failure) => Some(failure.to),
+            Event::Read(frame) => Some(frame.to),
             Event::Deliver { envelope, .. } => Some(envelope.to),
             _ => None,
         }
@@ -179,6 +183,8 @@ pub struct RunReport {
     pub reads_checked: [u64; 3],
     /// Bounded reads a node answered at once (a recent barrier covered them).
     pub bounded_reads_served_locally: u64,
+    /// Read barriers followers asked of the leader (`ReadRequest` frames).
+    pub reads_asked_of_leader: u64,
     /// Counter increments acknowledged, and the attempts (retries included) they took.
     pub counter_increments: u64,
     pub counter_attempts: u64,
@@ -469,6 +475,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             }
             Event::Request { node, request } => self.on_request(node, request),
             Event::Forward(forward) => self.on_forward(forward),
+            Event::Read(frame) => self.on_read_frame(frame),
             Event::ForwardFailed(failure) => {
                 let (from, node) = (failure.from, failure.to);
                 match self.network.arrive(from, node) {
@@ -699,6 +706,9 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
         for failure in out.forward_failures {
             self.send_peer_frame(failure.from, failure.to, Event::ForwardFailed(failure));
         }
+        for frame in out.read_frames {
+            self.send_peer_frame(frame.from, frame.to, Event::Read(frame));
+        }
         for applied in out.applied_entries {
             self.reads.observe_applied(&applied.entry);
             for (value, revision) in &applied.written {
@@ -778,6 +788,26 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             yizhi_member::peek_proposal_id(&forward.data)
         );
         self.with_node(to, incarnation, &what, |n, ctx| n.forwarded(forward, ctx))
+    }
+
+    /// A read-barrier frame reaches its node (the process running there now: the sender's queue
+    /// outlives a restart of the receiver, as the server's transport does).
+    fn on_read_frame(&mut self, frame: ReadFrame) -> Result<(), Violation> {
+        let (from, to) = (frame.from, frame.to);
+        match self.network.arrive(from, to) {
+            Arrival::Held => {
+                self.schedule(self.now_ms + HELD_RECHECK_MS, Event::Read(frame));
+                return Ok(());
+            }
+            Arrival::Drop => return Ok(()),
+            Arrival::Deliver => {}
+        }
+        let incarnation = self.node(to).incarnation;
+        let what = format!("{:?} from {from}", frame.kind);
+        self.with_node(to, incarnation, &what, |n, ctx| match frame.kind {
+            ReadFrameKind::Request { read_id } => n.read_requested(from, read_id, ctx),
+            ReadFrameKind::Response { read_id, index } => Ok(n.read_answered(read_id, index)),
+        })
     }
 
     fn send(&mut self, envelope: Envelope<Msg<F>>) {
@@ -1445,6 +1475,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             committed_entries: self.checker.committed_len(),
             reads_checked: self.reads.checked_by_level,
             bounded_reads_served_locally: self.nodes.iter().map(|n| n.bounded_reads_served_locally).sum(),
+            reads_asked_of_leader: self.nodes.iter().map(|n| n.reads_asked_of_leader).sum(),
             counter_increments: self.counter.acknowledged,
             counter_attempts: self.counter.attempts,
             crashes_during_rewrites: self.crashes_during_rewrites,

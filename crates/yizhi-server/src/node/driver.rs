@@ -4,14 +4,14 @@
 //! applier → advance. Inputs that arrive together are handled together, so one fsync covers
 //! every proposal of a round (group commit) and one ReadIndex round covers every read.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError, select};
-use yizhi_engine::{Envelope, LogIndex, NodeId, ProposeError, SnapshotStatus, WireMessage};
-use yizhi_member::{Route, place_proposal, routing::failure_of};
+use yizhi_engine::{Envelope, LogIndex, NodeId, SnapshotStatus, WireMessage};
+use yizhi_member::{Confirmed, ReadBarriers, ReadResponse, ReadStart, Route, place_proposal};
 
 use super::applier::{ApplyTask, ReadReply};
 use super::engines::ServerEngine;
@@ -23,7 +23,9 @@ use crate::transport::{Frame, Transport};
 /// Inputs handled before the next `Ready`: bounds the latency one round adds to the first input.
 const MAX_INPUTS_PER_ROUND: usize = 4096;
 /// Followers' reads a leader confirms at once (each is one batch of a follower's reads).
-const MAX_FORWARDED_READS: usize = 65_536;
+pub const MAX_FORWARDED_READS: usize = 65_536;
+/// This member's read barriers in flight (each covers every read of one round).
+pub const MAX_OWN_READ_BARRIERS: usize = 65_536;
 /// Committed entries the driver holds while the applier's queue is full (the applier is taking a
 /// snapshot, say). Below this the driver keeps stepping, ticking and heartbeating — blocking there
 /// would silence a leader for the whole pause and cost an election — and past a quarter of it
@@ -43,29 +45,17 @@ pub(crate) struct Driver<E: ServerEngine> {
     pub transport: Transport,
     pub applier: Sender<ApplyTask>,
     pub shared: Arc<Shared>,
-    /// Reads waiting for the engine's answer, by read id, with the tick they were asked at.
-    pub pending_reads: BTreeMap<u64, (u64, Vec<ReadReply>)>,
+    /// Read barriers in flight, this member's and followers' (`yizhi_member::reads`, the code
+    /// the simulator runs): ids from a random start per boot, timeouts, "leader changed".
+    pub reads: ReadBarriers<ReadReply>,
     /// Reads that arrived this round; one read-index request covers them all.
     pub new_reads: Vec<ReadReply>,
-    /// Answers are matched by read id alone, so each boot counts from a random start
-    /// (`request::first_id_of_boot`): a late answer to an earlier incarnation matches nothing.
-    pub next_read_id: u64,
-    /// Read ids this member (as leader) asked its engine for on behalf of followers: the
-    /// follower and its own read id.
-    /// Bounded by [`MAX_FORWARDED_READS`] and expired like `pending_reads`.
-    pub forwarded_reads: BTreeMap<u64, (NodeId, u64, u64)>,
     pub ticks: u64,
-    /// Reads not confirmed within this many ticks are answered "timed out" (the request was
-    /// lost with a leader); clients retry.
-    pub read_timeout_ticks: u64,
     /// Tasks for the applier that did not fit in its queue, oldest first (order is kept: once
     /// anything waits here, every later task queues behind it).
     pub apply_backlog: VecDeque<ApplyTask>,
     /// Entries in `apply_backlog` (other tasks count one): bounded by MAX_APPLY_BACKLOG_ENTRIES.
     pub apply_backlog_entries: usize,
-    /// The leader the engine named when the pending reads were last checked: when it changes,
-    /// the reads it was confirming fail at once ("leader changed") instead of at their timeout.
-    pub leader_seen: Option<NodeId>,
 }
 
 impl<E: ServerEngine> Driver<E> {
@@ -103,11 +93,9 @@ impl<E: ServerEngine> Driver<E> {
         self.stop()
     }
 
-    fn stop(self) {
-        for (_, (_, replies)) in self.pending_reads {
-            for reply in replies {
-                let _ = reply.send(Err(ProposeFailure::Stopped));
-            }
+    fn stop(mut self) {
+        for reply in self.reads.drain().into_iter().chain(self.new_reads.drain(..)) {
+            let _ = reply.send(Err(ProposeFailure::Stopped));
         }
         let waiting = self.shared.waiters.lock().expect("waiters lock").drain();
         for reply in waiting {
@@ -119,23 +107,10 @@ impl<E: ServerEngine> Driver<E> {
     fn on_tick(&mut self) {
         self.engine.tick();
         self.ticks += 1;
-        let deadline = self.ticks.saturating_sub(self.read_timeout_ticks);
-        let expired: Vec<u64> = self
-            .pending_reads
-            .iter()
-            .filter(|(_, (asked_at, _))| *asked_at < deadline)
-            .map(|(&id, _)| id)
-            .collect();
-        for id in expired {
-            if let Some((_, replies)) = self.pending_reads.remove(&id) {
-                for reply in replies {
-                    let _ = reply.send(Err(ProposeFailure::TimedOut));
-                }
-            }
+        // Reads whose confirmation was lost with a leader: their clients retry.
+        for reply in self.reads.expire(self.ticks) {
+            let _ = reply.send(Err(ProposeFailure::TimedOut));
         }
-        // The follower has given up on these by now; forget them.
-        self.forwarded_reads
-            .retain(|_, (_, _, asked_at)| *asked_at >= deadline);
         self.expire_waiters();
     }
 
@@ -154,21 +129,26 @@ impl<E: ServerEngine> Driver<E> {
         }
     }
 
-    /// The pending reads were being confirmed by a leader that is no longer this member's: they
-    /// fail now with "leader changed", as etcd's linearizable reads do, and their clients retry
-    /// (a read has no effect). Writes are not failed here: a proposal forwarded to, or made by, the
-    /// old leader may still commit, so its outcome is unknown until its deadline.
+    /// When the leader changed, the pending reads fail now with "leader changed", as etcd's
+    /// linearizable reads do, and their clients retry (a read has no effect). Writes are not
+    /// failed here: a proposal forwarded to, or made by, the old leader may still commit, so its
+    /// outcome is unknown until its deadline.
     fn notice_leader_change(&mut self) {
-        let leader = self.engine.status().leader;
-        if leader == self.leader_seen {
-            return;
+        let (failed, refused) = self.reads.leader_is(self.engine.status().leader);
+        for reply in failed {
+            let _ = reply.send(Err(ProposeFailure::LeaderChanged));
         }
-        self.leader_seen = leader;
-        for (_, (_, replies)) in std::mem::take(&mut self.pending_reads) {
-            for reply in replies {
-                let _ = reply.send(Err(ProposeFailure::LeaderChanged));
-            }
+        for response in refused {
+            self.send_read_response(response);
         }
+    }
+
+    fn send_read_response(&self, response: ReadResponse) {
+        let frame = Frame::ReadResponse {
+            read_id: response.read_id,
+            index: response.index,
+        };
+        let _ = self.transport.send(response.to, &frame); // Lost: the follower times out.
     }
 
     fn handle(&mut self, input: Input<E::Message>) {
@@ -187,19 +167,19 @@ impl<E: ServerEngine> Driver<E> {
                 self.propose(data, deadline, Origin::ForwardedBy(from))
             }
             Input::Read { reply } => self.new_reads.push(reply),
-            Input::ReadRequest { from, read_id } => self.read_for_follower(from, read_id),
-            Input::ReadResponse { read_id, index } => {
-                if let Some((_, replies)) = self.pending_reads.remove(&read_id) {
-                    match index {
-                        Some(index) => self.send_to_applier(ApplyTask::Reads { index, replies }),
-                        None => {
-                            for reply in replies {
-                                let _ = reply.send(Err(ProposeFailure::NoLeader));
-                            }
-                        }
-                    }
+            Input::ReadRequest { from, read_id } => {
+                let refusal = self
+                    .reads
+                    .confirm_for_follower(&mut self.engine, from, read_id, self.ticks);
+                if let Some(refusal) = refusal {
+                    self.send_read_response(refusal);
                 }
             }
+            Input::ReadResponse { read_id, index } => match self.reads.answered(read_id, index) {
+                Some(Ok((index, replies))) => self.send_to_applier(ApplyTask::Reads { index, replies }),
+                Some(Err((failure, replies))) => fail_reads(replies, &failure),
+                None => {} // Timed out or failed already.
+            },
             Input::Compact { index, data } => self.compact(index, data),
             Input::ConnectionLost { peer } => self.connection_lost(peer),
             Input::SnapshotSent { peer, ok } => {
@@ -309,49 +289,18 @@ impl<E: ServerEngine> Driver<E> {
             return;
         }
         let replies = std::mem::take(&mut self.new_reads);
-        let read_id = self.next_read_id;
-        self.next_read_id += 1;
-        match self.engine.read_index(read_id) {
-            Ok(()) => {
-                self.pending_reads.insert(read_id, (self.ticks, replies));
-            }
-            // An engine that confirms reads only as leader (Multi-Paxos): ask the leader.
-            Err(ProposeError::NotLeader { leader: Some(leader) })
+        match self.reads.start(&mut self.engine, replies, self.ticks) {
+            Ok(ReadStart::Asked { .. }) => {}
+            Ok(ReadStart::Forward { leader, read_id }) => {
                 if self
                     .transport
                     .send(leader, &Frame::ReadRequest { read_id })
-                    .is_ok() =>
-            {
-                self.pending_reads.insert(read_id, (self.ticks, replies));
-            }
-            Err(e) => {
-                let failure = failure_of(&e);
-                for reply in replies {
-                    let _ = reply.send(Err(failure.clone()));
+                    .is_err()
+                {
+                    fail_reads(self.reads.unsent(read_id), &ProposeFailure::NoLeader);
                 }
             }
-        }
-    }
-
-    /// Registers a follower's read with the engine under a fresh local id; the `ReadState` for it
-    /// goes back to the follower instead of to the applier.
-    fn read_for_follower(&mut self, from: NodeId, their_read_id: u64) {
-        let read_id = self.next_read_id;
-        self.next_read_id += 1;
-        let accepted =
-            self.forwarded_reads.len() < MAX_FORWARDED_READS && self.engine.read_index(read_id).is_ok();
-        match accepted {
-            true => {
-                self.forwarded_reads
-                    .insert(read_id, (from, their_read_id, self.ticks));
-            }
-            false => {
-                let frame = Frame::ReadResponse {
-                    read_id: their_read_id,
-                    index: None,
-                };
-                let _ = self.transport.send(from, &frame);
-            }
+            Err((failure, replies)) => fail_reads(replies, &failure),
         }
     }
 
@@ -392,19 +341,12 @@ impl<E: ServerEngine> Driver<E> {
         }
         // 4. Reads, answered by the applier once it has applied their index.
         for read_state in ready.read_states {
-            if let Some((follower, their_read_id, _)) = self.forwarded_reads.remove(&read_state.read_id) {
-                let frame = Frame::ReadResponse {
-                    read_id: their_read_id,
-                    index: Some(read_state.index),
-                };
-                let _ = self.transport.send(follower, &frame); // Lost: the follower times out.
-                continue;
-            }
-            if let Some((_, replies)) = self.pending_reads.remove(&read_state.read_id) {
-                self.send_to_applier(ApplyTask::Reads {
-                    index: read_state.index,
-                    replies,
-                });
+            match self.reads.confirmed(read_state.read_id, read_state.index) {
+                Confirmed::Own { index, replies } => {
+                    self.send_to_applier(ApplyTask::Reads { index, replies })
+                }
+                Confirmed::Follower(response) => self.send_read_response(response),
+                Confirmed::Nobody => {}
             }
         }
         self.engine.advance();
@@ -470,6 +412,22 @@ impl<E: ServerEngine> Driver<E> {
             }
         }
         assert_eq!(self.apply_backlog_entries, 0, "backlog weight without tasks");
+    }
+}
+
+/// The read table's bounds, with reads timing out after two election timeouts (the leader that
+/// was confirming them is gone by then).
+pub(crate) fn read_limits(election_timeout_ticks: u64) -> yizhi_member::ReadLimits {
+    yizhi_member::ReadLimits {
+        max_own: MAX_OWN_READ_BARRIERS,
+        max_for_followers: MAX_FORWARDED_READS,
+        timeout_ticks: 2 * election_timeout_ticks,
+    }
+}
+
+fn fail_reads(replies: Vec<ReadReply>, failure: &ProposeFailure) {
+    for reply in replies {
+        let _ = reply.send(Err(failure.clone())); // The client may have gone.
     }
 }
 
@@ -569,15 +527,11 @@ mod tests {
             transport,
             applier: apply_tx,
             shared: Arc::new(Shared::new(1, BOOT_ID, store, 0)),
-            pending_reads: BTreeMap::new(),
+            reads: ReadBarriers::new(1, read_limits(10)),
             new_reads: Vec::new(),
-            next_read_id: 1,
-            forwarded_reads: BTreeMap::new(),
             ticks: 0,
-            read_timeout_ticks: 20,
             apply_backlog: Default::default(),
             apply_backlog_entries: 0,
-            leader_seen: None,
         };
         while driver.engine.status().leader != Some(1) {
             assert!(driver.ticks < 100, "a sole voter did not elect itself");

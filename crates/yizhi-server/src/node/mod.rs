@@ -625,15 +625,14 @@ where
         transport,
         applier: apply_tx,
         shared: shared.clone(),
-        pending_reads: BTreeMap::new(),
+        reads: yizhi_member::ReadBarriers::new(
+            request::first_id_of_boot(boot_id),
+            driver::read_limits(options.election_timeout_ticks),
+        ),
         new_reads: Vec::new(),
-        next_read_id: request::first_id_of_boot(boot_id),
-        forwarded_reads: BTreeMap::new(),
         ticks: 0,
-        read_timeout_ticks: 2 * options.election_timeout_ticks,
         apply_backlog: Default::default(),
         apply_backlog_entries: 0,
-        leader_seen: None,
     };
     let applier = applier::Applier {
         tasks: apply_rx,

@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use tokio::sync::oneshot;
 use yizhi_kv::{Applied, Command};
-pub use yizhi_member::{Deadline, Origin, ProposalId, ProposeFailure};
+pub use yizhi_member::{Deadline, Origin, ProposalId, ProposeFailure, first_id_of_boot};
 
 pub type ApplyResult = Result<Applied, ProposeFailure>;
 
@@ -32,15 +32,6 @@ pub fn draw_boot_id() -> Result<u64, BootIdError> {
             return Ok(boot_id);
         }
     }
-}
-
-/// Where this boot's read ids and forwarded keep-alive ids start counting. Answers to both are
-/// matched by id alone and can reach the next incarnation of this member (a delayed ReadIndex
-/// answer, a keep-alive answer queued for the process that died: docs/request-path-audit.md F3
-/// and F6); counting from a random point of a 2^63 space keeps two boots' ids apart, where
-/// counting from 1 made them collide.
-pub fn first_id_of_boot(boot_id: u64) -> u64 {
-    (boot_id >> 1).max(1)
 }
 
 #[derive(Debug, thiserror::Error)]
