@@ -64,6 +64,11 @@ pub trait WireMessage: Sized {
     /// before encoding. Linear in the number of entries, constant otherwise.
     fn encoded_len(&self) -> usize;
 
+    /// Whether this message carries a snapshot. The runtime reports the outcome of sending one
+    /// back to the engine (`Engine::report_snapshot`). Required, not defaulted to `false`: an engine
+    /// that forgot it would see every snapshot as lost and resend it only after its retry timeout.
+    fn is_snapshot(&self) -> bool;
+
     fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.encoded_len());
         self.encode(&mut out);

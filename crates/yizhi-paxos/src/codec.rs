@@ -231,4 +231,8 @@ impl WireMessage for Message {
         };
         2 + fields
     }
+
+    fn is_snapshot(&self) -> bool {
+        matches!(self, Message::InstallSnapshot { .. })
+    }
 }

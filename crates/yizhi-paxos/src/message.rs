@@ -1,7 +1,7 @@
 //! Wire messages. Every message carries the sender's ballot (or, in a `Nack`, the higher ballot the
 //! receiver promised), so that a stale proposer learns why it was refused and backs off.
 
-use yizhi_engine::{Entry, LogIndex, Snapshot};
+use yizhi_engine::{Entry, LogIndex, Snapshot, WireMessage};
 
 use crate::ballot::Ballot;
 
@@ -56,8 +56,10 @@ pub enum Message {
 }
 
 impl Message {
+    /// [`WireMessage::is_snapshot`], callable without the trait in scope, as the server and the
+    /// simulator still call it; remove once they ask the trait.
     pub fn is_snapshot(&self) -> bool {
-        matches!(self, Message::InstallSnapshot { .. })
+        WireMessage::is_snapshot(self)
     }
 }
 

@@ -209,6 +209,10 @@ impl WireMessage for Message {
         };
         2 + varint_len(self.term) + fields
     }
+
+    fn is_snapshot(&self) -> bool {
+        matches!(self.kind, MessageKind::InstallSnapshot { .. })
+    }
 }
 
 fn decode_reject(r: &mut Reader) -> Result<Option<RejectHint>, WireError> {

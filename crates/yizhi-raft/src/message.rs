@@ -94,7 +94,20 @@ impl Message {
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use yizhi_engine::{ENTRY_OVERHEAD_BYTES, EntryPayload};
+    use yizhi_engine::{ENTRY_OVERHEAD_BYTES, EntryPayload, WireMessage};
+
+    #[test]
+    fn only_install_snapshot_is_a_snapshot() {
+        let install = Message::new(
+            1,
+            MessageKind::InstallSnapshot {
+                snapshot: Snapshot::default(),
+            },
+        );
+        assert!(install.is_snapshot());
+        assert!(!Message::new(1, MessageKind::TimeoutNow).is_snapshot());
+        assert!(!Message::new(1, MessageKind::Heartbeat { commit: 0, round: 1 }).is_snapshot());
+    }
 
     #[test]
     fn size_counts_entry_payloads_and_snapshot_data() {
