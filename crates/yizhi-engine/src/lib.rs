@@ -6,12 +6,16 @@
 //! - [`quorum`]: majority and joint quorum arithmetic shared by both engines.
 //! - [`SeededRng`]: the only source of randomness an engine may use.
 //! - [`wire`]: the byte encoding of engine messages ([`WireMessage`]) and its shared building blocks.
+//! - `testkit` (cargo feature `testkit`, for tests only): `MemCluster`, one in-memory cluster driver
+//!   for every engine.
 
 pub mod engine;
 pub mod quorum;
 pub mod ready;
 pub mod rng;
 pub mod storage;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod types;
 pub mod wire;
 

@@ -16,7 +16,7 @@ fn raft() -> yizhi_raft::testkit::MemCluster {
 
 /// A three-node Multi-Paxos cluster with node 1 leading: its followers confirm no reads.
 fn paxos() -> yizhi_paxos::testkit::MemCluster {
-    let mut cluster = yizhi_paxos::testkit::MemCluster::new(&[1, 2, 3], 7, |_| {});
+    let mut cluster = yizhi_paxos::testkit::MemCluster::new(&[1, 2, 3], &[], 7, |_| {});
     assert_eq!(cluster.campaign(1), Some(1));
     cluster
 }

@@ -40,4 +40,5 @@ pub use config::{ConfigError, PaxosConfig};
 pub use message::Message;
 pub use paxos::{CONNECTION_LOST_CAMPAIGN_TICKS_MAX, MAX_OUTBOX_MSGS, PaxosError, PaxosNode};
 
+#[cfg(feature = "testkit")]
 pub mod testkit;

@@ -50,7 +50,7 @@ fn accept_at_n3(c: &mut MemCluster, msg: Message) -> (Vec<u64>, Vec<Message>) {
 
 #[test]
 fn a_reordered_shorter_run_never_drops_slots_a_longer_run_had_accepted() {
-    let mut c = MemCluster::new(&[1, 2, 3], 3, |_| {});
+    let mut c = MemCluster::new(&[1, 2, 3], &[], 3, |_| {});
     let b = Ballot::new(1, 1);
     let (slots, replies) = accept_at_n3(&mut c, run(b, 1..=3));
     assert_eq!(slots, vec![1, 2, 3]);
@@ -82,7 +82,7 @@ fn a_reordered_shorter_run_never_drops_slots_a_longer_run_had_accepted() {
 
 #[test]
 fn a_run_beyond_a_gap_is_not_taken_and_asks_for_a_resend() {
-    let mut c = MemCluster::new(&[1, 2, 3], 3, |_| {});
+    let mut c = MemCluster::new(&[1, 2, 3], &[], 3, |_| {});
     let b = Ballot::new(1, 1);
     let (slots, replies) = accept_at_n3(&mut c, run(b, 4..=5));
     assert!(slots.is_empty(), "slots 1..=3 are missing: nothing is stored");
@@ -98,7 +98,7 @@ fn a_run_beyond_a_gap_is_not_taken_and_asks_for_a_resend() {
 
 #[test]
 fn accepted_values_and_the_chosen_prefix_survive_a_crash() {
-    let mut c = MemCluster::new(&[1, 2, 3], 5, |_| {});
+    let mut c = MemCluster::new(&[1, 2, 3], &[], 5, |_| {});
     c.campaign(1);
     for v in ["a", "b", "c"] {
         c.node_mut(1).propose(value(v)).unwrap();
@@ -120,7 +120,7 @@ fn accepted_values_and_the_chosen_prefix_survive_a_crash() {
 
 #[test]
 fn a_lagging_acceptor_catches_up_from_the_leaders_entries() {
-    let mut c = MemCluster::new(&[1, 2, 3], 9, |config| config.max_msg_bytes = 1);
+    let mut c = MemCluster::new(&[1, 2, 3], &[], 9, |config| config.max_msg_bytes = 1);
     c.campaign(1);
     c.isolate(3);
     for i in 0..5 {
@@ -138,7 +138,7 @@ fn a_lagging_acceptor_catches_up_from_the_leaders_entries() {
 
 #[test]
 fn an_acceptor_behind_the_leaders_compaction_gets_a_snapshot() {
-    let mut c = MemCluster::new(&[1, 2, 3], 11, |_| {});
+    let mut c = MemCluster::new(&[1, 2, 3], &[], 11, |_| {});
     c.campaign(1);
     c.isolate(3);
     for i in 0..5 {
@@ -167,7 +167,7 @@ fn an_acceptor_behind_the_leaders_compaction_gets_a_snapshot() {
 
 #[test]
 fn leadership_transfer_hands_over_to_the_target() {
-    let mut c = MemCluster::new(&[1, 2, 3], 13, |_| {});
+    let mut c = MemCluster::new(&[1, 2, 3], &[], 13, |_| {});
     c.campaign(1);
     c.node_mut(1).propose(value("x")).unwrap();
     c.settle();
@@ -195,7 +195,7 @@ struct CatchUpTraffic {
 /// log); then node 2 takes over and heartbeats twice. Returns what node 2 sent meanwhile.
 fn leader_change_traffic(voters: &[u64], chosen: u64, compact_new_leader: bool) -> CatchUpTraffic {
     use yizhi_engine::WireMessage;
-    let mut c = MemCluster::new(voters, 21, |_| {});
+    let mut c = MemCluster::new(voters, &[], 21, |_| {});
     c.campaign(1);
     for i in 0..chosen {
         c.node_mut(1).propose(value(&format!("value-{i:04}"))).unwrap();

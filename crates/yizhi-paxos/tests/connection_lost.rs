@@ -29,8 +29,8 @@ fn a_crashed_leader_is_replaced_within_the_short_window_when_followers_are_told(
     let defaults = PaxosConfig::new(1);
     let bound = defaults.heartbeat_interval_ticks + CONNECTION_LOST_CAMPAIGN_TICKS_MAX;
     for seed in 0..30 {
-        let mut hinted = MemCluster::new(&VOTERS, seed, |_| {});
-        let mut unhinted = MemCluster::new(&VOTERS, seed, |_| {});
+        let mut hinted = MemCluster::new(&VOTERS, &[], seed, |_| {});
+        let mut unhinted = MemCluster::new(&VOTERS, &[], seed, |_| {});
         for c in [&mut hinted, &mut unhinted] {
             assert_eq!(c.campaign(1), Some(1), "seed {seed}");
             c.node_mut(1).tick();
@@ -52,7 +52,7 @@ fn a_crashed_leader_is_replaced_within_the_short_window_when_followers_are_told(
 #[test]
 fn a_wrong_hint_about_a_live_leader_is_cancelled_by_its_next_heartbeat() {
     for seed in 0..30 {
-        let mut c = MemCluster::new(&VOTERS, seed, |_| {});
+        let mut c = MemCluster::new(&VOTERS, &[], seed, |_| {});
         assert_eq!(c.campaign(1), Some(1), "seed {seed}");
         let ballot = c.node(1).leading_ballot();
         c.node_mut(2).report_connection_lost(1);

@@ -12,7 +12,7 @@ fn value(s: &str) -> Bytes {
 }
 
 fn cluster() -> MemCluster {
-    MemCluster::new(&[1, 2, 3], 7, |_| {})
+    MemCluster::new(&[1, 2, 3], &[], 7, |_| {})
 }
 
 /// One heartbeat from `leader`, so followers learn the latest commit index.
@@ -214,7 +214,7 @@ fn a_value_accepted_by_a_majority_before_a_crash_is_chosen_by_the_next_leader() 
 #[test]
 fn a_new_leader_re_proposes_the_highest_ballot_value_and_fills_holes_with_no_ops() {
     // Five acceptors, so that n1 needs both promises below (its own is the third).
-    let mut c = MemCluster::new(&[1, 2, 3, 4, 5], 7, |_| {});
+    let mut c = MemCluster::new(&[1, 2, 3, 4, 5], &[], 7, |_| {});
     c.record_readies = true;
     c.node_mut(1).campaign_now();
     c.process_ready(1);

@@ -32,4 +32,5 @@ pub use progress::{Progress, ProgressState};
 pub use raft::{MAX_OUTBOX_MSGS, RaftError, RaftNode};
 pub use read_index::MAX_CONFIRM_ROUNDS;
 
+#[cfg(feature = "testkit")]
 pub mod testkit;
