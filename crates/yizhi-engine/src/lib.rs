@@ -7,7 +7,7 @@
 //! - [`SeededRng`]: the only source of randomness an engine may use.
 //! - [`wire`]: the byte encoding of engine messages ([`WireMessage`]) and its shared building blocks.
 //! - `testkit` (cargo feature `testkit`, for tests only): `MemCluster`, one in-memory cluster driver
-//!   for every engine.
+//!   for every engine; and `wire::suite`, the codec property suite for every engine's messages.
 
 pub mod engine;
 pub mod quorum;

@@ -587,6 +587,9 @@ impl<'a> Reader<'a> {
     }
 }
 
+#[cfg(feature = "testkit")]
+pub mod suite;
+
 /// Seeded generators of valid building blocks, for the engines' codec tests and fuzz seed corpora.
 pub mod testkit {
     use bytes::Bytes;
