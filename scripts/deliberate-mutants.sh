@@ -16,8 +16,8 @@ sim_only=0
 [ "${1:-}" = "--sim-only" ] && sim_only=1
 
 # judge: "raft" (yizhi-raft's tests must fail), "sim" (the simulator must find a violation with
-# each engine under the standard and harsh fault profiles) or "sim-raft" (the same, Raft only: a
-# bug in the Raft engine).
+# each engine under the standard and harsh fault profiles), "sim-raft" (the same, Raft only: a
+# bug in the Raft engine) or "sim-paxos" (Multi-Paxos only: a path only its runtime takes).
 judge_fails() {
   local judge="$1"
   if [ "$judge" = raft ]; then
@@ -27,6 +27,7 @@ judge_fails() {
   (cd "$scratch/repo" && cargo build -q --release -p yizhi-sim >/dev/null 2>&1) || return 1
   local engine faults engines="raft paxos"
   [ "$judge" = sim-raft ] && engines="raft"
+  [ "$judge" = sim-paxos ] && engines="paxos"
   for engine in $engines; do
     for faults in standard harsh; do
       if ! "$CARGO_TARGET_DIR/release/yizhi-sim" --seeds "$sim_seeds" --engine "$engine" \
@@ -97,6 +98,21 @@ mutate "a forwarded proposal placed after its client's deadline" \
   crates/yizhi-member/src/routing.rs \
   "    if deadline.has_passed(now_ms) {" \
   "    if origin == Origin::Local && deadline.has_passed(now_ms) {" sim || missed=1
+# Read barriers (yizhi-member/src/reads.rs): a Multi-Paxos follower asks the leader for its read
+# index with a ReadRequest frame, and the answer names the read by number only.
+# Not here: read ids restarting at 1 with every boot (`first_id_of_boot` returning 1) survives
+# 2,000 standard and 3,000 harsh seeds of each engine. A collision needs an answer sent to the
+# earlier boot to arrive after the new boot has issued as many reads as the old one had; answers
+# come within one round trip, so only a long-held link with a crash and quick restart behind it
+# gets there, and the simulator does not aim at that combination yet (issue 14).
+mutate "a leader confirms a follower's read with its commit index, without a round of its own" \
+  crates/yizhi-member/src/reads.rs \
+  "        if engine.read_index(read_id).is_err() {
+            return Some(refusal);
+        }" \
+  "        if engine.status().role == yizhi_engine::Role::Leader {
+            return Some(ReadResponse { index: Some(engine.status().commit), ..refusal });
+        }" sim-paxos || missed=1
 
 # Log repair, judged by the simulator alone. (A follower committing past the last entry an append
 # proved, `leader_commit.min(self.last_index())` in log.rs, is not here: 2,000 standard seeds missed
