@@ -21,7 +21,7 @@ use yizhi_sim::{EngineFactory, RunOptions, RunReport, ThroughputScenario, run_se
 /// Trace shown around a violation: this much simulated time before it.
 const VIOLATION_WINDOW_MS: u64 = 300;
 const USAGE: &str = "usage: yizhi-sim [--seeds A..B | --seeds N] [--engine raft|raft-lease|paxos|both] \
-[--faults none|mild|standard|harsh] [--replay SEED [--trace]] [--progress-every N] [--no-shrink] \
+[--faults none|mild|standard|harsh] [--replay SEED [--trace]] [--progress-every N] [--no-shrink] [--every-seed] \
 [--mutation send-before-sync|ack-on-propose|stale-reads|forget-vote|forget-promise|bounded-ignores-bound|\
 serializable-goes-back|serializable-misdated]
        yizhi-sim throughput [--engine raft|raft-lease|paxos|both] [--loss PCT,PCT,..] [--nodes N,N,..] \
@@ -36,6 +36,9 @@ struct Args {
     trace: bool,
     progress_every: u64,
     shrink: bool,
+    /// Print every seed's report line (trace hash included), not only the failing ones: two
+    /// builds that must behave the same are compared by these lines.
+    every_seed: bool,
     mutation: Mutation,
 }
 
@@ -64,6 +67,7 @@ fn parse_args(mut raw: impl Iterator<Item = String>) -> Result<Args, String> {
         trace: false,
         progress_every: 100,
         shrink: true,
+        every_seed: false,
         mutation: Mutation::None,
     };
     while let Some(flag) = raw.next() {
@@ -83,6 +87,7 @@ fn parse_args(mut raw: impl Iterator<Item = String>) -> Result<Args, String> {
                 args.progress_every = value()?.parse().map_err(|e| format!("--progress-every: {e}"))?
             }
             "--no-shrink" => args.shrink = false,
+            "--every-seed" => args.every_seed = true,
             "--mutation" => {
                 let name = value()?;
                 args.mutation = Mutation::by_name(&name).ok_or(format!("unknown mutation {name:?}"))?;
@@ -363,6 +368,8 @@ fn sweep<F: EngineFactory>(factory: &F, args: &Args) -> bool {
             violations += 1;
             print_report_line(&report);
             explain(factory, &report, args);
+        } else if args.every_seed {
+            print_report_line(&report);
         }
         if args.progress_every > 0 && runs % args.progress_every == 0 {
             println!(
