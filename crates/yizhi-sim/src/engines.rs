@@ -1,11 +1,37 @@
 //! The engines the simulator can drive, each behind [`EngineFactory`].
 
-use yizhi_engine::{LogIndex, MemStorage, NodeId, SeededRng};
+use yizhi_engine::{Engine, LogIndex, MemStorage, NodeId, SeededRng};
 use yizhi_paxos::{PaxosConfig, PaxosNode};
 use yizhi_raft::{Message, MessageKind, RaftConfig, RaftNode, ReadMode};
 
-use crate::config::TICK_SKEW_PCT_MAX;
-use crate::node::EngineFactory;
+use crate::clock::TICK_SKEW_PCT_MAX;
+
+/// Builds engines for the simulator, so it never learns which protocol it drives.
+pub trait EngineFactory {
+    type E: Engine<Storage = MemStorage>;
+    fn name(&self) -> &'static str;
+    /// A node starting (or restarting) from `storage`, whose state machine is at `applied`.
+    /// `tuning` decides the engine's settings (the same for every node).
+    fn build(
+        &self,
+        id: NodeId,
+        storage: MemStorage,
+        applied: LogIndex,
+        tuning: EngineTuning,
+        rng: SeededRng,
+    ) -> Self::E;
+    /// Snapshot messages are reported back to the sender when delivered or lost, as a transport
+    /// streaming them would.
+    fn is_snapshot(&self, msg: &<Self::E as Engine>::Message) -> bool;
+    /// Raft: an entry keeps the term it was proposed in, so `(index, term)` names one proposal and
+    /// logs obey Log Matching. Multi-Paxos: `Entry.term` is the ballot a node last accepted the
+    /// slot in, and a new leader re-proposes an accepted value in its own ballot, so one chosen
+    /// value can carry different terms on different nodes; only the payload names it, and Log
+    /// Matching (a Raft property) does not hold. The checks adapt to this answer.
+    fn term_identifies_value(&self) -> bool {
+        true
+    }
+}
 
 /// Where a run's engine settings come from (the same on every node).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

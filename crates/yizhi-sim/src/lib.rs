@@ -70,6 +70,7 @@
 //!   [`run::check_determinism`] runs a seed twice and compares.
 
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod counter;
 pub mod disk;
@@ -80,13 +81,13 @@ pub mod kv;
 pub mod network;
 pub mod node;
 pub mod reads;
+pub mod report;
 pub mod run;
 pub mod sim;
 pub mod throughput;
 pub mod trace;
 
-pub use engines::{PaxosFactory, RaftFactory};
-pub use node::EngineFactory;
-pub use run::{check_determinism, run_seed, shrink};
-pub use sim::{RunOptions, RunReport, WindowStats};
-pub use throughput::{ThroughputScenario, run_throughput};
+pub use engines::{EngineFactory, PaxosFactory, RaftFactory};
+pub use report::{RunOptions, RunReport, WindowStats};
+pub use run::{check_determinism, run_seed, run_throughput, shrink};
+pub use throughput::ThroughputScenario;

@@ -16,7 +16,7 @@ use yizhi_engine::{Entry, EntryPayload, LogIndex, NodeId};
 use yizhi_kv::{Command, CommandResponse, RangeRequest, RangeResponse, decode_command};
 
 use crate::client::ReadLevel;
-use crate::config::TICK_INTERVAL_MS;
+use crate::clock::TICK_INTERVAL_MS;
 use crate::invariants::Violation;
 use crate::kv::{self, Store};
 

@@ -8,10 +8,12 @@ use yizhi_lincheck::mvcc::MvccModel;
 use yizhi_lincheck::{CheckResult, check_operations};
 
 use crate::config::SimConfig;
+use crate::engines::EngineFactory;
 use crate::faults::FaultProfile;
 use crate::invariants::Violation;
-use crate::node::EngineFactory;
-use crate::sim::{LincheckVerdict, RunOptions, RunReport, Sim};
+use crate::report::{LincheckVerdict, RunOptions, RunReport};
+use crate::sim::Sim;
+use crate::throughput::ThroughputScenario;
 use crate::trace::{TraceLine, TraceMode};
 
 /// Search steps the linearizability checker may spend on a history; beyond it the verdict is
@@ -79,6 +81,12 @@ pub fn run_config<F: EngineFactory>(
     };
     let lines = sim.trace.lines().cloned().collect();
     (report, lines)
+}
+
+/// Runs one seed of the scenario, with every check of a normal run.
+pub fn run_throughput<F: EngineFactory>(factory: &F, seed: u64, scenario: &ThroughputScenario) -> RunReport {
+    let config = SimConfig::for_throughput(seed, scenario);
+    run_config(factory, config, RunOptions::default()).0
 }
 
 /// The sequential specification the history is judged against: etcd's API with revisions, from

@@ -15,18 +15,20 @@ use crate::client::{
     Client, ClientReply, ClientRequest, History, NextStep, RELAXED_READ_NODE_SWITCH_PCT, Reply, Request,
     WriteKnowledge,
 };
+use crate::clock::TICK_SKEW_PCT_MAX;
 use crate::config::{CLIENT_DELAY_MS_MAX, SimConfig};
 use crate::counter::{CounterClient, CounterStep};
 use crate::disk::Disk;
+use crate::engines::EngineFactory;
 use crate::faults::plan_epoch;
 use crate::invariants::{Checker, Violation, check_log_matching};
 use crate::network::{Arrival, DropReason, HELD_RECHECK_MS, Network, SendOutcome};
 use crate::node::{
-    Ctx, EngineFactory, Forward, ForwardFailure, MAX_WALL_CLOCK_OFFSET_MS, Mutation, Node, Outputs,
-    ReadFrame, ReadFrameKind,
+    Ctx, Forward, ForwardFailure, MAX_WALL_CLOCK_OFFSET_MS, Mutation, Node, Outputs, ReadFrame, ReadFrameKind,
 };
 use crate::reads::{ReadChecker, ServedRead};
-use crate::trace::{Trace, TraceMode};
+use crate::report::{LincheckVerdict, RunOptions, RunReport, WindowStats};
+use crate::trace::Trace;
 
 /// Events queued at once; more means something floods the queue.
 pub const MAX_QUEUED_EVENTS: usize = 1_000_000;
@@ -140,85 +142,6 @@ enum Phase {
     Done,
 }
 
-/// Per-run knobs beyond the seed.
-#[derive(Clone, Copy, Debug)]
-pub struct RunOptions {
-    pub trace: TraceMode,
-    /// Overrides the seed's fault-phase length (used to shrink a failing run).
-    pub fault_phase_ms: Option<u64>,
-    /// A deliberate runtime bug in every node (to test the checks themselves).
-    pub mutation: Mutation,
-}
-
-impl Default for RunOptions {
-    fn default() -> Self {
-        RunOptions {
-            trace: TraceMode::HashOnly,
-            fault_phase_ms: None,
-            mutation: Mutation::None,
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LincheckVerdict {
-    Linearizable,
-    Undecided,
-    /// Not checked because the run already failed.
-    Skipped,
-}
-
-#[derive(Debug)]
-pub struct RunReport {
-    pub seed: u64,
-    pub engine: &'static str,
-    pub node_count: usize,
-    pub fault_phase_ms: u64,
-    pub simulated_ms: u64,
-    pub events: u64,
-    pub trace_hash: u64,
-    pub ops: usize,
-    pub committed_entries: usize,
-    /// Reads whose answers the read checker verified: linearizable, serializable, bounded.
-    pub reads_checked: [u64; 3],
-    /// Bounded reads a node answered at once (a recent barrier covered them).
-    pub bounded_reads_served_locally: u64,
-    /// Read barriers followers asked of the leader (`ReadRequest` frames).
-    pub reads_asked_of_leader: u64,
-    /// Counter increments acknowledged, and the attempts (retries included) they took.
-    pub counter_increments: u64,
-    pub counter_attempts: u64,
-    /// Crashes that struck while an unsynced append rewrote entries the node already held durably.
-    pub crashes_during_rewrites: u64,
-    /// Lost-connection hints a live engine received: after a crash of the peer, and wrong ones.
-    pub hints_delivered: [u64; 2],
-    /// The measurement window of a throughput run (`SimConfig::measure_window_ms`), once it closed.
-    pub window: Option<WindowStats>,
-    pub lincheck: LincheckVerdict,
-    /// Wall-clock time the linearizability check took (0 when skipped). Not part of the run's
-    /// deterministic outcome: for measuring the checker only.
-    pub lincheck_wall_us: u64,
-    /// The first broken invariant and the simulated time it broke at.
-    pub violation: Option<(u64, Violation)>,
-}
-
-/// What a throughput run counts in its measurement window.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct WindowStats {
-    /// When a leader first existed: the window's start.
-    pub start_ms: u64,
-    pub length_ms: u64,
-    /// Log entries that became committed in the window (no-ops and counter increments included).
-    pub committed_entries: u64,
-    /// Writes of the regular clients begun (first attempt) and acknowledged in the window.
-    pub acked_writes: u64,
-    /// Per acknowledged write, from its first attempt to the acknowledgement (retries included).
-    pub write_latencies_ms: Vec<u64>,
-    /// The history reached `max_history_ops` during the window, so clients stopped early and the
-    /// rates are too low.
-    pub history_full: bool,
-}
-
 #[derive(Debug)]
 struct Window {
     stats: WindowStats,
@@ -324,7 +247,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
         let mut checker = Checker::new(factory.term_identifies_value());
         // A node measures a request's time left on a clock up to TICK_SKEW_PCT_MAX % slow, and
         // compares forwarded deadlines on wall clocks up to MAX_WALL_CLOCK_OFFSET_MS apart.
-        let skew_ms = config.workload.timeout_ms * crate::config::TICK_SKEW_PCT_MAX / 100;
+        let skew_ms = config.workload.timeout_ms * TICK_SKEW_PCT_MAX / 100;
         checker.set_deadline_slack_ms(skew_ms + MAX_WALL_CLOCK_OFFSET_MS);
         Sim {
             factory,

@@ -10,10 +10,15 @@
 //! so it stays cheap). The simulator is deterministic, so every number replays exactly from the
 //! engine, the scenario and the seed.
 
-use crate::config::SimConfig;
-use crate::node::EngineFactory;
-use crate::run::run_config;
-use crate::sim::{LincheckVerdict, RunOptions, RunReport};
+use yizhi_engine::SeededRng;
+
+use crate::client::Workload;
+use crate::clock::{TICK_INTERVAL_MS, TICK_SKEW_PCT_MAX};
+use crate::config::{NodeConfig, SimConfig};
+use crate::engines::EngineTuning;
+use crate::faults::PROFILE_NONE;
+use crate::network::{LinkParams, PPM};
+use crate::report::{LincheckVerdict, RunReport};
 
 pub const CLIENTS_DEFAULT: u64 = 16;
 pub const MEASURE_MS_DEFAULT: u64 = 20_000;
@@ -103,10 +108,59 @@ impl ThroughputScenario {
     }
 }
 
-/// Runs one seed of the scenario, with every check of a normal run.
-pub fn run_throughput<F: EngineFactory>(factory: &F, seed: u64, scenario: &ThroughputScenario) -> RunReport {
-    let config = SimConfig::for_throughput(seed, scenario);
-    run_config(factory, config, RunOptions::default()).0
+impl SimConfig {
+    /// The fixed scenario of a throughput measurement: no crashes, pauses, partitions, clogs,
+    /// duplicates or spikes, the same loss and delays on every link, the same fsync bound on every
+    /// node, the engines' default settings, and closed-loop clients that only put. The seed still
+    /// draws the clocks' skew, each message's delay and fate, each fsync's latency, the engines'
+    /// randomized timeouts and the clients' keys.
+    pub fn for_throughput(seed: u64, scenario: &ThroughputScenario) -> Self {
+        scenario.assert_valid();
+        let mut rng = SeededRng::new(seed ^ 0x7E57_7A11_0000_0006);
+        let skew_ms = TICK_INTERVAL_MS * TICK_SKEW_PCT_MAX / 100;
+        let nodes = (1..=scenario.node_count)
+            .map(|id| NodeConfig {
+                id,
+                tick_interval_ms: rng.range_inclusive(TICK_INTERVAL_MS - skew_ms, TICK_INTERVAL_MS + skew_ms),
+                fsync_ms_max: scenario.fsync_ms_max,
+                compact_every_entries: scenario.compact_every_entries,
+            })
+            .collect();
+        let link = LinkParams {
+            min_delay_ms: scenario.link_delay_ms_min,
+            max_delay_ms: scenario.link_delay_ms_max,
+            loss_ppm: scenario.loss_pct * (PPM / 100),
+            duplicate_ppm: 0,
+            spike_ppm: 0,
+        };
+        let workload = Workload {
+            key_count: scenario.key_count,
+            get_pct: 0,
+            range_pct: 0,
+            cas_pct: 0,
+            delete_pct: 0,
+            compact_pct: 0,
+            think_ms_max: 0,
+            timeout_ms: scenario.client_timeout_ms,
+            retry_backoff_ms_max: scenario.retry_backoff_ms_max,
+            serializable_read_pct: 0,
+            bounded_read_pct: 0,
+        };
+        workload.assert_valid();
+        SimConfig {
+            seed,
+            profile: PROFILE_NONE,
+            nodes,
+            links: vec![link; (scenario.node_count * scenario.node_count) as usize],
+            client_count: scenario.clients,
+            workload,
+            // Until a leader exists; then the window's end replaces it.
+            fault_phase_ms: scenario.leader_wait_ms_max + scenario.measure_ms,
+            engine_tuning: EngineTuning::Defaults,
+            max_history_ops: scenario.max_history_ops,
+            measure_window_ms: Some(scenario.measure_ms),
+        }
+    }
 }
 
 /// Mean, minimum and maximum of a per-seed rate.

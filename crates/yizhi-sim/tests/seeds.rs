@@ -4,7 +4,7 @@
 use std::thread;
 
 use yizhi_sim::faults::{FaultProfile, PROFILE_HARSH, PROFILE_NONE, PROFILE_STANDARD};
-use yizhi_sim::sim::LincheckVerdict;
+use yizhi_sim::report::LincheckVerdict;
 use yizhi_sim::{EngineFactory, PaxosFactory, RaftFactory, RunOptions, run_seed};
 
 /// Seeds per sweep, split over this many threads (CI machines have two cores).

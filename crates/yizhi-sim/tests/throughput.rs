@@ -2,7 +2,7 @@
 //! every check, measure only after a leader exists, replay exactly, and feel the loss they are
 //! given.
 
-use yizhi_sim::sim::LincheckVerdict;
+use yizhi_sim::report::LincheckVerdict;
 use yizhi_sim::throughput::summarize;
 use yizhi_sim::{EngineFactory, PaxosFactory, RaftFactory, RunReport, ThroughputScenario, run_throughput};
 
