@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use yizhi_engine::{Engine, Envelope, LogIndex, LogStorage, NodeId, Role, SeededRng, SnapshotStatus};
+use yizhi_engine::{Engine, Envelope, LogStorage, NodeId, Role, SeededRng, SnapshotStatus};
 
 use yizhi_kv::{CommandResponse, KvError};
 
@@ -27,7 +27,8 @@ use crate::node::{
     Ctx, Forward, ForwardFailure, MAX_WALL_CLOCK_OFFSET_MS, Mutation, Node, Outputs, ReadFrame, ReadFrameKind,
 };
 use crate::reads::{ReadChecker, ServedRead};
-use crate::report::{LincheckVerdict, RunOptions, RunReport, WindowStats};
+use crate::report::{LincheckVerdict, RunOptions, RunReport};
+use crate::throughput::Window;
 use crate::trace::Trace;
 
 /// Events queued at once; more means something floods the queue.
@@ -140,13 +141,6 @@ enum Phase {
     Faults,
     Liveness { healed_at_ms: u64 },
     Done,
-}
-
-#[derive(Debug)]
-struct Window {
-    stats: WindowStats,
-    committed_index_at_start: LogIndex,
-    closed: bool,
 }
 
 struct Rngs {
@@ -902,8 +896,8 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
 
     fn client_may_start(&mut self, client: usize) -> bool {
         let room = self.history.len() < self.config.max_history_ops;
-        if !room && let Some(window) = self.window.as_mut().filter(|w| !w.closed) {
-            window.stats.history_full = true;
+        if !room && let Some(window) = self.window.as_mut() {
+            window.note_history_full();
         }
         match self.phase {
             Phase::Faults => room && !self.is_probe(client),
@@ -1148,9 +1142,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             return;
         }
         if let Some(window) = self.window.as_mut() {
-            let committed = self.checker.last_committed_index() - window.committed_index_at_start;
-            window.stats.committed_entries = committed;
-            window.closed = true;
+            window.close(self.checker.last_committed_index());
         }
         self.phase = Phase::Liveness {
             healed_at_ms: self.now_ms,
@@ -1192,15 +1184,11 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             end_ms <= self.config.fault_phase_ms,
             "the window opened after its fallback heal was due"
         );
-        self.window = Some(Window {
-            stats: WindowStats {
-                start_ms: self.now_ms,
-                length_ms,
-                ..WindowStats::default()
-            },
-            committed_index_at_start: self.checker.last_committed_index(),
-            closed: false,
-        });
+        self.window = Some(Window::open(
+            self.now_ms,
+            length_ms,
+            self.checker.last_committed_index(),
+        ));
         self.config.fault_phase_ms = end_ms;
         self.trace.record(
             self.now_ms,
@@ -1220,20 +1208,9 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             started_ms <= self.now_ms,
             "a write acknowledged before it started"
         );
-        // A write begun before the window waited for the first election: not the steady state.
-        let Some(window) = self
-            .window
-            .as_mut()
-            .filter(|w| !w.closed && started_ms >= w.stats.start_ms)
-        else {
-            return;
-        };
-        assert!(
-            window.stats.write_latencies_ms.len() < self.config.max_history_ops,
-            "more acknowledged writes than operations the history may hold"
-        );
-        window.stats.acked_writes += 1;
-        window.stats.write_latencies_ms.push(self.now_ms - started_ms);
+        if let Some(window) = self.window.as_mut() {
+            window.count_acked_write(self.now_ms, started_ms, self.config.max_history_ops);
+        }
     }
 
     fn on_check(&mut self) -> Result<(), Violation> {
@@ -1403,7 +1380,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             counter_attempts: self.counter.attempts,
             crashes_during_rewrites: self.crashes_during_rewrites,
             hints_delivered: self.hints_delivered,
-            window: self.window.as_ref().filter(|w| w.closed).map(|w| w.stats.clone()),
+            window: self.window.as_ref().and_then(Window::closed_stats),
             lincheck,
             lincheck_wall_us: 0,
             violation,

@@ -10,7 +10,7 @@
 //! so it stays cheap). The simulator is deterministic, so every number replays exactly from the
 //! engine, the scenario and the seed.
 
-use yizhi_engine::SeededRng;
+use yizhi_engine::{LogIndex, SeededRng};
 
 use crate::client::Workload;
 use crate::clock::{TICK_INTERVAL_MS, TICK_SKEW_PCT_MAX};
@@ -18,7 +18,7 @@ use crate::config::{NodeConfig, SimConfig};
 use crate::engines::EngineTuning;
 use crate::faults::PROFILE_NONE;
 use crate::network::{LinkParams, PPM};
-use crate::report::{LincheckVerdict, RunReport};
+use crate::report::{LincheckVerdict, RunReport, WindowStats};
 
 pub const CLIENTS_DEFAULT: u64 = 16;
 pub const MEASURE_MS_DEFAULT: u64 = 20_000;
@@ -160,6 +160,62 @@ impl SimConfig {
             max_history_ops: scenario.max_history_ops,
             measure_window_ms: Some(scenario.measure_ms),
         }
+    }
+}
+
+/// A throughput run's measurement window, from when a leader first exists until the heal that
+/// ends it: what it counts stays open to change until then.
+#[derive(Debug)]
+pub(crate) struct Window {
+    stats: WindowStats,
+    committed_index_at_start: LogIndex,
+    closed: bool,
+}
+
+impl Window {
+    pub(crate) fn open(now_ms: u64, length_ms: u64, committed_index: LogIndex) -> Window {
+        Window {
+            stats: WindowStats {
+                start_ms: now_ms,
+                length_ms,
+                ..WindowStats::default()
+            },
+            committed_index_at_start: committed_index,
+            closed: false,
+        }
+    }
+
+    /// The history filled up while the window was open: its clients stopped early.
+    pub(crate) fn note_history_full(&mut self) {
+        if !self.closed {
+            self.stats.history_full = true;
+        }
+    }
+
+    pub(crate) fn close(&mut self, committed_index: LogIndex) {
+        self.stats.committed_entries = committed_index - self.committed_index_at_start;
+        self.closed = true;
+    }
+
+    /// A regular client's write acknowledged at `now_ms`: counted, with its latency, if it began
+    /// and ended inside the window.
+    pub(crate) fn count_acked_write(&mut self, now_ms: u64, started_ms: u64, max_history_ops: usize) {
+        assert!(started_ms <= now_ms, "a write acknowledged before it started");
+        // A write begun before the window waited for the first election: not the steady state.
+        if self.closed || started_ms < self.stats.start_ms {
+            return;
+        }
+        assert!(
+            self.stats.write_latencies_ms.len() < max_history_ops,
+            "more acknowledged writes than operations the history may hold"
+        );
+        self.stats.acked_writes += 1;
+        self.stats.write_latencies_ms.push(now_ms - started_ms);
+    }
+
+    /// What the window counted, once it has closed.
+    pub(crate) fn closed_stats(&self) -> Option<WindowStats> {
+        self.closed.then(|| self.stats.clone())
     }
 }
 
