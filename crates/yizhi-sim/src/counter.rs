@@ -13,13 +13,15 @@
 //! increment applied once, inside that interval.
 
 use bytes::Bytes;
-use yizhi_engine::NodeId;
+use yizhi_engine::{Engine, MemStorage, NodeId, SeededRng};
 use yizhi_kv::{ClientSeq, Command, CommandResponse, KvError, PutRequest, RangeRequest};
 
 use yizhi_lincheck::mvcc::{MvccInput, MvccOutput};
 
-use crate::client::{ClientReply, ClientRequest, History, Reply, Request};
+use crate::client::{ClientReply, ClientRequest, History, NextStep, Reply, Request, Workload};
+use crate::clients::{ClientEnv, Sending, next_target};
 use crate::invariants::Violation;
+use crate::node::Node;
 
 /// The reserved key: outside the workload's keys and ranges (`k…`), so the linearizability
 /// model never sees it.
@@ -204,6 +206,83 @@ impl CounterClient {
         increment.attempt_op_id = None;
         self.leader_hint = None;
         true
+    }
+
+    /// The counter wakes: during the fault phase (`may_begin`, while the history has room) it
+    /// starts an increment when the last one is acknowledged; afterwards it only finishes the
+    /// increment it started, retrying the same request until it is acknowledged (`done`: the run
+    /// is over). Returns the attempt to send, if any.
+    pub(crate) fn wake(&mut self, may_begin: bool, done: bool, env: &mut ClientEnv<'_>) -> Option<Sending> {
+        if self.is_waiting() {
+            return None;
+        }
+        if !self.has_unacknowledged() {
+            if !may_begin {
+                return None;
+            }
+            let invoke_time = env.history.now();
+            self.begin_increment(env.now_ms, invoke_time);
+        }
+        if done {
+            return None;
+        }
+        let request = self.attempt(env.now_ms + env.workload.timeout_ms);
+        let target = next_target(self.leader_hint, self.last_target, env.node_count, env.rng);
+        self.last_target = Some(target);
+        Some(env.send(target, request))
+    }
+
+    /// The delay before the counter's next attempt (a retry, at once to a known leader) or
+    /// increment (a think).
+    pub fn wake_delay_ms(&self, step: NextStep, workload: &Workload, rng: &mut SeededRng) -> Option<u64> {
+        match step {
+            NextStep::Retry { .. } if self.leader_hint.is_some() => Some(1),
+            NextStep::Retry { .. } => Some(rng.range_inclusive(1, workload.retry_backoff_ms_max)),
+            NextStep::Think { .. } => Some(rng.range_inclusive(0, workload.think_ms_max)),
+            NextStep::Ignore => None,
+        }
+    }
+
+    /// At any time no replica counts more increments than were ever issued: a retry that
+    /// applied twice shows here first.
+    pub fn check_bound<E: Engine<Storage = MemStorage>>(&self, nodes: &[Node<E>]) -> Result<(), Violation> {
+        let issued = self.acknowledged + u64::from(self.has_unacknowledged());
+        let read = CounterClient::read_request();
+        for n in nodes.iter().filter(|n| n.is_up()) {
+            let version = n.key_version(&read);
+            if version > issued as i64 {
+                return Err(Violation::CounterNotExact {
+                    node: Some(n.id),
+                    version: Some(version),
+                    acknowledged: self.acknowledged,
+                    detail: format!("more increments applied than the {issued} issued"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The counter proof: with every increment acknowledged, each up replica that applied
+    /// everything counts exactly the acknowledged increments.
+    pub fn check_exact<E: Engine<Storage = MemStorage>>(&self, nodes: &[Node<E>]) -> Result<(), Violation> {
+        assert!(
+            !self.has_unacknowledged(),
+            "the run ended with an increment unfinished"
+        );
+        let newest = nodes.iter().filter(|n| n.is_up()).map(|n| n.applied()).max();
+        let read = CounterClient::read_request();
+        for n in nodes.iter().filter(|n| n.is_up() && Some(n.applied()) == newest) {
+            let version = n.key_version(&read);
+            if version != self.acknowledged as i64 {
+                return Err(Violation::CounterNotExact {
+                    node: Some(n.id),
+                    version: Some(version),
+                    acknowledged: self.acknowledged,
+                    detail: format!("after {} attempts", self.attempts),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The request that reads the counter back from a replica (the version is the count).

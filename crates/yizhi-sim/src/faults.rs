@@ -189,6 +189,16 @@ pub struct EpochPlan {
     pub duration_ms: u64,
 }
 
+/// A run's phases. Faults: clients run and the fault schedule re-decides the network, crashes
+/// and pauses every epoch. Liveness: the network has healed and only the probe client writes,
+/// until the cluster shows progress. Done: the final checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Faults,
+    Liveness { healed_at_ms: u64 },
+    Done,
+}
+
 /// Decides the next epoch. `live` are nodes that are up; `leader` the current leader if any.
 pub fn plan_epoch(
     profile: &FaultProfile,

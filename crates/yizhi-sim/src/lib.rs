@@ -70,6 +70,7 @@
 //!   [`run::check_determinism`] runs a seed twice and compares.
 
 pub mod client;
+mod clients;
 pub mod clock;
 pub mod config;
 pub mod counter;

@@ -11,16 +11,14 @@ use yizhi_engine::{Engine, Envelope, LogStorage, NodeId, Role, SeededRng, Snapsh
 
 use yizhi_kv::{CommandResponse, KvError};
 
-use crate::client::{
-    Client, ClientReply, ClientRequest, History, NextStep, RELAXED_READ_NODE_SWITCH_PCT, Reply, Request,
-    WriteKnowledge,
-};
+use crate::client::{ClientReply, ClientRequest, History, NextStep, Reply, Request, WriteKnowledge};
+use crate::clients::{ClientEnv, Clients, Sending};
 use crate::clock::TICK_SKEW_PCT_MAX;
 use crate::config::{CLIENT_DELAY_MS_MAX, SimConfig};
 use crate::counter::{CounterClient, CounterStep};
 use crate::disk::Disk;
 use crate::engines::EngineFactory;
-use crate::faults::plan_epoch;
+use crate::faults::{Phase, plan_epoch};
 use crate::invariants::{Checker, Violation, check_log_matching};
 use crate::network::{Arrival, DropReason, HELD_RECHECK_MS, Network, SendOutcome};
 use crate::node::{
@@ -136,13 +134,6 @@ impl<M> Event<M> {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
-    Faults,
-    Liveness { healed_at_ms: u64 },
-    Done,
-}
-
 struct Rngs {
     network: SeededRng,
     faults: SeededRng,
@@ -162,8 +153,7 @@ pub(crate) struct Sim<'f, F: EngineFactory> {
     queue: BTreeMap<(u64, u64), Event<Msg<F>>>,
     nodes: Vec<Node<F::E>>,
     network: Network,
-    /// Regular clients, then the liveness probe last.
-    clients: Vec<Client>,
+    clients: Clients,
     /// The exactly-once counter client (its id follows the probe's).
     counter: CounterClient,
     history: History,
@@ -236,7 +226,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             })
             .collect();
         let network = Network::new(&ids, |from, to| config.link(from, to));
-        let clients = (1..=config.client_count + 1).map(Client::new).collect();
+        let clients = Clients::new(config.client_count);
         let counter = CounterClient::new(config.client_count + 2);
         let mut checker = Checker::new(factory.term_identifies_value());
         // A node measures a request's time left on a clock up to TICK_SKEW_PCT_MAX % slow, and
@@ -828,12 +818,12 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
         }
         let index = (reply.client_id - 1) as usize;
         if let Reply::Wrote { .. } = &reply.reply
-            && let Some(started_ms) = self.clients[index].write_started_ms(reply.op_id)
+            && let Some(started_ms) = self.clients.get(index).write_started_ms(reply.op_id)
         {
             self.count_acked_write(index, started_ms);
         }
         if let Reply::Read(response) = &reply.reply
-            && let Some(read) = self.clients[index].read_in_flight(reply.op_id)
+            && let Some(read) = self.clients.get(index).read_in_flight(reply.op_id)
         {
             let request = crate::kv::read_for(read.input).expect("a read input");
             let served = ServedRead {
@@ -848,7 +838,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             };
             self.reads.check(&served)?;
         }
-        let client = &mut self.clients[index];
+        let client = self.clients.get_mut(index);
         match client.on_reply(
             &reply,
             &self.config.workload,
@@ -890,159 +880,82 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             .is_some_and(|n| n.mutation == Mutation::AckOnPropose)
     }
 
-    fn is_probe(&self, client: usize) -> bool {
-        client == self.clients.len() - 1
-    }
-
-    fn client_may_start(&mut self, client: usize) -> bool {
+    fn on_client_wake(&mut self, client: usize) {
         let room = self.history.len() < self.config.max_history_ops;
         if !room && let Some(window) = self.window.as_mut() {
             window.note_history_full();
         }
-        match self.phase {
-            Phase::Faults => room && !self.is_probe(client),
-            Phase::Liveness { healed_at_ms } => {
-                room && self.is_probe(client) && self.probe_should_write(healed_at_ms)
-            }
-            Phase::Done => false,
-        }
-    }
-
-    /// The probe writes until one write got through and no write proposed before the heal is still
-    /// waiting (those resolve only once the log grows past them).
-    fn probe_should_write(&self, healed_at_ms: u64) -> bool {
-        let probe_acked = self.clients.last().is_some_and(|p| p.acked_writes > 0);
-        !probe_acked
-            || self
-                .nodes
-                .iter()
-                .any(|n| n.has_pending_write_before(healed_at_ms))
-    }
-
-    fn on_client_wake(&mut self, client: usize) {
-        if !self.client_may_start(client) || self.clients[client].is_busy() {
-            self.clients[client].drop_retry(&mut self.history);
-            return;
-        }
-        let invoke_time = self.history.now();
-        let request = self.clients[client].start(
-            &self.config.workload,
-            &mut self.rng.clients,
-            invoke_time,
+        let mut env = ClientEnv::new(
             self.now_ms,
+            &self.config.workload,
+            self.nodes.len() as u64,
+            &mut self.rng.clients,
+            &mut self.history,
         );
-        let target = if request.is_relaxed_read() {
-            self.relaxed_read_target(client)
-        } else {
-            self.write_target(client)
+        let Some(sending) = self.clients.wake(client, room, self.phase, &self.nodes, &mut env) else {
+            return;
         };
-        self.clients[client].last_target = Some(target);
-        let op_id = request.op_id;
-        let at = self.now_ms + self.rng.clients.range_inclusive(1, CLIENT_DELAY_MS_MAX);
-        self.schedule(
-            at,
-            Event::Request {
-                node: target,
-                request,
-            },
-        );
-        let timeout = self.now_ms + self.config.workload.timeout_ms;
-        self.schedule(timeout, Event::ClientTimeout { client, op_id });
+        let op_id = sending.request.op_id;
+        self.send_request(sending, Event::ClientTimeout { client, op_id });
+    }
+
+    /// A client's request leaves for its node, and its timeout is set.
+    fn send_request(&mut self, sending: Sending, timeout: Event<Msg<F>>) {
+        let Sending {
+            node,
+            request,
+            arrive_ms,
+            timeout_ms,
+        } = sending;
+        self.schedule(arrive_ms, Event::Request { node, request });
+        self.schedule(timeout_ms, timeout);
     }
 
     /// Draws the delay before the counter's next attempt (a retry) or increment (a think).
     fn schedule_counter_wake(&mut self, step: NextStep) {
-        let workload = &self.config.workload;
-        let delay_ms = match step {
-            NextStep::Retry { .. } if self.counter.leader_hint.is_some() => 1,
-            NextStep::Retry { .. } => self.rng.clients.range_inclusive(1, workload.retry_backoff_ms_max),
-            NextStep::Think { .. } => self.rng.clients.range_inclusive(0, workload.think_ms_max),
-            NextStep::Ignore => return,
-        };
-        self.schedule(self.now_ms + delay_ms, Event::CounterWake);
-    }
-
-    /// The counter increments during the fault phase; afterwards it only finishes the increment
-    /// it started, retrying the same request until it is acknowledged.
-    fn on_counter_wake(&mut self) {
-        if self.counter.is_waiting() {
-            return;
-        }
-        if !self.counter.has_unacknowledged() {
-            if self.phase != Phase::Faults || self.history.len() >= self.config.max_history_ops {
-                return;
-            }
-            let invoke_time = self.history.now();
-            self.counter.begin_increment(self.now_ms, invoke_time);
-        }
-        if self.phase == Phase::Done {
-            return;
-        }
-        let request = self
+        let delay = self
             .counter
-            .attempt(self.now_ms + self.config.workload.timeout_ms);
-        let node_count = self.nodes.len() as u64;
-        let target = match (self.counter.leader_hint, self.counter.last_target) {
-            (Some(hint), _) => hint,
-            (None, Some(last)) => last % node_count + 1,
-            (None, None) => self.rng.clients.range_inclusive(1, node_count),
-        };
-        self.counter.last_target = Some(target);
-        let op_id = request.op_id;
-        let at = self.now_ms + self.rng.clients.range_inclusive(1, CLIENT_DELAY_MS_MAX);
-        self.schedule(
-            at,
-            Event::Request {
-                node: target,
-                request,
-            },
-        );
-        let timeout = self.now_ms + self.config.workload.timeout_ms;
-        self.schedule(timeout, Event::CounterTimeout { op_id });
-    }
-
-    /// The leader hint, else the nodes in turn (as real clients do), so that a run of bad luck
-    /// cannot keep a client knocking at the same dead node.
-    fn write_target(&mut self, client: usize) -> NodeId {
-        let node_count = self.nodes.len() as u64;
-        let c = &self.clients[client];
-        match (c.leader_hint, c.last_target) {
-            (Some(hint), _) => hint,
-            (None, Some(last)) => last % node_count + 1,
-            (None, None) => self.rng.clients.range_inclusive(1, node_count),
+            .wake_delay_ms(step, &self.config.workload, &mut self.rng.clients);
+        if let Some(delay_ms) = delay {
+            self.schedule(self.now_ms + delay_ms, Event::CounterWake);
         }
     }
 
-    /// Serializable and bounded reads stay with one node (any role, even cut off) for a while, so
-    /// that read sessions are long enough to go wrong.
-    fn relaxed_read_target(&mut self, client: usize) -> NodeId {
-        let node_count = self.nodes.len() as u64;
-        let switch = self.rng.clients.chance(RELAXED_READ_NODE_SWITCH_PCT, 100);
-        let c = &mut self.clients[client];
-        let node = match c.relaxed_read_node {
-            Some(node) if !switch => node,
-            _ => self.rng.clients.range_inclusive(1, node_count),
-        };
-        c.relaxed_read_node = Some(node);
-        node
-    }
-
-    fn on_client_timeout(&mut self, client: usize, op_id: u64) {
-        let c = &mut self.clients[client];
-        let next = c.on_timeout(
-            op_id,
+    fn on_counter_wake(&mut self) {
+        let room = self.history.len() < self.config.max_history_ops;
+        let may_begin = self.phase == Phase::Faults && room;
+        let done = self.phase == Phase::Done;
+        let mut env = ClientEnv::new(
+            self.now_ms,
             &self.config.workload,
+            self.nodes.len() as u64,
             &mut self.rng.clients,
             &mut self.history,
         );
-        if let Some(NextStep::Retry { delay_ms }) = next {
-            self.trace.record(
-                self.now_ms,
-                None,
-                format_args!("client {} op {op_id} timed out", client + 1),
-            );
-            self.schedule(self.now_ms + delay_ms, Event::ClientWake { client });
-        }
+        let Some(sending) = self.counter.wake(may_begin, done, &mut env) else {
+            return;
+        };
+        let op_id = sending.request.op_id;
+        self.send_request(sending, Event::CounterTimeout { op_id });
+    }
+
+    fn on_client_timeout(&mut self, client: usize, op_id: u64) {
+        let mut env = ClientEnv::new(
+            self.now_ms,
+            &self.config.workload,
+            self.nodes.len() as u64,
+            &mut self.rng.clients,
+            &mut self.history,
+        );
+        let Some(delay_ms) = self.clients.timeout(client, op_id, &mut env) else {
+            return;
+        };
+        self.trace.record(
+            self.now_ms,
+            None,
+            format_args!("client {} op {op_id} timed out", client + 1),
+        );
+        self.schedule(self.now_ms + delay_ms, Event::ClientWake { client });
     }
 
     fn current_leader(&self) -> Option<NodeId> {
@@ -1166,7 +1079,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             None,
             format_args!("heal; kept down {:?}", self.kept_down),
         );
-        let probe = self.clients.len() - 1;
+        let probe = self.clients.probe_index();
         self.schedule(self.now_ms, Event::ClientWake { client: probe });
     }
 
@@ -1201,7 +1114,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
     /// A regular client's write was acknowledged: counted, with its latency, if it began and ended
     /// inside the window.
     fn count_acked_write(&mut self, client: usize, started_ms: u64) {
-        if self.is_probe(client) {
+        if self.clients.is_probe(client) {
             return;
         }
         assert!(
@@ -1221,7 +1134,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
         }
         self.checker.check_acked_writes()?;
         self.check_state_hashes()?;
-        self.check_counter_bound()?;
+        self.counter.check_bound(&self.nodes)?;
         if let Phase::Liveness { healed_at_ms } = self.phase {
             self.check_liveness(healed_at_ms)?;
         }
@@ -1241,7 +1154,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             }
             return Ok(());
         };
-        let probe = self.clients.last().expect("the probe client exists");
+        let probe = self.clients.probe();
         let probe_done = probe.acked_writes > 0 && !probe.is_busy() && !self.counter.has_unacknowledged();
         let leader_commit = self.node(leader).engine().map_or(0, |e| e.status().commit);
         let lagging: Vec<String> = self
@@ -1302,58 +1215,10 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
         Ok(())
     }
 
-    /// At any time no replica counts more increments than were ever issued: a retry that
-    /// applied twice shows here first.
-    fn check_counter_bound(&self) -> Result<(), Violation> {
-        let issued = self.counter.acknowledged + u64::from(self.counter.has_unacknowledged());
-        let read = CounterClient::read_request();
-        for n in self.nodes.iter().filter(|n| n.is_up()) {
-            let version = n.key_version(&read);
-            if version > issued as i64 {
-                return Err(Violation::CounterNotExact {
-                    node: Some(n.id),
-                    version: Some(version),
-                    acknowledged: self.counter.acknowledged,
-                    detail: format!("more increments applied than the {issued} issued"),
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// The counter proof: with every increment acknowledged, each up replica that applied
-    /// everything counts exactly the acknowledged increments.
-    fn check_counter_exact(&self) -> Result<(), Violation> {
-        assert!(
-            !self.counter.has_unacknowledged(),
-            "the run ended with an increment unfinished"
-        );
-        let newest = self.nodes.iter().filter(|n| n.is_up()).map(|n| n.applied()).max();
-        let read = CounterClient::read_request();
-        for n in self
-            .nodes
-            .iter()
-            .filter(|n| n.is_up() && Some(n.applied()) == newest)
-        {
-            let version = n.key_version(&read);
-            if version != self.counter.acknowledged as i64 {
-                return Err(Violation::CounterNotExact {
-                    node: Some(n.id),
-                    version: Some(version),
-                    acknowledged: self.counter.acknowledged,
-                    detail: format!("after {} attempts", self.counter.attempts),
-                });
-            }
-        }
-        Ok(())
-    }
-
     fn final_checks(&mut self) -> Result<(), Violation> {
         self.check_state_hashes()?;
-        self.check_counter_exact()?;
-        for client in self.clients.iter_mut() {
-            client.abandon(&mut self.history);
-        }
+        self.counter.check_exact(&self.nodes)?;
+        self.clients.abandon_all(&mut self.history);
         let logs: Vec<(NodeId, &yizhi_engine::MemStorage)> =
             self.nodes.iter().map(|n| (n.id, n.log())).collect();
         if self.factory.term_identifies_value() {
