@@ -69,6 +69,7 @@
 //! - **Determinism**: every event is folded into an FNV-1a trace hash;
 //!   [`run::check_determinism`] runs a seed twice and compares.
 
+mod checks;
 pub mod client;
 mod clients;
 pub mod clock;
@@ -81,8 +82,10 @@ pub mod invariants;
 pub mod kv;
 pub mod network;
 pub mod node;
+mod phases;
 pub mod reads;
 pub mod report;
+mod routing;
 pub mod run;
 pub mod sim;
 pub mod throughput;

@@ -1,0 +1,105 @@
+//! The checks the simulator runs over the whole cluster, with `invariants.rs`'s `Checker` keeping
+//! what they compare against: after every event (one leader per term, leader completeness, commit
+//! monotonic), periodically (log matching, acknowledged writes durable, equal state at equal
+//! applied index, the counter's bound), on every write answer (its own entry's response) and at
+//! the end.
+
+use yizhi_engine::{Engine, NodeId, Role};
+use yizhi_kv::{CommandResponse, KvError};
+
+use crate::client::ClientReply;
+use crate::engines::EngineFactory;
+use crate::faults::Phase;
+use crate::invariants::{Violation, check_log_matching};
+use crate::node::{Ctx, Mutation};
+use crate::sim::{CHECK_PERIOD_MS, Event, Sim};
+
+impl<F: EngineFactory> Sim<'_, F> {
+    /// The answer a client got for its write is the one its own entry produced: that entry was
+    /// applied (by some replica, before the answer) with this very response.
+    pub(crate) fn check_ack_is_own_write(
+        &self,
+        reply: &ClientReply,
+        response: &Result<CommandResponse, KvError>,
+    ) -> Result<(), Violation> {
+        if self.config_mutation_acks_early() {
+            return Ok(());
+        }
+        match self.applied_writes.get(&(reply.client_id, reply.op_id)) {
+            Some(own) if own == response => Ok(()),
+            own => Err(Violation::AckNotOwnWrite {
+                client_id: reply.client_id,
+                op_id: reply.op_id,
+                detail: format!("answered {response:?}, its own entry applied as {own:?}"),
+            }),
+        }
+    }
+
+    /// `Mutation::AckOnPropose` answers before anything is applied; other checks catch it.
+    pub(crate) fn config_mutation_acks_early(&self) -> bool {
+        self.nodes
+            .first()
+            .is_some_and(|n| n.mutation == Mutation::AckOnPropose)
+    }
+
+    pub(crate) fn on_check(&mut self) -> Result<(), Violation> {
+        let logs: Vec<(NodeId, &yizhi_engine::MemStorage)> =
+            self.nodes.iter().map(|n| (n.id, n.log())).collect();
+        if self.factory.term_identifies_value() {
+            check_log_matching(&logs)?;
+        }
+        self.checker.check_acked_writes()?;
+        self.check_state_hashes()?;
+        self.counter.check_bound(&self.nodes)?;
+        if let Phase::Liveness { healed_at_ms } = self.phase {
+            self.check_liveness(healed_at_ms)?;
+        }
+        if self.phase != Phase::Done {
+            self.schedule(self.now_ms + CHECK_PERIOD_MS, Event::Check);
+        }
+        Ok(())
+    }
+
+    /// The invariants that hold after every step: one leader per term, leader completeness at
+    /// each new leadership, commit monotonic and never below the durable commit.
+    pub(crate) fn check_nodes(&mut self) -> Result<(), Violation> {
+        for n in self.nodes.iter_mut() {
+            let mut ctx = Ctx {
+                now_ms: self.now_ms,
+                checker: &mut self.checker,
+                trace: &mut self.trace,
+            };
+            let Some(status) = n.observe(&mut ctx) else {
+                continue;
+            };
+            if status.role == Role::Leader && self.checker.observe_leader(n.id, status.term)? {
+                let log = n.engine().expect("observed node is up").storage();
+                self.checker.check_leader_complete(n.id, status.term, log)?;
+            }
+            let durable_commit = n.disk.durable().hard_state().commit;
+            self.checker.observe_commit(n.id, status.commit, durable_commit)?;
+        }
+        Ok(())
+    }
+
+    /// Replicas at the same applied index must hold the same state machine state.
+    pub(crate) fn check_state_hashes(&mut self) -> Result<(), Violation> {
+        for n in self.nodes.iter().filter(|n| n.is_up()) {
+            self.checker
+                .observe_state_hash(n.id, n.applied(), n.state_hash())?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn final_checks(&mut self) -> Result<(), Violation> {
+        self.check_state_hashes()?;
+        self.counter.check_exact(&self.nodes)?;
+        self.clients.abandon_all(&mut self.history);
+        let logs: Vec<(NodeId, &yizhi_engine::MemStorage)> =
+            self.nodes.iter().map(|n| (n.id, n.log())).collect();
+        if self.factory.term_identifies_value() {
+            check_log_matching(&logs)?;
+        }
+        self.checker.check_acked_writes()
+    }
+}
