@@ -474,7 +474,6 @@ impl Client {
         let Some(flight) = self.in_flight.take_if(|f| f.op_id == reply.op_id) else {
             return NextStep::Ignore;
         };
-        let first_invoke_ms = flight.first_invoke_ms;
         let backoff_ms = rng.range_inclusive(1, workload.retry_backoff_ms_max);
         let think = NextStep::Think {
             delay_ms: rng.range_inclusive(0, workload.think_ms_max),
@@ -504,6 +503,28 @@ impl Client {
                 self.remember(&input, &output);
                 return think;
             }
+            (op, answer) => {
+                let flight = InFlight { op, ..flight };
+                return self.on_refusal(flight, answer, backoff_ms, history);
+            }
+        };
+        self.remember(&input, &output);
+        history.returned(self.id, flight.op_id, input, flight.invoke_time, output);
+        think
+    }
+
+    /// An answer that did not complete the operation: it is retried (as the same operation when
+    /// the client library would re-send it, else as a new one), recorded first as of unknown
+    /// outcome when it may have taken effect.
+    fn on_refusal(
+        &mut self,
+        flight: InFlight,
+        answer: &Reply,
+        backoff_ms: u64,
+        history: &mut History,
+    ) -> NextStep {
+        let first_invoke_ms = flight.first_invoke_ms;
+        match (flight.op, answer) {
             (op, Reply::NotLeader { hint }) => {
                 if matches!(op, ClientOp::RelaxedRead { .. }) {
                     // A bounded read whose barrier found no leader here: try the hinted node.
@@ -511,14 +532,14 @@ impl Client {
                 }
                 self.leader_hint = *hint;
                 self.pending_retry = Some((op, first_invoke_ms));
-                return NextStep::Retry {
+                NextStep::Retry {
                     delay_ms: if hint.is_some() { 1 } else { backoff_ms },
-                };
+                }
             }
             (op, Reply::Failed { failure }) if go_client_retries_write(failure.status_code()) => {
                 // The library re-sends the very request: one operation, its first invocation.
                 self.transparent_retry = Some((op, flight.op_id, flight.invoke_time, first_invoke_ms));
-                return NextStep::Retry { delay_ms: backoff_ms };
+                NextStep::Retry { delay_ms: backoff_ms }
             }
             (ClientOp::Checked(input), Reply::Failed { failure }) if failure.outcome_unknown() => {
                 history.unknown(self.id, flight.op_id, input.clone(), flight.invoke_time);
@@ -526,18 +547,15 @@ impl Client {
                     self.known.remove(key);
                 }
                 self.pending_retry = Some((ClientOp::Checked(input), first_invoke_ms));
-                return NextStep::Retry { delay_ms: backoff_ms };
+                NextStep::Retry { delay_ms: backoff_ms }
             }
             // Definitely did not take effect: not part of the history, retried as a new operation.
             (op, Reply::Failed { .. } | Reply::Rejected) => {
                 self.pending_retry = Some((op, first_invoke_ms));
-                return NextStep::Retry { delay_ms: backoff_ms };
+                NextStep::Retry { delay_ms: backoff_ms }
             }
             (op, other) => panic!("client {} op {op:?} answered {other:?}", self.id),
-        };
-        self.remember(&input, &output);
-        history.returned(self.id, flight.op_id, input, flight.invoke_time, output);
-        think
+        }
     }
 
     fn remember(&mut self, input: &MvccInput, output: &MvccOutput) {

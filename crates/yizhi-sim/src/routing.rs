@@ -169,6 +169,19 @@ impl<F: EngineFactory> Sim<'_, F> {
         self.with_node(to, incarnation, &what, |n, ctx| n.forwarded(forward, ctx))
     }
 
+    pub(crate) fn on_snapshot_report(
+        &mut self,
+        node: NodeId,
+        incarnation: u64,
+        peer: NodeId,
+        status: SnapshotStatus,
+    ) -> Result<(), Violation> {
+        let what = format!("snapshot to {peer} {status:?}");
+        self.with_node(node, incarnation, &what, |n, ctx| {
+            n.report_snapshot(peer, status, ctx)
+        })
+    }
+
     pub(crate) fn on_forward_failed(&mut self, failure: ForwardFailure) -> Result<(), Violation> {
         let (from, node) = (failure.from, failure.to);
         match self.network.arrive(from, node) {

@@ -21,7 +21,9 @@ use crate::engines::EngineFactory;
 use crate::faults::Phase;
 use crate::invariants::{Checker, Violation};
 use crate::network::Network;
-use crate::node::{Ctx, Forward, ForwardFailure, MAX_WALL_CLOCK_OFFSET_MS, Node, Outputs, ReadFrame};
+use crate::node::{
+    Ctx, Forward, ForwardFailure, MAX_WALL_CLOCK_OFFSET_MS, Mutation, Node, Outputs, ReadFrame,
+};
 use crate::reads::{ReadChecker, ServedRead};
 use crate::report::{LincheckVerdict, RunOptions, RunReport};
 use crate::throughput::Window;
@@ -108,6 +110,38 @@ pub(crate) enum Event<M> {
     Check,
 }
 
+/// The nodes of a fresh cluster, each with its engine, an empty disk, a boot id and a wall-clock
+/// offset drawn from the engines' stream (in this order: the seed replays them).
+fn boot_nodes<F: EngineFactory>(
+    factory: &F,
+    config: &SimConfig,
+    mutation: Mutation,
+    rng: &mut SeededRng,
+) -> Vec<Node<F::E>> {
+    let membership = yizhi_engine::Membership::new(config.node_ids());
+    config
+        .nodes
+        .iter()
+        .map(|nc| {
+            let storage = yizhi_engine::MemStorage::new_with_membership(membership.clone());
+            let engine = factory.build(nc.id, storage.clone(), 0, config.engine_tuning, rng.fork());
+            let timing = (nc.tick_interval_ms, nc.fsync_ms_max);
+            let boot_id = rng.next_u64().max(1);
+            let mut node = Node::new(
+                nc.id,
+                engine,
+                Disk::new(storage),
+                timing,
+                nc.compact_every_entries,
+                boot_id,
+            );
+            node.mutation = mutation;
+            node.wall_offset_ms = rng.range_inclusive(0, MAX_WALL_CLOCK_OFFSET_MS);
+            node
+        })
+        .collect()
+}
+
 impl<M> Event<M> {
     /// The node whose process handles the event (deferred while that node is paused).
     fn target(&self) -> Option<NodeId> {
@@ -189,34 +223,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             hints: root.fork(),
         };
         let ids = config.node_ids();
-        let membership = yizhi_engine::Membership::new(ids.iter().copied());
-        let nodes = config
-            .nodes
-            .iter()
-            .map(|nc| {
-                let storage = yizhi_engine::MemStorage::new_with_membership(membership.clone());
-                let engine = factory.build(
-                    nc.id,
-                    storage.clone(),
-                    0,
-                    config.engine_tuning,
-                    rng.engines.fork(),
-                );
-                let timing = (nc.tick_interval_ms, nc.fsync_ms_max);
-                let boot_id = rng.engines.next_u64().max(1);
-                let mut node = Node::new(
-                    nc.id,
-                    engine,
-                    Disk::new(storage),
-                    timing,
-                    nc.compact_every_entries,
-                    boot_id,
-                );
-                node.mutation = options.mutation;
-                node.wall_offset_ms = rng.engines.range_inclusive(0, MAX_WALL_CLOCK_OFFSET_MS);
-                node
-            })
-            .collect();
+        let nodes = boot_nodes(factory, &config, options.mutation, &mut rng.engines);
         let network = Network::new(&ids, |from, to| config.link(from, to));
         let clients = Clients::new(config.client_count);
         let counter = CounterClient::new(config.client_count + 2);
@@ -343,12 +350,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
                 incarnation,
                 peer,
                 status,
-            } => {
-                let what = format!("snapshot to {peer} {status:?}");
-                self.with_node(node, incarnation, &what, |n, ctx| {
-                    n.report_snapshot(peer, status, ctx)
-                })
-            }
+            } => self.on_snapshot_report(node, incarnation, peer, status),
             Event::Unreachable {
                 node,
                 incarnation,
@@ -372,35 +374,26 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
                 from,
                 incarnation,
             } => self.on_reply(reply, from, incarnation),
-            Event::ClientWake { client } => {
-                self.on_client_wake(client);
-                Ok(())
-            }
-            Event::ClientTimeout { client, op_id } => {
-                self.on_client_timeout(client, op_id);
-                Ok(())
-            }
-            Event::CounterWake => {
-                self.on_counter_wake();
-                Ok(())
-            }
-            Event::CounterTimeout { op_id } => {
-                self.on_counter_timeout(op_id);
-                Ok(())
-            }
-            Event::FaultEpoch => {
-                self.on_fault_epoch();
-                Ok(())
-            }
-            Event::Restart { node } => {
-                self.on_restart(node);
-                Ok(())
-            }
-            Event::Heal => {
-                self.on_heal();
-                Ok(())
-            }
             Event::Check => self.on_check(),
+            timer => {
+                self.on_timer(timer);
+                Ok(())
+            }
+        }
+    }
+
+    /// The events no node handles and no check can fail at: clients', the counter's and the
+    /// fault schedule's timers.
+    fn on_timer(&mut self, event: Event<Msg<F>>) {
+        match event {
+            Event::ClientWake { client } => self.on_client_wake(client),
+            Event::ClientTimeout { client, op_id } => self.on_client_timeout(client, op_id),
+            Event::CounterWake => self.on_counter_wake(),
+            Event::CounterTimeout { op_id } => self.on_counter_timeout(op_id),
+            Event::FaultEpoch => self.on_fault_epoch(),
+            Event::Restart { node } => self.on_restart(node),
+            Event::Heal => self.on_heal(),
+            other => unreachable!("{other:?} is not a timer"),
         }
     }
 
