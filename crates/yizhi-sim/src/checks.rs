@@ -7,14 +7,58 @@
 use yizhi_engine::{Engine, NodeId, Role};
 use yizhi_kv::{CommandResponse, KvError};
 
-use crate::client::ClientReply;
+use crate::client::{ClientReply, Reply};
 use crate::engines::EngineFactory;
 use crate::faults::Phase;
 use crate::invariants::{Violation, check_log_matching};
 use crate::node::{Ctx, Mutation};
+use crate::reads::ServedRead;
 use crate::sim::{CHECK_PERIOD_MS, Event, Sim};
 
 impl<F: EngineFactory> Sim<'_, F> {
+    /// A write's answer: the acknowledged position must stay committed, and the response must be
+    /// the one its own entry produced; the read checker learns what was acknowledged when.
+    pub(crate) fn check_write_answer(&mut self, reply: &ClientReply) -> Result<(), Violation> {
+        if let Reply::Wrote { position, response } = &reply.reply {
+            self.checker
+                .observe_ack(reply.client_id, reply.op_id, *position)?;
+            self.check_ack_is_own_write(reply, response)?;
+            if let Ok(response) = response {
+                self.reads.observe_ack(self.now_ms, response);
+            }
+        }
+        Ok(())
+    }
+
+    /// A read's answer to regular client `index`, from the node process `(node, incarnation)`,
+    /// held to the promises of its read level.
+    pub(crate) fn check_read_answer(
+        &mut self,
+        reply: &ClientReply,
+        index: usize,
+        node: NodeId,
+        incarnation: u64,
+    ) -> Result<(), Violation> {
+        let Reply::Read(response) = &reply.reply else {
+            return Ok(());
+        };
+        let Some(read) = self.clients.get(index).read_in_flight(reply.op_id) else {
+            return Ok(());
+        };
+        let request = crate::kv::read_for(read.input).expect("a read input");
+        let served = ServedRead {
+            client_id: reply.client_id,
+            node,
+            incarnation,
+            node_tick_interval_ms: self.nodes[(node - 1) as usize].tick_interval_ms,
+            level: read.level,
+            invoke_ms: read.invoke_ms,
+            request: &request,
+            response,
+        };
+        self.reads.check(&served)
+    }
+
     /// The answer a client got for its write is the one its own entry produced: that entry was
     /// applied (by some replica, before the answer) with this very response.
     pub(crate) fn check_ack_is_own_write(

@@ -71,6 +71,7 @@
 
 mod checks;
 pub mod client;
+mod client_events;
 mod clients;
 pub mod clock;
 pub mod config;

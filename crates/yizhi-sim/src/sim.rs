@@ -11,11 +11,11 @@ use yizhi_engine::{Engine, Envelope, NodeId, SeededRng, SnapshotStatus};
 
 use yizhi_kv::{CommandResponse, KvError};
 
-use crate::client::{ClientReply, ClientRequest, History, NextStep, Reply, WriteKnowledge};
-use crate::clients::{ClientEnv, Clients, Sending};
+use crate::client::{ClientReply, ClientRequest, History, WriteKnowledge};
+use crate::clients::Clients;
 use crate::clock::TICK_SKEW_PCT_MAX;
 use crate::config::SimConfig;
-use crate::counter::{CounterClient, CounterStep};
+use crate::counter::CounterClient;
 use crate::disk::Disk;
 use crate::engines::EngineFactory;
 use crate::faults::Phase;
@@ -24,7 +24,7 @@ use crate::network::Network;
 use crate::node::{
     Ctx, Forward, ForwardFailure, MAX_WALL_CLOCK_OFFSET_MS, Mutation, Node, Outputs, ReadFrame,
 };
-use crate::reads::{ReadChecker, ServedRead};
+use crate::reads::ReadChecker;
 use crate::report::{LincheckVerdict, RunOptions, RunReport};
 use crate::throughput::Window;
 use crate::trace::Trace;
@@ -420,14 +420,6 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
         Ok(())
     }
 
-    fn on_counter_timeout(&mut self, op_id: u64) {
-        if self.counter.on_timeout(op_id) {
-            self.trace
-                .record(self.now_ms, None, format_args!("counter op {op_id} timed out"));
-            self.schedule_counter_wake(NextStep::Retry { delay_ms: 0 });
-        }
-    }
-
     fn on_tick(&mut self, node: NodeId, incarnation: u64) -> Result<(), Violation> {
         let n = &self.nodes[(node - 1) as usize];
         if !n.is_up() || n.incarnation != incarnation {
@@ -463,162 +455,6 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             };
             let out = n.tick(&mut ctx)?;
             self.route(node, out);
-        }
-    }
-
-    fn on_reply(&mut self, reply: ClientReply, from: NodeId, incarnation: u64) -> Result<(), Violation> {
-        self.trace.record(
-            self.now_ms,
-            None,
-            format_args!(
-                "client {} op {} got {:?}",
-                reply.client_id, reply.op_id, reply.reply
-            ),
-        );
-        if let Reply::Wrote { position, response } = &reply.reply {
-            self.checker
-                .observe_ack(reply.client_id, reply.op_id, *position)?;
-            self.check_ack_is_own_write(&reply, response)?;
-            if let Ok(response) = response {
-                self.reads.observe_ack(self.now_ms, response);
-            }
-        }
-        if reply.client_id == self.counter.client_id {
-            let step = match self.counter.on_reply(&reply, &mut self.history)? {
-                CounterStep::Ignore => return Ok(()),
-                CounterStep::Retry => NextStep::Retry { delay_ms: 0 },
-                CounterStep::Acknowledged => NextStep::Think { delay_ms: 0 },
-            };
-            self.schedule_counter_wake(step);
-            return Ok(());
-        }
-        let index = (reply.client_id - 1) as usize;
-        if let Reply::Wrote { .. } = &reply.reply
-            && let Some(started_ms) = self.clients.get(index).write_started_ms(reply.op_id)
-        {
-            self.count_acked_write(index, started_ms);
-        }
-        if let Reply::Read(response) = &reply.reply
-            && let Some(read) = self.clients.get(index).read_in_flight(reply.op_id)
-        {
-            let request = crate::kv::read_for(read.input).expect("a read input");
-            let served = ServedRead {
-                client_id: reply.client_id,
-                node: from,
-                incarnation,
-                node_tick_interval_ms: self.nodes[(from - 1) as usize].tick_interval_ms,
-                level: read.level,
-                invoke_ms: read.invoke_ms,
-                request: &request,
-                response,
-            };
-            self.reads.check(&served)?;
-        }
-        let client = self.clients.get_mut(index);
-        match client.on_reply(
-            &reply,
-            &self.config.workload,
-            &mut self.rng.clients,
-            &mut self.history,
-        ) {
-            NextStep::Ignore => {}
-            NextStep::Retry { delay_ms } | NextStep::Think { delay_ms } => {
-                self.schedule(self.now_ms + delay_ms, Event::ClientWake { client: index });
-            }
-        }
-        Ok(())
-    }
-
-    fn on_client_wake(&mut self, client: usize) {
-        let room = self.history.len() < self.config.max_history_ops;
-        if !room && let Some(window) = self.window.as_mut() {
-            window.note_history_full();
-        }
-        let mut env = ClientEnv::new(
-            self.now_ms,
-            &self.config.workload,
-            self.nodes.len() as u64,
-            &mut self.rng.clients,
-            &mut self.history,
-        );
-        let Some(sending) = self.clients.wake(client, room, self.phase, &self.nodes, &mut env) else {
-            return;
-        };
-        let op_id = sending.request.op_id;
-        self.send_request(sending, Event::ClientTimeout { client, op_id });
-    }
-
-    /// A client's request leaves for its node, and its timeout is set.
-    fn send_request(&mut self, sending: Sending, timeout: Event<Msg<F>>) {
-        let Sending {
-            node,
-            request,
-            arrive_ms,
-            timeout_ms,
-        } = sending;
-        self.schedule(arrive_ms, Event::Request { node, request });
-        self.schedule(timeout_ms, timeout);
-    }
-
-    /// Draws the delay before the counter's next attempt (a retry) or increment (a think).
-    fn schedule_counter_wake(&mut self, step: NextStep) {
-        let delay = self
-            .counter
-            .wake_delay_ms(step, &self.config.workload, &mut self.rng.clients);
-        if let Some(delay_ms) = delay {
-            self.schedule(self.now_ms + delay_ms, Event::CounterWake);
-        }
-    }
-
-    fn on_counter_wake(&mut self) {
-        let room = self.history.len() < self.config.max_history_ops;
-        let may_begin = self.phase == Phase::Faults && room;
-        let done = self.phase == Phase::Done;
-        let mut env = ClientEnv::new(
-            self.now_ms,
-            &self.config.workload,
-            self.nodes.len() as u64,
-            &mut self.rng.clients,
-            &mut self.history,
-        );
-        let Some(sending) = self.counter.wake(may_begin, done, &mut env) else {
-            return;
-        };
-        let op_id = sending.request.op_id;
-        self.send_request(sending, Event::CounterTimeout { op_id });
-    }
-
-    fn on_client_timeout(&mut self, client: usize, op_id: u64) {
-        let mut env = ClientEnv::new(
-            self.now_ms,
-            &self.config.workload,
-            self.nodes.len() as u64,
-            &mut self.rng.clients,
-            &mut self.history,
-        );
-        let Some(delay_ms) = self.clients.timeout(client, op_id, &mut env) else {
-            return;
-        };
-        self.trace.record(
-            self.now_ms,
-            None,
-            format_args!("client {} op {op_id} timed out", client + 1),
-        );
-        self.schedule(self.now_ms + delay_ms, Event::ClientWake { client });
-    }
-
-    /// A regular client's write was acknowledged: counted, with its latency, if it began and ended
-    /// inside the window.
-    fn count_acked_write(&mut self, client: usize, started_ms: u64) {
-        if self.clients.is_probe(client) {
-            return;
-        }
-        assert!(
-            started_ms <= self.now_ms,
-            "a write acknowledged before it started"
-        );
-        if let Some(window) = self.window.as_mut() {
-            window.count_acked_write(self.now_ms, started_ms, self.config.max_history_ops);
         }
     }
 
