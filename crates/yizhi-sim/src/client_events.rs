@@ -6,14 +6,28 @@
 use yizhi_engine::NodeId;
 
 use crate::client::{ClientReply, NextStep, Reply};
-use crate::clients::{ClientEnv, Sending};
-use crate::counter::CounterStep;
+use crate::clients::{ClientEnv, Clients, Sending};
+use crate::counter::{CounterClient, CounterStep};
 use crate::engines::EngineFactory;
 use crate::faults::Phase;
 use crate::invariants::Violation;
+use crate::node::Node;
 use crate::sim::{Event, Msg, Sim};
 
 impl<F: EngineFactory> Sim<'_, F> {
+    /// The client fleet, the counter, the nodes and what the clients' next requests draw on,
+    /// borrowed apart.
+    fn client_parts(&mut self) -> (&mut Clients, &mut CounterClient, &[Node<F::E>], ClientEnv<'_>) {
+        let env = ClientEnv::new(
+            self.now_ms,
+            &self.config.workload,
+            self.nodes.len() as u64,
+            &mut self.rng.clients,
+            &mut self.history,
+        );
+        (&mut self.clients, &mut self.counter, &self.nodes, env)
+    }
+
     pub(crate) fn on_reply(
         &mut self,
         reply: ClientReply,
@@ -65,14 +79,9 @@ impl<F: EngineFactory> Sim<'_, F> {
         if !room && let Some(window) = self.window.as_mut() {
             window.note_history_full();
         }
-        let mut env = ClientEnv::new(
-            self.now_ms,
-            &self.config.workload,
-            self.nodes.len() as u64,
-            &mut self.rng.clients,
-            &mut self.history,
-        );
-        let Some(sending) = self.clients.wake(client, room, self.phase, &self.nodes, &mut env) else {
+        let phase = self.phase;
+        let (clients, _, nodes, mut env) = self.client_parts();
+        let Some(sending) = clients.wake(client, room, phase, nodes, &mut env) else {
             return;
         };
         let op_id = sending.request.op_id;
@@ -92,14 +101,8 @@ impl<F: EngineFactory> Sim<'_, F> {
     }
 
     pub(crate) fn on_client_timeout(&mut self, client: usize, op_id: u64) {
-        let mut env = ClientEnv::new(
-            self.now_ms,
-            &self.config.workload,
-            self.nodes.len() as u64,
-            &mut self.rng.clients,
-            &mut self.history,
-        );
-        let Some(delay_ms) = self.clients.timeout(client, op_id, &mut env) else {
+        let (clients, _, _, mut env) = self.client_parts();
+        let Some(delay_ms) = clients.timeout(client, op_id, &mut env) else {
             return;
         };
         self.trace.record(
@@ -124,14 +127,8 @@ impl<F: EngineFactory> Sim<'_, F> {
         let room = self.history.len() < self.config.max_history_ops;
         let may_begin = self.phase == Phase::Faults && room;
         let done = self.phase == Phase::Done;
-        let mut env = ClientEnv::new(
-            self.now_ms,
-            &self.config.workload,
-            self.nodes.len() as u64,
-            &mut self.rng.clients,
-            &mut self.history,
-        );
-        let Some(sending) = self.counter.wake(may_begin, done, &mut env) else {
+        let (_, counter, _, mut env) = self.client_parts();
+        let Some(sending) = counter.wake(may_begin, done, &mut env) else {
             return;
         };
         let op_id = sending.request.op_id;

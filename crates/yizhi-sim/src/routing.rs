@@ -10,7 +10,7 @@ use crate::config::CLIENT_DELAY_MS_MAX;
 use crate::engines::EngineFactory;
 use crate::invariants::Violation;
 use crate::network::{Arrival, DropReason, HELD_RECHECK_MS, SendOutcome};
-use crate::node::{Ctx, Forward, ForwardFailure, Outputs, ReadFrame, ReadFrameKind};
+use crate::node::{Forward, ForwardFailure, Outputs, ReadFrame, ReadFrameKind};
 use crate::sim::{Event, Msg, Sim};
 
 /// A snapshot stream that lost its message is reported failed after this long.
@@ -36,14 +36,7 @@ impl<F: EngineFactory> Sim<'_, F> {
         }
         self.trace
             .record(self.now_ms, Some(to), format_args!("recv {:?}", envelope.msg));
-        let n = &mut self.nodes[(to - 1) as usize];
-        let mut ctx = Ctx {
-            now_ms: self.now_ms,
-            checker: &mut self.checker,
-            trace: &mut self.trace,
-        };
-        let out = n.step(envelope, &mut ctx)?;
-        self.route(to, out);
+        self.drive_node(to, |n, ctx| n.step(envelope, ctx))?;
         if snapshot {
             self.report_snapshot_later(from, to, SnapshotStatus::Finished, 0);
         }
@@ -182,16 +175,30 @@ impl<F: EngineFactory> Sim<'_, F> {
         })
     }
 
+    /// A stream frame reaches the end of its link `from → to`: returned if it arrives; a frame
+    /// the link holds waits (re-checked until the link heals), one it drops is gone.
+    fn frame_arrives<T>(
+        &mut self,
+        from: NodeId,
+        to: NodeId,
+        frame: T,
+        event: impl FnOnce(T) -> Event<Msg<F>>,
+    ) -> Option<T> {
+        match self.network.arrive(from, to) {
+            Arrival::Held => {
+                self.schedule(self.now_ms + HELD_RECHECK_MS, event(frame));
+                None
+            }
+            Arrival::Drop => None,
+            Arrival::Deliver => Some(frame),
+        }
+    }
+
     pub(crate) fn on_forward_failed(&mut self, failure: ForwardFailure) -> Result<(), Violation> {
         let (from, node) = (failure.from, failure.to);
-        match self.network.arrive(from, node) {
-            Arrival::Held => {
-                self.schedule(self.now_ms + HELD_RECHECK_MS, Event::ForwardFailed(failure));
-                return Ok(());
-            }
-            Arrival::Drop => return Ok(()),
-            Arrival::Deliver => {}
-        }
+        let Some(failure) = self.frame_arrives(from, node, failure, Event::ForwardFailed) else {
+            return Ok(());
+        };
         let incarnation = self.node(node).incarnation;
         let what = format!("forward of {:?} failed: {}", failure.id, failure.failure);
         self.with_node(node, incarnation, &what, |n, _| Ok(n.forward_failed(&failure)))
@@ -201,14 +208,9 @@ impl<F: EngineFactory> Sim<'_, F> {
     /// outlives a restart of the receiver, as the server's transport does).
     pub(crate) fn on_read_frame(&mut self, frame: ReadFrame) -> Result<(), Violation> {
         let (from, to) = (frame.from, frame.to);
-        match self.network.arrive(from, to) {
-            Arrival::Held => {
-                self.schedule(self.now_ms + HELD_RECHECK_MS, Event::Read(frame));
-                return Ok(());
-            }
-            Arrival::Drop => return Ok(()),
-            Arrival::Deliver => {}
-        }
+        let Some(frame) = self.frame_arrives(from, to, frame, Event::Read) else {
+            return Ok(());
+        };
         let incarnation = self.node(to).incarnation;
         let what = format!("{:?} from {from}", frame.kind);
         self.with_node(to, incarnation, &what, |n, ctx| match frame.kind {
@@ -279,14 +281,6 @@ impl<F: EngineFactory> Sim<'_, F> {
                 ),
             ),
         }
-        let n = &mut self.nodes[(node - 1) as usize];
-        let mut ctx = Ctx {
-            now_ms: self.now_ms,
-            checker: &mut self.checker,
-            trace: &mut self.trace,
-        };
-        let out = n.request(request, &mut ctx)?;
-        self.route(node, out);
-        Ok(())
+        self.drive_node(node, |n, ctx| n.request(request, ctx))
     }
 }

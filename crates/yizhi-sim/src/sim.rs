@@ -405,11 +405,21 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
         what: &str,
         f: impl FnOnce(&mut Node<F::E>, &mut Ctx<'_>) -> Result<Outputs<Msg<F>>, Violation>,
     ) -> Result<(), Violation> {
-        let n = &mut self.nodes[(node - 1) as usize];
+        let n = &self.nodes[(node - 1) as usize];
         if !n.is_up() || n.incarnation != incarnation {
             return Ok(());
         }
         self.trace.record(self.now_ms, Some(node), format_args!("{what}"));
+        self.drive_node(node, f)
+    }
+
+    /// Runs `f` on `node`'s process with this event's context, then routes what it asked for.
+    pub(crate) fn drive_node(
+        &mut self,
+        node: NodeId,
+        f: impl FnOnce(&mut Node<F::E>, &mut Ctx<'_>) -> Result<Outputs<Msg<F>>, Violation>,
+    ) -> Result<(), Violation> {
+        let n = &mut self.nodes[(node - 1) as usize];
         let mut ctx = Ctx {
             now_ms: self.now_ms,
             checker: &mut self.checker,
@@ -448,13 +458,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             }
             n.next_tick_due_ms += n.tick_interval_ms;
             self.trace.note(self.now_ms, Some(node), "tick");
-            let mut ctx = Ctx {
-                now_ms: self.now_ms,
-                checker: &mut self.checker,
-                trace: &mut self.trace,
-            };
-            let out = n.tick(&mut ctx)?;
-            self.route(node, out);
+            self.drive_node(node, |n, ctx| n.tick(ctx))?;
         }
     }
 
