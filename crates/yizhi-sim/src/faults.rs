@@ -1,7 +1,7 @@
 //! Fault profiles (how hostile a run may be) and the fault schedule: every few hundred simulated
 //! milliseconds of the fault phase, a new epoch re-decides the topology, clogs, crashes and pauses.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use yizhi_engine::{NodeId, SeededRng};
 
@@ -287,6 +287,113 @@ fn pick_topology(rng: &mut SeededRng, nodes: &[NodeId], leader: Option<NodeId>) 
             let left = others.iter().copied().take(others.len() / 2).collect();
             Topology::Bridge { left, bridge }
         }
+    }
+}
+
+/// A peer's transport sees a crashed node's connection close within this long (the kernel closes
+/// a dead process's sockets at once; the reset still has to cross the link).
+pub const CONNECTION_CLOSE_SEEN_MS_MAX: u64 = 5;
+
+/// What the fault schedule keeps between events: its random streams, the crashes armed for a
+/// node's next fsync, the nodes the heal leaves down, and counts of what it dealt.
+#[derive(Debug)]
+pub struct FaultState {
+    rng: SeededRng,
+    /// Lost-connection hints, true and wrong: a stream of its own, so that adding them left every
+    /// other stream's draws as they were.
+    hints_rng: SeededRng,
+    /// Crashes that wait for the node's next fsync request, with how long the node stays down:
+    /// power lost while writes are in flight, so that unsynced writes are lost often, not only
+    /// when an epoch boundary happens to fall inside an fsync.
+    crash_at_next_fsync: BTreeMap<NodeId, u64>,
+    /// Invariant: at most a minority, chosen at the heal.
+    kept_down: BTreeSet<NodeId>,
+    /// Crashes that struck while an unsynced append was rewriting entries already durable.
+    pub crashes_during_rewrites: u64,
+    /// Lost-connection hints delivered to a live engine: true ones, wrong ones.
+    pub hints_delivered: [u64; 2],
+}
+
+impl FaultState {
+    pub fn new(rng: SeededRng, hints_rng: SeededRng) -> Self {
+        FaultState {
+            rng,
+            hints_rng,
+            crash_at_next_fsync: BTreeMap::new(),
+            kept_down: BTreeSet::new(),
+            crashes_during_rewrites: 0,
+            hints_delivered: [0; 2],
+        }
+    }
+
+    /// The next epoch's plan ([`plan_epoch`]), from the schedule's own stream.
+    pub fn plan_epoch(
+        &mut self,
+        profile: &FaultProfile,
+        nodes: &[NodeId],
+        live: &BTreeSet<NodeId>,
+        leader: Option<NodeId>,
+    ) -> EpochPlan {
+        plan_epoch(profile, &mut self.rng, nodes, live, leader)
+    }
+
+    /// `node` crashes at its next fsync request, down for `down_ms`; `None` cancels that.
+    pub fn arm_crash_at_next_fsync(&mut self, node: NodeId, down_ms: Option<u64>) {
+        match down_ms {
+            Some(down_ms) => self.crash_at_next_fsync.insert(node, down_ms),
+            None => self.crash_at_next_fsync.remove(&node),
+        };
+    }
+
+    /// `node` asks for an fsync: how long it stays down, if the power goes now.
+    pub fn take_crash_at_fsync(&mut self, node: NodeId) -> Option<u64> {
+        self.crash_at_next_fsync.remove(&node)
+    }
+
+    /// How long a peer's transport takes to see a connection close.
+    pub fn connection_close_delay_ms(&mut self) -> u64 {
+        self.hints_rng.range_inclusive(1, CONNECTION_CLOSE_SEEN_MS_MAX)
+    }
+
+    /// Now and then (`ppm`), the peer a wrong lost-connection hint to `node` names: its leader,
+    /// else any other node.
+    pub fn wrong_hint_peer(
+        &mut self,
+        ppm: u64,
+        node: NodeId,
+        leader: Option<NodeId>,
+        nodes: &[NodeId],
+    ) -> Option<NodeId> {
+        if !self.hints_rng.chance(ppm, PPM) {
+            return None;
+        }
+        match leader.filter(|&l| l != node) {
+            Some(leader) => Some(leader),
+            None if nodes.len() > 1 => {
+                let others: Vec<NodeId> = nodes.iter().copied().filter(|&p| p != node).collect();
+                Some(others[self.hints_rng.below(others.len() as u64) as usize])
+            }
+            None => None,
+        }
+    }
+
+    /// The faults end: no crash stays armed.
+    pub fn heal(&mut self) {
+        self.crash_at_next_fsync.clear();
+    }
+
+    /// At the heal, a crashed node stays down (a third of the time, while fewer than
+    /// `may_stay_down` do) or restarts.
+    pub fn keeps_down(&mut self, node: NodeId, may_stay_down: usize) -> bool {
+        if self.kept_down.len() < may_stay_down && self.rng.chance(1, 3) {
+            self.kept_down.insert(node);
+            return true;
+        }
+        false
+    }
+
+    pub fn kept_down(&self) -> &BTreeSet<NodeId> {
+        &self.kept_down
     }
 }
 

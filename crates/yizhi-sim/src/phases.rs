@@ -8,14 +8,10 @@ use std::collections::BTreeSet;
 use yizhi_engine::{Engine, LogStorage, NodeId, Role};
 
 use crate::engines::EngineFactory;
-use crate::faults::{Phase, plan_epoch};
+use crate::faults::Phase;
 use crate::invariants::Violation;
 use crate::sim::{Event, LIVENESS_LEADER_BOUND_MS, LIVENESS_PROGRESS_BOUND_MS, Sim};
 use crate::throughput::Window;
-
-/// A peer's transport sees a crashed node's connection close within this long (the kernel closes
-/// a dead process's sockets at once; the reset still has to cross the link).
-pub const CONNECTION_CLOSE_SEEN_MS_MAX: u64 = 5;
 
 impl<F: EngineFactory> Sim<'_, F> {
     pub(crate) fn on_connection_lost(
@@ -27,7 +23,7 @@ impl<F: EngineFactory> Sim<'_, F> {
     ) -> Result<(), Violation> {
         let n = &self.nodes[(node - 1) as usize];
         if n.is_up() && n.incarnation == incarnation {
-            self.hints_delivered[usize::from(wrong)] += 1;
+            self.faults.hints_delivered[usize::from(wrong)] += 1;
         }
         let what = format!("connection to {peer} lost{}", if wrong { " (wrong)" } else { "" });
         self.with_node(node, incarnation, &what, |n, ctx| {
@@ -38,25 +34,16 @@ impl<F: EngineFactory> Sim<'_, F> {
     /// Now and then during the faults, tells a node that its leader's connection closed although
     /// the leader lives: the engines must stay safe whatever the hint says.
     pub(crate) fn maybe_wrong_hint(&mut self, node: NodeId, incarnation: u64) {
-        let ppm = self.config.profile.spurious_hint_ppm;
-        if self.phase != Phase::Faults || !self.rng.hints.chance(ppm, crate::network::PPM) {
+        if self.phase != Phase::Faults {
             return;
         }
+        let ppm = self.config.profile.spurious_hint_ppm;
         let leader = self.node(node).engine().and_then(|e| e.status().leader);
-        let peer = match leader.filter(|&l| l != node) {
-            Some(leader) => leader,
-            None if self.nodes.len() > 1 => {
-                let others: Vec<NodeId> = self
-                    .config
-                    .node_ids()
-                    .into_iter()
-                    .filter(|&p| p != node)
-                    .collect();
-                others[self.rng.hints.below(others.len() as u64) as usize]
-            }
-            None => return,
+        let ids = self.config.node_ids();
+        let Some(peer) = self.faults.wrong_hint_peer(ppm, node, leader, &ids) else {
+            return;
         };
-        let at = self.now_ms + self.rng.hints.range_inclusive(1, CONNECTION_CLOSE_SEEN_MS_MAX);
+        let at = self.now_ms + self.faults.connection_close_delay_ms();
         let event = Event::ConnectionLost {
             node,
             incarnation,
@@ -74,7 +61,7 @@ impl<F: EngineFactory> Sim<'_, F> {
                 continue;
             }
             let incarnation = self.node(peer).incarnation;
-            let at = self.now_ms + self.rng.hints.range_inclusive(1, CONNECTION_CLOSE_SEEN_MS_MAX);
+            let at = self.now_ms + self.faults.connection_close_delay_ms();
             let event = Event::ConnectionLost {
                 node: peer,
                 incarnation,
@@ -100,7 +87,7 @@ impl<F: EngineFactory> Sim<'_, F> {
         let ids = self.config.node_ids();
         let live: BTreeSet<NodeId> = self.nodes.iter().filter(|n| n.is_up()).map(|n| n.id).collect();
         let leader = self.current_leader();
-        let plan = plan_epoch(&self.config.profile, &mut self.rng.faults, &ids, &live, leader);
+        let plan = self.faults.plan_epoch(&self.config.profile, &ids, &live, leader);
         self.trace
             .record(self.now_ms, None, format_args!("fault epoch {plan:?}"));
         self.network
@@ -115,9 +102,9 @@ impl<F: EngineFactory> Sim<'_, F> {
         }
         for &(node, down_ms) in &plan.crashes {
             if self.rng.disk.chance(1, 2) {
-                self.crash_at_next_fsync.insert(node, down_ms);
+                self.faults.arm_crash_at_next_fsync(node, Some(down_ms));
             } else {
-                self.crash_at_next_fsync.remove(&node);
+                self.faults.arm_crash_at_next_fsync(node, None);
                 self.crash(node, down_ms);
             }
         }
@@ -137,7 +124,7 @@ impl<F: EngineFactory> Sim<'_, F> {
         let unsynced = self.node(node).disk.unsynced_len() as u64;
         let survivors = self.rng.disk.range_inclusive(0, unsynced) as usize;
         let rewriting = self.node(node).disk.holds_rewrite_of_durable_entries();
-        self.crashes_during_rewrites += u64::from(rewriting);
+        self.faults.crashes_during_rewrites += u64::from(rewriting);
         let durable_last = self.node(node).disk.durable().last_index();
         self.node(node).crash(survivors);
         let now_last = self.node(node).disk.durable().last_index();
@@ -194,23 +181,21 @@ impl<F: EngineFactory> Sim<'_, F> {
             healed_at_ms: self.now_ms,
         };
         self.network.make_reliable();
-        self.crash_at_next_fsync.clear();
+        self.faults.heal();
         let may_stay_down = (self.nodes.len() - 1) / 2;
         for id in self.config.node_ids() {
             self.node(id).paused_until_ms = 0;
             if self.node(id).is_up() {
                 continue;
             }
-            if self.kept_down.len() < may_stay_down && self.rng.faults.chance(1, 3) {
-                self.kept_down.insert(id);
-            } else {
+            if !self.faults.keeps_down(id, may_stay_down) {
                 self.restart(id);
             }
         }
         self.trace.record(
             self.now_ms,
             None,
-            format_args!("heal; kept down {:?}", self.kept_down),
+            format_args!("heal; kept down {:?}", self.faults.kept_down()),
         );
         let probe = self.clients.probe_index();
         self.schedule(self.now_ms, Event::ClientWake { client: probe });

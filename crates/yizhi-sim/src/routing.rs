@@ -105,9 +105,7 @@ impl<F: EngineFactory> Sim<'_, F> {
             };
             self.schedule(at, event);
         }
-        let crash_now = out
-            .fsync_requested
-            .then(|| self.crash_at_next_fsync.remove(&node));
+        let crash_now = out.fsync_requested.then(|| self.faults.take_crash_at_fsync(node));
         if let Some(Some(down_ms)) = crash_now {
             self.crash(node, down_ms);
         } else if out.fsync_requested {

@@ -5,7 +5,7 @@
 //! minority), and a probe client must get writes through within a bound. Final: log matching,
 //! acknowledged writes and linearizability of the whole history.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use yizhi_engine::{Engine, Envelope, NodeId, SeededRng, SnapshotStatus};
 
@@ -18,7 +18,7 @@ use crate::config::SimConfig;
 use crate::counter::CounterClient;
 use crate::disk::Disk;
 use crate::engines::EngineFactory;
-use crate::faults::Phase;
+use crate::faults::{FaultState, Phase};
 use crate::invariants::{Checker, Violation};
 use crate::network::Network;
 use crate::node::{
@@ -163,13 +163,9 @@ impl<M> Event<M> {
 
 pub(crate) struct Rngs {
     pub(crate) network: SeededRng,
-    pub(crate) faults: SeededRng,
     pub(crate) clients: SeededRng,
     pub(crate) disk: SeededRng,
     pub(crate) engines: SeededRng,
-    /// Lost-connection hints, true and wrong: a stream of its own, so that adding them left every
-    /// other stream's draws as they were.
-    pub(crate) hints: SeededRng,
 }
 
 pub(crate) struct Sim<'f, F: EngineFactory> {
@@ -195,15 +191,7 @@ pub(crate) struct Sim<'f, F: EngineFactory> {
     pub(crate) trace: Trace,
     pub(crate) rng: Rngs,
     pub(crate) phase: Phase,
-    pub(crate) kept_down: BTreeSet<NodeId>,
-    /// Crashes that wait for the node's next fsync request, with how long the node stays down:
-    /// power lost while writes are in flight, so that unsynced writes are lost often, not only
-    /// when an epoch boundary happens to fall inside an fsync.
-    pub(crate) crash_at_next_fsync: BTreeMap<NodeId, u64>,
-    /// Crashes that struck while an unsynced append was rewriting entries already durable.
-    pub(crate) crashes_during_rewrites: u64,
-    /// Lost-connection hints delivered to a live engine: true ones, wrong ones.
-    pub(crate) hints_delivered: [u64; 2],
+    pub(crate) faults: FaultState,
     /// A throughput run's measurement window, from when a leader first exists.
     pub(crate) window: Option<Window>,
 }
@@ -214,13 +202,19 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             config.fault_phase_ms = ms;
         }
         let mut root = SeededRng::new(config.seed);
+        // Forked in this order, whoever owns each stream: the seed replays them.
+        let network = root.fork();
+        let faults = root.fork();
+        let clients = root.fork();
+        let disk = root.fork();
+        let engines = root.fork();
+        let hints = root.fork();
+        let faults = FaultState::new(faults, hints);
         let mut rng = Rngs {
-            network: root.fork(),
-            faults: root.fork(),
-            clients: root.fork(),
-            disk: root.fork(),
-            engines: root.fork(),
-            hints: root.fork(),
+            network,
+            clients,
+            disk,
+            engines,
         };
         let ids = config.node_ids();
         let nodes = boot_nodes(factory, &config, options.mutation, &mut rng.engines);
@@ -250,10 +244,7 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             trace: Trace::new(options.trace),
             rng,
             phase: Phase::Faults,
-            kept_down: BTreeSet::new(),
-            crash_at_next_fsync: BTreeMap::new(),
-            crashes_during_rewrites: 0,
-            hints_delivered: [0; 2],
+            faults,
             window: None,
         }
     }
@@ -478,8 +469,8 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
             reads_asked_of_leader: self.nodes.iter().map(|n| n.reads_asked_of_leader).sum(),
             counter_increments: self.counter.acknowledged,
             counter_attempts: self.counter.attempts,
-            crashes_during_rewrites: self.crashes_during_rewrites,
-            hints_delivered: self.hints_delivered,
+            crashes_during_rewrites: self.faults.crashes_during_rewrites,
+            hints_delivered: self.faults.hints_delivered,
             window: self.window.as_ref().and_then(Window::closed_stats),
             lincheck,
             lincheck_wall_us: 0,
