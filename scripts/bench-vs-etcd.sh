@@ -85,7 +85,7 @@ ETCD_VERSION=none
 
 # --- yizhi, release build ---------------------------------------------------------------------
 log "building yizhi (release)"
-(cd "$ROOT" && cargo build --release -p yizhi-server --bin yizhi >&2)
+(cd "$ROOT" && cargo build --release -p yizhi-cli --bin yizhi >&2)
 YIZHI=${CARGO_TARGET_DIR:-$ROOT/target}/release/yizhi
 COMMIT=${YIZHI_COMMIT:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "commit unknown")}
 YIZHI_VERSION="$("$YIZHI" --version) ($COMMIT)"

@@ -15,4 +15,4 @@ cargo test --workspace --release "$@"
 # The same etcdctl, failover and bad-input suites against clusters running the Multi-Paxos engine
 # (members read `--engine` from YIZHI_ENGINE).
 echo "== the server suites again with --engine paxos"
-YIZHI_ENGINE=paxos cargo test --release -p yizhi-server --test etcdctl --test failover --test bad_input --test request_path
+YIZHI_ENGINE=paxos cargo test --release -p yizhi-cli --test etcdctl --test failover --test bad_input --test request_path

@@ -166,6 +166,12 @@ impl Client {
         self.inner.sequencer.client_id()
     }
 
+    /// The channel of the endpoint calls currently go to, for etcd services this client does not
+    /// wrap (the Lock and Election services that `yizhi lock` / `yizhi elect` call).
+    pub fn channel(&self) -> Channel {
+        self.current().1
+    }
+
     /// The endpoint index calls currently start from, and its channel.
     pub(crate) fn current(&self) -> (usize, Channel) {
         let index = self.inner.current.load(Ordering::Relaxed);

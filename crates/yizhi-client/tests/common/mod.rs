@@ -2,8 +2,8 @@
 //!
 //! The binary: `$YIZHI_BIN` if set, else `yizhi` next to this test's profile directory
 //! (`<target>/<profile>/yizhi`, where `cargo test --workspace` builds it before running any test,
-//! because yizhi-server's own integration tests need it). When it is missing — `cargo test -p
-//! yizhi-client` alone — the harness builds it once with `cargo build -p yizhi-server --bin yizhi`
+//! because yizhi-cli's own integration tests need it). When it is missing — `cargo test -p
+//! yizhi-client` alone — the harness builds it once with `cargo build -p yizhi-cli --bin yizhi`
 //! in the same profile and target directory.
 //!
 //! Cleanup: `Drop` kills the members; a shared cluster in a `static` is never dropped, so each
@@ -90,7 +90,7 @@ fn locate_or_build() -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(cargo);
     build
-        .args(["build", "-p", "yizhi-server", "--bin", "yizhi"])
+        .args(["build", "-p", "yizhi-cli", "--bin", "yizhi"])
         .arg("--target-dir")
         .arg(target_dir)
         .current_dir(env!("CARGO_MANIFEST_DIR"));

@@ -653,7 +653,7 @@ fn move_leader_hands_leadership_to_the_named_member() {
 
 /// `etcdctl check perf` runs a fixed 60 s load (its "small" profile: 50 clients, 150 writes/s) and
 /// judges throughput and latency, so it alone would exceed the suite's time budget: run it with
-/// `cargo test --release -p yizhi-server --test etcdctl -- --ignored check_perf`.
+/// `cargo test --release -p yizhi-cli --test etcdctl -- --ignored check_perf`.
 #[test]
 #[ignore = "takes over 60 s (etcdctl's fixed load duration)"]
 fn check_perf_passes_on_a_local_cluster() {

@@ -11,7 +11,8 @@ use clap::Args;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::config::EngineKind;
+use yizhi_server::config::{EngineKind, LogFormat};
+use yizhi_server::server::{init_logging, shutdown_signal};
 
 /// Members a local cluster may have (ports must stay below 65536).
 pub const MAX_UP_NODES: usize = 6;
@@ -68,7 +69,7 @@ pub fn members(args: &UpArgs) -> Result<Vec<LocalMember>, String> {
 }
 
 pub fn run(args: UpArgs) -> i32 {
-    crate::server::init_logging(crate::config::LogFormat::Human);
+    init_logging(LogFormat::Human);
     match try_run(&args) {
         Ok(()) => 0,
         Err(e) => {
@@ -128,7 +129,7 @@ fn try_run(args: &UpArgs) -> Result<(), String> {
     let outcome = runtime.block_on(async {
         let leader = tokio::select! {
             leader = wait_for_leader(&endpoints) => leader,
-            _ = crate::server::shutdown_signal() => return Ok(()),
+            _ = shutdown_signal() => return Ok(()),
         };
         let leader = leader?;
         let plain: Vec<String> = endpoints
@@ -154,7 +155,7 @@ fn try_run(args: &UpArgs) -> Result<(), String> {
             plain.join(",")
         );
         println!("Logs in {}. Ctrl-C stops every member.", args.data_dir.display());
-        crate::server::shutdown_signal().await;
+        shutdown_signal().await;
         Ok(())
     });
     stop_all(&mut children);

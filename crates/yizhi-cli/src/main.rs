@@ -2,8 +2,8 @@
 
 use clap::{Parser, Subcommand};
 
+use yizhi_cli::up::UpArgs;
 use yizhi_server::config::{ServerConfig, config_file_args};
-use yizhi_server::up::UpArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -24,11 +24,11 @@ enum Command {
     /// Start a local cluster of server processes on loopback and wait for Ctrl-C.
     Up(UpArgs),
     /// Benchmark an etcd v3 endpoint (Yizhi or etcd): put, range, txn, lease, watch, failover, floor.
-    Bench(yizhi_server::bench::BenchArgs),
+    Bench(yizhi_cli::bench::BenchArgs),
     /// Hold a lock while a command runs: `yizhi lock NAME [--ttl SECS] -- CMD ARGS...`.
-    Lock(yizhi_server::coord::LockArgs),
+    Lock(yizhi_cli::coord::LockArgs),
     /// Campaign in an election (`yizhi elect NAME PROPOSAL`) or observe it (`-l NAME`).
-    Elect(yizhi_server::coord::ElectArgs),
+    Elect(yizhi_cli::coord::ElectArgs),
 }
 
 fn main() {
@@ -41,10 +41,10 @@ fn main() {
     };
     let code = match cli.command {
         Command::Server(config) => yizhi_server::server::run(*config),
-        Command::Up(args) => yizhi_server::up::run(args),
-        Command::Bench(args) => yizhi_server::bench::run(args),
-        Command::Lock(args) => yizhi_server::coord::run_lock(args),
-        Command::Elect(args) => yizhi_server::coord::run_elect(args),
+        Command::Up(args) => yizhi_cli::up::run(args),
+        Command::Bench(args) => yizhi_cli::bench::run(args),
+        Command::Lock(args) => yizhi_cli::coord::run_lock(args),
+        Command::Elect(args) => yizhi_cli::coord::run_elect(args),
     };
     std::process::exit(code);
 }

@@ -1,5 +1,6 @@
 //! `yizhi lock` and `yizhi elect`: clients of the Lock and Election services (any etcd v3
-//! server that has them), each on a lease it keeps alive.
+//! server that has them), each on the lease of a `yizhi_client::Session`, which keeps it alive
+//! and says when it is lost.
 //!
 //! `yizhi lock NAME [--ttl SECS] -- CMD ARGS...` acquires the lock, runs CMD with the lock key and
 //! its fencing token in the environment (`YIZHI_LOCK_KEY`, `YIZHI_FENCING_TOKEN` = the key's create
@@ -20,23 +21,16 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 use clap::Args;
-use tokio::sync::watch;
-use tokio::time::Instant;
-use tonic::transport::Channel;
-use yizhi_proto::etcdserverpb as pb;
-use yizhi_proto::etcdserverpb::kv_client::KvClient;
-use yizhi_proto::etcdserverpb::lease_client::LeaseClient;
+use yizhi_client::{Client, Error, GetOptions, Session};
 use yizhi_proto::v3electionpb as epb;
 use yizhi_proto::v3electionpb::election_client::ElectionClient;
 use yizhi_proto::v3lockpb as lockpb;
 use yizhi_proto::v3lockpb::lock_client::LockClient;
 
-use crate::bench::cluster::{connect, parse_endpoints};
+use crate::bench::cluster::parse_endpoints;
 
-/// One keep-alive round trip longer than this counts as failed (and the next endpoint is tried).
-const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Pause before trying the next endpoint after a failure.
-const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// Unlock, resign and the lease's revocation on the way out are best effort, bounded by this.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Exit status when Ctrl-C ends a wait (the shell's convention for SIGINT).
 const INTERRUPTED_EXIT: i32 = 130;
 
@@ -112,145 +106,36 @@ fn run(what: &str, work: impl Future<Output = Result<i32, String>>) -> i32 {
     }
 }
 
-/// A channel to the first endpoint that answers, trying from `start` on; with its index.
-async fn connect_any(endpoints: &[String], start: usize) -> Result<(usize, Channel), String> {
-    let mut last_error = String::from("no endpoints");
-    for offset in 0..endpoints.len() {
-        let index = (start + offset) % endpoints.len();
-        match connect(&endpoints[index]).await {
-            Ok(channel) => return Ok((index, channel)),
-            Err(e) => last_error = e,
-        }
-    }
-    Err(last_error)
+/// A client over `--endpoints` (failover between them is the client's).
+async fn connect(endpoints: &str) -> Result<Client, String> {
+    let endpoints = parse_endpoints(endpoints)?;
+    Client::connect(&endpoints)
+        .await
+        .map_err(|e| format!("connecting to {endpoints:?}: {e}"))
 }
 
-/// A lease kept alive in the background until dropped or lost.
-struct Session {
-    lease: i64,
-    channel: Channel,
-    /// Becomes `Some(reason)` once the lease is lost.
-    lost: watch::Receiver<Option<String>>,
-    keeper: tokio::task::JoinHandle<()>,
+/// The client's lease session (granted, kept alive in the background until closed or lost).
+/// A TTL below 1 s is asked as 1 s: the server raises it to its minimum either way.
+async fn open_session(client: &Client, ttl_secs: i64) -> Result<Session, String> {
+    Session::new(client, ttl_secs.max(1))
+        .await
+        .map_err(|e| format!("lease grant: {e}"))
 }
 
-impl Session {
-    async fn start(endpoints: Vec<String>, ttl_secs: i64) -> Result<Session, String> {
-        let (index, channel) = connect_any(&endpoints, 0).await?;
-        let sent_at = Instant::now();
-        let granted = LeaseClient::new(channel.clone())
-            .lease_grant(pb::LeaseGrantRequest { ttl: ttl_secs, id: 0 })
-            .await
-            .map_err(|e| format!("lease grant: {}", e.message()))?
-            .into_inner();
-        if granted.ttl <= 0 {
-            return Err(format!("lease grant: TTL {}", granted.ttl));
-        }
-        let (lost_tx, lost) = watch::channel(None);
-        let keeper = Keeper {
-            endpoints,
-            index,
-            channel: channel.clone(),
-            lease: granted.id,
-            ttl: Duration::from_secs(granted.ttl as u64),
-            // The server counts from when it applied the grant, which is after we sent it.
-            expires_at: sent_at + Duration::from_secs(granted.ttl as u64),
-        };
-        let keeper = tokio::spawn(keeper.run(lost_tx));
-        Ok(Session {
-            lease: granted.id,
-            channel,
-            lost,
-            keeper,
-        })
-    }
-
-    /// Resolves with the reason once the lease is lost.
-    async fn lost(&self) -> String {
-        let mut lost = self.lost.clone();
-        match lost.wait_for(Option::is_some).await {
-            Ok(reason) => reason.clone().unwrap_or_default(),
-            Err(_) => "lease keeper stopped".into(),
-        }
-    }
-
-    /// Stops the keep-alives and revokes the lease (deleting its keys); best effort.
-    async fn close(self) {
-        self.keeper.abort();
-        let mut client = LeaseClient::new(self.channel.clone());
-        let revoke = client.lease_revoke(pb::LeaseRevokeRequest { id: self.lease });
-        if let Ok(Err(e)) = tokio::time::timeout(KEEP_ALIVE_TIMEOUT, revoke).await {
-            eprintln!("yizhi: revoking lease {:x}: {}", self.lease, e.message());
-        }
-    }
+/// Why the session ended, once it has.
+async fn session_lost(session: &Session) -> String {
+    session.lost().await;
+    let lease_id = session.lease_id();
+    Error::SessionLost { lease_id }.to_string()
 }
 
-/// The keep-alive loop: renews every TTL/3, moves to the next endpoint on a failure, and gives
-/// the lease up once a whole TTL passed since the last renewal's request was sent.
-struct Keeper {
-    endpoints: Vec<String>,
-    index: usize,
-    channel: Channel,
-    lease: i64,
-    ttl: Duration,
-    expires_at: Instant,
-}
-
-impl Keeper {
-    async fn run(mut self, lost: watch::Sender<Option<String>>) {
-        let reason = loop {
-            tokio::time::sleep_until(self.next_renewal()).await;
-            if Instant::now() >= self.expires_at {
-                break format!(
-                    "lease {:x} expired: no keep-alive succeeded within its TTL",
-                    self.lease
-                );
-            }
-            let sent_at = Instant::now();
-            match self.renew_once().await {
-                Ok(ttl_secs) if ttl_secs > 0 => {
-                    self.expires_at = sent_at + Duration::from_secs(ttl_secs as u64);
-                }
-                Ok(_) => break format!("lease {:x} is gone (expired or revoked)", self.lease),
-                Err(e) => {
-                    tracing::debug!(error = %e, "keep-alive failed; trying the next endpoint");
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                    if let Ok((index, channel)) = connect_any(&self.endpoints, self.index + 1).await {
-                        (self.index, self.channel) = (index, channel);
-                    }
-                }
-            }
-        };
-        let _ = lost.send(Some(reason));
-    }
-
-    fn next_renewal(&self) -> Instant {
-        let renew_at = self
-            .expires_at
-            .checked_sub(self.ttl * 2 / 3)
-            .unwrap_or_else(Instant::now);
-        renew_at.min(self.expires_at)
-    }
-
-    /// One keep-alive on a stream of its own; the TTL the server answered (0: lease gone).
-    async fn renew_once(&self) -> Result<i64, String> {
-        let request = pb::LeaseKeepAliveRequest { id: self.lease };
-        let mut client = LeaseClient::new(self.channel.clone());
-        let exchange = async {
-            let mut responses = client
-                .lease_keep_alive(tokio_stream::once(request))
-                .await
-                .map_err(|e| e.message().to_string())?
-                .into_inner();
-            match responses.message().await {
-                Ok(Some(response)) => Ok(response.ttl),
-                Ok(None) => Err("keep-alive stream ended".to_string()),
-                Err(e) => Err(e.message().to_string()),
-            }
-        };
-        tokio::time::timeout(KEEP_ALIVE_TIMEOUT, exchange)
-            .await
-            .map_err(|_| "keep-alive timed out".to_string())?
+/// Revokes the lease (deleting its keys); best effort, bounded by [`RELEASE_TIMEOUT`].
+async fn close(session: Session) {
+    let lease_id = session.lease_id();
+    match tokio::time::timeout(RELEASE_TIMEOUT, session.close()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("yizhi: revoking lease {lease_id:x}: {e}"),
+        Err(_) => eprintln!("yizhi: revoking lease {lease_id:x}: timed out"),
     }
 }
 
@@ -264,7 +149,7 @@ enum Raced<T> {
 async fn race<T>(session: &Session, work: impl Future<Output = T>) -> Raced<T> {
     tokio::select! {
         done = work => Raced::Done(done),
-        reason = session.lost() => Raced::Lost(reason),
+        reason = session_lost(session) => Raced::Lost(reason),
         () = interrupted() => Raced::Interrupted,
     }
 }
@@ -286,54 +171,50 @@ async fn interrupted() {
 }
 
 async fn lock_main(args: LockArgs) -> Result<i32, String> {
-    let endpoints = parse_endpoints(&args.endpoints)?;
-    let session = Session::start(endpoints, args.ttl).await?;
+    let client = connect(&args.endpoints).await?;
+    let session = open_session(&client, args.ttl).await?;
     let request = lockpb::LockRequest {
         name: args.name.clone().into_bytes(),
-        lease: session.lease,
+        lease: session.lease_id(),
     };
-    let mut client = LockClient::new(session.channel.clone());
-    let granted = match race(&session, client.lock(request)).await {
+    let mut lock_client = LockClient::new(client.channel());
+    let granted = match race(&session, lock_client.lock(request)).await {
         Raced::Done(Ok(response)) => response.into_inner(),
         Raced::Done(Err(e)) => {
-            session.close().await;
+            close(session).await;
             return Err(format!("lock {}: {}", args.name, e.message()));
         }
         Raced::Lost(reason) => {
-            session.close().await;
+            close(session).await;
             return Err(reason);
         }
         Raced::Interrupted => {
-            session.close().await;
+            close(session).await;
             return Ok(INTERRUPTED_EXIT);
         }
     };
-    let token = match fencing_token(&session.channel, &granted.key).await {
+    let token = match fencing_token(&client, &granted.key).await {
         Ok(token) => token,
         Err(e) => {
-            session.close().await;
+            close(session).await;
             return Err(e);
         }
     };
     let status = run_holding(&session, &args.command, &granted, token).await;
-    let unlock = client.unlock(lockpb::UnlockRequest {
+    let unlock = lock_client.unlock(lockpb::UnlockRequest {
         key: granted.key.clone(),
     });
-    let _ = tokio::time::timeout(KEEP_ALIVE_TIMEOUT, unlock).await;
-    session.close().await;
+    let _ = tokio::time::timeout(RELEASE_TIMEOUT, unlock).await;
+    close(session).await;
     status
 }
 
 /// The create revision of the lock key, read after the grant.
-async fn fencing_token(channel: &Channel, key: &[u8]) -> Result<i64, String> {
-    let response = KvClient::new(channel.clone())
-        .range(pb::RangeRequest {
-            key: key.to_vec(),
-            ..Default::default()
-        })
+async fn fencing_token(client: &Client, key: &[u8]) -> Result<i64, String> {
+    let response = client
+        .get(key, GetOptions::new())
         .await
-        .map_err(|e| format!("reading the lock key: {}", e.message()))?
-        .into_inner();
+        .map_err(|e| format!("reading the lock key: {e}"))?;
     match response.kvs.first() {
         Some(kv) => Ok(kv.create_revision),
         None => Err("the lock key vanished right after the grant (lease lost)".into()),
@@ -365,7 +246,7 @@ async fn run_holding(
     let waited = loop {
         tokio::select! {
             waited = &mut exited => break waited,
-            reason = session.lost(), if !lease_lost => {
+            reason = session_lost(session), if !lease_lost => {
                 eprintln!("yizhi lock: {reason}; the lock is no longer held: sending SIGTERM to {program} (pid {pid})");
                 let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
                 lease_lost = true;
@@ -399,26 +280,26 @@ fn print_kv(kv: &yizhi_proto::mvccpb::KeyValue) {
 }
 
 async fn campaign_main(args: ElectArgs, proposal: String) -> Result<i32, String> {
-    let endpoints = parse_endpoints(&args.endpoints)?;
-    let session = Session::start(endpoints, args.ttl).await?;
+    let client = connect(&args.endpoints).await?;
+    let session = open_session(&client, args.ttl).await?;
     let request = epb::CampaignRequest {
         name: args.name.clone().into_bytes(),
-        lease: session.lease,
+        lease: session.lease_id(),
         value: proposal.clone().into_bytes(),
     };
-    let mut client = ElectionClient::new(session.channel.clone());
-    let leader = match race(&session, client.campaign(request)).await {
+    let mut election = ElectionClient::new(client.channel());
+    let leader = match race(&session, election.campaign(request)).await {
         Raced::Done(Ok(response)) => response.into_inner().leader,
         Raced::Done(Err(e)) => {
-            session.close().await;
+            close(session).await;
             return Err(format!("campaign {}: {}", args.name, e.message()));
         }
         Raced::Lost(reason) => {
-            session.close().await;
+            close(session).await;
             return Err(reason);
         }
         Raced::Interrupted => {
-            session.close().await;
+            close(session).await;
             return Ok(INTERRUPTED_EXIT);
         }
     };
@@ -434,23 +315,22 @@ async fn campaign_main(args: ElectArgs, proposal: String) -> Result<i32, String>
             1
         }
         Raced::Done(()) | Raced::Interrupted => {
-            let resign = client.resign(epb::ResignRequest { leader: Some(leader) });
-            let _ = tokio::time::timeout(KEEP_ALIVE_TIMEOUT, resign).await;
+            let resign = election.resign(epb::ResignRequest { leader: Some(leader) });
+            let _ = tokio::time::timeout(RELEASE_TIMEOUT, resign).await;
             0
         }
     };
-    session.close().await;
+    close(session).await;
     Ok(code)
 }
 
 async fn observe_main(args: ElectArgs) -> Result<i32, String> {
-    let endpoints = parse_endpoints(&args.endpoints)?;
-    let (_, channel) = connect_any(&endpoints, 0).await?;
-    let mut client = ElectionClient::new(channel);
+    let client = connect(&args.endpoints).await?;
+    let mut election = ElectionClient::new(client.channel());
     let request = epb::LeaderRequest {
         name: args.name.clone().into_bytes(),
     };
-    let mut stream = client
+    let mut stream = election
         .observe(request)
         .await
         .map_err(|e| format!("observe {}: {}", args.name, e.message()))?
