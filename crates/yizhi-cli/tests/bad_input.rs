@@ -2,18 +2,16 @@
 //! requests (what etcd's clients match on), and garbage on the peer and client ports — after each,
 //! the members keep serving and nothing written earlier is lost.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes};
-use common::{Cluster, block_on};
 use tonic::Code;
 use yizhi_proto::etcdserverpb as pb;
 use yizhi_server::transport::{Frame, Hello};
+use yizhi_testkit::{Cluster, block_on};
 
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
 const MAX_TXN_OPS: usize = 8;
@@ -491,7 +489,7 @@ impl tonic::codec::Decoder for RawCodec {
 }
 
 async fn raw_call(url: &str, path: &'static str, body: Vec<u8>) -> Result<Vec<u8>, tonic::Status> {
-    let mut grpc = tonic::client::Grpc::new(common::channel(url));
+    let mut grpc = tonic::client::Grpc::new(yizhi_testkit::channel(url));
     grpc.ready()
         .await
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;

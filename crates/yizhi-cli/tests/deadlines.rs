@@ -8,21 +8,17 @@
 //! but, unlike tonic's `Channel`, does not enforce it itself, so what it receives at the deadline
 //! is the server's own answer.
 
-mod common;
-
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use common::Cluster;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use tonic::{Code, Request, Status};
 use yizhi_proto::etcdserverpb as pb;
 use yizhi_proto::etcdserverpb::kv_client::KvClient;
+use yizhi_testkit::Cluster;
 
 /// The client's timeout, sent as `grpc-timeout`.
 const CLIENT_TIMEOUT: Duration = Duration::from_millis(300);
@@ -82,27 +78,6 @@ async fn timed_put(client: &mut KvClient<BareHttp2>, key: &str) -> (Result<(), S
     (answer.map(|_| ()), started.elapsed())
 }
 
-/// Stops (SIGSTOP) members for as long as it lives: their sockets stay open, so nobody learns
-/// they are gone until timeouts say so — a partition, as a cut-off member sees it.
-struct Paused(Vec<u32>);
-
-impl Paused {
-    fn stop(pids: Vec<u32>) -> Paused {
-        for &pid in &pids {
-            kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).expect("SIGSTOP");
-        }
-        Paused(pids)
-    }
-}
-
-impl Drop for Paused {
-    fn drop(&mut self) {
-        for &pid in &self.0 {
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGCONT);
-        }
-    }
-}
-
 /// What etcd's server answers a call it could not complete in time (or at all, with no leader).
 fn assert_answered_like_etcd(what: &str, status: &Status, took: Duration) {
     assert!(
@@ -124,13 +99,13 @@ fn assert_answered_like_etcd(what: &str, status: &Status, took: Duration) {
 /// reach the leader past their deadline and are refused: none of those writes ever applies.
 #[test]
 fn raft_a_cut_off_member_answers_at_the_deadline_and_its_late_forwards_never_apply() {
-    common::block_on(cut_off_member(&["--engine", "raft"]));
+    yizhi_testkit::block_on(cut_off_member(&["--engine", "raft"]));
 }
 
 /// The same through Multi-Paxos, whose followers also ask the leader for read indexes (frames).
 #[test]
 fn paxos_a_cut_off_member_answers_at_the_deadline_and_its_late_forwards_never_apply() {
-    common::block_on(cut_off_member(&["--engine", "paxos"]));
+    yizhi_testkit::block_on(cut_off_member(&["--engine", "paxos"]));
 }
 
 async fn cut_off_member(engine_flags: &[&str]) {
@@ -142,8 +117,7 @@ async fn cut_off_member(engine_flags: &[&str]) {
     let (healthy, _) = timed_put(&mut client, "deadline/healthy").await;
     healthy.expect("a put with a 300 ms timeout succeeds while the cluster is whole");
 
-    let pids = [leader, other].map(|i| cluster.pid(i).expect("running"));
-    let paused = Paused::stop(pids.to_vec());
+    let paused = cluster.pause(&[leader, other]);
     let mut timed_out = 0;
     for i in 0..PUTS_WHILE_CUT_OFF {
         let key = format!("deadline/cut-off/{i}");
@@ -165,7 +139,7 @@ async fn cut_off_member(engine_flags: &[&str]) {
         timed_out >= 1,
         "no put was forwarded and timed out: the test missed its path"
     );
-    drop(paused);
+    paused.resume();
 
     // A write through the follower, forwarded after the late ones on the same connection when
     // the leader is unchanged: once it applies, the leader has judged those too.

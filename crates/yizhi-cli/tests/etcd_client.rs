@@ -2,15 +2,13 @@
 //! own generated protos (built with the system `protoc`). KV with options, a txn, a watch stream, a
 //! lease keep-alive stream, TimeToLive with keys, revoke, and an error text, on a 3-member cluster.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::Cluster;
 use etcd_client::{
     Client, Compare, CompareOp, EventType, GetOptions, LeaseTimeToLiveOptions, PutOptions, Txn, TxnOp,
     WatchOptions,
 };
+use yizhi_testkit::Cluster;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 

@@ -4,20 +4,18 @@
 //! Most tests share one cluster and keep to their own key prefix; compaction and move-leader
 //! change cluster-wide state, so they get clusters of their own.
 
-mod common;
-
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::{Cluster, CtlOutput};
+use yizhi_testkit::{Cluster, CtlOutput};
 
 const WATCH_WAIT: Duration = Duration::from_secs(20);
 
 /// The shared cluster, or `None` when etcdctl is missing (and not required).
 fn shared() -> Option<&'static Cluster> {
     static CLUSTER: OnceLock<Cluster> = OnceLock::new();
-    if !common::etcdctl_available() {
+    if !yizhi_testkit::etcdctl_available() {
         return None;
     }
     Some(CLUSTER.get_or_init(|| Cluster::start_blocking(3, &[])))
@@ -99,7 +97,7 @@ fn put_and_get_with_ranges_revisions_sorting_and_output_formats() {
     assert_eq!(limited["more"], true, "{limited}");
     assert_eq!(limited["kvs"].as_array().map(Vec::len), Some(2), "{limited}");
     // etcdctl 3.4 has no `--count-only` (3.5 added it): ask for the count over gRPC instead.
-    let counted = common::block_on(async {
+    let counted = yizhi_testkit::block_on(async {
         let request = yizhi_proto::etcdserverpb::RangeRequest {
             key: b"pg/".to_vec(),
             range_end: b"pg0".to_vec(),
@@ -564,7 +562,7 @@ fn alarm_list_is_empty_on_a_healthy_cluster() {
 
 #[test]
 fn compaction_makes_older_revisions_unreadable() {
-    if !common::etcdctl_available() {
+    if !yizhi_testkit::etcdctl_available() {
         return;
     }
     let cluster = Cluster::start_blocking(3, &[]);
@@ -619,7 +617,7 @@ fn compaction_makes_older_revisions_unreadable() {
 
 #[test]
 fn move_leader_hands_leadership_to_the_named_member() {
-    if !common::etcdctl_available() {
+    if !yizhi_testkit::etcdctl_available() {
         return;
     }
     let cluster = Cluster::start_blocking(3, &[]);
@@ -657,7 +655,7 @@ fn move_leader_hands_leadership_to_the_named_member() {
 #[test]
 #[ignore = "takes over 60 s (etcdctl's fixed load duration)"]
 fn check_perf_passes_on_a_local_cluster() {
-    if !common::etcdctl_available() {
+    if !yizhi_testkit::etcdctl_available() {
         return;
     }
     let cluster = Cluster::start_blocking(3, &[]);

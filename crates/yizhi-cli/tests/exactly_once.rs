@@ -4,16 +4,14 @@
 //! exactly the number of acknowledged increments although the leader is killed mid-way and the
 //! client retries whatever failed ambiguously.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::Cluster;
 use tonic::Request;
 use yizhi_client::{Client, ClientOptions, GetOptions, PutOptions};
 use yizhi_proto::etcdserverpb as pb;
+use yizhi_testkit::Cluster;
 
 fn tagged<T>(message: T, tag: &[(&'static str, &str)]) -> Request<T> {
     let mut request = Request::new(message);
@@ -239,7 +237,7 @@ fn metric(text: &str, name: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_session_table_is_counted_in_the_metrics() {
-    let port = common::free_ports(1)[0];
+    let port = yizhi_testkit::free_ports(1)[0];
     let addr = format!("127.0.0.1:{port}");
     let url = format!("http://{addr}");
     let cluster = Cluster::start(1, &["--listen-metrics-urls", &url]).await;

@@ -4,18 +4,16 @@
 //! that was served by the dead leader resumes on another member from its last revision without
 //! a gap.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::Cluster;
 use tokio_stream::StreamExt;
 use yizhi_proto::etcdserverpb as pb;
 use yizhi_proto::etcdserverpb::kv_client::KvClient;
 use yizhi_proto::etcdserverpb::watch_client::WatchClient;
+use yizhi_testkit::Cluster;
 
 const WRITERS: usize = 4;
 /// A write not answered within this is retried (on the next member): a dead leader must not
@@ -54,7 +52,10 @@ impl Load {
 /// Writes `<prefix><writer>/<seq>` = `v<seq>` one after another, retrying each write (same key,
 /// same value) on the next member until it is acknowledged.
 async fn writer(urls: Vec<String>, prefix: String, id: usize, load: Arc<Load>) {
-    let mut clients: Vec<KvClient<_>> = urls.iter().map(|u| KvClient::new(common::channel(u))).collect();
+    let mut clients: Vec<KvClient<_>> = urls
+        .iter()
+        .map(|u| KvClient::new(yizhi_testkit::channel(u)))
+        .collect();
     let mut member = id % clients.len();
     let mut seq = 0u64;
     while !load.stop.load(Ordering::Relaxed) {
@@ -251,7 +252,7 @@ async fn watch_until_broken(url: String, prefix: &str, start_revision: i64, seen
     let (_requests, requests_rx) = tokio::sync::mpsc::channel(1);
     let requests =
         tokio_stream::iter([create]).chain(tokio_stream::wrappers::ReceiverStream::new(requests_rx));
-    let mut client = WatchClient::new(common::channel(&url));
+    let mut client = WatchClient::new(yizhi_testkit::channel(&url));
     let mut stream = match client.watch(requests).await {
         Ok(response) => response.into_inner(),
         Err(status) => return format!("watch on {url} refused: {status}"),

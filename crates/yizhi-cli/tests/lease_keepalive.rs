@@ -4,16 +4,14 @@
 //! `max(L, R)` without a leader change, and a new leader (which cannot know L) keeps it until
 //! `R + TTL/2`, which covers every acknowledged keep-alive.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Cluster, ELECTION_TIMEOUT_MS};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 use yizhi_proto::etcdserverpb as pb;
 use yizhi_proto::etcdserverpb::lease_client::LeaseClient;
+use yizhi_testkit::{Cluster, ELECTION_TIMEOUT_MS};
 
 /// The server's lessor round (`LESSOR_INTERVAL`).
 const LESSOR_INTERVAL: Duration = Duration::from_millis(500);
@@ -31,7 +29,7 @@ struct KeepAlives {
 impl KeepAlives {
     async fn open(url: &str) -> KeepAlives {
         let (requests, rx) = mpsc::channel(4);
-        let answers = LeaseClient::new(common::channel(url))
+        let answers = LeaseClient::new(yizhi_testkit::channel(url))
             .lease_keep_alive(ReceiverStream::new(rx))
             .await
             .expect("keep-alive stream")
@@ -57,14 +55,14 @@ impl KeepAlives {
 }
 
 async fn raft_index(cluster: &Cluster, member: usize) -> u64 {
-    common::status(&cluster.client_url(member))
+    yizhi_testkit::status(&cluster.client_url(member))
         .await
         .expect("status")
         .raft_index
 }
 
 async fn grant(cluster: &Cluster, member: usize, ttl: i64) -> i64 {
-    let mut lease = LeaseClient::new(common::channel(&cluster.client_url(member)));
+    let mut lease = LeaseClient::new(yizhi_testkit::channel(&cluster.client_url(member)));
     let granted = lease
         .lease_grant(pb::LeaseGrantRequest { ttl, id: 0 })
         .await
@@ -76,7 +74,7 @@ async fn grant(cluster: &Cluster, member: usize, ttl: i64) -> i64 {
 
 /// The lease's remaining TTL as `member` sees it; -1 once it is gone.
 async fn time_to_live(cluster: &Cluster, member: usize, id: i64) -> i64 {
-    let mut lease = LeaseClient::new(common::channel(&cluster.client_url(member)));
+    let mut lease = LeaseClient::new(yizhi_testkit::channel(&cluster.client_url(member)));
     lease
         .lease_time_to_live(pb::LeaseTimeToLiveRequest { id, keys: false })
         .await

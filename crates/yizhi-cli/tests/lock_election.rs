@@ -7,15 +7,11 @@
 //! expire use the minimum TTL (2 s); waits poll with generous deadlines (the machine has 2 cores
 //! shared with parallel tests and builds).
 
-mod common;
-
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::Cluster;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 use yizhi_proto::etcdserverpb as pb;
@@ -25,6 +21,7 @@ use yizhi_proto::v3electionpb as epb;
 use yizhi_proto::v3electionpb::election_client::ElectionClient;
 use yizhi_proto::v3lockpb as lockpb;
 use yizhi_proto::v3lockpb::lock_client::LockClient;
+use yizhi_testkit::{Cluster, CtlProcess};
 
 /// The longest any single expected event may take on a loaded machine.
 const EVENT_DEADLINE: Duration = Duration::from_secs(20);
@@ -621,122 +618,27 @@ fn campaign_proclaim_resign_observe_and_etcds_errors() {
 // ---------------------------------------------------------------------------------------------
 // etcdctl and the yizhi commands
 
-/// A child process whose stdout lines arrive on a channel; SIGKILLed on drop.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    stderr: Arc<Mutex<String>>,
-    seen: Vec<String>,
+/// etcdctl without the harness's command timeout: a lock or a campaign may wait long.
+fn etcdctl_process(cluster: &Cluster, args: &[&str]) -> CtlProcess {
+    let mut command = Command::new("etcdctl");
+    command
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", cluster.endpoints()))
+        .args(args);
+    CtlProcess::spawn_command(command)
 }
 
-impl Proc {
-    fn spawn(mut command: Command) -> Proc {
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut stderr_pipe = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stderr_pipe.read_to_string(&mut text);
-            sink.lock().unwrap_or_else(|e| e.into_inner()).push_str(&text);
-        });
-        Proc {
-            child,
-            lines,
-            stderr,
-            seen: Vec::new(),
-        }
-    }
-
-    fn etcdctl(cluster: &Cluster, args: &[&str]) -> Proc {
-        let mut command = Command::new("etcdctl");
-        command
-            .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={}", cluster.endpoints()))
-            .args(args);
-        Proc::spawn(command)
-    }
-
-    fn yizhi(cluster: &Cluster, args: &[&str]) -> Proc {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_yizhi"));
-        // The endpoints go before the subcommand's own arguments: a lock's command takes the rest.
-        let (subcommand, rest) = args.split_first().expect("a subcommand");
-        command
-            .arg(subcommand)
-            .arg("--endpoints")
-            .arg(cluster.endpoints())
-            .args(rest);
-        Proc::spawn(command)
-    }
-
-    /// The next `count` lines, or a panic naming what came.
-    fn next_lines(&mut self, count: usize, within: Duration) -> Vec<String> {
-        let deadline = Instant::now() + within;
-        let mut got = Vec::new();
-        while got.len() < count {
-            match self
-                .lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    got.push(line);
-                }
-                Err(_) => panic!(
-                    "{count} lines did not come within {within:?}; got {got:?}; stderr: {}",
-                    self.stderr()
-                ),
-            }
-        }
-        got
-    }
-
-    fn assert_silent_for(&mut self, within: Duration) {
-        if let Ok(line) = self.lines.recv_timeout(within) {
-            panic!("unexpected output {line:?} (after {:?})", self.seen);
-        }
-    }
-
-    fn signal(&self, signal: nix::sys::signal::Signal) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, signal).expect("signal");
-    }
-
-    fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "still running after {within:?}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A `yizhi lock` or `yizhi elect` against the cluster.
+fn yizhi_process(cluster: &Cluster, args: &[&str]) -> CtlProcess {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_yizhi"));
+    // The endpoints go before the subcommand's own arguments: a lock's command takes the rest.
+    let (subcommand, rest) = args.split_first().expect("a subcommand");
+    command
+        .arg(subcommand)
+        .arg("--endpoints")
+        .arg(cluster.endpoints())
+        .args(rest);
+    CtlProcess::spawn_command(command)
 }
 
 fn is_lock_key(line: &str, name: &str) -> bool {
@@ -746,7 +648,7 @@ fn is_lock_key(line: &str, name: &str) -> bool {
 
 #[test]
 fn etcdctl_lock_runs_a_command_and_prints_the_key_and_waits_for_a_server_side_holder() {
-    if !common::etcdctl_available() {
+    if !yizhi_testkit::etcdctl_available() {
         return;
     }
     let cluster = shared();
@@ -777,7 +679,7 @@ fn etcdctl_lock_runs_a_command_and_prints_the_key_and_waits_for_a_server_side_ho
         let lease = grant(&ch, LONG_TTL_SECS).await;
         (lease, lock(&ch, "ctl-lock", lease).await.expect("lock").0)
     });
-    let mut waiting = Proc::etcdctl(cluster, &["lock", "ctl-lock"]);
+    let mut waiting = etcdctl_process(cluster, &["lock", "ctl-lock"]);
     waiting.assert_silent_for(STAYS_BLOCKED);
     runtime.block_on(unlock(&ch, &key));
     let key_line = waiting.next_lines(1, EVENT_DEADLINE).remove(0);
@@ -800,18 +702,18 @@ fn etcdctl_lock_runs_a_command_and_prints_the_key_and_waits_for_a_server_side_ho
 
 #[test]
 fn etcdctl_elect_two_candidates_take_turns_and_observers_see_each_leader() {
-    if !common::etcdctl_available() {
+    if !yizhi_testkit::etcdctl_available() {
         return;
     }
     let cluster = shared();
     let _logs = cluster.logs_on_panic();
-    let mut observer = Proc::etcdctl(cluster, &["elect", "-l", "ctl-elect"]);
+    let mut observer = etcdctl_process(cluster, &["elect", "-l", "ctl-elect"]);
     // Alice campaigns through `yizhi elect` on a 2 s lease, so her death is quick to notice.
-    let mut alice = Proc::yizhi(cluster, &["elect", "ctl-elect", "alice", "--ttl", "2"]);
+    let mut alice = yizhi_process(cluster, &["elect", "ctl-elect", "alice", "--ttl", "2"]);
     let lines = alice.next_lines(2, EVENT_DEADLINE);
     assert!(is_lock_key(&lines[0], "ctl-elect"), "{lines:?}");
     assert_eq!(lines[1], "alice");
-    let mut bob = Proc::etcdctl(cluster, &["elect", "ctl-elect", "bob"]);
+    let mut bob = etcdctl_process(cluster, &["elect", "ctl-elect", "bob"]);
     bob.assert_silent_for(STAYS_BLOCKED);
 
     // Alice is killed: no resignation, no keep-alives; bob leads once her lease expires.
@@ -821,7 +723,7 @@ fn etcdctl_elect_two_candidates_take_turns_and_observers_see_each_leader() {
     assert_eq!(lines[1], "bob");
 
     // Bob stops cleanly (SIGTERM: etcdctl resigns); carol takes over at once.
-    let mut carol = Proc::etcdctl(cluster, &["elect", "ctl-elect", "carol"]);
+    let mut carol = etcdctl_process(cluster, &["elect", "ctl-elect", "carol"]);
     carol.assert_silent_for(Duration::from_millis(500));
     bob.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(carol.next_lines(2, EVENT_DEADLINE)[1], "carol");
@@ -830,7 +732,7 @@ fn etcdctl_elect_two_candidates_take_turns_and_observers_see_each_leader() {
     let values: Vec<&str> = seen.iter().skip(1).step_by(2).map(String::as_str).collect();
     assert_eq!(values, ["alice", "bob", "carol"], "{seen:?}");
     // `yizhi elect -l` sees the current leader too.
-    let mut listener = Proc::yizhi(cluster, &["elect", "-l", "ctl-elect"]);
+    let mut listener = yizhi_process(cluster, &["elect", "-l", "ctl-elect"]);
     assert_eq!(listener.next_lines(2, EVENT_DEADLINE)[1], "carol");
 }
 
@@ -838,7 +740,7 @@ fn etcdctl_elect_two_candidates_take_turns_and_observers_see_each_leader() {
 fn yizhi_lock_hands_the_command_its_fencing_token_and_its_exit_status() {
     let cluster = shared();
     let _logs = cluster.logs_on_panic();
-    let mut run = Proc::yizhi(
+    let mut run = yizhi_process(
         cluster,
         &[
             "lock",
@@ -863,7 +765,7 @@ fn yizhi_lock_hands_the_command_its_fencing_token_and_its_exit_status() {
 fn yizhi_lock_terminates_the_command_when_its_lease_is_lost() {
     let cluster = shared();
     let _logs = cluster.logs_on_panic();
-    let mut run = Proc::yizhi(
+    let mut run = yizhi_process(
         cluster,
         &[
             "lock",

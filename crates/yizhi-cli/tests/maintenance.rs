@@ -9,7 +9,7 @@
 //! set (CI sets it).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tonic::Code;
@@ -23,23 +23,19 @@ use yizhi_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use yizhi_proto::grpc_health_v1::health_check_response::ServingStatus;
 use yizhi_proto::grpc_health_v1::health_client::HealthClient;
 use yizhi_proto::grpc_health_v1::{HealthCheckRequest, HealthCheckResponse};
+use yizhi_testkit::{CtlOutput, etcdctl_available, run_etcdctl};
 
 const MEMBERS: usize = 3;
-/// Ports this suite may use (others test elsewhere).
-const PORT_RANGE: std::ops::Range<u16> = 50_000..60_000;
 /// Generous: the machine has 2 cores shared with parallel builds and tests.
 const DEADLINE: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(100);
 /// An empty member's redb file is about 74 kB; the phases before the quota phase write a few kB.
 const SMALL_QUOTA_BYTES: u64 = 2 * 1024 * 1024;
 const BIG_VALUE_BYTES: usize = 100_000;
-const LOG_TAIL_LINES: usize = 40;
 
 struct Member {
     id: u64,
     client_port: u16,
-    dir: PathBuf,
-    child: Child,
 }
 
 impl Member {
@@ -53,97 +49,35 @@ impl Member {
     }
 }
 
-/// The cluster's processes and directory; killed and removed on drop, with log tails printed
-/// first when the test is failing.
+/// The members (started by yizhi-testkit, which kills them and removes their directory on drop,
+/// with log tails printed first when the test is failing), as this suite addresses them.
 struct Cluster {
     root: PathBuf,
     members: Vec<Member>,
+    _processes: yizhi_testkit::Cluster,
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for m in &mut self.members {
-            let _ = m.child.kill();
-            let _ = m.child.wait();
-        }
-        if std::thread::panicking() {
-            for m in &self.members {
-                let log = std::fs::read_to_string(m.dir.join("server.log")).unwrap_or_default();
-                let lines: Vec<&str> = log.lines().collect();
-                let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
-                eprintln!("---- member {} log tail ----\n{}", m.id, tail.join("\n"));
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
-}
-
-/// `count` ports of PORT_RANGE free right now, starting at a per-process offset so that
-/// parallel runs rarely race for the same ones.
-fn free_ports(count: usize) -> Vec<u16> {
-    let span = PORT_RANGE.end - PORT_RANGE.start;
-    let offset = (std::process::id() as u16).wrapping_mul(97) % span;
-    let mut ports = Vec::new();
-    for step in 0..span {
-        let port = PORT_RANGE.start + (offset + step) % span;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            ports.push(port);
-            if ports.len() == count {
-                return ports;
-            }
-        }
-    }
-    panic!("fewer than {count} free ports in {PORT_RANGE:?}");
-}
+/// The server's default timeouts, after the harness's short test ones (the last flag wins): the
+/// phases here are timed against them.
+const DEFAULT_TIMEOUT_FLAGS: [&str; 2] = ["--heartbeat-interval=100", "--election-timeout=1000"];
 
 fn start_cluster(quota_of_member_3: u64) -> Cluster {
-    let root = std::env::temp_dir().join(format!("yizhi-maintenance-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).expect("temp dir");
-    let ports = free_ports(2 * MEMBERS);
-    let initial_cluster: Vec<String> = (0..MEMBERS)
-        .map(|i| format!("m{}=http://127.0.0.1:{}", i + 1, ports[2 * i + 1]))
+    let quota = format!("--quota-backend-bytes={quota_of_member_3}");
+    let mut member_3 = DEFAULT_TIMEOUT_FLAGS.to_vec();
+    member_3.push(&quota);
+    let flags: [&[&str]; MEMBERS] = [&DEFAULT_TIMEOUT_FLAGS, &DEFAULT_TIMEOUT_FLAGS, &member_3];
+    let processes = yizhi_testkit::block_on(yizhi_testkit::Cluster::start_each(&flags));
+    let members = (0..MEMBERS)
+        .map(|i| Member {
+            id: processes.member_id(i),
+            client_port: processes.client_port(i),
+        })
         .collect();
-    let mut cluster = Cluster {
-        root: root.clone(),
-        members: Vec::new(),
-    };
-    for i in 0..MEMBERS {
-        let (client_port, peer_port) = (ports[2 * i], ports[2 * i + 1]);
-        let dir = root.join(format!("m{}", i + 1));
-        std::fs::create_dir_all(&dir).expect("member dir");
-        let log = std::fs::File::create(dir.join("server.log")).expect("log file");
-        let client_url = format!("http://127.0.0.1:{client_port}");
-        let peer_url = format!("http://127.0.0.1:{peer_port}");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_yizhi"));
-        command
-            .arg("server")
-            .args(["--name", &format!("m{}", i + 1)])
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .args(["--listen-client-urls", &client_url])
-            .args(["--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &initial_cluster.join(",")])
-            .args(["--initial-cluster-token", "maintenance-test"]);
-        if i == 2 {
-            command.arg(format!("--quota-backend-bytes={quota_of_member_3}"));
-        }
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn yizhi");
-        cluster.members.push(Member {
-            id: i as u64 + 1,
-            client_port,
-            dir,
-            child,
-        });
+    Cluster {
+        root: processes.root().to_path_buf(),
+        members,
+        _processes: processes,
     }
-    cluster
 }
 
 async fn maintenance(m: &Member) -> MaintenanceClient<Channel> {
@@ -195,44 +129,12 @@ async fn agreed_leader(cluster: &Cluster, expected: Option<u64>) -> u64 {
     }
 }
 
-#[derive(Debug)]
-struct Etcdctl {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn etcdctl_available() -> bool {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("etcdctl").is_file()));
-    if !found {
-        assert!(
-            std::env::var_os("YIZHI_REQUIRE_ETCDCTL").is_none(),
-            "etcdctl is not on PATH but YIZHI_REQUIRE_ETCDCTL is set"
-        );
-        eprintln!("SKIPPED the etcdctl phases: etcdctl is not on PATH");
-    }
-    found
-}
-
-fn etcdctl(endpoints: &[&Member], args: &[&str]) -> Etcdctl {
+fn etcdctl(endpoints: &[&Member], args: &[&str]) -> CtlOutput {
     let endpoints: Vec<String> = endpoints.iter().map(|m| m.endpoint()).collect();
-    let out = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={}", endpoints.join(",")))
-        .args(["--dial-timeout=5s", "--command-timeout=20s"])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run etcdctl");
-    Etcdctl {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    run_etcdctl(&endpoints.join(","), args, None)
 }
 
-fn etcdctl_ok(endpoints: &[&Member], args: &[&str]) -> Etcdctl {
+fn etcdctl_ok(endpoints: &[&Member], args: &[&str]) -> CtlOutput {
     let out = etcdctl(endpoints, args);
     assert_eq!(out.code, 0, "etcdctl {args:?} failed: {out:#?}");
     out

@@ -4,14 +4,12 @@
 //! a bounded read answers only while its bound covers the last completed read barrier, a
 //! linearizable read refuses.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::Cluster;
 use tonic::Request;
 use yizhi_proto::etcdserverpb as pb;
 use yizhi_proto::etcdserverpb::kv_client::KvClient;
+use yizhi_testkit::Cluster;
 
 fn get(key: &str, metadata: &[(&'static str, &str)]) -> Request<pb::RangeRequest> {
     let mut request = Request::new(pb::RangeRequest {

@@ -23,22 +23,20 @@
 //! outcome is unknown, drops a forwarded Put once its client's deadline has passed, and answers
 //! a waiter only with its own entry.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::Cluster;
-use common::peer_proxy::{LinkState, PeerProxy};
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 use yizhi_proto::etcdserverpb as pb;
 use yizhi_proto::etcdserverpb::kv_client::KvClient;
 use yizhi_proto::etcdserverpb::watch_client::WatchClient;
+use yizhi_testkit::Cluster;
+use yizhi_testkit::peer_proxy::{LinkState, PeerProxy};
 
 const CLIENTS: usize = 8;
 const KEYS: usize = 4;
@@ -193,7 +191,10 @@ async fn put_like_go_client(
 /// Puts unique values (`c<client>-<n>`) to a few keys until told to stop. Like the Go client's
 /// round-robin balancer, each Put starts on the next member.
 async fn client(id: usize, urls: Vec<String>, history: Arc<History>) {
-    let mut kvs: Vec<KvClient<Channel>> = urls.iter().map(|u| KvClient::new(common::channel(u))).collect();
+    let mut kvs: Vec<KvClient<Channel>> = urls
+        .iter()
+        .map(|u| KvClient::new(yizhi_testkit::channel(u)))
+        .collect();
     let mut n = 0usize;
     while !history.stop.load(Ordering::Relaxed) {
         n += 1;
@@ -262,7 +263,7 @@ async fn whole_history(cluster: &Cluster) -> Vec<(i64, String)> {
             count_only: true,
             ..Default::default()
         };
-        match KvClient::new(common::channel(&url)).range(request).await {
+        match KvClient::new(yizhi_testkit::channel(&url)).range(request).await {
             Ok(response) => break response.into_inner().header.expect("header").revision,
             Err(status) if Instant::now() < deadline => {
                 eprintln!("final read: {status}; retrying");
@@ -285,7 +286,7 @@ async fn whole_history(cluster: &Cluster) -> Vec<(i64, String)> {
     let (_requests, requests_rx) = tokio::sync::mpsc::channel(1);
     let requests =
         tokio_stream::iter([create]).chain(tokio_stream::wrappers::ReceiverStream::new(requests_rx));
-    let mut stream = WatchClient::new(common::channel(&url))
+    let mut stream = WatchClient::new(yizhi_testkit::channel(&url))
         .watch(requests)
         .await
         .unwrap_or_else(|s| panic!("watch on {url}: {s}"))

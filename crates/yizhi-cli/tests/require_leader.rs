@@ -7,18 +7,16 @@
 //! and linearizable reads with "etcdserver: no leader" as soon as it knows it has none (within an
 //! election timeout of losing it), not at the client's deadline, so the client moves on.
 
-mod common;
-
 use std::time::Duration;
 
-use common::Cluster;
-use common::peer_proxy::LinkState;
 use tokio_stream::StreamExt;
 use tonic::Code;
 use tonic::transport::Channel;
 use yizhi_proto::etcdserverpb as pb;
 use yizhi_proto::etcdserverpb::kv_client::KvClient;
 use yizhi_proto::etcdserverpb::watch_client::WatchClient;
+use yizhi_testkit::Cluster;
+use yizhi_testkit::peer_proxy::LinkState;
 
 /// The deadline the client gives its calls on a member without a leader: the answer must come
 /// long before it ("no leader"), not at it ("request timed out").
@@ -59,7 +57,7 @@ async fn open_watch(
 
 #[test]
 fn a_member_without_a_leader_ends_leader_requiring_watches_and_refuses_new_ones() {
-    common::block_on(async {
+    yizhi_testkit::block_on(async {
         let cluster = Cluster::start(3, &[]).await;
         let _logs = cluster.logs_on_panic();
         let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
@@ -93,12 +91,12 @@ fn a_member_without_a_leader_ends_leader_requiring_watches_and_refuses_new_ones(
 
 #[test]
 fn raft_a_member_cut_off_from_the_leader_refuses_writes_and_reads_at_once() {
-    common::block_on(cut_off_member_refuses_at_once(&["--engine", "raft"]));
+    yizhi_testkit::block_on(cut_off_member_refuses_at_once(&["--engine", "raft"]));
 }
 
 #[test]
 fn paxos_a_member_cut_off_from_the_leader_refuses_writes_and_reads_at_once() {
-    common::block_on(cut_off_member_refuses_at_once(&["--engine", "paxos"]));
+    yizhi_testkit::block_on(cut_off_member_refuses_at_once(&["--engine", "paxos"]));
 }
 
 /// Holds every byte between one follower and the others (a black hole, as `iptables -j DROP`:
@@ -114,7 +112,7 @@ async fn cut_off_member_refuses_at_once(engine_flags: &[&str]) {
     proxy.isolate(follower, LinkState::Held);
     let lost_by = tokio::time::Instant::now() + ENDED_WITHIN;
     loop {
-        let status = common::status(&url)
+        let status = yizhi_testkit::status(&url)
             .await
             .expect("the cut-off member answers Status");
         if status.leader == 0 {

@@ -4,13 +4,11 @@
 //! snapshot (read back from the leader's snapshot file) and ends with every key, its revision and
 //! its KV hash equal to the leader's.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::Cluster;
 use yizhi_proto::etcdserverpb as pb;
 use yizhi_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use yizhi_testkit::Cluster;
 
 const WRITES: usize = 400;
 
@@ -32,7 +30,7 @@ async fn a_restarted_member_behind_the_compacted_log_catches_up_from_a_snapshot(
             .await
             .unwrap_or_else(|e| panic!("{engine}: put {i}: {e}"));
         }
-        let leader_status = MaintenanceClient::new(common::channel(&cluster.client_url(leader)))
+        let leader_status = MaintenanceClient::new(yizhi_testkit::channel(&cluster.client_url(leader)))
             .status(pb::StatusRequest {})
             .await
             .expect("status")
@@ -69,7 +67,7 @@ async fn a_restarted_member_behind_the_compacted_log_catches_up_from_a_snapshot(
         let hash = |index: usize| {
             let url = cluster.client_url(index);
             async move {
-                MaintenanceClient::new(common::channel(&url))
+                MaintenanceClient::new(yizhi_testkit::channel(&url))
                     .hash_kv(pb::HashKvRequest { revision })
                     .await
                     .expect("hash kv")

@@ -3,8 +3,6 @@
 //! it ends (also on panic). Waits poll with generous deadlines: the machine has 2 cores shared
 //! with parallel tests and builds.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -18,8 +16,6 @@ use yizhi_proto::etcdserverpb::lease_client::LeaseClient;
 use yizhi_proto::etcdserverpb::watch_client::WatchClient;
 use yizhi_proto::mvccpb;
 
-/// Long enough for a member to start, elect and answer on a loaded machine.
-const READY_DEADLINE: Duration = Duration::from_secs(40);
 /// Longest wait for one expected watch response.
 const RESPONSE_DEADLINE: Duration = Duration::from_secs(20);
 const PUT: i32 = mvccpb::event::EventType::Put as i32;
@@ -28,124 +24,22 @@ const DELETE: i32 = mvccpb::event::EventType::Delete as i32;
 // ---------------------------------------------------------------------------------------------
 // Harness
 
-struct Cluster {
-    members: Vec<Child>,
-    client_ports: Vec<u16>,
-    dir: PathBuf,
-}
+/// Members started by yizhi-testkit, with the server's default timeouts (heartbeat 100 ms,
+/// election 1 s), which the lease TTLs here are measured against.
+struct Cluster(yizhi_testkit::Cluster);
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for child in &mut self.members {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            for i in 0..self.members.len() {
-                let log = std::fs::read_to_string(self.dir.join(format!("m{i}.log"))).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(30).collect();
-                eprintln!("--- member m{i} log tail ---");
-                for line in tail.into_iter().rev() {
-                    eprintln!("{line}");
-                }
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A port the kernel just handed out, so no other test holds it.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    listener.local_addr().expect("local addr").port()
-}
+/// After the harness's short test timeouts: the last flag wins.
+const DEFAULT_TIMEOUT_FLAGS: [&str; 2] = ["--heartbeat-interval=100", "--election-timeout=1000"];
 
 impl Cluster {
     async fn start(size: usize, extra_flags: &[&str]) -> Cluster {
-        let mut last_error = String::new();
-        for _attempt in 0..3 {
-            let cluster = Cluster::spawn(size, extra_flags);
-            match cluster.wait_ready().await {
-                Ok(()) => return cluster,
-                Err(e) => last_error = e, // Likely a port taken meanwhile: new ports, new try.
-            }
-        }
-        panic!("cluster of {size} did not start: {last_error}");
-    }
-
-    fn spawn(size: usize, extra_flags: &[&str]) -> Cluster {
-        let unique = format!("yizhi-watch-lease-{}-{}", std::process::id(), free_port());
-        let dir = std::env::temp_dir().join(unique);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let client_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
-        let peer_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
-        let initial_cluster: Vec<String> = peer_ports
-            .iter()
-            .enumerate()
-            .map(|(i, p)| format!("m{i}=http://127.0.0.1:{p}"))
-            .collect();
-        let mut members = Vec::new();
-        for i in 0..size {
-            let log = std::fs::File::create(dir.join(format!("m{i}.log"))).expect("log file");
-            let child = Command::new(env!("CARGO_BIN_EXE_yizhi"))
-                .arg("server")
-                .args(["--name", &format!("m{i}")])
-                .arg("--data-dir")
-                .arg(dir.join(format!("m{i}")))
-                .args([
-                    "--listen-client-urls",
-                    &format!("http://127.0.0.1:{}", client_ports[i]),
-                ])
-                .args([
-                    "--listen-peer-urls",
-                    &format!("http://127.0.0.1:{}", peer_ports[i]),
-                ])
-                .args([
-                    "--initial-advertise-peer-urls",
-                    &format!("http://127.0.0.1:{}", peer_ports[i]),
-                ])
-                .args(["--initial-cluster", &initial_cluster.join(",")])
-                .args(extra_flags)
-                .env("YIZHI_LOG", "info")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("log file"))
-                .stderr(log)
-                .spawn()
-                .expect("spawn yizhi");
-            members.push(child);
-        }
-        Cluster {
-            members,
-            client_ports,
-            dir,
-        }
-    }
-
-    /// Every member answers a linearizable Range (so the cluster has a leader).
-    async fn wait_ready(&self) -> Result<(), String> {
-        let deadline = Instant::now() + READY_DEADLINE;
-        for port in &self.client_ports {
-            loop {
-                if let Ok(mut kv) = KvClient::connect(format!("http://127.0.0.1:{port}")).await {
-                    let range = pb::RangeRequest {
-                        key: b"ready".to_vec(),
-                        ..Default::default()
-                    };
-                    if kv.range(range).await.is_ok() {
-                        break;
-                    }
-                }
-                if Instant::now() > deadline {
-                    return Err(format!("member on {port} not ready"));
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-        Ok(())
+        let mut flags = DEFAULT_TIMEOUT_FLAGS.to_vec();
+        flags.extend_from_slice(extra_flags);
+        Cluster(yizhi_testkit::Cluster::start(size, &flags).await)
     }
 
     async fn channel(&self, member: usize) -> Channel {
-        Channel::from_shared(format!("http://127.0.0.1:{}", self.client_ports[member]))
+        Channel::from_shared(self.0.client_url(member))
             .expect("url")
             .connect()
             .await
@@ -166,7 +60,7 @@ impl Cluster {
 
     /// A watch stream whose HTTP/2 receive windows are `window_bytes` (hyper's default if None).
     async fn watch_with_window(&self, member: usize, window_bytes: Option<u32>) -> WatchStream {
-        let channel = Channel::from_shared(format!("http://127.0.0.1:{}", self.client_ports[member]))
+        let channel = Channel::from_shared(self.0.client_url(member))
             .expect("url")
             .initial_stream_window_size(window_bytes)
             .initial_connection_window_size(window_bytes)

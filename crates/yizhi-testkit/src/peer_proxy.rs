@@ -75,7 +75,7 @@ impl PeerProxy {
     /// Listens on a fresh public port per member and picks each member's private port. Must run
     /// inside a tokio runtime (its tasks live there).
     pub fn start(size: usize) -> PeerProxy {
-        let ports = super::free_ports(2 * size);
+        let ports = crate::ports::free_ports(2 * size);
         let (public_ports, private_ports): (Vec<u16>, Vec<u16>) =
             ports.chunks(2).map(|two| (two[0], two[1])).unzip();
         let mut links = BTreeMap::new();

@@ -1,29 +1,28 @@
-//! Process harness for the integration tests: a cluster of real `yizhi server` processes on
-//! loopback, each with its own temp data dir and a log file (stdout + stderr), plus helpers to
-//! kill -9 and restart members, find the leader, and run `etcdctl` against the cluster.
+//! A cluster of real `yizhi server` processes on loopback, each with its own temp data dir and a
+//! log file (stdout + stderr): start, `kill -9`, pause (SIGSTOP/SIGCONT) and restart members, find
+//! the leader.
 //!
 //! Cleanup happens twice over: `Drop` kills the members and removes the directory (also when a
 //! test panics, after printing the tail of every member's log), and a small shell reaper started
 //! with each cluster does the same once the test process is gone — so a shared cluster in a
 //! `static` (never dropped) or a test binary killed from outside leaves no servers behind.
-#![allow(dead_code)] // Each test file uses a different part of the harness.
-
-pub mod peer_proxy;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use tonic::transport::Channel;
 use yizhi_proto::etcdserverpb as pb;
 use yizhi_proto::etcdserverpb::kv_client::KvClient;
 use yizhi_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 
-use peer_proxy::PeerProxy;
+use crate::peer_proxy::PeerProxy;
+use crate::ports::free_ports;
+use crate::{block_on, yizhi_binary};
 
 /// Short timeouts, so elections (and the tests that cause them) are quick.
 pub const HEARTBEAT_INTERVAL_MS: u64 = 50;
@@ -31,10 +30,9 @@ pub const ELECTION_TIMEOUT_MS: u64 = 500;
 /// Generous: the machine has 2 cores shared with parallel tests and other builds.
 pub const READY_DEADLINE: Duration = Duration::from_secs(45);
 const START_ATTEMPTS: usize = 3;
-/// Ports below Linux's ephemeral range (32768+), so outgoing connections never hold them.
-const PORT_RANGE: std::ops::Range<u16> = 30_000..32_768;
 const LOG_TAIL_LINES: usize = 400;
-const ETCDCTL_DEADLINE: Duration = Duration::from_secs(60);
+/// Members of one test cluster.
+const MAX_MEMBERS: usize = 7;
 
 /// One member process of a [`Cluster`].
 #[derive(Debug)]
@@ -48,6 +46,8 @@ pub struct Member {
     /// Where it listens for peers: `peer_port`, unless a [`PeerProxy`] listens there.
     pub listen_peer_port: u16,
     pub dir: PathBuf,
+    /// Flags after the harness's own, on every start of this member.
+    flags: Vec<String>,
     child: Option<Child>,
 }
 
@@ -78,51 +78,21 @@ pub struct Cluster {
     root: PathBuf,
     token: String,
     initial_cluster: String,
-    extra_flags: Vec<String>,
     members: Mutex<Vec<Member>>,
     reaper: Mutex<Option<Child>>,
-}
-
-/// What an etcdctl run printed.
-#[derive(Debug, Clone)]
-pub struct CtlOutput {
-    pub stdout: String,
-    pub stderr: String,
-    pub code: i32,
-}
-
-impl CtlOutput {
-    /// Stdout lines, for exact comparisons.
-    pub fn lines(&self) -> Vec<&str> {
-        self.stdout.lines().collect()
-    }
-
-    /// Panics with everything etcdctl said unless it exited 0.
-    pub fn ok(self) -> CtlOutput {
-        assert_eq!(self.code, 0, "etcdctl failed: {self:#?}");
-        self
-    }
-
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("etcdctl output is not JSON ({e}): {self:#?}"))
-    }
-}
-
-/// Runs `f` on a fresh current-thread runtime (for the synchronous tests).
-pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-        .block_on(f)
 }
 
 impl Cluster {
     /// Starts `size` members with the short test timeouts plus `extra_flags` and waits until every
     /// member serves a linearizable read (so a leader exists and everyone knows it).
     pub async fn start(size: usize, extra_flags: &[&str]) -> Cluster {
-        Cluster::start_attempts(|| (Cluster::spawn(size, extra_flags, None), ()))
+        Cluster::start_each(&vec![extra_flags; size]).await
+    }
+
+    /// Like [`Cluster::start`], with flags of its own for each member (`member_flags[i]` for member
+    /// `i`; the cluster has `member_flags.len()` members).
+    pub async fn start_each(member_flags: &[&[&str]]) -> Cluster {
+        Cluster::start_attempts(|| (Cluster::spawn(member_flags, None), ()))
             .await
             .0
     }
@@ -132,7 +102,7 @@ impl Cluster {
     pub async fn start_behind_peer_proxy(size: usize, extra_flags: &[&str]) -> (Cluster, PeerProxy) {
         Cluster::start_attempts(|| {
             let proxy = PeerProxy::start(size);
-            (Cluster::spawn(size, extra_flags, Some(&proxy)), proxy)
+            (Cluster::spawn(&vec![extra_flags; size], Some(&proxy)), proxy)
         })
         .await
     }
@@ -159,10 +129,11 @@ impl Cluster {
         block_on(Cluster::start(size, extra_flags))
     }
 
-    fn spawn(size: usize, extra_flags: &[&str], proxy: Option<&PeerProxy>) -> Cluster {
+    fn spawn(member_flags: &[&[&str]], proxy: Option<&PeerProxy>) -> Cluster {
+        let size = member_flags.len();
         assert!(
-            (1..=7).contains(&size),
-            "a test cluster has 1..=7 members, not {size}"
+            (1..=MAX_MEMBERS).contains(&size),
+            "a test cluster has 1..={MAX_MEMBERS} members, not {size}"
         );
         let root = unique_temp_dir();
         let ports = free_ports(2 * size);
@@ -178,6 +149,7 @@ impl Cluster {
                     peer_port: proxy.map_or(ports[2 * i + 1], |p| p.public_port(i)),
                     listen_peer_port: proxy.map_or(ports[2 * i + 1], |p| p.private_port(i)),
                     dir,
+                    flags: member_flags[i].iter().map(|s| s.to_string()).collect(),
                     child: None,
                 }
             })
@@ -196,7 +168,6 @@ impl Cluster {
             root,
             token,
             initial_cluster,
-            extra_flags: extra_flags.iter().map(|s| s.to_string()).collect(),
             members: Mutex::new(members),
             reaper: Mutex::new(None),
         };
@@ -251,6 +222,10 @@ impl Cluster {
         self.members()[index].peer_addr()
     }
 
+    pub fn client_port(&self, index: usize) -> u16 {
+        self.members()[index].client_port
+    }
+
     pub fn member_id(&self, index: usize) -> u64 {
         self.members()[index].id
     }
@@ -266,6 +241,13 @@ impl Cluster {
     /// Client URLs of every member, running or not.
     pub fn client_urls(&self) -> Vec<String> {
         self.members().iter().map(Member::client_url).collect()
+    }
+
+    /// Client URLs starting at member `first` (so a client prefers that member).
+    pub fn urls_from(&self, first: usize) -> Vec<String> {
+        let mut urls = self.client_urls();
+        urls.rotate_left(first);
+        urls
     }
 
     /// `host:port` of each member's client listener.
@@ -302,7 +284,8 @@ impl Cluster {
         let client_url = m.client_url();
         let peer_url = format!("http://{}", m.peer_addr());
         let listen_peer_url = format!("http://127.0.0.1:{}", m.listen_peer_port);
-        let child = Command::new(env!("CARGO_BIN_EXE_yizhi"))
+        let binary = yizhi_binary();
+        let child = Command::new(&binary)
             .arg("server")
             .args(["--name", &m.name])
             .arg("--data-dir")
@@ -315,13 +298,13 @@ impl Cluster {
             .args(["--initial-cluster-token", &self.token])
             .arg(format!("--heartbeat-interval={HEARTBEAT_INTERVAL_MS}"))
             .arg(format!("--election-timeout={ELECTION_TIMEOUT_MS}"))
-            .args(&self.extra_flags)
+            .args(&m.flags)
             .env("YIZHI_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| panic!("spawning {}: {e}", env!("CARGO_BIN_EXE_yizhi")));
+            .unwrap_or_else(|e| panic!("spawning {}: {e}", binary.display()));
         std::fs::write(m.dir.join("server.pid"), child.id().to_string()).expect("pid file");
         m.child = Some(child);
     }
@@ -337,6 +320,20 @@ impl Cluster {
         child.kill().expect("SIGKILL");
         child.wait().expect("reap");
         let _ = std::fs::remove_file(m.dir.join("server.pid"));
+    }
+
+    /// Stops (SIGSTOP) the members at `indices` until the returned guard is dropped or resumed:
+    /// their sockets stay open, so nobody learns they are gone until timeouts say so — a
+    /// partition, as a cut-off member sees it.
+    pub fn pause(&self, indices: &[usize]) -> Paused<'_> {
+        let pids: Vec<u32> = indices
+            .iter()
+            .map(|&i| self.pid(i).unwrap_or_else(|| panic!("member {i} is not running")))
+            .collect();
+        for &pid in &pids {
+            signal(pid, Signal::SIGSTOP).unwrap_or_else(|e| panic!("SIGSTOP to {pid}: {e}"));
+        }
+        Paused { _cluster: self, pids }
     }
 
     /// Starts a killed member again on its data and ports, and waits until it serves reads.
@@ -477,31 +474,6 @@ impl Cluster {
     pub fn logs_on_panic(&self) -> LogsOnPanic<'_> {
         LogsOnPanic { cluster: self }
     }
-
-    /// `etcdctl` against every member.
-    pub fn etcdctl(&self, args: &[&str]) -> CtlOutput {
-        run_etcdctl(&self.endpoints(), args, None)
-    }
-
-    /// `etcdctl` for a command that runs long (`check perf`), killed after `deadline`.
-    pub fn etcdctl_slow(&self, args: &[&str], deadline: Duration) -> CtlOutput {
-        run_etcdctl_until(&self.endpoints(), args, None, deadline)
-    }
-
-    /// `etcdctl` with `stdin` as its input (the interactive txn).
-    pub fn etcdctl_stdin(&self, args: &[&str], stdin: &str) -> CtlOutput {
-        run_etcdctl(&self.endpoints(), args, Some(stdin))
-    }
-
-    /// `etcdctl` against one member only.
-    pub fn etcdctl_at(&self, index: usize, args: &[&str]) -> CtlOutput {
-        run_etcdctl(&self.client_addrs()[index], args, None)
-    }
-
-    /// A long-running etcdctl (watch, lease keep-alive) whose stdout is read line by line.
-    pub fn spawn_etcdctl(&self, args: &[&str]) -> CtlProcess {
-        CtlProcess::spawn(&self.endpoints(), args)
-    }
 }
 
 impl Drop for Cluster {
@@ -521,6 +493,34 @@ impl Drop for Cluster {
             let _ = reaper.wait();
         }
     }
+}
+
+/// Members stopped with SIGSTOP by [`Cluster::pause`]; SIGCONT when dropped.
+#[derive(Debug)]
+#[must_use = "the members resume as soon as the guard is dropped"]
+pub struct Paused<'a> {
+    // Borrowed so that the cluster (which kills the members) outlives the pause.
+    _cluster: &'a Cluster,
+    pids: Vec<u32>,
+}
+
+impl Paused<'_> {
+    /// SIGCONT to every paused member now.
+    pub fn resume(self) {}
+}
+
+impl Drop for Paused<'_> {
+    fn drop(&mut self) {
+        for &pid in &self.pids {
+            // A member killed while paused has no one left to continue.
+            let _ = signal(pid, Signal::SIGCONT);
+        }
+    }
+}
+
+fn signal(pid: u32, signal: Signal) -> nix::Result<()> {
+    let raw = i32::try_from(pid).unwrap_or_else(|_| panic!("pid {pid} out of range"));
+    kill(Pid::from_raw(raw), signal)
 }
 
 #[derive(Debug)]
@@ -565,183 +565,6 @@ pub async fn status(url: &str) -> Result<pb::StatusResponse, tonic::Status> {
         .map(tonic::Response::into_inner)
 }
 
-/// Whether the etcdctl tests can run: etcdctl on PATH. Without it they skip with a message,
-/// unless `YIZHI_REQUIRE_ETCDCTL` is set (CI), where a missing etcdctl fails the test.
-pub fn etcdctl_available() -> bool {
-    let found = std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).any(|dir| dir.join("etcdctl").is_file()))
-        .unwrap_or(false);
-    if found {
-        return true;
-    }
-    if std::env::var_os("YIZHI_REQUIRE_ETCDCTL").is_some() {
-        panic!(
-            "etcdctl is not on PATH but YIZHI_REQUIRE_ETCDCTL is set: install etcd-client (bash scripts/test.sh does)"
-        );
-    }
-    eprintln!("SKIPPED: etcdctl is not on PATH (install etcd-client, or run bash scripts/test.sh)");
-    false
-}
-
-fn etcdctl_command(endpoints: &str, args: &[&str]) -> Command {
-    let mut command = Command::new("etcdctl");
-    command
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoints}"))
-        .arg("--dial-timeout=5s")
-        .arg("--command-timeout=20s")
-        .args(args);
-    command
-}
-
-pub fn run_etcdctl(endpoints: &str, args: &[&str], stdin: Option<&str>) -> CtlOutput {
-    run_etcdctl_until(endpoints, args, stdin, ETCDCTL_DEADLINE)
-}
-
-pub fn run_etcdctl_until(
-    endpoints: &str,
-    args: &[&str],
-    stdin: Option<&str>,
-    deadline: Duration,
-) -> CtlOutput {
-    let mut child = etcdctl_command(endpoints, args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn etcdctl");
-    if let Some(input) = stdin {
-        let mut pipe = child.stdin.take().expect("stdin pipe");
-        pipe.write_all(input.as_bytes()).expect("write etcdctl stdin");
-    }
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let output = match rx.recv_timeout(deadline) {
-        Ok(output) => output.expect("etcdctl output"),
-        Err(_) => {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            panic!("etcdctl {args:?} still running after {deadline:?}");
-        }
-    };
-    CtlOutput {
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        code: output.status.code().unwrap_or(-1),
-    }
-}
-
-/// A running etcdctl; stdout lines arrive through a channel. Killed on drop.
-#[derive(Debug)]
-pub struct CtlProcess {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    stderr: std::sync::Arc<Mutex<String>>,
-    pub seen: Vec<String>,
-}
-
-impl CtlProcess {
-    fn spawn(endpoints: &str, args: &[&str]) -> CtlProcess {
-        let mut child = etcdctl_command(endpoints, args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn etcdctl");
-        let stdout = child.stdout.take().expect("stdout pipe");
-        let mut stderr_pipe = child.stderr.take().expect("stderr pipe");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = std::sync::Arc::new(Mutex::new(String::new()));
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stderr_pipe.read_to_string(&mut text);
-            sink.lock().unwrap_or_else(|e| e.into_inner()).push_str(&text);
-        });
-        CtlProcess {
-            child,
-            lines: rx,
-            stderr,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Reads until `count` lines in total have been seen (or panics after `within`), returning
-    /// every line seen so far.
-    pub fn read_lines(&mut self, count: usize, within: Duration) -> &[String] {
-        let deadline = Instant::now() + within;
-        while self.seen.len() < count {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => self.seen.push(line),
-                Err(_) => panic!(
-                    "etcdctl printed {} of {count} lines within {within:?}: {:?}\nstderr: {}",
-                    self.seen.len(),
-                    self.seen,
-                    self.stderr.lock().unwrap_or_else(|e| e.into_inner())
-                ),
-            }
-        }
-        &self.seen
-    }
-
-    /// Reads until a line equal to `line` appears; returns its position.
-    pub fn read_until(&mut self, line: &str, within: Duration) -> usize {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(at) = self.seen.iter().position(|l| l == line) {
-                return at;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(next) => self.seen.push(next),
-                Err(_) => panic!(
-                    "etcdctl never printed {line:?} within {within:?}: {:?}\nstderr: {}",
-                    self.seen,
-                    self.stderr.lock().unwrap_or_else(|e| e.into_inner())
-                ),
-            }
-        }
-    }
-
-    /// Lines that arrive within `within` (for asserting that nothing more comes).
-    pub fn drain_for(&mut self, within: Duration) -> &[String] {
-        let deadline = Instant::now() + within;
-        while let Ok(line) = self
-            .lines
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
-            self.seen.push(line);
-        }
-        &self.seen
-    }
-
-    pub fn stderr(&self) -> String {
-        self.stderr.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
-impl Drop for CtlProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn unique_temp_dir() -> PathBuf {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -757,40 +580,4 @@ fn unique_temp_dir() -> PathBuf {
         "cannot create a temp dir under {}",
         std::env::temp_dir().display()
     );
-}
-
-/// Ports handed out by this process (a probed port is free only until someone binds it).
-static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-
-/// `count` distinct ports in [`PORT_RANGE`] that are free right now.
-pub fn free_ports(count: usize) -> Vec<u16> {
-    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
-    let mut state = u64::from(std::process::id())
-        ^ SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0)
-        ^ (handed_out.len() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let mut ports = Vec::with_capacity(count);
-    let span = u64::from(PORT_RANGE.end - PORT_RANGE.start);
-    for _ in 0..100_000 {
-        if ports.len() == count {
-            break;
-        }
-        // xorshift64*: only spreads tests over the range; nothing depends on the sequence.
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        let port = PORT_RANGE.start + (state.wrapping_mul(0x2545_F491_4F6C_DD1D) % span) as u16;
-        // `yizhi up` puts member 4 on 32379/32380; leave those to people trying it out.
-        if port % 10_000 == 2379 || port % 10_000 == 2380 || handed_out.contains(&port) {
-            continue;
-        }
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            handed_out.insert(port);
-            ports.push(port);
-        }
-    }
-    assert_eq!(ports.len(), count, "not enough free ports in {PORT_RANGE:?}");
-    ports
 }

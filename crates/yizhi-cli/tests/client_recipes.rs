@@ -4,13 +4,10 @@
 //!
 //! The tests share one cluster and run in parallel, each under its own key prefix.
 
-mod common;
-
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::{eventually, run, shared_cluster};
 use tokio::sync::Mutex as AsyncMutex;
 use yizhi_client::recipes::barrier::Barrier;
 use yizhi_client::recipes::double_barrier::DoubleBarrier;
@@ -21,6 +18,7 @@ use yizhi_client::recipes::queue::Queue;
 use yizhi_client::recipes::rwlock::RwLock;
 use yizhi_client::recipes::semaphore::Semaphore;
 use yizhi_client::{Client, Compare, CompareOp, Error, GetOptions, Op, PutOptions, Session, Txn};
+use yizhi_testkit::{Cluster, block_on_multi_thread, eventually};
 
 /// Live participants: long enough to ride out a loaded machine.
 const LIVE_TTL_SECS: i64 = 6;
@@ -53,11 +51,21 @@ async fn read_i64(client: &Client, key: &str) -> (i64, i64) {
     (value, kv.mod_revision)
 }
 
+/// One 3-member cluster shared by every test of this file.
+fn shared_cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| block_on_multi_thread(Cluster::start(3, &[])))
+}
+
+async fn client(cluster: &Cluster) -> Client {
+    Client::connect(&cluster.client_urls()).await.expect("client")
+}
+
 #[test]
 fn session_lost_signal_and_close() {
     let cluster = shared_cluster();
-    run(async {
-        let client = cluster.client().await;
+    block_on_multi_thread(async {
+        let client = client(cluster).await;
         let revoked = session(&client, LIVE_TTL_SECS).await;
         assert!(revoked.is_alive());
         // Someone else revokes the lease: the next keep-alive hears TTL 0.
@@ -88,8 +96,8 @@ fn mutex_counter_fencing_and_crashed_holder() {
     const WORKERS: usize = 4;
     const ROUNDS: usize = 4;
     let cluster = shared_cluster();
-    run(async {
-        let client = cluster.client().await;
+    block_on_multi_thread(async {
+        let client = client(cluster).await;
         client
             .put("t/mutex/counter", "0", PutOptions::new())
             .await
@@ -177,8 +185,8 @@ fn mutex_counter_fencing_and_crashed_holder() {
 #[test]
 fn rwlock_readers_share_writers_exclude_after_crashed_writer() {
     let cluster = shared_cluster();
-    run(async {
-        let client = cluster.client().await;
+    block_on_multi_thread(async {
+        let client = client(cluster).await;
         let lock = RwLock::new("t/rwlock");
         let victim = session(&client, VICTIM_TTL_SECS).await;
         let _held = lock.write(&victim).await.expect("victim writes");
@@ -241,8 +249,8 @@ fn rwlock_readers_share_writers_exclude_after_crashed_writer() {
 fn semaphore_never_exceeds_n_with_a_crashed_holder() {
     const PERMITS: i64 = 2;
     let cluster = shared_cluster();
-    run(async {
-        let client = cluster.client().await;
+    block_on_multi_thread(async {
+        let client = client(cluster).await;
         let semaphore = Semaphore::new("t/semaphore", PERMITS).expect("semaphore");
         let victim = session(&client, VICTIM_TTL_SECS).await;
         let _permit = semaphore.acquire(&victim).await.expect("victim acquires");
@@ -309,8 +317,8 @@ fn semaphore_never_exceeds_n_with_a_crashed_holder() {
 #[test]
 fn election_single_leader_and_takeover_after_crash() {
     let cluster = shared_cluster();
-    run(async {
-        let client = cluster.client().await;
+    block_on_multi_thread(async {
+        let client = client(cluster).await;
         let election = Election::new("t/election");
         let mut observer = election.observe(&client).await.expect("observe");
 
@@ -411,8 +419,8 @@ fn election_single_leader_and_takeover_after_crash() {
 #[test]
 fn barrier_releases_all_waiters_on_release_and_on_holder_crash() {
     let cluster = shared_cluster();
-    run(async {
-        let client = cluster.client().await;
+    block_on_multi_thread(async {
+        let client = client(cluster).await;
         for (round, crash) in [(1, false), (2, true)] {
             let barrier = Barrier::new(format!("t/barrier/{round}"));
             let holder = session(&client, VICTIM_TTL_SECS).await;
@@ -467,8 +475,8 @@ fn barrier_releases_all_waiters_on_release_and_on_holder_crash() {
 #[test]
 fn double_barrier_enters_together_and_leaves_past_a_crashed_party() {
     let cluster = shared_cluster();
-    run(async {
-        let client = cluster.client().await;
+    block_on_multi_thread(async {
+        let client = client(cluster).await;
         let barrier = DoubleBarrier::new("t/double", 3).expect("barrier");
         let mut parties = Vec::new();
         for _ in 0..2 {
@@ -522,8 +530,8 @@ fn queue_fifo_and_each_item_once_with_a_killed_consumer() {
     const ITEMS: usize = 30;
     const CONSUMERS: usize = 3;
     let cluster = shared_cluster();
-    run(async {
-        let client = cluster.client().await;
+    block_on_multi_thread(async {
+        let client = client(cluster).await;
         let queue = Arc::new(Queue::new("t/queue"));
         for i in 0..5 {
             queue
@@ -597,8 +605,8 @@ fn queue_fifo_and_each_item_once_with_a_killed_consumer() {
 fn priority_queue_order_and_each_item_once() {
     const ITEMS: usize = 24;
     let cluster = shared_cluster();
-    run(async {
-        let client = cluster.client().await;
+    block_on_multi_thread(async {
+        let client = client(cluster).await;
         let queue = Arc::new(PriorityQueue::new("t/pq"));
         let priority_of = |i: usize| ((i * 7) % 4) as u16;
         for i in 0..ITEMS {

@@ -1,13 +1,11 @@
 //! The config watcher and endpoint failover across a member restart, on a cluster of its own
 //! (it kills a member, which the recipe tests sharing a cluster should not have to ride out).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Cluster, run};
 use yizhi_client::recipes::config::{ConfigChange, ConfigWatcher};
 use yizhi_client::{Client, DeleteOptions, Error, GetOptions, PutOptions};
+use yizhi_testkit::{Cluster, block_on_multi_thread};
 
 const WRITES: usize = 150;
 const KILL_AT: usize = 50;
@@ -47,8 +45,8 @@ async fn put_settled(client: &Client, key: &str, value: &str) -> ConfigChange {
 
 #[test]
 fn config_watcher_delivers_every_change_in_order_across_a_member_restart() {
-    run(async {
-        let cluster = Cluster::start(3).await;
+    block_on_multi_thread(async {
+        let cluster = Cluster::start(3, &[]).await;
         let writer = Client::connect(&cluster.urls_from(1)).await.expect("writer");
         writer
             .put("cfg/a", "initial", PutOptions::new())
