@@ -12,7 +12,7 @@ use crossbeam_channel::{Receiver, Sender};
 use tokio::sync::oneshot;
 use yizhi_engine::{EntryPayload, LogIndex, NodeId, Snapshot};
 
-use super::driver::fatal;
+use super::fatal::fatal;
 use super::request::{ProposeFailure, decode_entry};
 use super::{Input, Shared};
 

@@ -15,6 +15,7 @@ use yizhi_member::{Confirmed, ReadBarriers, ReadResponse, ReadStart, Route, plac
 
 use super::applier::{ApplyTask, ReadReply};
 use super::engines::ServerEngine;
+use super::fatal::fatal;
 use super::lessor::wall_clock_ms;
 use super::request::{Deadline, Origin, ProposalId, ProposeFailure};
 use super::{Input, Shared};
@@ -436,13 +437,6 @@ fn task_weight(task: &ApplyTask) -> usize {
         ApplyTask::Entries(entries) => entries.len().max(1),
         _ => 1,
     }
-}
-
-/// A storage failure leaves the node unable to keep its promises: stop, never retry (fsyncgate).
-pub(crate) fn fatal(what: &str) -> ! {
-    tracing::error!("fatal: {what}; stopping the node");
-    eprintln!("yizhi: fatal: {what}; stopping the node");
-    std::process::exit(2)
 }
 
 #[cfg(test)]

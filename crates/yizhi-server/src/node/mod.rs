@@ -17,6 +17,7 @@ pub mod applier;
 pub mod deletions;
 pub mod driver;
 pub mod engines;
+mod fatal;
 pub mod lessor;
 pub mod request;
 
