@@ -416,13 +416,13 @@ impl<E: ServerEngine> Driver<E> {
     }
 }
 
-/// The read table's bounds, with reads timing out after two election timeouts (the leader that
-/// was confirming them is gone by then).
-pub(crate) fn read_limits(election_timeout_ticks: u64) -> yizhi_member::ReadLimits {
+/// The read table's bounds, with reads timing out after `timeout_ticks`
+/// ([`super::Timeouts::read_timeout_ticks`]).
+pub(crate) fn read_limits(timeout_ticks: u64) -> yizhi_member::ReadLimits {
     yizhi_member::ReadLimits {
         max_own: MAX_OWN_READ_BARRIERS,
         max_for_followers: MAX_FORWARDED_READS,
-        timeout_ticks: 2 * election_timeout_ticks,
+        timeout_ticks,
     }
 }
 
@@ -510,7 +510,7 @@ mod tests {
             seed: 1,
         };
         let engine = <RaftNode<WalStorage> as ServerEngine>::build(settings, wal).expect("engine");
-        let store = super::super::open_store(&dir.0, yizhi_kv::KvConfig::default()).expect("store");
+        let store = super::super::boot::open_store(&dir.0, yizhi_kv::KvConfig::default()).expect("store");
         let (input_tx, input_rx) = crossbeam_channel::bounded(16);
         let (apply_tx, apply_rx) = crossbeam_channel::bounded(1024);
         let mut driver = Driver {
@@ -521,7 +521,7 @@ mod tests {
             transport,
             applier: apply_tx,
             shared: Arc::new(Shared::new(1, BOOT_ID, store, 0)),
-            reads: ReadBarriers::new(1, read_limits(10)),
+            reads: ReadBarriers::new(1, read_limits(2 * 10)),
             new_reads: Vec::new(),
             ticks: 0,
             apply_backlog: Default::default(),

@@ -14,6 +14,7 @@
 //! which answers once it has applied that index → the handler reads the store locally.
 
 pub mod applier;
+mod boot;
 pub mod deletions;
 pub mod driver;
 pub mod engines;
@@ -21,8 +22,6 @@ mod fatal;
 pub mod lessor;
 pub mod request;
 
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -31,13 +30,14 @@ use bytes::Bytes;
 use crossbeam_channel::Sender;
 use tokio::sync::{oneshot, watch};
 use yizhi_engine::{LogIndex, NodeId, Role, Status, WireMessage};
-use yizhi_kv::{Command, KvConfig, MvccStore, WatchConfig, WatchHub};
+use yizhi_kv::{Command, MvccStore, WatchConfig, WatchHub};
 
-use crate::transport::{self, Frame, Inbound, PeerDirectory, Transport, TransportConfig};
+use crate::transport::{Frame, Inbound, PeerDirectory, Transport};
 use applier::ReadReply;
-use engines::{EngineSettings, ServerEngine};
 use lessor::wall_clock_ms;
 use request::{ApplyResult, Deadline, Origin, ProposalId, ProposeFailure, Waiters};
+
+pub use boot::{NodeOptions, StartError, Timeouts, start};
 
 /// The key-value backend the server stores its state machine in.
 pub type KvBackend = yizhi_kv::RedbBackend;
@@ -496,257 +496,16 @@ impl<M: WireMessage + Send + 'static> Inbound for InboundQueue<M> {
     }
 }
 
-/// Everything `start` needs.
-#[derive(Clone, Debug)]
-pub struct NodeOptions {
-    pub data_dir: std::path::PathBuf,
-    pub cluster: crate::cluster::ClusterSpec,
-    pub local_id: NodeId,
-    pub local_name: String,
-    pub local_client_urls: String,
-    pub peer_listener_addr: String,
-    pub tick: Duration,
-    pub election_timeout_ticks: u64,
-    pub snapshot_count: u64,
-    pub max_request_bytes: u64,
-    pub kv: KvConfig,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("storage: {0}")]
-    Storage(String),
-    #[error("engine: {0}")]
-    Engine(String),
-    #[error("peer listener on {addr}: {source}")]
-    Listen { addr: String, source: std::io::Error },
-    #[error(transparent)]
-    BootId(#[from] request::BootIdError),
-}
-
-/// Opens (or creates) the member's storage, starts its threads and its peer transport (on a
-/// runtime of its own), and returns the handle the services use.
-pub async fn start<E: ServerEngine>(options: NodeOptions) -> Result<NodeHandle, StartError>
-where
-    E::Message: WireMessage,
-{
-    let storage_err = |e: &dyn std::fmt::Display| StartError::Storage(e.to_string());
-    let wal_dir = options.data_dir.join("wal");
-    let wal = open_wal(&wal_dir, &options).map_err(|e| storage_err(&e))?;
-    let store = open_store(&options.data_dir, options.kv).map_err(|e| storage_err(&e))?;
-    let applied = store.applied_index().max(wal.snapshot_meta().index);
-    let settings = EngineSettings {
-        id: options.local_id,
-        election_timeout_ticks: options.election_timeout_ticks,
-        applied,
-        max_proposal_bytes: options.max_request_bytes + 64,
-        seed: seed_for(options.local_id),
-    };
-    let engine = E::build(settings, wal).map_err(StartError::Engine)?;
-    // Fresh at every start: entries this member proposed before a restart, replayed now, carry
-    // the old boot id and answer none of this incarnation's clients (issue 13, anomaly 2).
-    let boot_id = request::draw_boot_id()?;
-    tracing::info!(
-        member = options.local_id,
-        boot_id = format_args!("{boot_id:016x}"),
-        "boot id drawn"
-    );
-
-    let shared = Arc::new(Shared::new(options.local_id, boot_id, store, applied));
-
-    let peers: BTreeMap<NodeId, String> = options
-        .cluster
-        .members
-        .iter()
-        .filter(|m| m.id != options.local_id)
-        .map(|m| {
-            let addr = crate::cluster::parse_url(&m.peer_urls[0]).expect("validated when parsed");
-            (m.id, addr)
-        })
-        .collect();
-    let transport_config = TransportConfig {
-        cluster_id: options.cluster.cluster_id,
-        local_id: options.local_id,
-        local_name: options.local_name.clone(),
-        local_client_urls: options.local_client_urls.clone(),
-        peers,
-    };
-    let listen_err = |source| StartError::Listen {
-        addr: options.peer_listener_addr.clone(),
-        source,
-    };
-    let listener = std::net::TcpListener::bind(&options.peer_listener_addr).map_err(listen_err)?;
-    listener.set_nonblocking(true).map_err(listen_err)?;
-    // Peer traffic runs on threads of its own: client handlers that block their async threads
-    // (a store lock held by a long read or a snapshot) must not delay heartbeats, or followers
-    // time out and elect a new leader in the middle of a load. One runtime per member for the
-    // life of the process, hence leaked (dropping a runtime inside another is not allowed).
-    let peer_runtime: &'static tokio::runtime::Runtime = Box::leak(Box::new(
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("yizhi-peer")
-            .enable_all()
-            .build()
-            .map_err(listen_err)?,
-    ));
-    let (input_tx, input_rx) = crossbeam_channel::bounded::<Input<E::Message>>(DRIVER_QUEUE_INPUTS);
-    let (apply_tx, apply_rx) = crossbeam_channel::bounded(APPLIER_QUEUE_TASKS);
-    let (keep_alive_tx, keep_alive_rx) = tokio::sync::mpsc::channel(KEEP_ALIVE_QUEUE_REQUESTS);
-    let inbound: Arc<dyn Inbound> = Arc::new(InboundQueue {
-        driver: input_tx.clone(),
-        shared: shared.clone(),
-        keep_alives: keep_alive_tx,
-    });
-    let (transport, listener) = {
-        let _peer_context = peer_runtime.enter();
-        let listener = tokio::net::TcpListener::from_std(listener).map_err(listen_err)?;
-        (Transport::start(&transport_config, inbound.clone()), listener)
-    };
-    let directory = PeerDirectory::default();
-    directory.set(options.local_id, options.local_client_urls.clone());
-
-    peer_runtime.spawn(transport::serve(
-        listener,
-        transport_config,
-        directory.clone(),
-        inbound,
-    ));
-
-    tokio::spawn(answer_keep_alives(
-        shared.clone(),
-        transport.clone(),
-        keep_alive_rx,
-    ));
-    let handle_transport = transport.clone();
-    let driver = driver::Driver {
-        engine,
-        inputs: input_rx,
-        self_sender: input_tx.clone(),
-        tick: options.tick,
-        transport,
-        applier: apply_tx,
-        shared: shared.clone(),
-        reads: yizhi_member::ReadBarriers::new(
-            request::first_id_of_boot(boot_id),
-            driver::read_limits(options.election_timeout_ticks),
-        ),
-        new_reads: Vec::new(),
-        ticks: 0,
-        apply_backlog: Default::default(),
-        apply_backlog_entries: 0,
-    };
-    let applier = applier::Applier {
-        tasks: apply_rx,
-        driver: input_tx.clone(),
-        shared: shared.clone(),
-        local_id: options.local_id,
-        applied,
-        last_snapshot_index: applied,
-        last_snapshot_bytes: 0,
-        applied_bytes_since_snapshot: 0,
-        snapshot_count: options.snapshot_count,
-        parked_reads: BTreeMap::new(),
-    };
-    std::thread::Builder::new()
-        .name("yizhi-driver".into())
-        .spawn(move || driver.run())
-        .expect("spawn the driver thread");
-    std::thread::Builder::new()
-        .name("yizhi-applier".into())
-        .spawn(move || applier.run())
-        .expect("spawn the applier thread");
-
-    let (propose_tx, read_tx, transfer_tx, shutdown_tx) =
-        (input_tx.clone(), input_tx.clone(), input_tx.clone(), input_tx);
-    let proposals = ProposalSender {
-        propose: Arc::new(move |data, deadline, origin| {
-            let input = Input::Propose {
-                data,
-                deadline,
-                origin,
-            };
-            propose_tx.try_send(input).is_ok()
-        }),
-        read: Arc::new(move |reply| read_tx.try_send(Input::Read { reply }).is_ok()),
-        transfer: Arc::new(move |to, reply| {
-            transfer_tx
-                .try_send(Input::TransferLeadership { to, reply })
-                .is_ok()
-        }),
-        shutdown: Arc::new(move || {
-            let _ = shutdown_tx.send(Input::Shutdown);
-        }),
-    };
-    let request_timeout = options.tick * (options.election_timeout_ticks as u32) * 2 + Duration::from_secs(5);
-    let handle = NodeHandle {
-        shared,
-        cluster: Arc::new(options.cluster),
-        directory,
-        local_client_urls: options.local_client_urls,
-        proposals,
-        request_timeout,
-        transport: handle_transport,
-        // An answer takes one round trip; past an election timeout the leader is likely gone.
-        keep_alive_forward_timeout: options.tick * (options.election_timeout_ticks as u32),
-        election_timeout: options.tick * (options.election_timeout_ticks as u32),
-    };
-    let election_timeout = options.tick * (options.election_timeout_ticks as u32);
-    tokio::spawn(lessor::Lessor::new(handle.clone(), election_timeout).run());
-    Ok(handle)
-}
-
-fn open_wal(dir: &Path, options: &NodeOptions) -> Result<yizhi_storage::WalStorage, yizhi_storage::WalError> {
-    use yizhi_storage::{WalStorage, WalStorageConfig};
-    let config = WalStorageConfig::default();
-    if dir.join("LOCK").exists() || has_segments(dir) {
-        let (storage, report) = WalStorage::open(dir, config)?;
-        if let Some(torn) = &report.torn_tail {
-            tracing::warn!(?torn, "cut a torn tail off the WAL (an unacknowledged write)");
-        }
-        Ok(storage)
-    } else {
-        std::fs::create_dir_all(dir).map_err(|e| yizhi_storage::WalError::Io {
-            op: "create directory",
-            path: dir.into(),
-            source: e,
-        })?;
-        let membership = yizhi_engine::Membership::new(options.cluster.ids());
-        WalStorage::create(dir, config, membership)
-    }
-}
-
-fn has_segments(dir: &Path) -> bool {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .any(|e| e.file_name().to_string_lossy().ends_with(".wal"))
-        })
-        .unwrap_or(false)
-}
-
-fn open_store(data_dir: &Path, kv: KvConfig) -> Result<Store, String> {
-    std::fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
-    let backend = KvBackend::open(data_dir.join("kv.redb")).map_err(|e| e.to_string())?;
-    MvccStore::open(backend, kv).map_err(|e| e.to_string())
-}
-
 /// How long from now until `deadline` (zero once it has passed).
 fn time_until(deadline: Deadline) -> Duration {
     Duration::from_millis(deadline.at_ms.saturating_sub(wall_clock_ms()))
 }
 
-/// Election timeouts are randomized from this seed; distinct per member so they rarely tie.
-fn seed_for(id: NodeId) -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    nanos ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15)
-}
-
 #[cfg(test)]
 mod tests {
+    use yizhi_kv::KvConfig;
+
+    use super::boot::open_store;
     use super::*;
 
     /// A forward failure names the proposal by boot id and request id: one that an earlier
