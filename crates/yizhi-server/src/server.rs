@@ -1,7 +1,9 @@
 //! `yizhi server`: settings → identity check → node runtime → gRPC services, until SIGINT/SIGTERM.
 
+use std::path::Path;
 use std::sync::Arc;
 
+use yizhi_engine::NodeId;
 use yizhi_paxos::PaxosNode;
 use yizhi_raft::RaftNode;
 use yizhi_storage::WalStorage;
@@ -49,53 +51,90 @@ fn try_run(config: ServerConfig) -> Result<(), String> {
         cluster_id: cluster.cluster_id,
         member_id: me.id,
     };
-    match Identity::load(&data_dir).map_err(|e| e.to_string())? {
-        Some(stored) if stored == identity => {}
-        Some(stored) => {
-            return Err(format!(
-                "{} belongs to member {:x} of cluster {:016x}, not member {:x} of cluster {:016x}: \
-                 check --name, --initial-cluster and --initial-cluster-token",
-                data_dir.display(),
-                stored.member_id,
-                stored.cluster_id,
-                identity.member_id,
-                identity.cluster_id
-            ));
-        }
-        None if config.initial_cluster_state == ClusterState::Existing => {
-            return Err(
-                "--initial-cluster-state existing needs this member's data directory \
-                        (adding members to a running cluster is not supported yet)"
-                    .into(),
-            );
-        }
+    check_identity(&config, &data_dir, &identity)?;
+    let listeners = Listeners::parse(&config)?;
+    let options = node_options(&config, cluster, me.id, &data_dir, listeners.peer.clone());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("yizhi-io")
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    runtime.block_on(serve_member(config, options, listeners))
+}
+
+/// A data directory belongs to one member of one cluster: refuse another's, and create no
+/// new member's where an existing one was expected.
+fn check_identity(config: &ServerConfig, data_dir: &Path, identity: &Identity) -> Result<(), String> {
+    match Identity::load(data_dir).map_err(|e| e.to_string())? {
+        Some(stored) if stored == *identity => Ok(()),
+        Some(stored) => Err(format!(
+            "{} belongs to member {:x} of cluster {:016x}, not member {:x} of cluster {:016x}: \
+             check --name, --initial-cluster and --initial-cluster-token",
+            data_dir.display(),
+            stored.member_id,
+            stored.cluster_id,
+            identity.member_id,
+            identity.cluster_id
+        )),
+        None if config.initial_cluster_state == ClusterState::Existing => Err(
+            "--initial-cluster-state existing needs this member's data directory \
+                    (adding members to a running cluster is not supported yet)"
+                .into(),
+        ),
         None => identity
-            .store(&data_dir)
-            .map_err(|e| format!("{}: {e}", data_dir.display()))?,
+            .store(data_dir)
+            .map_err(|e| format!("{}: {e}", data_dir.display())),
     }
-    let client_addrs: Vec<String> = config
-        .listen_client_urls
-        .split(',')
-        .map(|u| parse_url(u.trim()))
-        .collect::<Result<_, _>>()?;
-    let metrics_addrs: Vec<String> = config
-        .listen_metrics_urls
-        .iter()
-        .flat_map(|urls| urls.split(','))
-        .map(|u| parse_url(u.trim()))
-        .collect::<Result<_, _>>()?;
-    let peer_addr = parse_url(
-        config
-            .listen_peer_urls
+}
+
+/// The addresses the member listens on, parsed from its URLs.
+struct Listeners {
+    clients: Vec<String>,
+    metrics: Vec<String>,
+    /// The first of `--listen-peer-urls`.
+    peer: String,
+}
+
+impl Listeners {
+    fn parse(config: &ServerConfig) -> Result<Listeners, String> {
+        let clients: Vec<String> = config
+            .listen_client_urls
             .split(',')
-            .next()
-            .unwrap_or_default()
-            .trim(),
-    )?;
-    let options = NodeOptions {
-        data_dir: data_dir.clone(),
+            .map(|u| parse_url(u.trim()))
+            .collect::<Result<_, _>>()?;
+        let metrics: Vec<String> = config
+            .listen_metrics_urls
+            .iter()
+            .flat_map(|urls| urls.split(','))
+            .map(|u| parse_url(u.trim()))
+            .collect::<Result<_, _>>()?;
+        let peer = parse_url(
+            config
+                .listen_peer_urls
+                .split(',')
+                .next()
+                .unwrap_or_default()
+                .trim(),
+        )?;
+        Ok(Listeners {
+            clients,
+            metrics,
+            peer,
+        })
+    }
+}
+
+fn node_options(
+    config: &ServerConfig,
+    cluster: ClusterSpec,
+    local_id: NodeId,
+    data_dir: &Path,
+    peer_addr: String,
+) -> NodeOptions {
+    NodeOptions {
+        data_dir: data_dir.to_path_buf(),
         cluster,
-        local_id: me.id,
+        local_id,
         local_name: config.name.clone(),
         local_client_urls: config.advertise_client_urls(),
         peer_listener_addr: peer_addr,
@@ -107,37 +146,39 @@ fn try_run(config: ServerConfig) -> Result<(), String> {
             max_txn_ops: config.max_txn_ops,
             ..Default::default()
         },
+    }
+}
+
+/// Starts the member's runtime, its metrics and its gRPC services, and serves until a signal.
+async fn serve_member(
+    config: ServerConfig,
+    options: NodeOptions,
+    listeners: Listeners,
+) -> Result<(), String> {
+    let (local_id, data_dir) = (options.local_id, options.data_dir.clone());
+    let handle = match config.engine {
+        EngineKind::Raft => node::start::<RaftNode<WalStorage>>(options).await,
+        EngineKind::Paxos => node::start::<PaxosNode<WalStorage>>(options).await,
+    }
+    .map_err(|e| e.to_string())?;
+    tracing::info!(
+        name = %config.name,
+        id = local_id,
+        engine = ?config.engine,
+        data_dir = %data_dir.display(),
+        clients = %config.listen_client_urls,
+        peers = %config.listen_peer_urls,
+        "member started"
+    );
+    crate::metrics::serve(handle.clone(), listeners.metrics).await?;
+    let api = crate::api::ApiConfig {
+        max_request_bytes: config.max_request_bytes,
+        quota_backend_bytes: config.quota_backend_bytes,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("yizhi-io")
-        .build()
-        .map_err(|e| format!("tokio runtime: {e}"))?;
-    runtime.block_on(async move {
-        let handle = match config.engine {
-            EngineKind::Raft => node::start::<RaftNode<WalStorage>>(options).await,
-            EngineKind::Paxos => node::start::<PaxosNode<WalStorage>>(options).await,
-        }
-        .map_err(|e| e.to_string())?;
-        tracing::info!(
-            name = %config.name,
-            id = me.id,
-            engine = ?config.engine,
-            data_dir = %data_dir.display(),
-            clients = %config.listen_client_urls,
-            peers = %config.listen_peer_urls,
-            "member started"
-        );
-        crate::metrics::serve(handle.clone(), metrics_addrs).await?;
-        let api = crate::api::ApiConfig {
-            max_request_bytes: config.max_request_bytes,
-            quota_backend_bytes: config.quota_backend_bytes,
-        };
-        let serving = crate::api::serve(handle.clone(), api, client_addrs, shutdown_signal());
-        let result = serving.await;
-        stop(&handle);
-        result
-    })
+    let serving = crate::api::serve(handle.clone(), api, listeners.clients, shutdown_signal());
+    let result = serving.await;
+    stop(&handle);
+    result
 }
 
 /// Resolves on SIGINT or SIGTERM.
