@@ -109,16 +109,16 @@ impl Frame {
     pub fn encode(&self) -> Bytes {
         let mut out = BytesMut::new();
         out.put_u32_le(0); // Patched below.
+        self.put_kind_and_body(&mut out);
+        let len = out.len() - 4;
+        assert!(len <= MAX_FRAME_BYTES, "outgoing frame of {len} bytes");
+        out[..4].copy_from_slice(&(len as u32).to_le_bytes());
+        out.freeze()
+    }
+
+    fn put_kind_and_body(&self, out: &mut BytesMut) {
         match self {
-            Frame::Hello(h) => {
-                out.put_u8(KIND_HELLO);
-                out.put_slice(HELLO_MAGIC);
-                out.put_u64_le(h.cluster_id);
-                out.put_u64_le(h.from);
-                out.put_u64_le(h.to);
-                put_string(&mut out, &h.name);
-                put_string(&mut out, &h.client_urls);
-            }
+            Frame::Hello(h) => put_hello(out, h),
             Frame::Engine(body) => {
                 out.put_u8(KIND_ENGINE);
                 out.put_slice(body);
@@ -182,10 +182,6 @@ impl Frame {
                 out.put_u32_le(*crc32c);
             }
         }
-        let len = out.len() - 4;
-        assert!(len <= MAX_FRAME_BYTES, "outgoing frame of {len} bytes");
-        out[..4].copy_from_slice(&(len as u32).to_le_bytes());
-        out.freeze()
     }
 
     /// Decodes the part after the length prefix.
@@ -195,46 +191,17 @@ impl Frame {
         }
         let kind = body.get_u8();
         match kind {
-            KIND_HELLO => {
-                let what = "hello";
-                if body.remaining() < 32 || &body[..8] != HELLO_MAGIC {
-                    return Err(FrameError::Malformed { what });
-                }
-                body.advance(8);
-                let cluster_id = body.get_u64_le();
-                let from = body.get_u64_le();
-                let to = body.get_u64_le();
-                let name = get_string(&mut body, what)?;
-                let client_urls = get_string(&mut body, what)?;
-                if body.has_remaining() {
-                    return Err(FrameError::Malformed { what });
-                }
-                Ok(Frame::Hello(Hello {
-                    cluster_id,
-                    from,
-                    to,
-                    name,
-                    client_urls,
-                }))
-            }
+            KIND_HELLO => decode_hello(body).map(Frame::Hello),
             KIND_ENGINE => Ok(Frame::Engine(body)),
             KIND_FORWARD => {
-                if body.remaining() < 8 {
-                    return Err(FrameError::Malformed {
-                        what: "forwarded proposal",
-                    });
-                }
+                let mut body = at_least(body, 8, "forwarded proposal")?;
                 Ok(Frame::Forward {
                     deadline_unix_ms: body.get_u64_le(),
                     data: body,
                 })
             }
             KIND_FORWARD_FAILED => {
-                if body.remaining() != 17 {
-                    return Err(FrameError::Malformed {
-                        what: "forward failure",
-                    });
-                }
+                let mut body = exactly(body, 17, "forward failure")?;
                 Ok(Frame::ForwardFailed {
                     boot_id: body.get_u64_le(),
                     request_id: body.get_u64_le(),
@@ -242,71 +209,22 @@ impl Frame {
                 })
             }
             KIND_READ_REQUEST => {
-                if body.remaining() != 8 {
-                    return Err(FrameError::Malformed { what: "read request" });
-                }
+                let mut body = exactly(body, 8, "read request")?;
                 Ok(Frame::ReadRequest {
                     read_id: body.get_u64_le(),
                 })
             }
-            KIND_READ_RESPONSE => {
-                if body.remaining() != 17 {
-                    return Err(FrameError::Malformed {
-                        what: "read response",
-                    });
-                }
-                let read_id = body.get_u64_le();
-                let confirmed = body.get_u8();
-                let index = body.get_u64_le();
-                let index = match confirmed {
-                    0 => None,
-                    1 => Some(index),
-                    _ => {
-                        return Err(FrameError::Malformed {
-                            what: "read response",
-                        });
-                    }
-                };
-                Ok(Frame::ReadResponse { read_id, index })
-            }
+            KIND_READ_RESPONSE => decode_read_response(body),
             KIND_KEEP_ALIVE_REQUEST => {
-                if body.remaining() != 16 {
-                    return Err(FrameError::Malformed {
-                        what: "keep-alive request",
-                    });
-                }
+                let mut body = exactly(body, 16, "keep-alive request")?;
                 Ok(Frame::KeepAliveRequest {
                     request_id: body.get_u64_le(),
                     lease_id: body.get_i64_le(),
                 })
             }
-            KIND_KEEP_ALIVE_RESPONSE => {
-                let what = "keep-alive response";
-                if body.remaining() != 25 {
-                    return Err(FrameError::Malformed { what });
-                }
-                let request_id = body.get_u64_le();
-                let lease_id = body.get_i64_le();
-                let answered = body.get_u8();
-                let ttl_secs = body.get_i64_le();
-                let ttl_secs = match answered {
-                    0 => None,
-                    // A lease's TTL is at least one second.
-                    1 if ttl_secs > 0 => Some(ttl_secs),
-                    _ => return Err(FrameError::Malformed { what }),
-                };
-                Ok(Frame::KeepAliveResponse {
-                    request_id,
-                    lease_id,
-                    ttl_secs,
-                })
-            }
+            KIND_KEEP_ALIVE_RESPONSE => decode_keep_alive_response(body),
             KIND_SNAPSHOT_CHUNK => {
-                if body.remaining() < 16 {
-                    return Err(FrameError::Malformed {
-                        what: "snapshot chunk",
-                    });
-                }
+                let mut body = at_least(body, 16, "snapshot chunk")?;
                 let total_bytes = body.get_u64_le();
                 let offset = body.get_u64_le();
                 Ok(Frame::SnapshotChunk {
@@ -316,9 +234,7 @@ impl Frame {
                 })
             }
             KIND_SNAPSHOT_END => {
-                if body.remaining() != 4 {
-                    return Err(FrameError::Malformed { what: "snapshot end" });
-                }
+                let mut body = exactly(body, 4, "snapshot end")?;
                 Ok(Frame::SnapshotEnd {
                     crc32c: body.get_u32_le(),
                 })
@@ -326,6 +242,89 @@ impl Frame {
             other => Err(FrameError::UnknownKind(other)),
         }
     }
+}
+
+fn put_hello(out: &mut BytesMut, h: &Hello) {
+    out.put_u8(KIND_HELLO);
+    out.put_slice(HELLO_MAGIC);
+    out.put_u64_le(h.cluster_id);
+    out.put_u64_le(h.from);
+    out.put_u64_le(h.to);
+    put_string(out, &h.name);
+    put_string(out, &h.client_urls);
+}
+
+/// `body` if it holds at least `bytes` bytes, else a malformed `what`.
+fn at_least(body: Bytes, bytes: usize, what: &'static str) -> Result<Bytes, FrameError> {
+    if body.remaining() < bytes {
+        return Err(FrameError::Malformed { what });
+    }
+    Ok(body)
+}
+
+/// `body` if it holds exactly `bytes` bytes, else a malformed `what`.
+fn exactly(body: Bytes, bytes: usize, what: &'static str) -> Result<Bytes, FrameError> {
+    if body.remaining() != bytes {
+        return Err(FrameError::Malformed { what });
+    }
+    Ok(body)
+}
+
+fn decode_hello(mut body: Bytes) -> Result<Hello, FrameError> {
+    let what = "hello";
+    if body.remaining() < 32 || &body[..8] != HELLO_MAGIC {
+        return Err(FrameError::Malformed { what });
+    }
+    body.advance(8);
+    let cluster_id = body.get_u64_le();
+    let from = body.get_u64_le();
+    let to = body.get_u64_le();
+    let name = get_string(&mut body, what)?;
+    let client_urls = get_string(&mut body, what)?;
+    if body.has_remaining() {
+        return Err(FrameError::Malformed { what });
+    }
+    Ok(Hello {
+        cluster_id,
+        from,
+        to,
+        name,
+        client_urls,
+    })
+}
+
+fn decode_read_response(body: Bytes) -> Result<Frame, FrameError> {
+    let what = "read response";
+    let mut body = exactly(body, 17, what)?;
+    let read_id = body.get_u64_le();
+    let confirmed = body.get_u8();
+    let index = body.get_u64_le();
+    let index = match confirmed {
+        0 => None,
+        1 => Some(index),
+        _ => return Err(FrameError::Malformed { what }),
+    };
+    Ok(Frame::ReadResponse { read_id, index })
+}
+
+fn decode_keep_alive_response(body: Bytes) -> Result<Frame, FrameError> {
+    let what = "keep-alive response";
+    let mut body = exactly(body, 25, what)?;
+    let request_id = body.get_u64_le();
+    let lease_id = body.get_i64_le();
+    let answered = body.get_u8();
+    let ttl_secs = body.get_i64_le();
+    let ttl_secs = match answered {
+        0 => None,
+        // A lease's TTL is at least one second.
+        1 if ttl_secs > 0 => Some(ttl_secs),
+        _ => return Err(FrameError::Malformed { what }),
+    };
+    Ok(Frame::KeepAliveResponse {
+        request_id,
+        lease_id,
+        ttl_secs,
+    })
 }
 
 fn put_string(out: &mut BytesMut, s: &str) {

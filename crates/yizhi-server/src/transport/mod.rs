@@ -327,7 +327,34 @@ async fn receive(
     inbound: Arc<dyn Inbound>,
 ) -> Result<(), ReceiveError> {
     let mut buf = BytesMut::new();
-    let first = tokio::time::timeout(HELLO_TIMEOUT, read_frame(&mut stream, &mut buf))
+    let hello = handshake(&mut stream, &mut buf, config).await?;
+    directory.set(hello.from, hello.client_urls.clone());
+    let mut assembly: Option<Assembly> = None;
+    while let Some(frame) = read_frame(&mut stream, &mut buf).await? {
+        match frame {
+            Frame::Hello(_) => return Err(ReceiveError::Handshake("second hello".into())),
+            Frame::SnapshotChunk {
+                total_bytes,
+                offset,
+                data,
+            } => Assembly::add_chunk(&mut assembly, total_bytes, offset, &data)?,
+            Frame::SnapshotEnd { crc32c } => {
+                let message = Assembly::finish(assembly.take(), crc32c)?;
+                inbound.deliver(hello.from, Frame::Engine(message));
+            }
+            frame => inbound.deliver(hello.from, frame),
+        }
+    }
+    Ok(())
+}
+
+/// The first frame of a connection: a hello from a member of our cluster, addressed to us.
+async fn handshake(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    config: &TransportConfig,
+) -> Result<Hello, ReceiveError> {
+    let first = tokio::time::timeout(HELLO_TIMEOUT, read_frame(stream, buf))
         .await
         .map_err(|_| ReceiveError::Handshake("no hello within 5 s".into()))??;
     let Some(Frame::Hello(hello)) = first else {
@@ -345,54 +372,54 @@ async fn receive(
             hello.from, hello.to, config.local_id
         )));
     }
-    directory.set(hello.from, hello.client_urls.clone());
-    let mut assembly: Option<Assembly> = None;
-    while let Some(frame) = read_frame(&mut stream, &mut buf).await? {
-        match frame {
-            Frame::Hello(_) => return Err(ReceiveError::Handshake("second hello".into())),
-            Frame::SnapshotChunk {
-                total_bytes,
-                offset,
-                data,
-            } => {
-                let bad = |why: &str| ReceiveError::Snapshot(why.to_string());
-                if total_bytes > MAX_SNAPSHOT_MESSAGE_BYTES {
-                    return Err(bad("larger than the snapshot limit"));
-                }
-                let current = assembly.get_or_insert_with(|| Assembly {
-                    total_bytes,
-                    // Grows as chunks arrive: a lying length cannot make us allocate it all.
-                    bytes: BytesMut::with_capacity(SNAPSHOT_CHUNK_BYTES),
-                    crc32c: 0,
-                });
-                if current.total_bytes != total_bytes || current.bytes.len() as u64 != offset {
-                    return Err(bad("chunk out of order"));
-                }
-                if offset + data.len() as u64 > total_bytes {
-                    return Err(bad("chunk beyond the announced length"));
-                }
-                current.crc32c = crc32c::crc32c_append(current.crc32c, &data);
-                current.bytes.extend_from_slice(&data);
-            }
-            Frame::SnapshotEnd { crc32c } => {
-                let Some(done) = assembly.take() else {
-                    return Err(ReceiveError::Snapshot("end without chunks".into()));
-                };
-                if done.bytes.len() as u64 != done.total_bytes {
-                    return Err(ReceiveError::Snapshot("ended early".into()));
-                }
-                if done.crc32c != crc32c {
-                    return Err(ReceiveError::Snapshot(format!(
-                        "checksum mismatch: got {:08x}, sender says {crc32c:08x}",
-                        done.crc32c
-                    )));
-                }
-                inbound.deliver(hello.from, Frame::Engine(done.bytes.freeze()));
-            }
-            frame => inbound.deliver(hello.from, frame),
+    Ok(hello)
+}
+
+impl Assembly {
+    /// Appends a chunk to the message being assembled (starting one at the first chunk).
+    fn add_chunk(
+        assembly: &mut Option<Assembly>,
+        total_bytes: u64,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), ReceiveError> {
+        let bad = |why: &str| ReceiveError::Snapshot(why.to_string());
+        if total_bytes > MAX_SNAPSHOT_MESSAGE_BYTES {
+            return Err(bad("larger than the snapshot limit"));
         }
+        let current = assembly.get_or_insert_with(|| Assembly {
+            total_bytes,
+            // Grows as chunks arrive: a lying length cannot make us allocate it all.
+            bytes: BytesMut::with_capacity(SNAPSHOT_CHUNK_BYTES),
+            crc32c: 0,
+        });
+        if current.total_bytes != total_bytes || current.bytes.len() as u64 != offset {
+            return Err(bad("chunk out of order"));
+        }
+        if offset + data.len() as u64 > total_bytes {
+            return Err(bad("chunk beyond the announced length"));
+        }
+        current.crc32c = crc32c::crc32c_append(current.crc32c, data);
+        current.bytes.extend_from_slice(data);
+        Ok(())
     }
-    Ok(())
+
+    /// The whole message, if every byte arrived and its checksum is the sender's.
+    fn finish(assembly: Option<Assembly>, crc32c: u32) -> Result<Bytes, ReceiveError> {
+        let Some(done) = assembly else {
+            return Err(ReceiveError::Snapshot("end without chunks".into()));
+        };
+        if done.bytes.len() as u64 != done.total_bytes {
+            return Err(ReceiveError::Snapshot("ended early".into()));
+        }
+        if done.crc32c != crc32c {
+            return Err(ReceiveError::Snapshot(format!(
+                "checksum mismatch: got {:08x}, sender says {crc32c:08x}",
+                done.crc32c
+            )));
+        }
+        Ok(done.bytes.freeze())
+    }
 }
 
 #[cfg(test)]
