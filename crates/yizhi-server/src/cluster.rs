@@ -33,6 +33,8 @@ pub struct ClusterSpec {
 pub enum ClusterError {
     #[error("--initial-cluster: {0}")]
     Parse(String),
+    #[error("--initial-cluster: {0}")]
+    Url(UrlError),
     #[error("member name {0:?} is not in --initial-cluster")]
     UnknownName(String),
     #[error("{path}: {reason}")]
@@ -57,7 +59,7 @@ impl ClusterSpec {
             if name.is_empty() || url.is_empty() {
                 return Err(ClusterError::Parse(format!("{item:?} has an empty name or url")));
             }
-            parse_url(url).map_err(ClusterError::Parse)?;
+            parse_url(url).map_err(ClusterError::Url)?;
             match members.iter_mut().find(|m| m.name == name) {
                 Some(member) => member.peer_urls.push(url.to_string()),
                 None => members.push(Member {
@@ -104,24 +106,48 @@ impl ClusterSpec {
 
 /// `http://host:port` or `host:port` → `host:port` (TLS is not supported yet: `https` is refused
 /// rather than silently served in the clear).
-pub fn parse_url(url: &str) -> Result<String, String> {
+pub fn parse_url(url: &str) -> Result<String, UrlError> {
+    let url_err = |problem| UrlError {
+        url: url.to_string(),
+        problem,
+    };
     let rest = if let Some(rest) = url.strip_prefix("http://") {
         rest
     } else if url.starts_with("https://") || url.starts_with("unix://") {
-        return Err(format!("{url}: only http:// URLs are supported"));
+        return Err(url_err(UrlProblem::NotHttp));
     } else {
         url
     };
     let rest = rest.trim_end_matches('/');
     let (host, port) = rest
         .rsplit_once(':')
-        .ok_or_else(|| format!("{url}: missing port"))?;
+        .ok_or_else(|| url_err(UrlProblem::MissingPort))?;
     if host.is_empty() {
-        return Err(format!("{url}: missing host"));
+        return Err(url_err(UrlProblem::MissingHost));
     }
     port.parse::<u16>()
-        .map_err(|_| format!("{url}: bad port {port:?}"))?;
+        .map_err(|_| url_err(UrlProblem::BadPort(port.to_string())))?;
     Ok(rest.to_string())
+}
+
+/// A URL `yizhi` cannot listen on or dial.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{url}: {problem}")]
+pub struct UrlError {
+    pub url: String,
+    pub problem: UrlProblem,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum UrlProblem {
+    #[error("only http:// URLs are supported")]
+    NotHttp,
+    #[error("missing port")]
+    MissingPort,
+    #[error("missing host")]
+    MissingHost,
+    #[error("bad port {0:?}")]
+    BadPort(String),
 }
 
 /// Identity of a data directory: written when the member first starts, checked on every restart,

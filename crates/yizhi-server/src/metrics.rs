@@ -23,13 +23,22 @@ pub const MAX_REQUEST_HEAD_BYTES: usize = 8 * 1024;
 /// A client must send its request head within this.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The metrics listener could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("listening for metrics on {addr}: {source}")]
+pub struct MetricsListenError {
+    pub addr: String,
+    pub source: std::io::Error,
+}
+
 /// Serves every address until the process stops (the listeners die with the runtime).
-pub async fn serve(node: NodeHandle, addrs: Vec<String>) -> Result<(), String> {
+pub async fn serve(node: NodeHandle, addrs: Vec<String>) -> Result<(), MetricsListenError> {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     for addr in addrs {
-        let listener = tokio::net::TcpListener::bind(&addr)
-            .await
-            .map_err(|e| format!("listening for metrics on {addr}: {e}"))?;
+        let listener = match tokio::net::TcpListener::bind(&addr).await {
+            Ok(listener) => listener,
+            Err(source) => return Err(MetricsListenError { addr, source }),
+        };
         let (node, slots) = (node.clone(), slots.clone());
         tokio::spawn(async move {
             loop {

@@ -1,6 +1,6 @@
 //! `yizhi server`: settings → identity check → node runtime → gRPC services, until SIGINT/SIGTERM.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use yizhi_engine::NodeId;
@@ -8,9 +8,10 @@ use yizhi_paxos::PaxosNode;
 use yizhi_raft::RaftNode;
 use yizhi_storage::WalStorage;
 
-use crate::cluster::{ClusterSpec, Identity, parse_url};
-use crate::config::{ClusterState, EngineKind, LogFormat, ServerConfig};
-use crate::node::{self, NodeHandle, NodeOptions};
+use crate::cluster::{ClusterError, ClusterSpec, Identity, UrlError, parse_url};
+use crate::config::{ClusterState, ConfigError, EngineKind, LogFormat, ServerConfig};
+use crate::metrics::MetricsListenError;
+use crate::node::{self, NodeHandle, NodeOptions, StartError};
 
 /// Runs a member until it is told to stop; returns the process exit code.
 pub fn run(config: ServerConfig) -> i32 {
@@ -37,16 +38,55 @@ pub fn init_logging(format: LogFormat) {
     };
 }
 
-fn try_run(config: ServerConfig) -> Result<(), String> {
-    config.validate().map_err(|e| e.to_string())?;
-    let cluster = ClusterSpec::parse(&config.initial_cluster(), &config.initial_cluster_token)
-        .map_err(|e| e.to_string())?;
-    let me = cluster
-        .member_by_name(&config.name)
-        .map_err(|e| e.to_string())?
-        .clone();
+/// Why a member did not start, or stopped serving: printed at exit.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error("{}: {source}", dir.display())]
+    DataDir { dir: PathBuf, source: std::io::Error },
+    #[error(
+        "{} belongs to member {:x} of cluster {:016x}, not member {:x} of cluster {:016x}: \
+         check --name, --initial-cluster and --initial-cluster-token",
+        dir.display(),
+        stored.member_id,
+        stored.cluster_id,
+        ours.member_id,
+        ours.cluster_id
+    )]
+    OtherMember {
+        dir: PathBuf,
+        stored: Identity,
+        ours: Identity,
+    },
+    #[error(
+        "--initial-cluster-state existing needs this member's data directory \
+         (adding members to a running cluster is not supported yet)"
+    )]
+    ExistingWithoutData,
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    #[error("tokio runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsListenError),
+    #[error(transparent)]
+    Api(#[from] crate::api::ServeError),
+}
+
+fn try_run(config: ServerConfig) -> Result<(), ServerError> {
+    config.validate()?;
+    let cluster = ClusterSpec::parse(&config.initial_cluster(), &config.initial_cluster_token)?;
+    let me = cluster.member_by_name(&config.name)?.clone();
     let data_dir = config.data_dir();
-    std::fs::create_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir).map_err(|source| ServerError::DataDir {
+        dir: data_dir.clone(),
+        source,
+    })?;
     let identity = Identity {
         cluster_id: cluster.cluster_id,
         member_id: me.id,
@@ -58,32 +98,27 @@ fn try_run(config: ServerConfig) -> Result<(), String> {
         .enable_all()
         .thread_name("yizhi-io")
         .build()
-        .map_err(|e| format!("tokio runtime: {e}"))?;
+        .map_err(ServerError::Runtime)?;
     runtime.block_on(serve_member(config, options, listeners))
 }
 
 /// A data directory belongs to one member of one cluster: refuse another's, and create no
 /// new member's where an existing one was expected.
-fn check_identity(config: &ServerConfig, data_dir: &Path, identity: &Identity) -> Result<(), String> {
-    match Identity::load(data_dir).map_err(|e| e.to_string())? {
+fn check_identity(config: &ServerConfig, data_dir: &Path, identity: &Identity) -> Result<(), ServerError> {
+    match Identity::load(data_dir)? {
         Some(stored) if stored == *identity => Ok(()),
-        Some(stored) => Err(format!(
-            "{} belongs to member {:x} of cluster {:016x}, not member {:x} of cluster {:016x}: \
-             check --name, --initial-cluster and --initial-cluster-token",
-            data_dir.display(),
-            stored.member_id,
-            stored.cluster_id,
-            identity.member_id,
-            identity.cluster_id
-        )),
-        None if config.initial_cluster_state == ClusterState::Existing => Err(
-            "--initial-cluster-state existing needs this member's data directory \
-                    (adding members to a running cluster is not supported yet)"
-                .into(),
-        ),
-        None => identity
-            .store(data_dir)
-            .map_err(|e| format!("{}: {e}", data_dir.display())),
+        Some(stored) => Err(ServerError::OtherMember {
+            dir: data_dir.to_path_buf(),
+            stored,
+            ours: *identity,
+        }),
+        None if config.initial_cluster_state == ClusterState::Existing => {
+            Err(ServerError::ExistingWithoutData)
+        }
+        None => identity.store(data_dir).map_err(|source| ServerError::DataDir {
+            dir: data_dir.to_path_buf(),
+            source,
+        }),
     }
 }
 
@@ -96,7 +131,7 @@ struct Listeners {
 }
 
 impl Listeners {
-    fn parse(config: &ServerConfig) -> Result<Listeners, String> {
+    fn parse(config: &ServerConfig) -> Result<Listeners, UrlError> {
         let clients: Vec<String> = config
             .listen_client_urls
             .split(',')
@@ -154,13 +189,12 @@ async fn serve_member(
     config: ServerConfig,
     options: NodeOptions,
     listeners: Listeners,
-) -> Result<(), String> {
+) -> Result<(), ServerError> {
     let (local_id, data_dir) = (options.local_id, options.data_dir.clone());
     let handle = match config.engine {
         EngineKind::Raft => node::start::<RaftNode<WalStorage>>(options).await,
         EngineKind::Paxos => node::start::<PaxosNode<WalStorage>>(options).await,
-    }
-    .map_err(|e| e.to_string())?;
+    }?;
     tracing::info!(
         name = %config.name,
         id = local_id,
@@ -178,7 +212,7 @@ async fn serve_member(
     let serving = crate::api::serve(handle.clone(), api, listeners.clients, shutdown_signal());
     let result = serving.await;
     stop(&handle);
-    result
+    Ok(result?)
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -412,23 +412,31 @@ pub fn snapshot_image(mut encoded: Vec<u8>) -> Vec<u8> {
 }
 
 /// The yizhi-kv snapshot encoding inside an image, or why the image is malformed.
-pub fn snapshot_from_image(image: &[u8]) -> Result<&[u8], String> {
+pub fn snapshot_from_image(image: &[u8]) -> Result<&[u8], ImageError> {
     if image.is_empty() || !image.len().is_multiple_of(SNAPSHOT_ALIGN_BYTES) {
-        return Err(format!(
-            "{} bytes is not a positive multiple of {SNAPSHOT_ALIGN_BYTES}",
-            image.len()
-        ));
+        return Err(ImageError::Unaligned(image.len()));
     }
     let (body, trailer) = image.split_at(image.len() - SNAPSHOT_LENGTH_TRAILER_BYTES);
     let length = u64::from_le_bytes(trailer.try_into().expect("8 bytes"));
     let length = usize::try_from(length)
         .ok()
         .filter(|&n| n <= body.len())
-        .ok_or_else(|| format!("length trailer {length} exceeds the image"))?;
+        .ok_or(ImageError::LengthBeyondImage(length))?;
     if body[length..].iter().any(|&b| b != 0) {
-        return Err("padding is not zero".into());
+        return Err(ImageError::NonZeroPadding);
     }
     Ok(&body[..length])
+}
+
+/// Why a snapshot image is malformed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ImageError {
+    #[error("{0} bytes is not a positive multiple of {SNAPSHOT_ALIGN_BYTES}")]
+    Unaligned(usize),
+    #[error("length trailer {0} exceeds the image")]
+    LengthBeyondImage(u64),
+    #[error("padding is not zero")]
+    NonZeroPadding,
 }
 
 /// The snapshot in chunks (each telling how many bytes follow it), then its sha256 digest as a

@@ -156,13 +156,26 @@ pub fn propose_status(failure: &ProposeFailure) -> Status {
     Status::new(code, failure.to_string())
 }
 
+/// Why the client services could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("client URL {addr}: {source}")]
+    Resolve { addr: String, source: std::io::Error },
+    #[error("client URL {addr} resolves to nothing")]
+    NoAddress { addr: String },
+    #[error("listening for clients on {addr}: {source}")]
+    Listen { addr: String, source: std::io::Error },
+    #[error("gRPC server task: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
 /// Serves every service on each client address until `shutdown` resolves.
 pub async fn serve(
     node: NodeHandle,
     config: ApiConfig,
     addrs: Vec<String>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), String> {
+) -> Result<(), ServeError> {
     let db_path = node
         .shared
         .store
@@ -180,14 +193,21 @@ pub async fn serve(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = Vec::new();
     for addr in addrs {
-        let socket: SocketAddr = tokio::net::lookup_host(&addr)
-            .await
-            .map_err(|e| format!("client URL {addr}: {e}"))?
-            .next()
-            .ok_or_else(|| format!("client URL {addr} resolves to nothing"))?;
-        let listener = tokio::net::TcpListener::bind(socket)
-            .await
-            .map_err(|e| format!("listening for clients on {addr}: {e}"))?;
+        let socket: SocketAddr = match tokio::net::lookup_host(&addr).await {
+            Ok(mut sockets) => sockets
+                .next()
+                .ok_or_else(|| ServeError::NoAddress { addr: addr.clone() })?,
+            Err(source) => {
+                return Err(ServeError::Resolve {
+                    addr: addr.clone(),
+                    source,
+                });
+            }
+        };
+        let listener = match tokio::net::TcpListener::bind(socket).await {
+            Ok(listener) => listener,
+            Err(source) => return Err(ServeError::Listen { addr, source }),
+        };
         servers.push(tokio::spawn(http2::serve(
             listener,
             routes(&api),
@@ -197,7 +217,7 @@ pub async fn serve(
     shutdown.await;
     let _ = stop_tx.send(true);
     for server in servers {
-        server.await.map_err(|e| format!("gRPC server task: {e}"))?;
+        server.await?;
     }
     Ok(())
 }

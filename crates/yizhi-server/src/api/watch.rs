@@ -46,7 +46,10 @@ pub const STREAM_RESPONSE_QUEUE: usize = 64;
 pub const INVALID_WATCH_ID: i64 = -1;
 
 const DUPLICATE_WATCH_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
-const EMPTY_WATCHER_RANGE: &str = "mvcc: watcher range is empty";
+/// A watch whose range end is not after its key (etcd's text).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("mvcc: watcher range is empty")]
+struct EmptyWatcherRange;
 
 #[derive(Debug)]
 pub struct WatchService {
@@ -258,7 +261,7 @@ impl Session {
         }
         let request = match watch_request(&create) {
             Ok(request) => request,
-            Err(reason) => return refuse(&self.api, reason),
+            Err(reason) => return refuse(&self.api, reason.to_string()),
         };
         let registered = {
             let store = self.api.node.shared.store.read().expect("store lock");
@@ -436,11 +439,11 @@ fn poll_round(shared: &Arc<Shared>, watches: &mut BTreeMap<i64, StreamWatch>) ->
 
 /// The hub's request from etcd's create request. Filters etcd does not know are ignored, as etcd
 /// does.
-fn watch_request(create: &pb::WatchCreateRequest) -> Result<yizhi_kv::WatchRequest, String> {
+fn watch_request(create: &pb::WatchCreateRequest) -> Result<yizhi_kv::WatchRequest, EmptyWatcherRange> {
     use pb::watch_create_request::FilterType;
     let range_end = Bytes::copy_from_slice(&create.range_end);
     if !range_end.is_empty() && range_end.as_ref() != b"\0" && create.key.as_slice() >= range_end.as_ref() {
-        return Err(EMPTY_WATCHER_RANGE.into());
+        return Err(EmptyWatcherRange);
     }
     Ok(yizhi_kv::WatchRequest {
         key: Bytes::copy_from_slice(&create.key),
@@ -564,8 +567,8 @@ mod tests {
             range_end: end.into(),
             ..Default::default()
         };
-        assert_eq!(watch_request(&create("b", "a")).unwrap_err(), EMPTY_WATCHER_RANGE);
-        assert_eq!(watch_request(&create("a", "a")).unwrap_err(), EMPTY_WATCHER_RANGE);
+        assert_eq!(watch_request(&create("b", "a")).unwrap_err(), EmptyWatcherRange);
+        assert_eq!(watch_request(&create("a", "a")).unwrap_err(), EmptyWatcherRange);
         assert!(watch_request(&create("a", "\0")).is_ok());
         assert!(watch_request(&create("a", "b")).is_ok());
         let filtered = watch_request(&pb::WatchCreateRequest {

@@ -13,7 +13,7 @@ use yizhi_engine::{LogIndex, NodeId, WireMessage};
 use yizhi_kv::{KvConfig, MvccStore};
 use yizhi_storage::WalStorage;
 
-use super::engines::{EngineSettings, ServerEngine};
+use super::engines::{EngineBuildError, EngineSettings, ServerEngine};
 use super::{
     APPLIER_QUEUE_TASKS, DRIVER_QUEUE_INPUTS, InboundQueue, Input, KEEP_ALIVE_QUEUE_REQUESTS, KvBackend,
     NodeHandle, ProposalSender, Shared, Store, answer_keep_alives, applier, driver, lessor, request,
@@ -39,9 +39,11 @@ pub struct NodeOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("storage: {0}")]
-    Storage(String),
+    Wal(#[from] yizhi_storage::WalError),
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
     #[error("engine: {0}")]
-    Engine(String),
+    Engine(#[from] EngineBuildError),
     #[error("peer listener on {addr}: {source}")]
     Listen { addr: String, source: std::io::Error },
     #[error(transparent)]
@@ -110,10 +112,9 @@ where
 
 /// The WAL (created on first boot) and the MVCC store.
 fn open_storage(options: &NodeOptions) -> Result<(WalStorage, Store), StartError> {
-    let storage_err = |e: &dyn std::fmt::Display| StartError::Storage(e.to_string());
     let wal_dir = options.data_dir.join("wal");
-    let wal = open_wal(&wal_dir, options).map_err(|e| storage_err(&e))?;
-    let store = open_store(&options.data_dir, options.kv).map_err(|e| storage_err(&e))?;
+    let wal = open_wal(&wal_dir, options)?;
+    let store = open_store(&options.data_dir, options.kv)?;
     Ok((wal, store))
 }
 
@@ -129,7 +130,7 @@ fn build_engine<E: ServerEngine>(
         max_proposal_bytes: options.max_request_bytes + 64,
         seed: seed_for(options.local_id),
     };
-    E::build(settings, wal).map_err(StartError::Engine)
+    Ok(E::build(settings, wal)?)
 }
 
 /// Fresh at every start: entries this member proposed before a restart, replayed now, carry the
@@ -354,10 +355,25 @@ fn has_segments(dir: &Path) -> bool {
         .unwrap_or(false)
 }
 
-pub(crate) fn open_store(data_dir: &Path, kv: KvConfig) -> Result<Store, String> {
-    std::fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
-    let backend = KvBackend::open(data_dir.join("kv.redb")).map_err(|e| e.to_string())?;
-    MvccStore::open(backend, kv).map_err(|e| e.to_string())
+/// Why the MVCC store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{}: {source}", dir.display())]
+    CreateDir {
+        dir: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Backend(#[from] yizhi_kv::BackendError),
+}
+
+pub(crate) fn open_store(data_dir: &Path, kv: KvConfig) -> Result<Store, StoreError> {
+    std::fs::create_dir_all(data_dir).map_err(|source| StoreError::CreateDir {
+        dir: data_dir.to_path_buf(),
+        source,
+    })?;
+    let backend = KvBackend::open(data_dir.join("kv.redb"))?;
+    Ok(MvccStore::open(backend, kv)?)
 }
 
 /// Election timeouts are randomized from this seed; distinct per member so they rarely tie.

@@ -192,7 +192,7 @@ impl<E: ServerEngine> Driver<E> {
                 self.engine.report_snapshot(peer, status);
             }
             Input::TransferLeadership { to, reply } => {
-                let _ = reply.send(self.engine.transfer_leadership(to).map_err(|e| e.to_string()));
+                let _ = reply.send(self.engine.transfer_leadership(to));
             }
             Input::Shutdown => unreachable!("handled by the loop"),
         }

@@ -17,8 +17,17 @@ pub struct EngineSettings {
     pub seed: u64,
 }
 
+/// Why an engine could not be built over the recovered WAL.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineBuildError {
+    #[error(transparent)]
+    Raft(#[from] yizhi_raft::RaftError),
+    #[error(transparent)]
+    Paxos(#[from] yizhi_paxos::PaxosError),
+}
+
 pub trait ServerEngine: Engine<Storage = WalStorage> + Send + 'static {
-    fn build(settings: EngineSettings, storage: WalStorage) -> Result<Self, String>
+    fn build(settings: EngineSettings, storage: WalStorage) -> Result<Self, EngineBuildError>
     where
         Self: Sized;
 
@@ -31,13 +40,13 @@ pub trait ServerEngine: Engine<Storage = WalStorage> + Send + 'static {
 }
 
 impl ServerEngine for RaftNode<WalStorage> {
-    fn build(settings: EngineSettings, storage: WalStorage) -> Result<Self, String> {
+    fn build(settings: EngineSettings, storage: WalStorage) -> Result<Self, EngineBuildError> {
         let mut config = RaftConfig::new(settings.id);
         config.election_timeout_ticks = settings.election_timeout_ticks;
         config.heartbeat_interval_ticks = 1;
         config.applied = settings.applied;
         config.max_proposal_bytes = settings.max_proposal_bytes;
-        RaftNode::new(config, storage, SeededRng::new(settings.seed)).map_err(|e| e.to_string())
+        Ok(RaftNode::new(config, storage, SeededRng::new(settings.seed))?)
     }
 
     fn is_snapshot(msg: &Self::Message) -> bool {
@@ -56,13 +65,13 @@ impl ServerEngine for RaftNode<WalStorage> {
 }
 
 impl ServerEngine for PaxosNode<WalStorage> {
-    fn build(settings: EngineSettings, storage: WalStorage) -> Result<Self, String> {
+    fn build(settings: EngineSettings, storage: WalStorage) -> Result<Self, EngineBuildError> {
         let mut config = PaxosConfig::new(settings.id);
         config.election_timeout_ticks = settings.election_timeout_ticks;
         config.heartbeat_interval_ticks = 1;
         config.applied = settings.applied;
         config.max_proposal_bytes = settings.max_proposal_bytes;
-        PaxosNode::new(config, storage, SeededRng::new(settings.seed)).map_err(|e| e.to_string())
+        Ok(PaxosNode::new(config, storage, SeededRng::new(settings.seed))?)
     }
 
     fn is_snapshot(msg: &Self::Message) -> bool {

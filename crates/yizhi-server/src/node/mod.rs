@@ -37,7 +37,7 @@ use applier::ReadReply;
 use lessor::wall_clock_ms;
 use request::{ApplyResult, Deadline, Origin, ProposalId, ProposeFailure, Waiters};
 
-pub use boot::{NodeOptions, StartError, Timeouts, start};
+pub use boot::{NodeOptions, StartError, StoreError, Timeouts, start};
 
 /// The key-value backend the server stores its state machine in.
 pub type KvBackend = yizhi_kv::RedbBackend;
@@ -54,7 +54,18 @@ pub const MAX_WAITING_PROPOSALS: usize = 100_000;
 /// bounds the wait when the driver is stalled (a long fsync), so no client hangs forever.
 pub const DRIVER_STALL_GRACE: Duration = Duration::from_secs(1);
 
-pub type TransferReply = oneshot::Sender<Result<(), String>>;
+pub type TransferReply = oneshot::Sender<Result<(), yizhi_engine::TransferError>>;
+
+/// Why a leadership transfer did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferFailure {
+    #[error("etcdserver: too many requests")]
+    TooManyRequests,
+    #[error("etcdserver: server stopped")]
+    Stopped,
+    #[error(transparent)]
+    Engine(#[from] yizhi_engine::TransferError),
+}
 
 #[derive(Debug)]
 pub enum Input<M> {
@@ -369,12 +380,12 @@ impl NodeHandle {
         })
     }
 
-    pub async fn transfer_leadership(&self, to: NodeId) -> Result<(), String> {
+    pub async fn transfer_leadership(&self, to: NodeId) -> Result<(), TransferFailure> {
         let (tx, rx) = oneshot::channel();
         if !(self.proposals.transfer)(to, tx) {
-            return Err("etcdserver: too many requests".into());
+            return Err(TransferFailure::TooManyRequests);
         }
-        rx.await.map_err(|_| "etcdserver: server stopped".to_string())?
+        Ok(rx.await.map_err(|_| TransferFailure::Stopped)??)
     }
 
     pub fn shutdown(&self) {
