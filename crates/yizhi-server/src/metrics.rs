@@ -94,7 +94,7 @@ async fn answer(mut stream: TcpStream, node: &NodeHandle) -> std::io::Result<()>
 pub fn render(node: &NodeHandle) -> String {
     let status = node.shared.status();
     let (revision, sessions) = {
-        let store = node.shared.store.read().expect("store lock");
+        let store = node.read_store();
         (store.current_revision(), store.session_stats())
     };
     let is_leader = u64::from(status.leader == Some(node.local_id()));

@@ -230,7 +230,7 @@ pub async fn shutdown_signal() {
 fn stop(handle: &NodeHandle) {
     handle.shutdown();
     let shared: &Arc<node::Shared> = &handle.shared;
-    let mut store = shared.store.write().expect("store lock");
+    let mut store = shared.write_store();
     if let Err(e) = store.flush(true) {
         tracing::error!(error = %e, "final flush of the key-value store failed");
     }

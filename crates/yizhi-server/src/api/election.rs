@@ -163,7 +163,7 @@ impl epb::election_server::Election for ElectionService {
             .map_err(|f| propose_status(&f))?;
         let prefix = lock::queue_prefix(&request.name);
         let (leader, revision) = {
-            let store = self.api.node.shared.store.read().expect("store lock");
+            let store = self.api.node.read_store();
             (lock::first_created(&store, &prefix)?, store.current_revision())
         };
         let leader = leader.ok_or_else(|| election_error(NO_LEADER))?;
@@ -260,7 +260,7 @@ impl Observer {
     async fn follow_leaders(&self, applied: &mut watch::Receiver<u64>) -> Result<Gone, Status> {
         loop {
             let (leader, revision) = {
-                let store = self.api.node.shared.store.read().expect("store lock");
+                let store = self.api.node.read_store();
                 (
                     lock::first_created(&store, &self.prefix)?,
                     store.current_revision(),
@@ -379,7 +379,7 @@ impl HubWatch {
             ..Default::default()
         };
         let id = {
-            let store = shared.store.read().expect("store lock");
+            let store = shared.read_store();
             let mut hub = shared.watch_hub.lock().expect("watch hub lock");
             hub.watch(&store, &request)
         };
@@ -392,7 +392,7 @@ impl HubWatch {
 
     /// What the hub has for this watch now (store, then hub locked: the order every poller uses).
     fn poll(&self) -> Result<Vec<yizhi_kv::WatchResponse>, Status> {
-        let store = self.shared.store.read().expect("store lock");
+        let store = self.shared.read_store();
         let mut hub = self.shared.watch_hub.lock().expect("watch hub lock");
         hub.poll(&store, self.id)
             .map_err(|e| Status::internal(format!("etcdserver: {e}")))

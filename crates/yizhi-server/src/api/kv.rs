@@ -70,7 +70,7 @@ impl pb::kv_server::Kv for KvService {
         }
         .map_err(|f| propose_status(&f))?;
         let response = {
-            let store = self.api.node.shared.store.read().expect("store lock");
+            let store = self.api.node.read_store();
             store.range(&request).map_err(|e| kv_status(&e))?
         };
         let header = self.api.header(response.revision);

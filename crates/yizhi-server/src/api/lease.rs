@@ -228,7 +228,7 @@ impl pb::lease_server::Lease for LeaseService {
             .await
             .map_err(|f| propose_status(&f))?;
         let found = {
-            let store = self.api.node.shared.store.read().expect("store lock");
+            let store = self.api.node.read_store();
             let now_ms = wall_clock_ms();
             let local = self
                 .api
@@ -280,7 +280,7 @@ impl pb::lease_server::Lease for LeaseService {
             .await
             .map_err(|f| propose_status(&f))?;
         let (ids, revision) = {
-            let store = self.api.node.shared.store.read().expect("store lock");
+            let store = self.api.node.read_store();
             (store.lease_ids(), store.current_revision())
         };
         Ok(Response::new(pb::LeaseLeasesResponse {

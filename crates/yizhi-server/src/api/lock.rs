@@ -346,7 +346,7 @@ async fn queue_txn(api: &Api, prefix: &Bytes, lease: i64, value: Bytes) -> Resul
 pub(super) async fn wait_for_turn(api: &Api, prefix: &Bytes, queued: &Queued) -> Result<i64, Status> {
     loop {
         // This member applied the enqueue before answering it, so the local store has the key.
-        let local = check_turn(&api.node.shared.store.read().expect("store lock"), prefix, queued);
+        let local = check_turn(&api.node.read_store(), prefix, queued);
         match local? {
             Turn::Lost(status) => return Err(status),
             Turn::Behind { predecessor, .. } => {
@@ -361,7 +361,7 @@ pub(super) async fn wait_for_turn(api: &Api, prefix: &Bytes, queued: &Queued) ->
             .read_barrier(deadline)
             .await
             .map_err(|f| propose_status(&f))?;
-        let confirmed = check_turn(&api.node.shared.store.read().expect("store lock"), prefix, queued);
+        let confirmed = check_turn(&api.node.read_store(), prefix, queued);
         match confirmed? {
             Turn::Granted { revision } => return Ok(revision),
             Turn::Lost(status) => return Err(status),
@@ -461,7 +461,7 @@ async fn wait_until_deleted(api: &Api, predecessor: &KeyValue, queued: &Queued) 
     };
     loop {
         {
-            let store = api.node.shared.store.read().expect("store lock");
+            let store = api.node.read_store();
             let predecessor_lives = holds_incarnation(&store, &predecessor.key, predecessor.create_revision)?;
             let own_lives = holds_incarnation(&store, &queued.key, queued.create_revision)?;
             if !predecessor_lives || !own_lives {

@@ -179,7 +179,7 @@ impl MaintenanceService {
         read: impl FnOnce(&crate::node::Store) -> Result<T, Status> + Send + 'static,
     ) -> Result<T, Status> {
         let shared = self.api.node.shared.clone();
-        tokio::task::spawn_blocking(move || read(&shared.store.read().expect("store lock")))
+        tokio::task::spawn_blocking(move || read(&shared.read_store()))
             .await
             .map_err(|e| Status::internal(format!("etcdserver: {e}")))?
     }
@@ -282,11 +282,10 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         // The write lock pauses the applier (and reads) for the whole compaction, as etcd's
         // defrag blocks writes: redb compacts only with no read transaction open, and the
         // store holds its read snapshot between commands.
-        let report =
-            tokio::task::spawn_blocking(move || shared.store.write().expect("store lock").defragment())
-                .await
-                .map_err(|e| Status::internal(format!("etcdserver: {e}")))?
-                .map_err(|e| kv_status(&KvError::Backend(e)))?;
+        let report = tokio::task::spawn_blocking(move || shared.write_store().defragment())
+            .await
+            .map_err(|e| Status::internal(format!("etcdserver: {e}")))?
+            .map_err(|e| kv_status(&KvError::Backend(e)))?;
         tracing::info!(
             size_before_bytes = report.size_before_bytes,
             size_after_bytes = report.size_after_bytes,

@@ -63,12 +63,7 @@ impl Api {
     }
 
     pub fn current_revision(&self) -> i64 {
-        self.node
-            .shared
-            .store
-            .read()
-            .expect("store lock")
-            .current_revision()
+        self.node.read_store().current_revision()
     }
 
     /// When `request` stops waiting: its client's deadline (`grpc-timeout`, taken by
@@ -176,14 +171,7 @@ pub async fn serve(
     addrs: Vec<String>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let db_path = node
-        .shared
-        .store
-        .read()
-        .expect("store lock")
-        .backend()
-        .path()
-        .into();
+    let db_path = node.read_store().backend().path().into();
     let api = Api {
         node,
         config,

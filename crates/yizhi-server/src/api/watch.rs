@@ -264,7 +264,7 @@ impl Session {
             Err(reason) => return refuse(&self.api, reason.to_string()),
         };
         let registered = {
-            let store = self.api.node.shared.store.read().expect("store lock");
+            let store = self.api.node.read_store();
             let mut hub = self.hub();
             hub.watch(&store, &request)
                 .map(|hub_id| (hub_id, store.current_revision()))
@@ -403,7 +403,7 @@ struct Round {
 /// Polls each watch once with the store and the hub locked (in that order; the applier never
 /// holds both), so a watch found empty is in step with `revision`.
 fn poll_round(shared: &Arc<Shared>, watches: &mut BTreeMap<i64, StreamWatch>) -> Result<Round, Status> {
-    let store = shared.store.read().expect("store lock");
+    let store = shared.read_store();
     let mut hub = shared.watch_hub.lock().expect("watch hub lock");
     let revision = store.current_revision();
     let mut responses = Vec::new();

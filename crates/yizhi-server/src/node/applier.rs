@@ -82,7 +82,7 @@ impl<M> Applier<M> {
         let mut answers = Vec::new();
         let mut events = Vec::new();
         {
-            let mut store = self.shared.store.write().expect("store lock");
+            let mut store = self.shared.write_store();
             for entry in entries {
                 assert!(
                     entry.index == self.applied + 1 || entry.index <= self.applied,
@@ -174,7 +174,7 @@ impl<M> Applier<M> {
             return;
         }
         {
-            let mut store = self.shared.store.write().expect("store lock");
+            let mut store = self.shared.write_store();
             if let Err(e) = store.install_snapshot(&snapshot.data) {
                 fatal(&format!("installing the snapshot at {index}: {e}"));
             }
@@ -196,7 +196,7 @@ impl<M> Applier<M> {
     /// The WAL may only drop entries the backend holds durably: flush first, then snapshot.
     fn take_snapshot(&mut self) {
         {
-            let mut store = self.shared.store.write().expect("store lock");
+            let mut store = self.shared.write_store();
             if let Err(e) = store.flush(true) {
                 fatal(&format!("flushing before a snapshot: {e}"));
             }
@@ -205,7 +205,7 @@ impl<M> Applier<M> {
         // async threads they run on, which the peer transport shares) go on meanwhile. Nothing
         // changes the store in between: this thread is its only writer.
         let data: Bytes = {
-            let store = self.shared.store.read().expect("store lock");
+            let store = self.shared.read_store();
             match store.snapshot() {
                 Ok(data) => Bytes::from(data),
                 Err(e) => fatal(&format!("taking a snapshot: {e}")),

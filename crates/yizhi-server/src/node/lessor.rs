@@ -139,7 +139,7 @@ pub fn keep_alive_from_memory(shared: &Shared, id: LeaseId) -> Option<MemoryKeep
     if status.role != Some(Role::Leader) || status.leader != Some(shared.local_id) {
         return None;
     }
-    let store = shared.store.read().expect("store lock");
+    let store = shared.read_store();
     let (r_ms, ttl_secs) = store.lease_expiry(id)?;
     let now_ms = wall_clock_ms();
     let half_ms = half_ttl_ms(ttl_secs);
@@ -308,7 +308,7 @@ impl Lessor {
     }
 
     fn promote_local_leases(&self, term: u64) {
-        let store = self.node.shared.store.read().expect("store lock");
+        let store = self.node.read_store();
         let mut local = self.node.shared.local_leases.lock().expect("local leases lock");
         local.promote(term, store.lease_expiries());
         tracing::info!(
@@ -321,7 +321,7 @@ impl Lessor {
     /// Leases expired by `now > max(L, R)`, soonest R first; prunes L of revoked leases.
     fn expired(&self) -> Vec<LeaseId> {
         let now_ms = wall_clock_ms();
-        let store = self.node.shared.store.read().expect("store lock");
+        let store = self.node.read_store();
         let mut local = self.node.shared.local_leases.lock().expect("local leases lock");
         local.expiry_ms.retain(|id, _| store.lease_expiry(*id).is_some());
         store

@@ -23,7 +23,7 @@ pub mod lessor;
 pub mod request;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -190,6 +190,16 @@ impl Shared {
 
     pub fn status(&self) -> NodeStatus {
         self.status.lock().expect("status lock").clone()
+    }
+
+    /// The state machine, for reading (held briefly: the applier waits for it).
+    pub fn read_store(&self) -> RwLockReadGuard<'_, Store> {
+        self.store.read().expect("store lock")
+    }
+
+    /// The state machine, for the applier's writes and the maintenance calls that rewrite it.
+    pub fn write_store(&self) -> RwLockWriteGuard<'_, Store> {
+        self.store.write().expect("store lock")
     }
 
     pub fn applied(&self) -> LogIndex {
@@ -394,6 +404,11 @@ impl NodeHandle {
 
     pub fn local_id(&self) -> NodeId {
         self.shared.local_id
+    }
+
+    /// The member's state machine, for reading ([`Shared::read_store`]).
+    pub fn read_store(&self) -> RwLockReadGuard<'_, Store> {
+        self.shared.read_store()
     }
 }
 
