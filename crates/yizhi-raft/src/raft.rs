@@ -330,6 +330,13 @@ impl<S: LogStorage> RaftNode<S> {
         self.quorum.vote_result(active) == VoteResult::Won
     }
 
+    /// Whether this node would refuse, right now, to help elect another leader: the promise a
+    /// leader lease rests on (thesis §6.4.1). For a runtime or simulator that checks leases from
+    /// outside: a lease read is sound only while no quorum of the other voters would vote.
+    pub fn refuses_votes(&self) -> bool {
+        self.in_lease()
+    }
+
     /// Under CheckQuorum a node that heard from a leader within an election timeout ignores
     /// requests to elect another (thesis §4.2.3), which also makes the leader lease sound.
     pub(crate) fn in_lease(&self) -> bool {

@@ -4,7 +4,7 @@
 //! applied index, the counter's bound), on every write answer (its own entry's response) and at
 //! the end.
 
-use yizhi_engine::{Engine, NodeId, Role};
+use yizhi_engine::{Engine, NodeId, Role, Term};
 use yizhi_kv::{CommandResponse, KvError};
 
 use crate::client::{ClientReply, Reply};
@@ -80,6 +80,29 @@ impl<F: EngineFactory> Sim<'_, F> {
     }
 
     /// `Mutation::AckOnPropose` answers before anything is applied; other checks catch it.
+    /// `node` answered a read from its lease in `term`: sound only while the other nodes that
+    /// would vote for a new leader at this instant (up, not paused, bound by no promise) are
+    /// fewer than a quorum. Checked from the engines' own state, so a lease that outlives the
+    /// promises is found the moment it is used, not only when a rival leader happens to exist.
+    pub(crate) fn check_lease_read(&mut self, node: NodeId, term: Term) {
+        let would_vote: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|n| n.id != node && n.paused_until_ms <= self.now_ms)
+            .filter(|n| {
+                n.engine()
+                    .is_some_and(|engine| self.factory.refuses_votes(engine) == Some(false))
+            })
+            .map(|n| n.id)
+            .collect();
+        let checked = self
+            .checker
+            .observe_lease_read(node, term, would_vote, self.nodes.len());
+        if let Err(violation) = checked {
+            self.deferred_violation.get_or_insert(violation);
+        }
+    }
+
     pub(crate) fn config_mutation_acks_early(&self) -> bool {
         self.nodes
             .first()

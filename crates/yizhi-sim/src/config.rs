@@ -99,6 +99,19 @@ impl SimConfig {
         // Every seed mixes all three levels; most reads stay linearizable.
         config.workload.serializable_read_pct = rng.range_inclusive(5, 25);
         config.workload.bounded_read_pct = rng.range_inclusive(5, 25);
+        // Half the runs put every clock at one end of the skew bound: timing bugs (a lease a tick
+        // too long, a timeout at its minimum) show where two clocks drift apart the most.
+        if rng.chance(1, 2) {
+            let skew_ms = TICK_INTERVAL_MS * TICK_SKEW_PCT_MAX / 100;
+            for node in &mut config.nodes {
+                let fast = rng.chance(1, 2);
+                node.tick_interval_ms = if fast {
+                    TICK_INTERVAL_MS - skew_ms
+                } else {
+                    TICK_INTERVAL_MS + skew_ms
+                };
+            }
+        }
         config.workload.assert_valid();
         config
     }

@@ -31,6 +31,11 @@ pub trait EngineFactory {
     fn term_identifies_value(&self) -> bool {
         true
     }
+    /// With lease reads: whether the node would refuse to vote for another leader now (the
+    /// promise its leader's lease relies on). `None`: the engine makes no such promise.
+    fn refuses_votes(&self, _engine: &Self::E) -> Option<bool> {
+        None
+    }
 }
 
 /// Where a run's engine settings come from (the same on every node).
@@ -44,6 +49,8 @@ pub enum EngineTuning {
     Defaults,
 }
 
+const ELECTION_TIMEOUT_TICKS_MIN: u64 = 10;
+
 /// The limits and timeouts both engines draw alike, first from the tuning seed.
 struct SharedTuning {
     max_inflight_msgs: usize,
@@ -54,14 +61,20 @@ struct SharedTuning {
 
 impl SharedTuning {
     fn draw(rng: &mut SeededRng) -> Self {
-        SharedTuning {
+        let mut tuning = SharedTuning {
             max_inflight_msgs: [1, 2, 8, 256][rng.below(4) as usize],
             max_msg_bytes: [1, 100, 4096, 1 << 20][rng.below(4) as usize],
             heartbeat_interval_ticks: rng.range_inclusive(1, 2),
             // At least 100 ms: below the harsh profile's round trip (up to 120 ms) elections (and
             // Paxos phase 1 duels) go on forever, a misconfiguration rather than a protocol fault.
-            election_timeout_ticks: rng.range_inclusive(10, 20),
+            election_timeout_ticks: rng.range_inclusive(ELECTION_TIMEOUT_TICKS_MIN, 20),
+        };
+        // A third of the runs at the shortest timeout: a rounding error worth a tick (a lease, a
+        // promise) is the largest share of the timeout there.
+        if rng.chance(1, 3) {
+            tuning.election_timeout_ticks = ELECTION_TIMEOUT_TICKS_MIN;
         }
+        tuning
     }
 }
 
@@ -130,6 +143,10 @@ impl EngineFactory for RaftFactory {
 
     fn is_snapshot(&self, msg: &Message) -> bool {
         matches!(msg.kind, MessageKind::InstallSnapshot { .. })
+    }
+
+    fn refuses_votes(&self, engine: &Self::E) -> Option<bool> {
+        self.lease_reads.then(|| engine.refuses_votes())
     }
 }
 

@@ -165,6 +165,15 @@ pub enum Violation {
         newer_term: Term,
         newer_leader: NodeId,
     },
+    /// A leader answered a read from its lease while a quorum of the other nodes would already
+    /// vote for another leader: the lease outlived the followers' promise (nobody needs to have
+    /// campaigned yet for the read to be unsound).
+    LeaseUnsound {
+        node: NodeId,
+        term: Term,
+        /// The nodes up, running and no longer bound by a promise.
+        would_vote: Vec<NodeId>,
+    },
     /// One value was written at two revisions: a write applied twice (issue 13, anomaly 1).
     WrittenTwice {
         value: String,
@@ -214,6 +223,7 @@ impl Violation {
             Violation::NoProgressAfterHeal { .. } => "liveness-progress",
             Violation::WrittenTwice { .. } => "written-once",
             Violation::LeaseOverlap { .. } => "lease-exclusive",
+            Violation::LeaseUnsound { .. } => "lease-within-promises",
             Violation::AckNotOwnWrite { .. } => "ack-is-own-write",
             Violation::ProposedAfterDeadline { .. } => "no-proposal-after-deadline",
             Violation::Panic { .. } => "panic",
@@ -350,6 +360,27 @@ impl Checker {
             }),
             None => Ok(()),
         }
+    }
+
+    /// A lease read by `node` in `term` is sound only while the other nodes that would vote for a
+    /// new leader now (`would_vote`: up, not paused, bound by no promise) are fewer than a quorum
+    /// of `node_count`.
+    pub fn observe_lease_read(
+        &self,
+        node: NodeId,
+        term: Term,
+        would_vote: Vec<NodeId>,
+        node_count: usize,
+    ) -> Result<(), Violation> {
+        let quorum = node_count / 2 + 1;
+        if would_vote.len() >= quorum {
+            return Err(Violation::LeaseUnsound {
+                node,
+                term,
+                would_vote,
+            });
+        }
+        Ok(())
     }
 
     /// Commit never moves backwards within one node lifetime, nor below what is durable.

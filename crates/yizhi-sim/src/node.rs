@@ -136,6 +136,9 @@ pub struct Outputs<M> {
     pub forward_failures: Vec<ForwardFailure>,
     /// Read barriers asked of the leader, and the leader's answers.
     pub read_frames: Vec<ReadFrame>,
+    /// This node answered a read from its lease, as leader of this term: the simulator checks at
+    /// once that no quorum of the other nodes would elect another leader.
+    pub lease_read_term: Option<Term>,
 }
 
 /// A read-barrier frame of the member runtime on the peer link `from → to`.
@@ -191,6 +194,7 @@ impl<M> Default for Outputs<M> {
             forwards: Vec::new(),
             forward_failures: Vec::new(),
             read_frames: Vec::new(),
+            lease_read_term: None,
         }
     }
 }
@@ -204,6 +208,7 @@ impl<M> Outputs<M> {
         self.forwards.extend(more.forwards);
         self.forward_failures.extend(more.forward_failures);
         self.read_frames.extend(more.read_frames);
+        self.lease_read_term = self.lease_read_term.or(more.lease_read_term);
     }
 }
 
@@ -765,6 +770,7 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
             if self.read_asked_now == Some(state.read_id) {
                 let term = self.engine_mut().status().term;
                 ctx.checker.observe_local_read(self.id, term)?;
+                out.lease_read_term = Some(term);
             }
             match self.reads.confirmed(state.read_id, state.index) {
                 Confirmed::Own { index, replies } => {

@@ -64,6 +64,9 @@ impl<F: EngineFactory> Sim<'_, F> {
 
     /// Sends a node's messages, schedules its fsync and its client replies.
     pub(crate) fn route(&mut self, node: NodeId, out: Outputs<Msg<F>>) {
+        if let Some(term) = out.lease_read_term {
+            self.check_lease_read(node, term);
+        }
         for envelope in out.messages {
             assert_eq!(
                 envelope.from, node,
