@@ -91,7 +91,10 @@ impl SimConfig {
             client_count: rng.range_inclusive(1, CLIENTS_MAX),
             workload,
             fault_phase_ms: rng.range_inclusive(FAULT_PHASE_MS_MIN, FAULT_PHASE_MS_MAX),
-            engine_tuning: EngineTuning::Drawn(rng.next_u64()),
+            engine_tuning: EngineTuning::Drawn {
+                seed: rng.next_u64(),
+                shortest_timeout: false,
+            },
             max_history_ops: MAX_HISTORY_OPS,
             measure_window_ms: None,
         };
@@ -111,6 +114,21 @@ impl SimConfig {
                     TICK_INTERVAL_MS + skew_ms
                 };
             }
+        }
+        // A third of the runs whose every link's round trip stays under the shortest election
+        // timeout use that timeout (on slower links it would be a misconfiguration: elections that
+        // never finish, which the liveness check would report).
+        let round_trips_fit = config.links.iter().all(|link| {
+            2 * link.max_delay_ms < crate::engines::ELECTION_TIMEOUT_TICKS_MIN * TICK_INTERVAL_MS
+        });
+        if let EngineTuning::Drawn { seed, .. } = config.engine_tuning
+            && round_trips_fit
+            && rng.chance(1, 3)
+        {
+            config.engine_tuning = EngineTuning::Drawn {
+                seed,
+                shortest_timeout: true,
+            };
         }
         config.workload.assert_valid();
         config

@@ -41,15 +41,17 @@ pub trait EngineFactory {
 /// Where a run's engine settings come from (the same on every node).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EngineTuning {
-    /// Drawn from this seed: small inflight windows and message sizes, short timeouts, PreVote and
+    /// Drawn from `seed`: small inflight windows and message sizes, short timeouts, PreVote and
     /// CheckQuorum sometimes off, so that the limits themselves are exercised under faults.
-    Drawn(u64),
+    /// `shortest_timeout`: the election timeout at its minimum, where a rounding error worth a
+    /// tick (a lease, a promise) is the largest share of it.
+    Drawn { seed: u64, shortest_timeout: bool },
     /// The engine's own defaults, as the server runs it: for measurements, where both engines must
     /// run as shipped rather than with whatever a seed drew.
     Defaults,
 }
 
-const ELECTION_TIMEOUT_TICKS_MIN: u64 = 10;
+pub const ELECTION_TIMEOUT_TICKS_MIN: u64 = 10;
 
 /// The limits and timeouts both engines draw alike, first from the tuning seed.
 struct SharedTuning {
@@ -60,8 +62,8 @@ struct SharedTuning {
 }
 
 impl SharedTuning {
-    fn draw(rng: &mut SeededRng) -> Self {
-        let mut tuning = SharedTuning {
+    fn draw(rng: &mut SeededRng, shortest_timeout: bool) -> Self {
+        let drawn = SharedTuning {
             max_inflight_msgs: [1, 2, 8, 256][rng.below(4) as usize],
             max_msg_bytes: [1, 100, 4096, 1 << 20][rng.below(4) as usize],
             heartbeat_interval_ticks: rng.range_inclusive(1, 2),
@@ -69,12 +71,14 @@ impl SharedTuning {
             // Paxos phase 1 duels) go on forever, a misconfiguration rather than a protocol fault.
             election_timeout_ticks: rng.range_inclusive(ELECTION_TIMEOUT_TICKS_MIN, 20),
         };
-        // A third of the runs at the shortest timeout: a rounding error worth a tick (a lease, a
-        // promise) is the largest share of the timeout there.
-        if rng.chance(1, 3) {
-            tuning.election_timeout_ticks = ELECTION_TIMEOUT_TICKS_MIN;
+        SharedTuning {
+            election_timeout_ticks: if shortest_timeout {
+                ELECTION_TIMEOUT_TICKS_MIN
+            } else {
+                drawn.election_timeout_ticks
+            },
+            ..drawn
         }
-        tuning
     }
 }
 
@@ -84,9 +88,13 @@ impl SharedTuning {
 fn tuned_raft_config(id: NodeId, applied: LogIndex, tuning: EngineTuning, lease: bool) -> RaftConfig {
     let mut config = RaftConfig::new(id);
     config.applied = applied;
-    if let EngineTuning::Drawn(seed) = tuning {
+    if let EngineTuning::Drawn {
+        seed,
+        shortest_timeout,
+    } = tuning
+    {
         let mut rng = SeededRng::new(seed);
-        let shared = SharedTuning::draw(&mut rng);
+        let shared = SharedTuning::draw(&mut rng, shortest_timeout);
         config.max_inflight_msgs = shared.max_inflight_msgs;
         config.max_msg_bytes = shared.max_msg_bytes;
         config.heartbeat_interval_ticks = shared.heartbeat_interval_ticks;
@@ -155,8 +163,12 @@ impl EngineFactory for RaftFactory {
 fn tuned_paxos_config(id: NodeId, applied: LogIndex, tuning: EngineTuning) -> PaxosConfig {
     let mut config = PaxosConfig::new(id);
     config.applied = applied;
-    if let EngineTuning::Drawn(seed) = tuning {
-        let shared = SharedTuning::draw(&mut SeededRng::new(seed));
+    if let EngineTuning::Drawn {
+        seed,
+        shortest_timeout,
+    } = tuning
+    {
+        let shared = SharedTuning::draw(&mut SeededRng::new(seed), shortest_timeout);
         config.max_inflight_msgs = shared.max_inflight_msgs;
         config.max_msg_bytes = shared.max_msg_bytes;
         config.heartbeat_interval_ticks = shared.heartbeat_interval_ticks;
