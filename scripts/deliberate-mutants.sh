@@ -142,15 +142,17 @@ mutate "a leader counts entries it sent, not entries acknowledged, toward commit
 # the other nodes that would vote now (up, not paused, bound by no promise) must be fewer than a
 # quorum. Half the runs put every clock at an end of the skew bound, a third use the shortest
 # election timeout.
-mutate "a leader lease four ticks longer than the followers' promise allows" \
+mutate "a leader lease derived from the longest randomized election timeout, not the promise" \
   crates/yizhi-raft/src/config.rs \
-  "        drift_scaled.saturating_sub(1)" \
-  "        drift_scaled + 3" sim-raft-lease || missed=1
+  "let drift_scaled = self.election_timeout_ticks * 100 / (100 + self.lease_clock_drift_bound_percent);" \
+  "let drift_scaled = (2 * self.election_timeout_ticks - 1) * 100 / (100 + self.lease_clock_drift_bound_percent);" sim-raft-lease || missed=1
 mutate "a follower stops refusing votes halfway through its promise to the leader" \
   crates/yizhi-raft/src/raft.rs \
   "            && self.election_elapsed_ticks < self.config.election_timeout_ticks" \
   "            && self.election_elapsed_ticks < self.config.election_timeout_ticks / 2" sim-raft-lease || missed=1
-# Not reached yet: the lease one to three ticks too long, or computed without the drift bound
+# Not reached yet: the lease one to four ticks too long (four was found at standard seed 179
+# while every run could draw the shortest timeout, which the harsh profile's round trips do not
+# allow: see config.rs), or computed without the drift bound
 # (E - 1 ticks), and a restarted node voting at once (no boot guard) survive 2,000 standard and
 # harsh seeds. A lease a few ticks too long shows only when the leader's clock is slow, the
 # followers' fast, the election timeout at its minimum, the leader cut off just after a confirmed
