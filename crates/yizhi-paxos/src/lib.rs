@@ -33,6 +33,7 @@ mod node;
 mod paxos;
 mod proposer;
 mod reads;
+mod roles;
 
 pub use ballot::{Ballot, NODE_ID_BITS, NODE_ID_LIMIT};
 pub use codec::PAXOS_WIRE_VERSION;

@@ -10,7 +10,7 @@ use crate::ballot::Ballot;
 use crate::config::{ConfigError, PaxosConfig};
 use crate::log::SlotLog;
 use crate::message::Message;
-use crate::proposer::{Candidacy, Leadership};
+use crate::roles::{Candidacy, Leadership};
 
 /// Messages queued for the next `Ready` before the node stops queueing more: a bug guard, far above
 /// what one step can produce with the inflight limits.
