@@ -4,11 +4,13 @@
 //! - [`Ready`]: one batch of work, handled persist → send → apply → answer reads.
 //! - [`LogStorage`]: read access to the durable log; [`MemStorage`] keeps it in memory.
 //! - [`quorum`]: majority and joint quorum arithmetic shared by both engines.
+//! - [`conf_change`]: configuration changes (joint for voters, one step for learners), shared too.
 //! - [`SeededRng`]: the only source of randomness an engine may use.
 //! - [`wire`]: the byte encoding of engine messages ([`WireMessage`]) and its shared building blocks.
 //! - `testkit` (cargo feature `testkit`, for tests only): `MemCluster`, one in-memory cluster driver
 //!   for every engine; and `wire::suite`, the codec property suite for every engine's messages.
 
+pub mod conf_change;
 pub mod engine;
 pub mod quorum;
 pub mod ready;
@@ -19,6 +21,7 @@ pub mod testkit;
 pub mod types;
 pub mod wire;
 
+pub use conf_change::{ConfChange, ConfChangeError, ConfChangeKind};
 pub use engine::{Engine, ProposeError, SnapshotStatus, TransferError};
 pub use ready::Ready;
 pub use rng::SeededRng;
