@@ -5,61 +5,11 @@ use yizhi_engine::LogIndex;
 
 use crate::backend::{Backend, BackendError};
 use crate::error::KvError;
+// codec.rs names `Command` here; it lives in `command` with the response types.
+pub(crate) use crate::command::Command;
+use crate::command::{Applied, CommandResponse};
 use crate::store::MvccStore;
-use crate::types::{
-    ClientSeq, CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, Event,
-    LeaseGrantRequest, LeaseGrantResponse, LeaseId, LeaseKeepAliveResponse, LeaseRevokeResponse, PutRequest,
-    PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
-};
-
-/// What the replicated log carries.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Command {
-    /// A read through the log: linearizable without read-index support.
-    Range(RangeRequest),
-    Put(PutRequest),
-    DeleteRange(DeleteRangeRequest),
-    Txn(TxnRequest),
-    Compact(CompactionRequest),
-    LeaseGrant(LeaseGrantRequest),
-    LeaseRevoke {
-        id: LeaseId,
-    },
-    /// `now_ms` is the leader's logical clock when it accepted the keep-alive.
-    LeaseKeepAlive {
-        id: LeaseId,
-        now_ms: u64,
-    },
-    /// `command`, applied at most once per `request` (Raft thesis §6.3; see the `session`
-    /// module). `now_ms` is the proposing member's wall clock (unix ms), carried in the log so
-    /// that every replica expires idle sessions alike. `command` is never itself `Deduped`.
-    Deduped {
-        request: ClientSeq,
-        now_ms: u64,
-        command: Box<Command>,
-    },
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CommandResponse {
-    Range(RangeResponse),
-    Put(PutResponse),
-    DeleteRange(DeleteRangeResponse),
-    Txn(TxnResponse),
-    Compact(CompactionResponse),
-    LeaseGrant(LeaseGrantResponse),
-    LeaseRevoke(LeaseRevokeResponse),
-    LeaseKeepAlive(LeaseKeepAliveResponse),
-}
-
-/// The outcome of applying one entry. A failed command is still applied: it advances the applied
-/// index and changes nothing else, on every replica alike.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Applied {
-    pub response: Result<CommandResponse, KvError>,
-    /// The writes of this entry in revision order, for the watch hub.
-    pub events: Vec<Event>,
-}
+use crate::types::ClientSeq;
 
 impl<B: Backend> MvccStore<B> {
     /// Applies the entry at `log_index`. Entries must arrive in order, each exactly once; an
@@ -116,6 +66,34 @@ impl<B: Backend> MvccStore<B> {
             assert_eq!(self.meta, before);
             self.pending.batch = Default::default();
         }
+        response
+    }
+
+    /// Applies `command` at most once per `request`; the steps are in the `session` module's
+    /// documentation, the table's part of them in [`SessionTable`](crate::session::SessionTable).
+    pub(crate) fn apply_deduped(
+        &mut self,
+        request: &ClientSeq,
+        now_ms: u64,
+        command: &Command,
+    ) -> Result<CommandResponse, KvError> {
+        assert!(
+            !matches!(command, Command::Deduped { .. }),
+            "a Deduped command wraps another: {command:?}"
+        );
+        self.meta.session_clock_ms = self.meta.session_clock_ms.max(now_ms);
+        let clock_ms = self.meta.session_clock_ms;
+        let changes = &mut self.pending.sessions;
+        if let Some(answer) = self.sessions.admit(request, clock_ms, &self.config, changes)? {
+            return answer;
+        }
+        let response = self.apply_plain(command);
+        if matches!(response, Err(KvError::Backend(_))) {
+            return response;
+        }
+        let changes = &mut self.pending.sessions;
+        self.sessions
+            .record(request, clock_ms, &response, &self.config, changes);
         response
     }
 

@@ -3,9 +3,10 @@
 //! [`MvccStore::expired_leases`] and proposes a revoke, as etcd's primary lessor does.
 
 use crate::backend::{Backend, LeaseRecord};
+use crate::config::MAX_LEASE_TTL_SECS;
 use crate::error::KvError;
 use crate::index::IndexKey;
-use crate::store::{MAX_LEASE_TTL_SECS, MvccStore};
+use crate::store::MvccStore;
 use crate::types::{
     LeaseGrantRequest, LeaseGrantResponse, LeaseId, LeaseKeepAliveResponse, LeaseRevokeResponse,
     LeaseTimeToLive, NO_LEASE,

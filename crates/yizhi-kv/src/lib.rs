@@ -17,7 +17,10 @@
 //!
 //! # Modules
 //!
-//! - `types`: requests/responses mirroring etcd's protos; `revision`: `(main, sub)`.
+//! - `types`: requests/responses mirroring etcd's protos; `revision`: `(main, sub)`; `command`:
+//!   what the log carries ([`Command`]) and what applying it answers; `config`: [`KvConfig`] and
+//!   the limits. Plain data at the bottom of the crate: the modules above import them, and
+//!   they import none of those.
 //! - `index`: the in-memory key index (etcd's `treeIndex`): per key, the revisions that wrote it.
 //! - `store` (reads), `write` (put, delete, txn, compaction), `lease`, `apply` (the entry point).
 //! - [`backend`]: the [`Backend`] trait and [`MemBackend`]. Values live there keyed by revision,
@@ -29,7 +32,8 @@
 //!   snapshots with a CRC-32, restored with [`MvccStore::install_snapshot`].
 //! - [`watch`]: the watch hub.
 //! - `session`: client sessions, exactly-once application of retried writes
-//!   ([`Command::Deduped`]); `response_codec`: the encoding of the responses they keep.
+//!   ([`Command::Deduped`]); the table keeps its own books and never reaches into the store,
+//!   `apply` drives it; `response_codec`: the encoding of the responses they keep.
 //!
 //! # Semantics, and where etcd was unclear
 //!
@@ -93,6 +97,8 @@
 mod apply;
 pub mod backend;
 pub mod codec;
+mod command;
+mod config;
 mod error;
 mod index;
 mod lease;
@@ -107,22 +113,23 @@ pub mod watch;
 mod wire;
 mod write;
 
-pub use apply::{Applied, Command, CommandResponse};
 pub use backend::{Backend, BackendError, MemBackend, StoredResponse};
 pub use codec::{
     COMMAND_CODEC_VERSION, RESPONSE_CODEC_VERSION, decode_command, decode_response, encode_command,
     encode_response,
+};
+pub use command::{Applied, Command, CommandResponse};
+pub use config::{
+    DEFAULT_CLIENT_IDLE_EXPIRY_MS, DEFAULT_MAX_CLIENT_SESSIONS, DEFAULT_MAX_SESSION_BYTES,
+    DEFAULT_MAX_STORED_RESPONSE_BYTES, DEFAULT_MAX_TXN_OPS, DEFAULT_MAX_UNACKNOWLEDGED_PER_CLIENT,
+    DEFAULT_MIN_LEASE_TTL_SECS, KvConfig, MAX_LEASE_TTL_SECS, MAX_TXN_DEPTH,
 };
 pub use error::KvError;
 pub use redb_backend::{RedbBackend, RedbConfig};
 pub use revision::{INITIAL_REVISION, Revision};
 pub use session::{CLIENT_OVERHEAD_BYTES, RESPONSE_OVERHEAD_BYTES};
 pub use snapshot::{SNAPSHOT_MAGIC, SNAPSHOT_VERSION, SnapshotError};
-pub use store::{
-    DEFAULT_CLIENT_IDLE_EXPIRY_MS, DEFAULT_MAX_CLIENT_SESSIONS, DEFAULT_MAX_SESSION_BYTES,
-    DEFAULT_MAX_STORED_RESPONSE_BYTES, DEFAULT_MAX_TXN_OPS, DEFAULT_MAX_UNACKNOWLEDGED_PER_CLIENT,
-    DEFAULT_MIN_LEASE_TTL_SECS, KvConfig, MAX_LEASE_TTL_SECS, MAX_TXN_DEPTH, MvccStore,
-};
+pub use store::MvccStore;
 pub use types::*;
 pub use watch::{WatchConfig, WatchError, WatchHub, WatchId, WatchRequest, WatchResponse};
 pub use wire::DecodeError;

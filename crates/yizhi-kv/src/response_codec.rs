@@ -5,10 +5,10 @@
 
 use bytes::Bytes;
 
-use crate::apply::CommandResponse;
 use crate::backend::{BackendError, StoredResponse};
+use crate::command::CommandResponse;
+use crate::config::MAX_TXN_DEPTH;
 use crate::error::KvError;
-use crate::store::MAX_TXN_DEPTH;
 use crate::types::{
     CompactionResponse, DeleteRangeResponse, KeyValue, LeaseGrantResponse, LeaseKeepAliveResponse,
     LeaseRevokeResponse, PutResponse, RangeResponse, ResponseOp, TxnResponse,

@@ -1,6 +1,6 @@
 //! Client sessions: retried writes apply once (Raft thesis §6.3).
 //!
-//! A client wraps a mutating command in [`Command::Deduped`] with a [`ClientSeq`]: its id, a
+//! A client wraps a mutating command in [`Command::Deduped`](crate::Command::Deduped) with a [`ClientSeq`]: its id, a
 //! sequence number per new request, and `acked_below`, its promise never to retry below that
 //! seq. The session table — replicated state, persisted, snapshotted and hashed like the data —
 //! keeps per client its `floor` (the largest `acked_below` seen), when it was last seen, and the
@@ -40,11 +40,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::apply::{Command, CommandResponse};
-use crate::backend::{Backend, BackendError, ClientRecord, Meta, ResponseKey, SessionRows, StoredResponse};
+use crate::backend::{BackendError, ClientRecord, Meta, ResponseKey, SessionRows, StoredResponse};
+use crate::command::CommandResponse;
+use crate::config::KvConfig;
 use crate::error::KvError;
 use crate::response_codec::{decode_response, encode_response};
-use crate::store::{KvConfig, MvccStore};
 use crate::types::{ClientSeq, SessionStats};
 
 /// Charged per client: its map nodes, record and idle-order entry.
@@ -202,68 +202,76 @@ impl StoredResponse {
     }
 }
 
-impl<B: Backend> MvccStore<B> {
-    pub fn session_stats(&self) -> SessionStats {
+/// Steps 1 to 4 of the module documentation, as the table's own bookkeeping: the caller moves the
+/// session clock and applies the inner command; every row the table changes is written to
+/// `changes`, the entry's batch.
+impl SessionTable {
+    pub fn stats(&self) -> SessionStats {
         SessionStats {
-            clients: self.sessions.clients.len(),
-            stored_responses: self.sessions.stored_responses,
-            stored_bytes: self.sessions.stored_bytes,
-            duplicates_answered: self.sessions.duplicates_answered,
-            expired_clients: self.sessions.expired_clients,
+            clients: self.clients.len(),
+            stored_responses: self.stored_responses,
+            stored_bytes: self.stored_bytes,
+            duplicates_answered: self.duplicates_answered,
+            expired_clients: self.expired_clients,
         }
     }
 
-    pub(crate) fn apply_deduped(
+    /// Steps 1 to 4 before the command applies: expiry at `clock_ms`, then a refusal, the answer
+    /// to a duplicate, or `None` for a new request that may apply.
+    #[allow(clippy::type_complexity)]
+    pub fn admit(
         &mut self,
         request: &ClientSeq,
-        now_ms: u64,
-        command: &Command,
-    ) -> Result<CommandResponse, KvError> {
-        assert!(
-            !matches!(command, Command::Deduped { .. }),
-            "a Deduped command wraps another: {command:?}"
-        );
-        self.meta.session_clock_ms = self.meta.session_clock_ms.max(now_ms);
-        self.expire_idle_clients();
+        clock_ms: u64,
+        config: &KvConfig,
+        changes: &mut SessionChanges,
+    ) -> Result<Option<Result<CommandResponse, KvError>>, KvError> {
+        self.expire_idle_clients(clock_ms, config.client_idle_expiry_ms, changes);
         if request.client_id == 0 || request.seq == 0 || request.acked_below > request.seq {
             return Err(KvError::InvalidClientSeq);
         }
-        if let Some(answer) = self.duplicate_answer(request)? {
-            return answer;
+        if let Some(answer) = self.duplicate_answer(request, clock_ms, changes)? {
+            return Ok(Some(answer));
         }
-        self.check_room(request)?;
-        let response = self.apply_plain(command);
-        if matches!(response, Err(KvError::Backend(_))) {
-            return response;
-        }
-        let stored = StoredResponse::of(&response, self.config.max_stored_response_bytes);
-        self.remember(request, Some(stored));
-        response
+        self.check_room(request, config)?;
+        Ok(None)
     }
 
-    fn expire_idle_clients(&mut self) {
-        let clock_ms = self.meta.session_clock_ms;
-        while let Some(&(last_seen_ms, id)) = self.sessions.idle_order.first() {
+    /// Step 4 after the command applied: keeps its response (an error too).
+    pub fn record(
+        &mut self,
+        request: &ClientSeq,
+        clock_ms: u64,
+        response: &Result<CommandResponse, KvError>,
+        config: &KvConfig,
+        changes: &mut SessionChanges,
+    ) {
+        let stored = StoredResponse::of(response, config.max_stored_response_bytes);
+        self.remember(request, clock_ms, Some(stored), changes);
+    }
+
+    fn expire_idle_clients(&mut self, clock_ms: u64, idle_expiry_ms: u64, changes: &mut SessionChanges) {
+        while let Some(&(last_seen_ms, id)) = self.idle_order.first() {
             assert!(
                 last_seen_ms <= clock_ms,
                 "client {id:#x} seen at {last_seen_ms} > {clock_ms}"
             );
-            if clock_ms - last_seen_ms <= self.config.client_idle_expiry_ms {
+            if clock_ms - last_seen_ms <= idle_expiry_ms {
                 break;
             }
-            self.forget_client(id);
-            self.sessions.expired_clients += 1;
+            self.forget_client(id, changes);
+            self.expired_clients += 1;
         }
     }
 
-    fn forget_client(&mut self, id: u64) {
-        let client = self.sessions.clients.remove(&id).expect("listed in idle order");
-        assert!(self.sessions.idle_order.remove(&(client.record.last_seen_ms, id)));
-        self.sessions.stored_bytes -= client_cost(&client);
-        self.sessions.stored_responses -= client.responses.len();
-        self.pending.sessions.clients.insert(id, None);
+    fn forget_client(&mut self, id: u64, changes: &mut SessionChanges) {
+        let client = self.clients.remove(&id).expect("listed in idle order");
+        assert!(self.idle_order.remove(&(client.record.last_seen_ms, id)));
+        self.stored_bytes -= client_cost(&client);
+        self.stored_responses -= client.responses.len();
+        changes.clients.insert(id, None);
         for seq in client.responses.keys() {
-            self.pending.sessions.responses.insert((id, *seq), None);
+            changes.responses.insert((id, *seq), None);
         }
     }
 
@@ -272,8 +280,10 @@ impl<B: Backend> MvccStore<B> {
     fn duplicate_answer(
         &mut self,
         request: &ClientSeq,
+        clock_ms: u64,
+        changes: &mut SessionChanges,
     ) -> Result<Option<Result<CommandResponse, KvError>>, KvError> {
-        let Some(client) = self.sessions.clients.get(&request.client_id) else {
+        let Some(client) = self.clients.get(&request.client_id) else {
             if request.acked_below > 1 {
                 return Err(KvError::ClientSessionExpired {
                     client_id: request.client_id,
@@ -291,17 +301,16 @@ impl<B: Backend> MvccStore<B> {
             return Ok(None);
         };
         let answer = stored.answer(request.seq);
-        self.remember(request, None);
-        self.sessions.duplicates_answered += 1;
+        self.remember(request, clock_ms, None, changes);
+        self.duplicates_answered += 1;
         Ok(Some(answer))
     }
 
     /// Step 4's limits, judged as if the request's floor had already dropped what it releases.
-    fn check_room(&self, request: &ClientSeq) -> Result<(), KvError> {
-        let config = &self.config;
-        let (kept, released_bytes, new_client_bytes) = match self.sessions.clients.get(&request.client_id) {
+    fn check_room(&self, request: &ClientSeq, config: &KvConfig) -> Result<(), KvError> {
+        let (kept, released_bytes, new_client_bytes) = match self.clients.get(&request.client_id) {
             None => {
-                if self.sessions.clients.len() >= config.max_client_sessions {
+                if self.clients.len() >= config.max_client_sessions {
                     return Err(KvError::TooManyClientSessions);
                 }
                 (0, 0, CLIENT_OVERHEAD_BYTES)
@@ -322,7 +331,7 @@ impl<B: Backend> MvccStore<B> {
                 client_id: request.client_id,
             });
         }
-        let after = self.sessions.stored_bytes - released_bytes
+        let after = self.stored_bytes - released_bytes
             + new_client_bytes
             + RESPONSE_OVERHEAD_BYTES
             + config.max_stored_response_bytes;
@@ -334,12 +343,16 @@ impl<B: Backend> MvccStore<B> {
 
     /// Raises the client's floor and last-seen (creating it if new), drops responses below the
     /// floor, and stores `response` at the request's seq.
-    fn remember(&mut self, request: &ClientSeq, response: Option<StoredResponse>) {
+    fn remember(
+        &mut self,
+        request: &ClientSeq,
+        clock_ms: u64,
+        response: Option<StoredResponse>,
+        changes: &mut SessionChanges,
+    ) {
         let id = request.client_id;
-        let clock_ms = self.meta.session_clock_ms;
-        let table = &mut self.sessions;
-        let client = table.clients.entry(id).or_insert_with(|| {
-            table.stored_bytes += CLIENT_OVERHEAD_BYTES;
+        let client = self.clients.entry(id).or_insert_with(|| {
+            self.stored_bytes += CLIENT_OVERHEAD_BYTES;
             ClientSession {
                 record: ClientRecord {
                     floor: 1,
@@ -348,9 +361,9 @@ impl<B: Backend> MvccStore<B> {
                 responses: BTreeMap::new(),
             }
         });
-        table.idle_order.remove(&(client.record.last_seen_ms, id));
+        self.idle_order.remove(&(client.record.last_seen_ms, id));
         client.record.last_seen_ms = clock_ms;
-        table.idle_order.insert((clock_ms, id));
+        self.idle_order.insert((clock_ms, id));
         client.record.floor = client.record.floor.max(request.acked_below);
         assert!(
             request.seq >= client.record.floor,
@@ -361,20 +374,19 @@ impl<B: Backend> MvccStore<B> {
         let kept = client.responses.split_off(&client.record.floor);
         let released = std::mem::replace(&mut client.responses, kept);
         for (seq, response) in released {
-            table.stored_bytes -= response_cost(&response);
-            table.stored_responses -= 1;
-            self.pending.sessions.responses.insert((id, seq), None);
+            self.stored_bytes -= response_cost(&response);
+            self.stored_responses -= 1;
+            changes.responses.insert((id, seq), None);
         }
         if let Some(response) = response {
-            table.stored_bytes += response_cost(&response);
-            table.stored_responses += 1;
-            self.pending
-                .sessions
+            self.stored_bytes += response_cost(&response);
+            self.stored_responses += 1;
+            changes
                 .responses
                 .insert((id, request.seq), Some(response.clone()));
             let previous = client.responses.insert(request.seq, response);
             assert!(previous.is_none(), "seq {} of {id:#x} stored twice", request.seq);
         }
-        self.pending.sessions.clients.insert(id, Some(client.record));
+        changes.clients.insert(id, Some(client.record));
     }
 }

@@ -6,10 +6,11 @@ use std::collections::BTreeSet;
 use bytes::Bytes;
 
 use crate::backend::{Backend, RevisionRecord};
+use crate::config::MAX_TXN_DEPTH;
 use crate::error::KvError;
 use crate::index::{IndexEntry, IndexKey, KeyRange};
 use crate::revision::Revision;
-use crate::store::{MAX_TXN_DEPTH, MvccStore};
+use crate::store::MvccStore;
 use crate::types::{
     CompactionRequest, CompactionResponse, Compare, CompareResult, CompareTarget, DeleteRangeRequest,
     DeleteRangeResponse, Event, EventKind, KeyValue, NO_LEASE, PutRequest, PutResponse, RequestOp,
