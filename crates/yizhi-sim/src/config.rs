@@ -44,6 +44,8 @@ pub struct SimConfig {
 }
 
 impl SimConfig {
+    /// Every draw, in a fixed order: a seed must keep drawing the same numbers, so a step added
+    /// later goes after the others (as the read levels did).
     pub fn from_seed(seed: u64, profile: FaultProfile) -> Self {
         profile.assert_valid();
         // A stream of its own: the run's other streams fork from the seed independently.
@@ -57,32 +59,8 @@ impl SimConfig {
         let nodes = (1..=node_count)
             .map(|id| node_config(&mut rng, id, &profile))
             .collect();
-        let scale_pct = rng.range_inclusive(0, 100);
-        let scaled = |max: u64| max * scale_pct / 100;
-        let mut links = Vec::new();
-        for _ in 0..node_count * node_count {
-            let max_delay_ms = rng.range_inclusive(1, profile.delay_ms_max.max(1));
-            links.push(LinkParams {
-                min_delay_ms: rng.range_inclusive(0, max_delay_ms / 2),
-                max_delay_ms,
-                loss_ppm: rng.range_inclusive(0, scaled(profile.loss_ppm_max)),
-                duplicate_ppm: rng.range_inclusive(0, scaled(profile.duplicate_ppm_max)),
-                spike_ppm: rng.range_inclusive(0, scaled(profile.spike_ppm_max)),
-            });
-        }
-        let workload = Workload {
-            key_count: rng.range_inclusive(1, 5),
-            get_pct: rng.range_inclusive(10, 40),
-            range_pct: rng.range_inclusive(0, 10),
-            cas_pct: rng.range_inclusive(0, 25),
-            delete_pct: rng.range_inclusive(0, 15),
-            compact_pct: rng.range_inclusive(0, 3),
-            think_ms_max: rng.range_inclusive(0, 50),
-            timeout_ms: rng.range_inclusive(300, 1_500),
-            retry_backoff_ms_max: rng.range_inclusive(5, 100),
-            serializable_read_pct: 0,
-            bounded_read_pct: 0,
-        };
+        let links = draw_links(&mut rng, node_count, &profile);
+        let workload = draw_workload(&mut rng);
         let mut config = SimConfig {
             seed,
             profile,
@@ -102,36 +80,28 @@ impl SimConfig {
         // Every seed mixes all three levels; most reads stay linearizable.
         config.workload.serializable_read_pct = rng.range_inclusive(5, 25);
         config.workload.bounded_read_pct = rng.range_inclusive(5, 25);
-        // Half the runs put every clock at one end of the skew bound: timing bugs (a lease a tick
-        // too long, a timeout at its minimum) show where two clocks drift apart the most.
-        if rng.chance(1, 2) {
-            let skew_ms = TICK_INTERVAL_MS * TICK_SKEW_PCT_MAX / 100;
-            for node in &mut config.nodes {
-                let fast = rng.chance(1, 2);
-                node.tick_interval_ms = if fast {
-                    TICK_INTERVAL_MS - skew_ms
-                } else {
-                    TICK_INTERVAL_MS + skew_ms
-                };
-            }
-        }
-        // A third of the runs whose every link's round trip stays under the shortest election
-        // timeout use that timeout (on slower links it would be a misconfiguration: elections that
-        // never finish, which the liveness check would report).
-        let round_trips_fit = config.links.iter().all(|link| {
+        skew_clocks_to_the_bound(&mut rng, &mut config.nodes);
+        config.maybe_use_shortest_timeout(&mut rng);
+        config.workload.assert_valid();
+        config
+    }
+
+    /// A third of the runs whose every link's round trip stays under the shortest election
+    /// timeout use that timeout (on slower links it would be a misconfiguration: elections that
+    /// never finish, which the liveness check would report).
+    fn maybe_use_shortest_timeout(&mut self, rng: &mut SeededRng) {
+        let round_trips_fit = self.links.iter().all(|link| {
             2 * link.max_delay_ms < crate::engines::ELECTION_TIMEOUT_TICKS_MIN * TICK_INTERVAL_MS
         });
-        if let EngineTuning::Drawn { seed, .. } = config.engine_tuning
+        if let EngineTuning::Drawn { seed, .. } = self.engine_tuning
             && round_trips_fit
             && rng.chance(1, 3)
         {
-            config.engine_tuning = EngineTuning::Drawn {
+            self.engine_tuning = EngineTuning::Drawn {
                 seed,
                 shortest_timeout: true,
             };
         }
-        config.workload.assert_valid();
-        config
     }
 
     pub fn node_ids(&self) -> Vec<NodeId> {
@@ -145,6 +115,58 @@ impl SimConfig {
             "link {from}->{to} outside 1..={n}"
         );
         self.links[((from - 1) * n + (to - 1)) as usize]
+    }
+}
+
+/// One link per ordered pair of nodes; one drawn scale sets how close to the profile's maxima
+/// this run's loss, duplication and spikes come.
+fn draw_links(rng: &mut SeededRng, node_count: u64, profile: &FaultProfile) -> Vec<LinkParams> {
+    let scale_pct = rng.range_inclusive(0, 100);
+    let scaled = |max: u64| max * scale_pct / 100;
+    let mut links = Vec::new();
+    for _ in 0..node_count * node_count {
+        let max_delay_ms = rng.range_inclusive(1, profile.delay_ms_max.max(1));
+        links.push(LinkParams {
+            min_delay_ms: rng.range_inclusive(0, max_delay_ms / 2),
+            max_delay_ms,
+            loss_ppm: rng.range_inclusive(0, scaled(profile.loss_ppm_max)),
+            duplicate_ppm: rng.range_inclusive(0, scaled(profile.duplicate_ppm_max)),
+            spike_ppm: rng.range_inclusive(0, scaled(profile.spike_ppm_max)),
+        });
+    }
+    links
+}
+
+/// The read levels are left at 0 here: `from_seed` draws them last.
+fn draw_workload(rng: &mut SeededRng) -> Workload {
+    Workload {
+        key_count: rng.range_inclusive(1, 5),
+        get_pct: rng.range_inclusive(10, 40),
+        range_pct: rng.range_inclusive(0, 10),
+        cas_pct: rng.range_inclusive(0, 25),
+        delete_pct: rng.range_inclusive(0, 15),
+        compact_pct: rng.range_inclusive(0, 3),
+        think_ms_max: rng.range_inclusive(0, 50),
+        timeout_ms: rng.range_inclusive(300, 1_500),
+        retry_backoff_ms_max: rng.range_inclusive(5, 100),
+        serializable_read_pct: 0,
+        bounded_read_pct: 0,
+    }
+}
+
+/// Half the runs put every clock at one end of the skew bound: timing bugs (a lease a tick too
+/// long, a timeout at its minimum) show where two clocks drift apart the most.
+fn skew_clocks_to_the_bound(rng: &mut SeededRng, nodes: &mut [NodeConfig]) {
+    if rng.chance(1, 2) {
+        let skew_ms = TICK_INTERVAL_MS * TICK_SKEW_PCT_MAX / 100;
+        for node in nodes {
+            let fast = rng.chance(1, 2);
+            node.tick_interval_ms = if fast {
+                TICK_INTERVAL_MS - skew_ms
+            } else {
+                TICK_INTERVAL_MS + skew_ms
+            };
+        }
     }
 }
 
