@@ -3,14 +3,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use yizhi_engine::WireMessage;
+use yizhi_engine::wire::check_canonical;
 use yizhi_raft::Message;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(message) = Message::decode(data) {
-        let encoded = message.to_bytes();
-        assert_eq!(encoded, data, "{message:?} is not canonical");
-        assert_eq!(message.encoded_len(), data.len());
-        assert_eq!(Message::decode(&encoded).as_ref(), Ok(&message));
-    }
+    check_canonical::<Message>(data);
 });

@@ -46,9 +46,11 @@ pub const MAX_SNAPSHOT_DATA_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 /// A u64 needs at most ten 7-bit groups.
 pub const MAX_VARINT_BYTES: usize = 10;
 
-const PAYLOAD_NOOP: u8 = 0;
-const PAYLOAD_NORMAL: u8 = 1;
-const PAYLOAD_MEMBERSHIP: u8 = 2;
+/// Entry payload kinds, shared with the WAL's record codec (`yizhi-storage`), which stores the
+/// same three kinds under the same numbers.
+pub const PAYLOAD_NOOP: u8 = 0;
+pub const PAYLOAD_NORMAL: u8 = 1;
+pub const PAYLOAD_MEMBERSHIP: u8 = 2;
 /// Smallest encoded entry: one-byte index, term and kind.
 const MIN_ENTRY_BYTES: usize = 3;
 
@@ -74,6 +76,21 @@ pub trait WireMessage: Sized {
         self.encode(&mut out);
         out
     }
+}
+
+/// The property every decoder of peer bytes keeps, checked by the fuzz targets and the codec
+/// suites: decoding arbitrary bytes does not panic, and whatever decodes is canonical (re-encodes
+/// to the very same bytes, with the predicted length, and so decodes to the same value again).
+pub fn check_canonical<M: WireMessage + std::fmt::Debug + PartialEq>(bytes: &[u8]) -> Option<M> {
+    let message = M::decode(bytes).ok()?;
+    let encoded = message.to_bytes();
+    assert_eq!(
+        encoded, bytes,
+        "{message:?} decoded from bytes it does not encode to"
+    );
+    assert_eq!(message.encoded_len(), bytes.len());
+    assert_eq!(M::decode(&encoded).as_ref(), Ok(&message));
+    Some(message)
 }
 
 /// Why bytes are not a valid message. `offset` is where in the input the bad field starts.
@@ -279,6 +296,94 @@ pub fn snapshot_len(snapshot: &Snapshot) -> usize {
         + varint_len(snapshot.meta.term)
         + membership_len(&snapshot.meta.membership)
         + bytes_len(snapshot.data.len())
+}
+
+/// Signed integers as varints: zigzag maps 0, -1, 1, -2, … to 0, 1, 2, 3, …, so small magnitudes
+/// of either sign stay short.
+pub fn zigzag(value: i64) -> u64 {
+    ((value << 1) ^ (value >> 63)) as u64
+}
+
+/// The inverse of [`zigzag`].
+pub fn unzigzag(value: u64) -> i64 {
+    ((value >> 1) as i64) ^ -((value & 1) as i64)
+}
+
+/// Up to eight booleans in one byte, the first in the lowest bit.
+pub fn flags_byte(bits: &[bool]) -> u8 {
+    assert!(bits.len() <= 8);
+    bits.iter()
+        .enumerate()
+        .fold(0u8, |acc, (i, &b)| acc | (u8::from(b) << i))
+}
+
+/// Where a message's fields go: a byte buffer (`Vec<u8>`, through the `put_*` functions above),
+/// or a [`Measure`], which only counts them. A codec writes its fields once, generic over the
+/// sink, and gets `encoded_len` from the same code as `encode`, so the two cannot disagree.
+pub trait Sink {
+    fn u8(&mut self, value: u8);
+    fn varint(&mut self, value: u64);
+    fn entries(&mut self, entries: &[Entry]);
+    fn snapshot(&mut self, snapshot: &Snapshot);
+
+    fn bool(&mut self, value: bool) {
+        self.u8(u8::from(value));
+    }
+
+    /// A presence flag, then the value when present.
+    fn option<T>(&mut self, value: Option<&T>, put: impl FnOnce(&mut Self, &T)) {
+        self.bool(value.is_some());
+        if let Some(value) = value {
+            put(self, value);
+        }
+    }
+}
+
+impl Sink for Vec<u8> {
+    fn u8(&mut self, value: u8) {
+        put_u8(self, value);
+    }
+
+    fn varint(&mut self, value: u64) {
+        put_varint(self, value);
+    }
+
+    fn entries(&mut self, entries: &[Entry]) {
+        put_entries(self, entries);
+    }
+
+    fn snapshot(&mut self, snapshot: &Snapshot) {
+        put_snapshot(self, snapshot);
+    }
+}
+
+/// A [`Sink`] that counts the bytes a buffer would receive (with the `*_len` functions above).
+#[derive(Debug, Default)]
+pub struct Measure(pub usize);
+
+impl Sink for Measure {
+    fn u8(&mut self, _: u8) {
+        self.0 += 1;
+    }
+
+    fn varint(&mut self, value: u64) {
+        self.0 += varint_len(value);
+    }
+
+    fn entries(&mut self, entries: &[Entry]) {
+        self.0 += entries_len(entries);
+    }
+
+    fn snapshot(&mut self, snapshot: &Snapshot) {
+        self.0 += snapshot_len(snapshot);
+    }
+}
+
+/// The bytes `write` puts into a sink.
+pub fn measure(write: impl FnOnce(&mut Measure)) -> usize {
+    let mut measure = Measure::default();
+    write(&mut measure);
+    measure.0
 }
 
 // ---- Decoding ----

@@ -19,21 +19,16 @@ use crate::types::{
     ClientSeq, CompactionRequest, Compare, CompareResult, CompareTarget, DeleteRangeRequest,
     LeaseGrantRequest, PutRequest, RangeRequest, RequestOp, SortOrder, SortTarget, TxnRequest,
 };
-use crate::wire::{DecodeError, Reader, Writer};
+use crate::wire::{
+    DecodeError, Reader, TAG_COMPACT, TAG_DELETE_RANGE, TAG_LEASE_GRANT, TAG_LEASE_KEEP_ALIVE,
+    TAG_LEASE_REVOKE, TAG_PUT, TAG_RANGE, TAG_TXN, Writer, unknown_tag,
+};
 
 /// The newest version this build writes (for [`Command::Deduped`]) and reads.
 pub const COMMAND_CODEC_VERSION: u8 = 2;
 /// Every command but `Deduped` is written in this version.
 const BASE_CODEC_VERSION: u8 = 1;
 
-const TAG_RANGE: u8 = 1;
-const TAG_PUT: u8 = 2;
-const TAG_DELETE_RANGE: u8 = 3;
-const TAG_TXN: u8 = 4;
-const TAG_COMPACT: u8 = 5;
-const TAG_LEASE_GRANT: u8 = 6;
-const TAG_LEASE_REVOKE: u8 = 7;
-const TAG_LEASE_KEEP_ALIVE: u8 = 8;
 const TAG_DEDUPED: u8 = 9;
 
 pub fn encode_command(command: &Command) -> Vec<u8> {
@@ -67,42 +62,24 @@ pub fn encode_command(command: &Command) -> Vec<u8> {
 /// A command's tag and fields.
 fn put_body(w: &mut Writer, command: &Command) {
     match command {
-        Command::Range(r) => {
-            w.u8(TAG_RANGE);
-            put_range(w, r);
-        }
-        Command::Put(p) => {
-            w.u8(TAG_PUT);
-            put_put(w, p);
-        }
-        Command::DeleteRange(d) => {
-            w.u8(TAG_DELETE_RANGE);
-            put_delete(w, d);
-        }
-        Command::Txn(t) => {
-            w.u8(TAG_TXN);
-            put_txn(w, t);
-        }
-        Command::Compact(c) => {
-            w.u8(TAG_COMPACT);
+        Command::Range(r) => w.tagged(TAG_RANGE, |w| put_range(w, r)),
+        Command::Put(p) => w.tagged(TAG_PUT, |w| put_put(w, p)),
+        Command::DeleteRange(d) => w.tagged(TAG_DELETE_RANGE, |w| put_delete(w, d)),
+        Command::Txn(t) => w.tagged(TAG_TXN, |w| put_txn(w, t)),
+        Command::Compact(c) => w.tagged(TAG_COMPACT, |w| {
             w.i64(c.revision);
             w.flags(&[c.physical]);
-        }
-        Command::LeaseGrant(g) => {
-            w.u8(TAG_LEASE_GRANT);
+        }),
+        Command::LeaseGrant(g) => w.tagged(TAG_LEASE_GRANT, |w| {
             w.i64(g.id);
             w.i64(g.ttl_secs);
             w.varint(g.now_ms);
-        }
-        Command::LeaseRevoke { id } => {
-            w.u8(TAG_LEASE_REVOKE);
-            w.i64(*id);
-        }
-        Command::LeaseKeepAlive { id, now_ms } => {
-            w.u8(TAG_LEASE_KEEP_ALIVE);
+        }),
+        Command::LeaseRevoke { id } => w.tagged(TAG_LEASE_REVOKE, |w| w.i64(*id)),
+        Command::LeaseKeepAlive { id, now_ms } => w.tagged(TAG_LEASE_KEEP_ALIVE, |w| {
             w.i64(*id);
             w.varint(*now_ms);
-        }
+        }),
         Command::Deduped { .. } => unreachable!("encode_command writes Deduped itself"),
     }
 }
@@ -172,7 +149,7 @@ fn get_body(r: &mut Reader, tag: u8) -> Result<Command, DecodeError> {
             id: r.i64("lease id")?,
             now_ms: r.varint("lease now")?,
         },
-        tag => return Err(DecodeError::UnknownTag { what: "command", tag }),
+        tag => return Err(unknown_tag("command", tag)),
     };
     Ok(command)
 }
@@ -204,12 +181,7 @@ fn get_range(r: &mut Reader) -> Result<RangeRequest, DecodeError> {
         0 => SortOrder::None,
         1 => SortOrder::Ascend,
         2 => SortOrder::Descend,
-        tag => {
-            return Err(DecodeError::UnknownTag {
-                what: "sort order",
-                tag,
-            });
-        }
+        tag => return Err(unknown_tag("sort order", tag)),
     };
     let sort_target = match r.u8("sort target")? {
         0 => SortTarget::Key,
@@ -217,12 +189,7 @@ fn get_range(r: &mut Reader) -> Result<RangeRequest, DecodeError> {
         2 => SortTarget::Create,
         3 => SortTarget::Mod,
         4 => SortTarget::Value,
-        tag => {
-            return Err(DecodeError::UnknownTag {
-                what: "sort target",
-                tag,
-            });
-        }
+        tag => return Err(unknown_tag("sort target", tag)),
     };
     let [serializable, keys_only, count_only] = r.flags("range flags")?;
     Ok(RangeRequest {
@@ -323,7 +290,7 @@ fn get_ops(r: &mut Reader, depth: usize) -> Result<Vec<RequestOp>, DecodeError> 
             TAG_PUT => RequestOp::Put(get_put(r)?),
             TAG_DELETE_RANGE => RequestOp::DeleteRange(get_delete(r)?),
             TAG_TXN => RequestOp::Txn(get_txn(r, depth + 1)?),
-            tag => return Err(DecodeError::UnknownTag { what: "txn op", tag }),
+            tag => return Err(unknown_tag("txn op", tag)),
         });
     }
     Ok(ops)
@@ -331,22 +298,10 @@ fn get_ops(r: &mut Reader, depth: usize) -> Result<Vec<RequestOp>, DecodeError> 
 
 fn put_op(w: &mut Writer, op: &RequestOp) {
     match op {
-        RequestOp::Range(r) => {
-            w.u8(TAG_RANGE);
-            put_range(w, r);
-        }
-        RequestOp::Put(p) => {
-            w.u8(TAG_PUT);
-            put_put(w, p);
-        }
-        RequestOp::DeleteRange(d) => {
-            w.u8(TAG_DELETE_RANGE);
-            put_delete(w, d);
-        }
-        RequestOp::Txn(t) => {
-            w.u8(TAG_TXN);
-            put_txn(w, t);
-        }
+        RequestOp::Range(r) => w.tagged(TAG_RANGE, |w| put_range(w, r)),
+        RequestOp::Put(p) => w.tagged(TAG_PUT, |w| put_put(w, p)),
+        RequestOp::DeleteRange(d) => w.tagged(TAG_DELETE_RANGE, |w| put_delete(w, d)),
+        RequestOp::Txn(t) => w.tagged(TAG_TXN, |w| put_txn(w, t)),
     }
 }
 
@@ -384,12 +339,7 @@ fn get_compare(r: &mut Reader) -> Result<Compare, DecodeError> {
         RESULT_GREATER => CompareResult::Greater,
         RESULT_LESS => CompareResult::Less,
         RESULT_NOT_EQUAL => CompareResult::NotEqual,
-        tag => {
-            return Err(DecodeError::UnknownTag {
-                what: "compare result",
-                tag,
-            });
-        }
+        tag => return Err(unknown_tag("compare result", tag)),
     };
     let target = match r.u8("compare target")? {
         TARGET_VERSION => CompareTarget::Version(r.i64("compare version")?),
@@ -397,12 +347,7 @@ fn get_compare(r: &mut Reader) -> Result<Compare, DecodeError> {
         TARGET_MOD => CompareTarget::Mod(r.i64("compare mod")?),
         TARGET_VALUE => CompareTarget::Value(r.bytes("compare value")?),
         TARGET_LEASE => CompareTarget::Lease(r.i64("compare lease")?),
-        tag => {
-            return Err(DecodeError::UnknownTag {
-                what: "compare target",
-                tag,
-            });
-        }
+        tag => return Err(unknown_tag("compare target", tag)),
     };
     Ok(Compare {
         result,

@@ -13,21 +13,15 @@ use crate::types::{
     CompactionResponse, DeleteRangeResponse, KeyValue, LeaseGrantResponse, LeaseKeepAliveResponse,
     LeaseRevokeResponse, PutResponse, RangeResponse, ResponseOp, TxnResponse,
 };
-use crate::wire::{DecodeError, Reader, Writer};
+use crate::wire::{
+    DecodeError, Reader, TAG_COMPACT, TAG_DELETE_RANGE, TAG_LEASE_GRANT, TAG_LEASE_KEEP_ALIVE,
+    TAG_LEASE_REVOKE, TAG_PUT, TAG_RANGE, TAG_TXN, Writer, unknown_tag,
+};
 
 pub const RESPONSE_CODEC_VERSION: u8 = 1;
 
 const OUTCOME_OK: u8 = 0;
 const OUTCOME_ERR: u8 = 1;
-
-const TAG_RANGE: u8 = 1;
-const TAG_PUT: u8 = 2;
-const TAG_DELETE_RANGE: u8 = 3;
-const TAG_TXN: u8 = 4;
-const TAG_COMPACT: u8 = 5;
-const TAG_LEASE_GRANT: u8 = 6;
-const TAG_LEASE_REVOKE: u8 = 7;
-const TAG_LEASE_KEEP_ALIVE: u8 = 8;
 
 const STORED_TOO_LARGE: u8 = 0;
 const STORED_KEPT: u8 = 1;
@@ -63,12 +57,7 @@ pub fn decode_response(data: &[u8]) -> Result<Result<CommandResponse, KvError>, 
     let decoded = match r.u8("response outcome")? {
         OUTCOME_OK => Ok(get_response(&mut r)?),
         OUTCOME_ERR => Err(get_error(&mut r)?),
-        tag => {
-            return Err(DecodeError::UnknownTag {
-                what: "response outcome",
-                tag,
-            });
-        }
+        tag => return Err(unknown_tag("response outcome", tag)),
     };
     r.finish("response")?;
     Ok(decoded)
@@ -97,51 +86,28 @@ pub(crate) fn decode_stored(row: &[u8]) -> Result<StoredResponse, DecodeError> {
             let _answer = decode_response(response)?;
             Ok(StoredResponse::Kept(Bytes::copy_from_slice(response)))
         }
-        Some((&tag, _)) => Err(DecodeError::UnknownTag {
-            what: "stored response",
-            tag,
-        }),
+        Some((&tag, _)) => Err(unknown_tag("stored response", tag)),
     }
 }
 
 fn put_response(w: &mut Writer, response: &CommandResponse) {
     match response {
-        CommandResponse::Range(r) => {
-            w.u8(TAG_RANGE);
-            put_range(w, r);
-        }
-        CommandResponse::Put(p) => {
-            w.u8(TAG_PUT);
-            put_put(w, p);
-        }
-        CommandResponse::DeleteRange(d) => {
-            w.u8(TAG_DELETE_RANGE);
-            put_delete(w, d);
-        }
-        CommandResponse::Txn(t) => {
-            w.u8(TAG_TXN);
-            put_txn(w, t);
-        }
-        CommandResponse::Compact(c) => {
-            w.u8(TAG_COMPACT);
-            w.i64(c.revision);
-        }
-        CommandResponse::LeaseGrant(g) => {
-            w.u8(TAG_LEASE_GRANT);
+        CommandResponse::Range(r) => w.tagged(TAG_RANGE, |w| put_range(w, r)),
+        CommandResponse::Put(p) => w.tagged(TAG_PUT, |w| put_put(w, p)),
+        CommandResponse::DeleteRange(d) => w.tagged(TAG_DELETE_RANGE, |w| put_delete(w, d)),
+        CommandResponse::Txn(t) => w.tagged(TAG_TXN, |w| put_txn(w, t)),
+        CommandResponse::Compact(c) => w.tagged(TAG_COMPACT, |w| w.i64(c.revision)),
+        CommandResponse::LeaseGrant(g) => w.tagged(TAG_LEASE_GRANT, |w| {
             w.i64(g.revision);
             w.i64(g.id);
             w.i64(g.ttl_secs);
-        }
-        CommandResponse::LeaseRevoke(r) => {
-            w.u8(TAG_LEASE_REVOKE);
-            w.i64(r.revision);
-        }
-        CommandResponse::LeaseKeepAlive(k) => {
-            w.u8(TAG_LEASE_KEEP_ALIVE);
+        }),
+        CommandResponse::LeaseRevoke(r) => w.tagged(TAG_LEASE_REVOKE, |w| w.i64(r.revision)),
+        CommandResponse::LeaseKeepAlive(k) => w.tagged(TAG_LEASE_KEEP_ALIVE, |w| {
             w.i64(k.revision);
             w.i64(k.id);
             w.i64(k.ttl_secs);
-        }
+        }),
     }
 }
 
@@ -167,12 +133,7 @@ fn get_response(r: &mut Reader) -> Result<CommandResponse, DecodeError> {
             id: r.i64("keep-alive id")?,
             ttl_secs: r.i64("keep-alive ttl")?,
         }),
-        tag => {
-            return Err(DecodeError::UnknownTag {
-                what: "response",
-                tag,
-            });
-        }
+        tag => return Err(unknown_tag("response", tag)),
     })
 }
 
@@ -264,22 +225,10 @@ fn put_txn(w: &mut Writer, t: &TxnResponse) {
     w.varint(t.responses.len() as u64);
     for op in &t.responses {
         match op {
-            ResponseOp::Range(r) => {
-                w.u8(TAG_RANGE);
-                put_range(w, r);
-            }
-            ResponseOp::Put(p) => {
-                w.u8(TAG_PUT);
-                put_put(w, p);
-            }
-            ResponseOp::DeleteRange(d) => {
-                w.u8(TAG_DELETE_RANGE);
-                put_delete(w, d);
-            }
-            ResponseOp::Txn(t) => {
-                w.u8(TAG_TXN);
-                put_txn(w, t);
-            }
+            ResponseOp::Range(r) => w.tagged(TAG_RANGE, |w| put_range(w, r)),
+            ResponseOp::Put(p) => w.tagged(TAG_PUT, |w| put_put(w, p)),
+            ResponseOp::DeleteRange(d) => w.tagged(TAG_DELETE_RANGE, |w| put_delete(w, d)),
+            ResponseOp::Txn(t) => w.tagged(TAG_TXN, |w| put_txn(w, t)),
         }
     }
 }
@@ -300,12 +249,7 @@ fn get_txn(r: &mut Reader, depth: usize) -> Result<TxnResponse, DecodeError> {
             TAG_PUT => ResponseOp::Put(get_put(r)?),
             TAG_DELETE_RANGE => ResponseOp::DeleteRange(get_delete(r)?),
             TAG_TXN => ResponseOp::Txn(get_txn(r, depth + 1)?),
-            tag => {
-                return Err(DecodeError::UnknownTag {
-                    what: "txn response",
-                    tag,
-                });
-            }
+            tag => return Err(unknown_tag("txn response", tag)),
         });
     }
     Ok(TxnResponse {
@@ -438,7 +382,7 @@ fn get_error(r: &mut Reader) -> Result<KvError, DecodeError> {
         ERR_DUPLICATE_RESPONSE_NOT_RETAINED => KvError::DuplicateResponseNotRetained {
             seq: r.varint("seq")?,
         },
-        tag => return Err(DecodeError::UnknownTag { what: "error", tag }),
+        tag => return Err(unknown_tag("error", tag)),
     })
 }
 

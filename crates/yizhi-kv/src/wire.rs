@@ -5,9 +5,21 @@
 
 use bytes::Bytes;
 use thiserror::Error;
+use yizhi_engine::wire::{flags_byte, put_bytes, put_u8, put_varint, unzigzag, zigzag};
 
 /// A u64 needs at most ten 7-bit groups.
 const MAX_VARINT_BYTES: usize = 10;
+
+// Operation tags, shared by the command codec and the response codec: a response is tagged like
+// the command it answers.
+pub(crate) const TAG_RANGE: u8 = 1;
+pub(crate) const TAG_PUT: u8 = 2;
+pub(crate) const TAG_DELETE_RANGE: u8 = 3;
+pub(crate) const TAG_TXN: u8 = 4;
+pub(crate) const TAG_COMPACT: u8 = 5;
+pub(crate) const TAG_LEASE_GRANT: u8 = 6;
+pub(crate) const TAG_LEASE_REVOKE: u8 = 7;
+pub(crate) const TAG_LEASE_KEEP_ALIVE: u8 = 8;
 
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum DecodeError {
@@ -39,40 +51,43 @@ pub enum DecodeError {
     Invalid { what: &'static str, detail: String },
 }
 
+/// The error for a tag byte that names nothing `what` knows.
+pub(crate) fn unknown_tag(what: &'static str, tag: u8) -> DecodeError {
+    DecodeError::UnknownTag { what, tag }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Writer {
     pub buf: Vec<u8>,
 }
 
+/// The engines' encoders ([`yizhi_engine::wire`]) behind the kv codecs' names: one varint, one
+/// length prefix, one zigzag and one flag-byte encoding in the whole project.
 impl Writer {
     pub fn u8(&mut self, v: u8) {
-        self.buf.push(v);
+        put_u8(&mut self.buf, v);
     }
 
-    pub fn varint(&mut self, mut v: u64) {
-        while v >= 0x80 {
-            self.buf.push((v as u8 & 0x7f) | 0x80);
-            v >>= 7;
-        }
-        self.buf.push(v as u8);
+    pub fn varint(&mut self, v: u64) {
+        put_varint(&mut self.buf, v);
     }
 
     pub fn i64(&mut self, v: i64) {
-        self.varint(((v << 1) ^ (v >> 63)) as u64);
+        self.varint(zigzag(v));
     }
 
     pub fn bytes(&mut self, v: &[u8]) {
-        self.varint(v.len() as u64);
-        self.buf.extend_from_slice(v);
+        put_bytes(&mut self.buf, v);
     }
 
     pub fn flags(&mut self, bits: &[bool]) {
-        assert!(bits.len() <= 8);
-        let byte = bits
-            .iter()
-            .enumerate()
-            .fold(0u8, |acc, (i, &b)| acc | (u8::from(b) << i));
-        self.u8(byte);
+        self.u8(flags_byte(bits));
+    }
+
+    /// A tag byte, then the fields `put` writes.
+    pub fn tagged(&mut self, tag: u8, put: impl FnOnce(&mut Writer)) {
+        self.u8(tag);
+        put(self);
     }
 }
 
@@ -120,8 +135,7 @@ impl<'a> Reader<'a> {
     }
 
     pub fn i64(&mut self, what: &'static str) -> Result<i64, DecodeError> {
-        let z = self.varint(what)?;
-        Ok(((z >> 1) as i64) ^ -((z & 1) as i64))
+        Ok(unzigzag(self.varint(what)?))
     }
 
     pub fn bytes(&mut self, what: &'static str) -> Result<Bytes, DecodeError> {

@@ -8,10 +8,7 @@
 //! snapshot. A promise's accepted slots are strictly ascending and an accept's entries contiguous,
 //! as the messages' producers guarantee and their handlers assume.
 
-use yizhi_engine::wire::{
-    EntryOrder, Reader, WireError, WireMessage, entries_len, put_bool, put_entries, put_snapshot, put_u8,
-    put_varint, snapshot_len, varint_len,
-};
+use yizhi_engine::wire::{EntryOrder, Reader, Sink, WireError, WireMessage, measure};
 
 use crate::ballot::Ballot;
 use crate::message::Message;
@@ -44,100 +41,96 @@ fn tag(message: &Message) -> u8 {
     }
 }
 
-fn put_ballot(out: &mut Vec<u8>, ballot: Ballot) {
-    put_varint(out, ballot.term());
-}
-
-fn ballot_len(ballot: Ballot) -> usize {
-    varint_len(ballot.term())
-}
-
 fn read_ballot(r: &mut Reader, what: &'static str) -> Result<Ballot, WireError> {
     Ok(Ballot::from_term(r.varint(what)?))
 }
 
+/// The tag and fields of `message`, into a buffer or a [`Measure`] (so `encoded_len` is exact).
+/// A ballot goes as its term.
+fn write<S: Sink>(message: &Message, out: &mut S) {
+    out.u8(PAXOS_WIRE_VERSION);
+    out.u8(tag(message));
+    match message {
+        Message::Prepare {
+            ballot,
+            first_unchosen,
+        } => {
+            out.varint(ballot.term());
+            out.varint(*first_unchosen);
+        }
+        Message::Promise {
+            ballot,
+            commit,
+            accepted,
+            snapshot,
+        } => {
+            out.varint(ballot.term());
+            out.varint(*commit);
+            out.entries(accepted);
+            out.option(snapshot.as_ref(), |out, snapshot| out.snapshot(snapshot));
+        }
+        Message::Accept {
+            ballot,
+            commit,
+            entries,
+        } => {
+            out.varint(ballot.term());
+            out.varint(*commit);
+            out.entries(entries);
+        }
+        Message::Accepted {
+            ballot,
+            matched: a,
+            run_last: b,
+        }
+        | Message::Heartbeat {
+            ballot,
+            commit: a,
+            read_round: b,
+        }
+        | Message::HeartbeatAck {
+            ballot,
+            matched: a,
+            read_round: b,
+        } => {
+            out.varint(ballot.term());
+            out.varint(*a);
+            out.varint(*b);
+        }
+        Message::InstallSnapshot { ballot, snapshot } => {
+            out.varint(ballot.term());
+            out.snapshot(snapshot);
+        }
+        Message::Nack { promised: ballot } | Message::TimeoutNow { ballot } => out.varint(ballot.term()),
+    }
+}
+
 impl WireMessage for Message {
     fn encode(&self, out: &mut Vec<u8>) {
-        put_u8(out, PAXOS_WIRE_VERSION);
-        put_u8(out, tag(self));
-        match self {
-            Message::Prepare {
-                ballot,
-                first_unchosen,
-            } => {
-                put_ballot(out, *ballot);
-                put_varint(out, *first_unchosen);
-            }
-            Message::Promise {
-                ballot,
-                commit,
-                accepted,
-                snapshot,
-            } => {
-                put_ballot(out, *ballot);
-                put_varint(out, *commit);
-                put_entries(out, accepted);
-                put_bool(out, snapshot.is_some());
-                if let Some(snapshot) = snapshot {
-                    put_snapshot(out, snapshot);
-                }
-            }
-            Message::Accept {
-                ballot,
-                commit,
-                entries,
-            } => {
-                put_ballot(out, *ballot);
-                put_varint(out, *commit);
-                put_entries(out, entries);
-            }
-            Message::Accepted {
-                ballot,
-                matched,
-                run_last,
-            } => {
-                put_ballot(out, *ballot);
-                put_varint(out, *matched);
-                put_varint(out, *run_last);
-            }
-            Message::Heartbeat {
-                ballot,
-                commit,
-                read_round,
-            } => {
-                put_ballot(out, *ballot);
-                put_varint(out, *commit);
-                put_varint(out, *read_round);
-            }
-            Message::HeartbeatAck {
-                ballot,
-                matched,
-                read_round,
-            } => {
-                put_ballot(out, *ballot);
-                put_varint(out, *matched);
-                put_varint(out, *read_round);
-            }
-            Message::InstallSnapshot { ballot, snapshot } => {
-                put_ballot(out, *ballot);
-                put_snapshot(out, snapshot);
-            }
-            Message::Nack { promised } => put_ballot(out, *promised),
-            Message::TimeoutNow { ballot } => put_ballot(out, *ballot),
-        }
+        write(self, out);
     }
 
     fn decode(bytes: &[u8]) -> Result<Self, WireError> {
         let mut r = Reader::new(bytes);
         r.version(PAXOS_WIRE_VERSION)?;
         let tag_offset = r.offset();
-        let message = match r.u8("paxos message tag")? {
+        let tag = r.u8("paxos message tag")?;
+        if !(TAG_PREPARE..=TAG_TIMEOUT_NOW).contains(&tag) {
+            return Err(WireError::UnknownTag {
+                what: "paxos message",
+                offset: tag_offset,
+                tag,
+            });
+        }
+        // Every message starts with a ballot; a nack's is the one its sender promised.
+        let ballot = read_ballot(&mut r, if tag == TAG_NACK { "promised" } else { "ballot" })?;
+        let message = match tag {
             TAG_PREPARE => Message::Prepare {
-                ballot: read_ballot(&mut r, "ballot")?,
+                ballot,
                 first_unchosen: r.varint("first_unchosen")?,
             },
             TAG_PROMISE => Message::Promise {
-                ballot: read_ballot(&mut r, "ballot")?,
+                ballot,
                 commit: r.varint("commit")?,
                 accepted: r.ordered_entries(EntryOrder::Ascending)?,
                 snapshot: if r.bool("snapshot present")? {
@@ -147,89 +140,48 @@ impl WireMessage for Message {
                 },
             },
             TAG_ACCEPT => Message::Accept {
-                ballot: read_ballot(&mut r, "ballot")?,
+                ballot,
                 commit: r.varint("commit")?,
                 entries: r.ordered_entries(EntryOrder::Contiguous)?,
             },
-            TAG_ACCEPTED => Message::Accepted {
-                ballot: read_ballot(&mut r, "ballot")?,
-                matched: r.varint("matched")?,
-                run_last: r.varint("run_last")?,
-            },
-            TAG_HEARTBEAT => Message::Heartbeat {
-                ballot: read_ballot(&mut r, "ballot")?,
-                commit: r.varint("commit")?,
-                read_round: r.varint("read_round")?,
-            },
-            TAG_HEARTBEAT_ACK => Message::HeartbeatAck {
-                ballot: read_ballot(&mut r, "ballot")?,
-                matched: r.varint("matched")?,
-                read_round: r.varint("read_round")?,
-            },
+            TAG_ACCEPTED => {
+                let (matched, run_last) = (r.varint("matched")?, r.varint("run_last")?);
+                Message::Accepted {
+                    ballot,
+                    matched,
+                    run_last,
+                }
+            }
+            TAG_HEARTBEAT => {
+                let (commit, read_round) = (r.varint("commit")?, r.varint("read_round")?);
+                Message::Heartbeat {
+                    ballot,
+                    commit,
+                    read_round,
+                }
+            }
+            TAG_HEARTBEAT_ACK => {
+                let (matched, read_round) = (r.varint("matched")?, r.varint("read_round")?);
+                Message::HeartbeatAck {
+                    ballot,
+                    matched,
+                    read_round,
+                }
+            }
             TAG_INSTALL_SNAPSHOT => Message::InstallSnapshot {
-                ballot: read_ballot(&mut r, "ballot")?,
+                ballot,
                 snapshot: r.snapshot()?,
             },
-            TAG_NACK => Message::Nack {
-                promised: read_ballot(&mut r, "promised")?,
-            },
-            TAG_TIMEOUT_NOW => Message::TimeoutNow {
-                ballot: read_ballot(&mut r, "ballot")?,
-            },
-            tag => {
-                return Err(WireError::UnknownTag {
-                    what: "paxos message",
-                    offset: tag_offset,
-                    tag,
-                });
-            }
+            TAG_NACK => Message::Nack { promised: ballot },
+            TAG_TIMEOUT_NOW => Message::TimeoutNow { ballot },
+            _ => unreachable!("tag {tag} was checked above"),
         };
         r.finish("paxos message")?;
         Ok(message)
     }
 
     fn encoded_len(&self) -> usize {
-        let fields = match self {
-            Message::Prepare {
-                ballot,
-                first_unchosen,
-            } => ballot_len(*ballot) + varint_len(*first_unchosen),
-            Message::Promise {
-                ballot,
-                commit,
-                accepted,
-                snapshot,
-            } => {
-                ballot_len(*ballot)
-                    + varint_len(*commit)
-                    + entries_len(accepted)
-                    + 1
-                    + snapshot.as_ref().map_or(0, snapshot_len)
-            }
-            Message::Accept {
-                ballot,
-                commit,
-                entries,
-            } => ballot_len(*ballot) + varint_len(*commit) + entries_len(entries),
-            Message::Accepted {
-                ballot,
-                matched: a,
-                run_last: b,
-            }
-            | Message::Heartbeat {
-                ballot,
-                commit: a,
-                read_round: b,
-            }
-            | Message::HeartbeatAck {
-                ballot,
-                matched: a,
-                read_round: b,
-            } => ballot_len(*ballot) + varint_len(*a) + varint_len(*b),
-            Message::InstallSnapshot { ballot, snapshot } => ballot_len(*ballot) + snapshot_len(snapshot),
-            Message::Nack { promised: ballot } | Message::TimeoutNow { ballot } => ballot_len(*ballot),
-        };
-        2 + fields
+        measure(|out| write(self, out))
     }
 
     fn is_snapshot(&self) -> bool {

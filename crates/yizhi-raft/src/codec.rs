@@ -8,10 +8,7 @@
 //! then the hint's three fields. An append's entries must continue contiguously from `prev_index`,
 //! as `step` assumes of them.
 
-use yizhi_engine::wire::{
-    EntryOrder, Reader, WireError, WireMessage, entries_len, put_bool, put_entries, put_snapshot, put_u8,
-    put_varint, snapshot_len, varint_len,
-};
+use yizhi_engine::wire::{EntryOrder, Reader, Sink, WireError, WireMessage, measure};
 
 use crate::message::{Message, MessageKind, RejectHint};
 
@@ -32,6 +29,63 @@ const TAG_TIMEOUT_NOW: u8 = 10;
 const TAG_READ_INDEX: u8 = 11;
 const TAG_READ_INDEX_RESPONSE: u8 = 12;
 
+/// The tag and fields of `message`, into a buffer or a [`Measure`] (so `encoded_len` is exact).
+fn write<S: Sink>(message: &Message, out: &mut S) {
+    out.u8(RAFT_WIRE_VERSION);
+    out.u8(tag(&message.kind));
+    out.varint(message.term);
+    match &message.kind {
+        MessageKind::PreVote {
+            last_index,
+            last_term,
+        } => {
+            out.varint(*last_index);
+            out.varint(*last_term);
+        }
+        MessageKind::PreVoteResponse { granted } | MessageKind::VoteResponse { granted } => {
+            out.bool(*granted)
+        }
+        MessageKind::Vote {
+            last_index,
+            last_term,
+            transfer,
+        } => {
+            out.varint(*last_index);
+            out.varint(*last_term);
+            out.bool(*transfer);
+        }
+        MessageKind::Append {
+            prev_index,
+            prev_term,
+            entries,
+            commit,
+        } => {
+            out.varint(*prev_index);
+            out.varint(*prev_term);
+            out.entries(entries);
+            out.varint(*commit);
+        }
+        MessageKind::AppendResponse { index, reject } => {
+            out.varint(*index);
+            out.option(reject.as_ref(), |out, hint| {
+                for field in [hint.rejected_index, hint.hint_index, hint.hint_term] {
+                    out.varint(field);
+                }
+            });
+        }
+        MessageKind::Heartbeat { commit: a, round: b }
+        | MessageKind::ReadIndexResponse { read_id: a, index: b } => {
+            out.varint(*a);
+            out.varint(*b);
+        }
+        MessageKind::HeartbeatResponse { round: value } | MessageKind::ReadIndex { read_id: value } => {
+            out.varint(*value)
+        }
+        MessageKind::InstallSnapshot { snapshot } => out.snapshot(snapshot),
+        MessageKind::TimeoutNow => {}
+    }
+}
+
 fn tag(kind: &MessageKind) -> u8 {
     match kind {
         MessageKind::PreVote { .. } => TAG_PRE_VOTE,
@@ -51,62 +105,7 @@ fn tag(kind: &MessageKind) -> u8 {
 
 impl WireMessage for Message {
     fn encode(&self, out: &mut Vec<u8>) {
-        put_u8(out, RAFT_WIRE_VERSION);
-        put_u8(out, tag(&self.kind));
-        put_varint(out, self.term);
-        match &self.kind {
-            MessageKind::PreVote {
-                last_index,
-                last_term,
-            } => {
-                put_varint(out, *last_index);
-                put_varint(out, *last_term);
-            }
-            MessageKind::PreVoteResponse { granted } | MessageKind::VoteResponse { granted } => {
-                put_bool(out, *granted);
-            }
-            MessageKind::Vote {
-                last_index,
-                last_term,
-                transfer,
-            } => {
-                put_varint(out, *last_index);
-                put_varint(out, *last_term);
-                put_bool(out, *transfer);
-            }
-            MessageKind::Append {
-                prev_index,
-                prev_term,
-                entries,
-                commit,
-            } => {
-                put_varint(out, *prev_index);
-                put_varint(out, *prev_term);
-                put_entries(out, entries);
-                put_varint(out, *commit);
-            }
-            MessageKind::AppendResponse { index, reject } => {
-                put_varint(out, *index);
-                put_bool(out, reject.is_some());
-                if let Some(hint) = reject {
-                    put_varint(out, hint.rejected_index);
-                    put_varint(out, hint.hint_index);
-                    put_varint(out, hint.hint_term);
-                }
-            }
-            MessageKind::Heartbeat { commit, round } => {
-                put_varint(out, *commit);
-                put_varint(out, *round);
-            }
-            MessageKind::HeartbeatResponse { round } => put_varint(out, *round),
-            MessageKind::InstallSnapshot { snapshot } => put_snapshot(out, snapshot),
-            MessageKind::TimeoutNow => {}
-            MessageKind::ReadIndex { read_id } => put_varint(out, *read_id),
-            MessageKind::ReadIndexResponse { read_id, index } => {
-                put_varint(out, *read_id);
-                put_varint(out, *index);
-            }
-        }
+        write(self, out);
     }
 
     fn decode(bytes: &[u8]) -> Result<Self, WireError> {
@@ -175,39 +174,7 @@ impl WireMessage for Message {
     }
 
     fn encoded_len(&self) -> usize {
-        let fields = match &self.kind {
-            MessageKind::PreVote {
-                last_index,
-                last_term,
-            } => varint_len(*last_index) + varint_len(*last_term),
-            MessageKind::PreVoteResponse { .. } | MessageKind::VoteResponse { .. } => 1,
-            MessageKind::Vote {
-                last_index,
-                last_term,
-                ..
-            } => varint_len(*last_index) + varint_len(*last_term) + 1,
-            MessageKind::Append {
-                prev_index,
-                prev_term,
-                entries,
-                commit,
-            } => {
-                varint_len(*prev_index) + varint_len(*prev_term) + entries_len(entries) + varint_len(*commit)
-            }
-            MessageKind::AppendResponse { index, reject } => {
-                let hint = reject.map_or(0, |h| {
-                    varint_len(h.rejected_index) + varint_len(h.hint_index) + varint_len(h.hint_term)
-                });
-                varint_len(*index) + 1 + hint
-            }
-            MessageKind::Heartbeat { commit, round } => varint_len(*commit) + varint_len(*round),
-            MessageKind::HeartbeatResponse { round } => varint_len(*round),
-            MessageKind::InstallSnapshot { snapshot } => snapshot_len(snapshot),
-            MessageKind::TimeoutNow => 0,
-            MessageKind::ReadIndex { read_id } => varint_len(*read_id),
-            MessageKind::ReadIndexResponse { read_id, index } => varint_len(*read_id) + varint_len(*index),
-        };
-        2 + varint_len(self.term) + fields
+        measure(|out| write(self, out))
     }
 
     fn is_snapshot(&self) -> bool {

@@ -6,6 +6,8 @@
 use std::collections::BTreeSet;
 
 use bytes::Bytes;
+// Entry payload kinds are numbered once, for the message codec and this one alike.
+use yizhi_engine::wire::{PAYLOAD_MEMBERSHIP, PAYLOAD_NOOP, PAYLOAD_NORMAL, put_u32_le, put_u64_le};
 use yizhi_engine::{Entry, EntryPayload, HardState, LogIndex, Membership, NodeId, Term};
 
 /// Bytes before every record body: `len: u32`, `crc32c: u32`, `type: u8`.
@@ -16,6 +18,13 @@ pub const MAX_RECORD_BODY_BYTES: usize = 8 * 1024 * 1024;
 pub const MAX_RECORD_BYTES: usize = FRAME_HEADER_BYTES + MAX_RECORD_BODY_BYTES;
 /// Members per set (voters, outgoing voters, learners) a membership record may carry.
 pub const MAX_MEMBERSHIP_NODES: usize = 1024;
+
+/// Entry body without payload: `index u64 | term u64 | kind u8`.
+const ENTRY_FIXED_BYTES: usize = 17;
+/// `term u64 | vote u64 (0 = none) | commit u64`.
+const HARD_STATE_BYTES: usize = 24;
+/// `index u64 | term u64 | discard_suffix u8`.
+const SNAPSHOT_MARKER_BYTES: usize = 17;
 
 /// The smallest record frame: a noop entry or a snapshot marker.
 pub const MIN_RECORD_FRAME_BYTES: usize = FRAME_HEADER_BYTES + ENTRY_FIXED_BYTES;
@@ -40,17 +49,6 @@ const TYPE_ENTRY: u8 = 1;
 const TYPE_HARD_STATE: u8 = 2;
 const TYPE_SNAPSHOT_MARKER: u8 = 3;
 const TYPE_BATCH_HEADER: u8 = 4;
-
-const PAYLOAD_NOOP: u8 = 0;
-const PAYLOAD_NORMAL: u8 = 1;
-const PAYLOAD_MEMBERSHIP: u8 = 2;
-
-/// Entry body without payload: `index u64 | term u64 | kind u8`.
-const ENTRY_FIXED_BYTES: usize = 17;
-/// `term u64 | vote u64 (0 = none) | commit u64`.
-const HARD_STATE_BYTES: usize = 24;
-/// `index u64 | term u64 | discard_suffix u8`.
-const SNAPSHOT_MARKER_BYTES: usize = 17;
 
 /// "Entries up to `index` are covered by the snapshot file for (`index`, `term`)".
 ///
@@ -171,8 +169,8 @@ pub fn encode_batch_header(header: BatchHeader, out: &mut Vec<u8>) {
     assert!(header.bytes <= MAX_BATCH_BYTES, "batch of {} bytes", header.bytes);
     let start = out.len();
     out.extend_from_slice(&[0u8; FRAME_HEADER_BYTES]);
-    out.extend_from_slice(&header.records.to_le_bytes());
-    put_u64(out, header.bytes);
+    put_u32_le(out, header.records);
+    put_u64_le(out, header.bytes);
     seal_frame(out, start, TYPE_BATCH_HEADER);
     assert_eq!(out.len() - start, BATCH_HEADER_FRAME_BYTES);
 }
@@ -196,14 +194,14 @@ pub fn encode_record(record: &Record, out: &mut Vec<u8>) {
             TYPE_ENTRY
         }
         Record::HardState(hs) => {
-            put_u64(out, hs.term);
-            put_u64(out, hs.vote.unwrap_or(0));
-            put_u64(out, hs.commit);
+            put_u64_le(out, hs.term);
+            put_u64_le(out, hs.vote.unwrap_or(0));
+            put_u64_le(out, hs.commit);
             TYPE_HARD_STATE
         }
         Record::SnapshotMarker(marker) => {
-            put_u64(out, marker.index);
-            put_u64(out, marker.term);
+            put_u64_le(out, marker.index);
+            put_u64_le(out, marker.term);
             out.push(u8::from(marker.discard_suffix));
             TYPE_SNAPSHOT_MARKER
         }
@@ -237,8 +235,8 @@ pub fn membership_len(m: &Membership) -> usize {
 
 fn encode_entry_body(entry: &Entry, out: &mut Vec<u8>) {
     assert!(entry.index > 0, "entry index 0: {entry:?}");
-    put_u64(out, entry.index);
-    put_u64(out, entry.term);
+    put_u64_le(out, entry.index);
+    put_u64_le(out, entry.term);
     match &entry.payload {
         EntryPayload::Noop => out.push(PAYLOAD_NOOP),
         EntryPayload::Normal(data) => {
@@ -259,15 +257,11 @@ pub fn encode_membership(m: &Membership, out: &mut Vec<u8>) {
             "membership set of {} nodes",
             set.len()
         );
-        out.extend_from_slice(&(set.len() as u32).to_le_bytes());
+        put_u32_le(out, set.len() as u32);
         for id in set {
-            put_u64(out, *id);
+            put_u64_le(out, *id);
         }
     }
-}
-
-fn put_u64(out: &mut Vec<u8>, value: u64) {
-    out.extend_from_slice(&value.to_le_bytes());
 }
 
 /// One record decoded from the front of a slice, and how many bytes it occupied.

@@ -49,14 +49,7 @@ impl<M: WireMessage + Clone + Debug + PartialEq> CodecSpec<M> {
     /// Decoding arbitrary bytes must not panic; whatever decodes is canonical (re-encodes to the
     /// same bytes, so it also decodes to the same value again).
     pub fn check_arbitrary_input(&self, bytes: &[u8]) -> Option<M> {
-        let message = M::decode(bytes).ok()?;
-        let encoded = message.to_bytes();
-        assert_eq!(
-            encoded, bytes,
-            "{message:?} decoded from bytes it does not encode to"
-        );
-        assert_eq!(message.encoded_len(), bytes.len());
-        Some(message)
+        super::check_canonical(bytes)
     }
 
     pub fn every_variant_round_trips_with_the_predicted_length(&self) {
