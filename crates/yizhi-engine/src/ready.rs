@@ -63,3 +63,13 @@ impl<M> Ready<M> {
         self.hard_state.is_some() || self.snapshot.is_some() || !self.entries.is_empty()
     }
 }
+
+/// `Some(current)` when it differs from what the previous `Ready` reported (`last_reported`, which
+/// it then becomes), else `None`: a `Ready` carries soft and hard state only when they changed.
+pub fn changed<T: Copy + PartialEq>(current: T, last_reported: &mut T) -> Option<T> {
+    if current == *last_reported {
+        return None;
+    }
+    *last_reported = current;
+    Some(current)
+}

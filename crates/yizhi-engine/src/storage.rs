@@ -216,14 +216,9 @@ impl LogStorage for MemStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::EntryPayload;
 
     fn entry(index: LogIndex, term: Term) -> Entry {
-        Entry {
-            index,
-            term,
-            payload: EntryPayload::Noop,
-        }
+        Entry::noop(index, term)
     }
 
     #[test]
@@ -268,25 +263,17 @@ mod tests {
     fn snapshot_install_keeps_matching_suffix() {
         let mut s = MemStorage::new_with_membership(Membership::new([1]));
         s.append(&[entry(1, 1), entry(2, 1), entry(3, 1)]);
-        let meta = crate::types::SnapshotMeta {
-            index: 2,
-            term: 1,
-            membership: Membership::new([1]),
-        };
-        s.apply_snapshot(Snapshot {
-            meta,
+        let empty_snapshot_at = |index, term| Snapshot {
+            meta: crate::types::SnapshotMeta {
+                index,
+                term,
+                membership: Membership::new([1]),
+            },
             data: bytes::Bytes::new(),
-        });
+        };
+        s.apply_snapshot(empty_snapshot_at(2, 1));
         assert_eq!(s.last_index(), 3);
-        let meta = crate::types::SnapshotMeta {
-            index: 5,
-            term: 3,
-            membership: Membership::new([1]),
-        };
-        s.apply_snapshot(Snapshot {
-            meta,
-            data: bytes::Bytes::new(),
-        });
+        s.apply_snapshot(empty_snapshot_at(5, 3));
         assert_eq!((s.first_index(), s.last_index()), (6, 5));
     }
 }

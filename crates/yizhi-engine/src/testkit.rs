@@ -10,14 +10,30 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Debug;
 
+use bytes::Bytes;
+
 use crate::engine::Engine;
 use crate::ready::Ready;
 use crate::rng::SeededRng;
 use crate::storage::MemStorage;
-use crate::types::{Entry, EntryPayload, Envelope, LogIndex, Membership, NodeId, ReadState, Role};
+use crate::types::{
+    Entry, EntryPayload, Envelope, LogIndex, LogPosition, Membership, NodeId, ReadState, Role,
+};
 
 /// Deliveries in one `settle()` call before it gives up: a livelock in a test is a bug to see.
 pub const MAX_SETTLE_DELIVERIES: usize = 1_000_000;
+
+/// Makes a `Ready` durable the way a runtime must before it sends the messages: the snapshot
+/// first, then the entries after it, then the hard state that may point into them.
+pub fn persist<M>(storage: &mut MemStorage, ready: &Ready<M>) {
+    if let Some(snapshot) = ready.snapshot.clone() {
+        storage.apply_snapshot(snapshot);
+    }
+    storage.append(&ready.entries);
+    if let Some(hard_state) = ready.hard_state {
+        storage.set_hard_state(hard_state);
+    }
+}
 
 /// What [`MemCluster`] needs from an engine beyond the [`Engine`] contract.
 pub trait TestEngine: Engine<Storage = MemStorage> + Debug + Sized {
@@ -121,6 +137,13 @@ impl<E: TestEngine> MemCluster<E> {
         self.nodes.insert(id, node);
     }
 
+    /// Proposes `data` on node `id`, which must take it (it leads and has room).
+    pub fn propose(&mut self, id: NodeId, data: &[u8]) -> LogPosition {
+        self.node_mut(id)
+            .propose(Bytes::copy_from_slice(data))
+            .unwrap_or_else(|e| panic!("node {id} refused a proposal: {e:?}"))
+    }
+
     /// Handles one node's `Ready` the way a runtime must: persist, send, apply, then advance.
     /// False when the node is down or has nothing to do.
     pub fn process_ready(&mut self, id: NodeId) -> bool {
@@ -131,14 +154,7 @@ impl<E: TestEngine> MemCluster<E> {
             return false;
         }
         let ready = node.ready();
-        let storage = node.storage_mut();
-        if let Some(snapshot) = ready.snapshot.clone() {
-            storage.apply_snapshot(snapshot);
-        }
-        storage.append(&ready.entries);
-        if let Some(hard_state) = ready.hard_state {
-            storage.set_hard_state(hard_state);
-        }
+        persist(node.storage_mut(), &ready);
         self.in_flight.extend(ready.messages.iter().cloned());
         self.applied
             .entry(id)

@@ -41,6 +41,15 @@ pub struct Entry {
 pub const ENTRY_OVERHEAD_BYTES: u64 = 24;
 
 impl Entry {
+    /// An entry that carries nothing (a new leader's first entry, and many a test's log).
+    pub fn noop(index: LogIndex, term: Term) -> Entry {
+        Entry {
+            index,
+            term,
+            payload: EntryPayload::Noop,
+        }
+    }
+
     pub fn position(&self) -> LogPosition {
         LogPosition {
             index: self.index,

@@ -129,15 +129,17 @@ impl<S: LogStorage> PaxosNode<S> {
             }
         }
         self.learn_commit(ballot, commit, covered);
+        self.ack_matched(from, ballot, |matched| Message::Accepted {
+            ballot,
+            matched,
+            run_last,
+        });
+    }
+
+    /// Answers the leader of `ballot` with how far this acceptor now matches it.
+    fn ack_matched(&mut self, to: NodeId, ballot: Ballot, reply: impl FnOnce(LogIndex) -> Message) {
         let matched = self.matched_in(ballot);
-        self.send(
-            from,
-            Message::Accepted {
-                ballot,
-                matched,
-                run_last,
-            },
-        );
+        self.send(to, reply(matched));
     }
 
     /// A chosen slot never changes: whatever a leader sends for a slot this acceptor already
@@ -216,15 +218,11 @@ impl<S: LogStorage> PaxosNode<S> {
         }
         self.follow(ballot);
         self.learn_commit(ballot, commit, None);
-        let matched = self.matched_in(ballot);
-        self.send(
-            from,
-            Message::HeartbeatAck {
-                ballot,
-                matched,
-                read_round,
-            },
-        );
+        self.ack_matched(from, ballot, |matched| Message::HeartbeatAck {
+            ballot,
+            matched,
+            read_round,
+        });
     }
 
     /// The chosen prefix through `snapshot.meta.index`, as a state-machine image. Slots this
@@ -239,15 +237,11 @@ impl<S: LogStorage> PaxosNode<S> {
         if index > self.commit {
             self.install_snapshot_keeping_tail(snapshot);
         }
-        let matched = self.matched_in(ballot);
-        self.send(
-            from,
-            Message::Accepted {
-                ballot,
-                matched,
-                run_last: index,
-            },
-        );
+        self.ack_matched(from, ballot, |matched| Message::Accepted {
+            ballot,
+            matched,
+            run_last: index,
+        });
     }
 
     /// Installs `snapshot` (beyond the commit index) in the next `Ready`, with the slots held

@@ -1,7 +1,7 @@
 use yizhi_engine::{Engine, EntryPayload, MemStorage, Role, SnapshotMeta};
 
 use super::*;
-use crate::paxos::tests::{deliver, entry, flush, node, node_with, sent, value, voters3};
+use crate::paxos::tests::*;
 
 fn promise_snapshot(replies: &[(NodeId, Message)]) -> Option<LogIndex> {
     match replies {
@@ -31,14 +31,7 @@ fn compacted_acceptor() -> PaxosNode<MemStorage> {
 fn a_promise_carries_the_snapshot_only_when_the_prepare_starts_inside_it() {
     for (first_unchosen, want) in [(3, Some(5)), (5, Some(5)), (6, None), (7, None)] {
         let mut n = compacted_acceptor();
-        deliver(
-            &mut n,
-            1,
-            Message::Prepare {
-                ballot: Ballot::new(4, 1),
-                first_unchosen,
-            },
-        );
+        deliver(&mut n, 1, prepare(Ballot::new(4, 1), first_unchosen));
         assert_eq!(
             promise_snapshot(&sent(&mut n)),
             want,
@@ -48,14 +41,7 @@ fn a_promise_carries_the_snapshot_only_when_the_prepare_starts_inside_it() {
     // Nothing compacted: no snapshot, whatever the prepare asks from.
     for first_unchosen in [0, 1, 2] {
         let mut n = node(2);
-        deliver(
-            &mut n,
-            1,
-            Message::Prepare {
-                ballot: Ballot::new(4, 1),
-                first_unchosen,
-            },
-        );
+        deliver(&mut n, 1, prepare(Ballot::new(4, 1), first_unchosen));
         assert_eq!(
             promise_snapshot(&sent(&mut n)),
             None,
@@ -67,33 +53,11 @@ fn a_promise_carries_the_snapshot_only_when_the_prepare_starts_inside_it() {
 #[test]
 fn a_prepare_from_the_known_leader_keeps_it_another_proposer_clears_it() {
     let mut n = node(3);
-    deliver(
-        &mut n,
-        2,
-        Message::Heartbeat {
-            ballot: Ballot::new(1, 2),
-            commit: 0,
-            read_round: 0,
-        },
-    );
+    deliver(&mut n, 2, heartbeat(Ballot::new(1, 2), 0, 0));
     assert_eq!(n.leader(), Some(2));
-    deliver(
-        &mut n,
-        2,
-        Message::Prepare {
-            ballot: Ballot::new(2, 2),
-            first_unchosen: 1,
-        },
-    );
+    deliver(&mut n, 2, prepare(Ballot::new(2, 2), 1));
     assert_eq!(n.leader(), Some(2), "the leader re-preparing stays the leader");
-    deliver(
-        &mut n,
-        1,
-        Message::Prepare {
-            ballot: Ballot::new(3, 1),
-            first_unchosen: 1,
-        },
-    );
+    deliver(&mut n, 1, prepare(Ballot::new(3, 1), 1));
     assert_eq!(
         n.leader(),
         None,
@@ -105,27 +69,11 @@ fn a_prepare_from_the_known_leader_keeps_it_another_proposer_clears_it() {
 fn following_the_current_leader_does_not_reset_the_randomized_timer() {
     let mut n = node(3);
     let b = Ballot::new(1, 2);
-    deliver(
-        &mut n,
-        2,
-        Message::Heartbeat {
-            ballot: b,
-            commit: 0,
-            read_round: 0,
-        },
-    );
+    deliver(&mut n, 2, heartbeat(b, 0, 0));
     let (deadline, rng) = (n.election_deadline_ticks, n.rng.clone());
     for _ in 0..3 {
         n.tick();
-        deliver(
-            &mut n,
-            2,
-            Message::Heartbeat {
-                ballot: b,
-                commit: 0,
-                read_round: 0,
-            },
-        );
+        deliver(&mut n, 2, heartbeat(b, 0, 0));
     }
     assert_eq!(n.election_deadline_ticks, deadline);
     assert_eq!(n.rng, rng, "no new deadline was drawn");
@@ -140,27 +88,9 @@ fn chosen_entries_of_an_older_ballot_are_accepted_and_learned_chosen() {
     let mut n = node(3);
     let mut entries = vec![entry(1, old, "a"), entry(2, old, "b")];
     entries.push(entry(3, b, "c"));
-    deliver(
-        &mut n,
-        1,
-        Message::Accept {
-            ballot: b,
-            commit: 2,
-            entries,
-        },
-    );
+    deliver(&mut n, 1, accept(b, 2, entries));
     assert_eq!(n.committed(), 2);
-    assert_eq!(
-        sent(&mut n),
-        vec![(
-            1,
-            Message::Accepted {
-                ballot: b,
-                matched: 3,
-                run_last: 3
-            }
-        )]
-    );
+    assert_eq!(sent(&mut n), vec![(1, accepted(b, 3, 3))]);
 }
 
 #[test]
@@ -168,15 +98,7 @@ fn a_run_with_a_gap_is_never_stored_or_acknowledged() {
     let b = Ballot::new(1, 1);
     let mut n = node(3);
     let entries = vec![entry(1, b, "a"), entry(3, b, "c")];
-    deliver(
-        &mut n,
-        1,
-        Message::Accept {
-            ballot: b,
-            commit: 0,
-            entries,
-        },
-    );
+    deliver(&mut n, 1, accept(b, 0, entries));
     let ready = flush(&mut n);
     assert!(ready.entries.is_empty());
     assert!(ready.messages.is_empty());
@@ -188,26 +110,10 @@ fn a_run_with_a_gap_is_never_stored_or_acknowledged() {
 fn a_leader_sending_a_different_value_for_a_chosen_slot_is_caught() {
     let b = Ballot::new(1, 1);
     let mut n = node(3);
-    deliver(
-        &mut n,
-        1,
-        Message::Accept {
-            ballot: b,
-            commit: 1,
-            entries: vec![entry(1, b, "a")],
-        },
-    );
+    deliver(&mut n, 1, accept(b, 1, vec![entry(1, b, "a")]));
     flush(&mut n);
     assert_eq!(n.committed(), 1);
-    deliver(
-        &mut n,
-        1,
-        Message::Accept {
-            ballot: b,
-            commit: 1,
-            entries: vec![entry(1, b, "X")],
-        },
-    );
+    deliver(&mut n, 1, accept(b, 1, vec![entry(1, b, "X")]));
 }
 
 #[test]
@@ -216,62 +122,18 @@ fn commit_is_learned_only_through_slots_known_to_hold_the_leaders_value() {
     let old = Ballot::new(1, 2);
     let b = Ballot::new(2, 1);
     let mut n = node(3);
-    deliver(
-        &mut n,
-        2,
-        Message::Accept {
-            ballot: old,
-            commit: 0,
-            entries: vec![entry(1, old, "x")],
-        },
-    );
+    deliver(&mut n, 2, accept(old, 0, vec![entry(1, old, "x")]));
     flush(&mut n);
     let entries = vec![entry(2, old, "b"), entry(3, old, "c")];
-    deliver(
-        &mut n,
-        1,
-        Message::Accept {
-            ballot: b,
-            commit: 3,
-            entries,
-        },
-    );
+    deliver(&mut n, 1, accept(b, 3, entries));
     assert_eq!(
         n.committed(),
         0,
         "slot 1 may hold another value than the chosen one"
     );
-    assert_eq!(
-        sent(&mut n),
-        vec![(
-            1,
-            Message::Accepted {
-                ballot: b,
-                matched: 0,
-                run_last: 3
-            }
-        )]
-    );
-    deliver(
-        &mut n,
-        1,
-        Message::Heartbeat {
-            ballot: b,
-            commit: 0,
-            read_round: 4,
-        },
-    );
-    assert_eq!(
-        sent(&mut n),
-        vec![(
-            1,
-            Message::HeartbeatAck {
-                ballot: b,
-                matched: 0,
-                read_round: 4
-            }
-        )]
-    );
+    assert_eq!(sent(&mut n), vec![(1, accepted(b, 0, 3))]);
+    deliver(&mut n, 1, heartbeat(b, 0, 4));
+    assert_eq!(sent(&mut n), vec![(1, heartbeat_ack(b, 0, 4))]);
 }
 
 #[test]
@@ -282,38 +144,15 @@ fn a_resent_slot_known_chosen_is_not_rewritten_in_the_new_ballot() {
     let b = Ballot::new(2, 1);
     let mut n = node(3);
     let entries = vec![entry(1, old, "a"), entry(2, old, "b")];
-    deliver(
-        &mut n,
-        2,
-        Message::Accept {
-            ballot: old,
-            commit: 2,
-            entries,
-        },
-    );
+    deliver(&mut n, 2, accept(old, 2, entries));
     flush(&mut n);
     assert_eq!(n.committed(), 2);
     let entries = vec![entry(2, b, "b"), entry(3, b, "c")];
-    deliver(
-        &mut n,
-        1,
-        Message::Accept {
-            ballot: b,
-            commit: 2,
-            entries,
-        },
-    );
+    deliver(&mut n, 1, accept(b, 2, entries));
     let ready = flush(&mut n);
     assert_eq!(ready.entries, vec![entry(3, b, "c")]);
     let replies: Vec<_> = ready.messages.into_iter().map(|e| e.msg).collect();
-    assert_eq!(
-        replies,
-        vec![Message::Accepted {
-            ballot: b,
-            matched: 3,
-            run_last: 3
-        }]
-    );
+    assert_eq!(replies, vec![accepted(b, 3, 3)]);
 }
 
 #[test]
@@ -324,39 +163,16 @@ fn a_new_ballots_shorter_run_rewrites_the_slots_held_after_it() {
     let b = Ballot::new(2, 1);
     let mut n = node(3);
     let held = vec![entry(1, old, "a"), entry(2, old, "b"), entry(3, old, "c")];
-    deliver(
-        &mut n,
-        2,
-        Message::Accept {
-            ballot: old,
-            commit: 0,
-            entries: held,
-        },
-    );
+    deliver(&mut n, 2, accept(old, 0, held));
     flush(&mut n);
-    deliver(
-        &mut n,
-        1,
-        Message::Accept {
-            ballot: b,
-            commit: 0,
-            entries: vec![entry(1, b, "x")],
-        },
-    );
+    deliver(&mut n, 1, accept(b, 0, vec![entry(1, b, "x")]));
     let ready = flush(&mut n);
     assert_eq!(
         ready.entries,
         vec![entry(1, b, "x"), entry(2, old, "b"), entry(3, old, "c")]
     );
     let replies: Vec<_> = ready.messages.into_iter().map(|e| e.msg).collect();
-    assert_eq!(
-        replies,
-        vec![Message::Accepted {
-            ballot: b,
-            matched: 1,
-            run_last: 1
-        }]
-    );
+    assert_eq!(replies, vec![accepted(b, 1, 1)]);
 }
 
 #[test]
@@ -365,15 +181,7 @@ fn a_run_covering_old_ballot_chosen_slots_commits_them() {
     let b = Ballot::new(2, 1);
     let mut n = node(3);
     let entries = vec![entry(1, old, "a"), entry(2, old, "b"), entry(3, old, "c")];
-    deliver(
-        &mut n,
-        1,
-        Message::Accept {
-            ballot: b,
-            commit: 3,
-            entries,
-        },
-    );
+    deliver(&mut n, 1, accept(b, 3, entries));
     assert_eq!(n.committed(), 3);
 }
 
@@ -392,15 +200,7 @@ fn snapshot_at(index: LogIndex, term: u64) -> Snapshot {
 fn a_snapshot_at_the_commit_index_is_acknowledged_not_installed() {
     let b = Ballot::new(1, 1);
     let mut n = node(3);
-    deliver(
-        &mut n,
-        1,
-        Message::Accept {
-            ballot: b,
-            commit: 1,
-            entries: vec![entry(1, b, "a")],
-        },
-    );
+    deliver(&mut n, 1, accept(b, 1, vec![entry(1, b, "a")]));
     flush(&mut n);
     deliver(
         &mut n,
@@ -413,14 +213,7 @@ fn a_snapshot_at_the_commit_index_is_acknowledged_not_installed() {
     let ready = flush(&mut n);
     assert!(ready.snapshot.is_none());
     let replies: Vec<_> = ready.messages.into_iter().map(|e| e.msg).collect();
-    assert_eq!(
-        replies,
-        vec![Message::Accepted {
-            ballot: b,
-            matched: 1,
-            run_last: 1
-        }]
-    );
+    assert_eq!(replies, vec![accepted(b, 1, 1)]);
 }
 
 #[test]
@@ -429,15 +222,7 @@ fn a_snapshot_keeps_the_accepted_slots_after_it() {
         let b = Ballot::new(1, 1);
         let mut n = node(3);
         let entries = (1..=last).map(|i| entry(i, b, "v")).collect();
-        deliver(
-            &mut n,
-            1,
-            Message::Accept {
-                ballot: b,
-                commit: 0,
-                entries,
-            },
-        );
+        deliver(&mut n, 1, accept(b, 0, entries));
         flush(&mut n);
         deliver(
             &mut n,

@@ -2,11 +2,7 @@ use super::*;
 use yizhi_engine::{EntryPayload, MemStorage, Membership};
 
 fn e(index: LogIndex, term: Term) -> Entry {
-    Entry {
-        index,
-        term,
-        payload: EntryPayload::Noop,
-    }
+    Entry::noop(index, term)
 }
 
 #[test]

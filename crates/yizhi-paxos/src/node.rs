@@ -4,6 +4,7 @@
 //! synced.
 
 use bytes::Bytes;
+use yizhi_engine::ready::changed;
 use yizhi_engine::{
     Engine, Envelope, LogPosition, LogStorage, NodeId, ProposeError, Ready, Role, SnapshotStatus, Status,
     TransferError,
@@ -16,24 +17,19 @@ impl<S: LogStorage> PaxosNode<S> {
     fn collect_ready(&mut self) -> Ready<Message> {
         assert!(self.handed_out.is_none(), "ready() called again before advance()");
         self.flush_read_round();
-        let mut ready = Ready::default();
-        let soft_state = self.soft_state();
-        if soft_state != self.prev_soft_state {
-            ready.soft_state = Some(soft_state);
-            self.prev_soft_state = soft_state;
-        }
-        let hard_state = self.hard_state();
-        if hard_state != self.prev_hard_state {
+        let mut ready = Ready {
+            soft_state: changed(self.soft_state(), &mut self.prev_soft_state),
+            ..Ready::default()
+        };
+        let prev = self.prev_hard_state;
+        if let Some(hard_state) = changed(self.hard_state(), &mut self.prev_hard_state) {
             assert!(
-                hard_state.term >= self.prev_hard_state.term
-                    && hard_state.commit >= self.prev_hard_state.commit,
-                "node {}: promise or commit went backwards: {:?} -> {hard_state:?}",
-                self.id(),
-                self.prev_hard_state
+                hard_state.term >= prev.term && hard_state.commit >= prev.commit,
+                "node {}: promise or commit went backwards: {prev:?} -> {hard_state:?}",
+                self.id()
             );
-            ready.must_sync = hard_state.term != self.prev_hard_state.term;
+            ready.must_sync = hard_state.term != prev.term;
             ready.hard_state = Some(hard_state);
-            self.prev_hard_state = hard_state;
         }
         ready.snapshot = self.pending_snapshot.take();
         let snapshot_index = ready.snapshot.as_ref().map_or(0, |s| s.meta.index);

@@ -2,7 +2,7 @@ use yizhi_engine::{HardState, MemStorage, Membership, SoftState};
 
 use super::*;
 use crate::ballot::Ballot;
-use crate::paxos::tests::{deliver, entry, flush, leader_of, node, node_with, value, voters3};
+use crate::paxos::tests::*;
 
 #[test]
 fn a_role_change_alone_is_a_ready() {
@@ -74,26 +74,14 @@ fn a_proposal_alone_is_a_ready_in_a_single_node_cluster() {
 fn accepted_slots_are_synced_even_without_a_new_promise_and_a_commit_alone_is_not() {
     let b = Ballot::new(1, 1);
     let mut n = node(3);
-    let accept = |slot, commit| Message::Accept {
-        ballot: b,
-        commit,
-        entries: vec![entry(slot, b, "v")],
-    };
+    let accept = |slot, commit| accept(b, commit, vec![entry(slot, b, "v")]);
     deliver(&mut n, 1, accept(1, 0));
     assert!(flush(&mut n).must_sync, "a new promise and slot 1");
     deliver(&mut n, 1, accept(2, 0));
     let ready = flush(&mut n);
     assert!(ready.hard_state.is_none());
     assert!(ready.must_sync, "slot 2 is durable before its Accepted leaves");
-    deliver(
-        &mut n,
-        1,
-        Message::Heartbeat {
-            ballot: b,
-            commit: 2,
-            read_round: 0,
-        },
-    );
+    deliver(&mut n, 1, heartbeat(b, 2, 0));
     let ready = flush(&mut n);
     assert_eq!(ready.hard_state.map(|hs| hs.commit), Some(2));
     assert!(
@@ -109,15 +97,7 @@ fn report_unreachable_rewinds_the_peer_to_what_it_acknowledged() {
     n.propose(value("a")).unwrap();
     n.propose(value("b")).unwrap();
     flush(&mut n);
-    deliver(
-        &mut n,
-        2,
-        Message::Accepted {
-            ballot: b,
-            matched: 1,
-            run_last: 1,
-        },
-    );
+    deliver(&mut n, 2, accepted(b, 1, 1));
     flush(&mut n);
     n.report_unreachable(2);
     let p = &n.leadership.as_ref().unwrap().peers[&2];

@@ -29,14 +29,7 @@ pub(crate) fn node(id: NodeId) -> PaxosNode<MemStorage> {
 /// Handles one Ready as a runtime must (persist, then advance) and returns it.
 pub(crate) fn flush(n: &mut PaxosNode<MemStorage>) -> Ready<Message> {
     let ready = n.ready();
-    let storage = n.storage_mut();
-    if let Some(snapshot) = ready.snapshot.clone() {
-        storage.apply_snapshot(snapshot);
-    }
-    storage.append(&ready.entries);
-    if let Some(hs) = ready.hard_state {
-        storage.set_hard_state(hs);
-    }
+    yizhi_engine::testkit::persist(n.storage_mut(), &ready);
     n.advance();
     ready
 }
@@ -63,21 +56,68 @@ pub(crate) fn entry(index: LogIndex, ballot: Ballot, v: &str) -> Entry {
     }
 }
 
+// One-line message builders, fields in declaration order, so that a scenario reads as its
+// sequence of messages.
+
+pub(crate) fn prepare(ballot: Ballot, first_unchosen: LogIndex) -> Message {
+    Message::Prepare {
+        ballot,
+        first_unchosen,
+    }
+}
+
+pub(crate) fn promise(
+    ballot: Ballot,
+    commit: LogIndex,
+    accepted: Vec<Entry>,
+    snapshot: Option<Snapshot>,
+) -> Message {
+    Message::Promise {
+        ballot,
+        commit,
+        accepted,
+        snapshot,
+    }
+}
+
+pub(crate) fn accept(ballot: Ballot, commit: LogIndex, entries: Vec<Entry>) -> Message {
+    Message::Accept {
+        ballot,
+        commit,
+        entries,
+    }
+}
+
+pub(crate) fn accepted(ballot: Ballot, matched: LogIndex, run_last: LogIndex) -> Message {
+    Message::Accepted {
+        ballot,
+        matched,
+        run_last,
+    }
+}
+
+pub(crate) fn heartbeat(ballot: Ballot, commit: LogIndex, read_round: u64) -> Message {
+    Message::Heartbeat {
+        ballot,
+        commit,
+        read_round,
+    }
+}
+
+pub(crate) fn heartbeat_ack(ballot: Ballot, matched: LogIndex, read_round: u64) -> Message {
+    Message::HeartbeatAck {
+        ballot,
+        matched,
+        read_round,
+    }
+}
+
 /// Node `id` of {1,2,3} wins phase 1 with node 2's promise; its first Ready is handled.
 pub(crate) fn leader_of(mut n: PaxosNode<MemStorage>) -> PaxosNode<MemStorage> {
     n.campaign_now();
     let ballot = n.promised();
     flush(&mut n);
-    deliver(
-        &mut n,
-        2,
-        Message::Promise {
-            ballot,
-            commit: 0,
-            accepted: Vec::new(),
-            snapshot: None,
-        },
-    );
+    deliver(&mut n, 2, promise(ballot, 0, Vec::new(), None));
     assert!(n.is_leader());
     flush(&mut n);
     n
@@ -137,35 +177,13 @@ fn a_follower_campaigns_only_when_its_randomized_deadline_passes() {
     assert_eq!(n.role(), Role::Candidate);
     let b = Ballot::new(1, 1);
     let prepares: Vec<_> = sent(&mut n).into_iter().collect();
-    assert_eq!(
-        prepares,
-        vec![
-            (
-                2,
-                Message::Prepare {
-                    ballot: b,
-                    first_unchosen: 1
-                }
-            ),
-            (
-                3,
-                Message::Prepare {
-                    ballot: b,
-                    first_unchosen: 1
-                }
-            ),
-        ]
-    );
+    assert_eq!(prepares, vec![(2, prepare(b, 1)), (3, prepare(b, 1)),]);
 }
 
 /// Node 1 of {1,2,3}, built from `seed`, that has just heard node 2 lead ballot 1.2.
 fn follower_of_2(seed: u64) -> PaxosNode<MemStorage> {
     let mut n = node_with(1, MemStorage::new_with_membership(voters3()), seed, |_| {});
-    let heartbeat = Message::Heartbeat {
-        ballot: Ballot::new(1, 2),
-        commit: 0,
-        read_round: 0,
-    };
+    let heartbeat = heartbeat(Ballot::new(1, 2), 0, 0);
     deliver(&mut n, 2, heartbeat);
     flush(&mut n);
     assert_eq!((n.role(), n.leader()), (Role::Follower, Some(2)));
@@ -194,10 +212,7 @@ fn a_hint_about_the_leader_starts_phase_1_one_heartbeat_interval_and_one_to_thre
         let ticks = ticks_until_candidate(&mut n);
         assert!(window.contains(&ticks), "seed {seed}: {ticks} ticks");
         delays.insert(ticks);
-        let prepare = Message::Prepare {
-            ballot: Ballot::new(2, 1),
-            first_unchosen: 1,
-        };
+        let prepare = prepare(Ballot::new(2, 1), 1);
         assert_eq!(sent(&mut n), vec![(2, prepare.clone()), (3, prepare)]);
         assert!(!n.election_deadline_shortened, "a retry waits a full deadline");
     }
@@ -231,11 +246,7 @@ fn the_leaders_next_heartbeat_after_a_wrong_hint_restores_a_full_deadline() {
         Engine::report_connection_lost(&mut n, 2);
         assert!(n.election_deadline_shortened, "seed {seed}");
         n.tick();
-        let heartbeat = Message::Heartbeat {
-            ballot: Ballot::new(1, 2),
-            commit: 0,
-            read_round: 0,
-        };
+        let heartbeat = heartbeat(Ballot::new(1, 2), 0, 0);
         deliver(&mut n, 2, heartbeat);
         assert_eq!(n.leader(), Some(2));
         assert!(!n.election_deadline_shortened);
@@ -266,16 +277,7 @@ fn a_leader_heartbeats_every_interval_not_every_tick() {
     n.tick();
     assert!(n.msgs.is_empty(), "no heartbeat before the interval");
     n.tick();
-    let hb = |to| {
-        (
-            to,
-            Message::Heartbeat {
-                ballot: b,
-                commit: 0,
-                read_round: 0,
-            },
-        )
-    };
+    let hb = |to| (to, heartbeat(b, 0, 0));
     assert_eq!(sent(&mut n), vec![hb(2), hb(3)]);
 }
 
@@ -283,14 +285,7 @@ fn a_leader_heartbeats_every_interval_not_every_tick() {
 fn a_higher_prepare_deposes_a_leader_and_names_the_new_proposer() {
     let mut n = leader_of(node(1));
     let higher = Ballot::new(5, 2);
-    deliver(
-        &mut n,
-        2,
-        Message::Prepare {
-            ballot: higher,
-            first_unchosen: 1,
-        },
-    );
+    deliver(&mut n, 2, prepare(higher, 1));
     assert_eq!(n.role(), Role::Follower);
     assert_eq!(n.leader(), Some(2));
     assert_eq!(n.leading_ballot(), None);
@@ -303,14 +298,7 @@ fn a_higher_prepare_ends_a_candidacy_and_names_the_new_proposer() {
     n.campaign_now();
     flush(&mut n);
     let higher = Ballot::new(5, 2);
-    deliver(
-        &mut n,
-        2,
-        Message::Prepare {
-            ballot: higher,
-            first_unchosen: 1,
-        },
-    );
+    deliver(&mut n, 2, prepare(higher, 1));
     assert_eq!(n.role(), Role::Follower);
     assert!(n.candidacy.is_none());
     assert_eq!(n.leader(), Some(2));
@@ -327,10 +315,7 @@ fn a_higher_prepare_ends_a_candidacy_and_names_the_new_proposer() {
 #[test]
 fn messages_not_for_this_node_or_from_outsiders_or_itself_are_dropped() {
     let mut n = node(2);
-    let prepare = Message::Prepare {
-        ballot: Ballot::new(1, 1),
-        first_unchosen: 1,
-    };
+    let prepare = prepare(Ballot::new(1, 1), 1);
     n.step(Envelope {
         from: 1,
         to: 3,
@@ -375,14 +360,7 @@ fn a_nack_carrying_our_own_ballot_does_not_stop_our_candidacy() {
 #[test]
 fn a_stale_timeout_now_is_ignored_and_a_leader_ignores_any() {
     let mut n = node(1);
-    deliver(
-        &mut n,
-        3,
-        Message::Prepare {
-            ballot: Ballot::new(3, 3),
-            first_unchosen: 1,
-        },
-    );
+    deliver(&mut n, 3, prepare(Ballot::new(3, 3), 1));
     flush(&mut n);
     deliver(
         &mut n,
@@ -432,12 +410,7 @@ fn engine_trait_methods_reach_the_node() {
         Envelope {
             from: 2,
             to: 1,
-            msg: Message::Promise {
-                ballot,
-                commit: 0,
-                accepted: Vec::new(),
-                snapshot: None,
-            },
+            msg: promise(ballot, 0, Vec::new(), None),
         },
     );
     assert!(n.is_leader());

@@ -123,64 +123,10 @@ impl<S: LogStorage> PaxosNode<S> {
         );
         self.adopt_snapshot(&mut candidacy);
         let from = candidacy.first_unchosen;
-        let mut best: BTreeMap<LogIndex, &Entry> = BTreeMap::new();
-        for info in candidacy.promises.values() {
-            for e in info.accepted.iter().filter(|e| e.index >= from) {
-                if best.get(&e.index).is_none_or(|b| e.term > b.term) {
-                    best.insert(e.index, e);
-                }
-            }
-        }
-        let frontier = best
-            .keys()
-            .next_back()
-            .copied()
-            .unwrap_or(0)
-            .max(from - 1)
-            .max(self.last());
-        let proposals: Vec<Entry> = (from..=frontier)
-            .map(|index| Entry {
-                index,
-                term: ballot.term(),
-                payload: best.get(&index).map_or(EntryPayload::Noop, |e| e.payload.clone()),
-            })
-            .collect();
-        for e in &proposals {
-            assert!(
-                e.index > self.commit,
-                "re-proposing chosen slot {} (commit {})",
-                e.index,
-                self.commit
-            );
-        }
+        let (frontier, proposals) = self.recovered_proposals(&candidacy);
         let uncommitted_bytes = proposals.iter().map(Entry::size_bytes).sum();
         self.log.write(&self.storage, proposals);
-        let peers = self
-            .peers()
-            .into_iter()
-            .map(|p| {
-                // A promiser is sent only what it did not know chosen (its commit cannot exceed the
-                // frontier, which covers its log; clamped against a faulty peer). Anyone else is
-                // first sent what a current acceptor lacks, from `from`; if it lacks more, its
-                // reply reports a gap, or the next heartbeat finds it stalled.
-                let known_chosen = candidacy.promises.get(&p).map_or(0, |i| i.commit.min(frontier));
-                let next = if candidacy.promises.contains_key(&p) {
-                    known_chosen + 1
-                } else {
-                    from
-                };
-                let progress = Progress {
-                    matched: 0,
-                    known_chosen,
-                    next,
-                    inflight_msgs: 0,
-                    acked_since_heartbeat: false,
-                    snapshot_in_flight: false,
-                    read_round_acked: 0,
-                };
-                (p, progress)
-            })
-            .collect();
+        let peers = self.initial_progress(&candidacy, frontier);
         self.role = Role::Leader;
         self.leader = Some(self.id());
         self.heartbeat_elapsed_ticks = 0;
@@ -199,6 +145,73 @@ impl<S: LogStorage> PaxosNode<S> {
         for peer in self.send_heartbeats() {
             self.send_runs(peer);
         }
+    }
+
+    /// Phase 1's outcome for every slot from `first_unchosen` up to the frontier (the highest slot
+    /// any promiser accepted, or this log's end): the value accepted in the highest ballot, or a
+    /// noop where nobody accepted one, each re-proposed in the new ballot. Returns the frontier too.
+    fn recovered_proposals(&self, candidacy: &Candidacy) -> (LogIndex, Vec<Entry>) {
+        let from = candidacy.first_unchosen;
+        let mut best: BTreeMap<LogIndex, &Entry> = BTreeMap::new();
+        for info in candidacy.promises.values() {
+            for e in info.accepted.iter().filter(|e| e.index >= from) {
+                if best.get(&e.index).is_none_or(|b| e.term > b.term) {
+                    best.insert(e.index, e);
+                }
+            }
+        }
+        let frontier = best
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(0)
+            .max(from - 1)
+            .max(self.last());
+        let proposals: Vec<Entry> = (from..=frontier)
+            .map(|index| Entry {
+                index,
+                term: candidacy.ballot.term(),
+                payload: best.get(&index).map_or(EntryPayload::Noop, |e| e.payload.clone()),
+            })
+            .collect();
+        for e in &proposals {
+            assert!(
+                e.index > self.commit,
+                "re-proposing chosen slot {} (commit {})",
+                e.index,
+                self.commit
+            );
+        }
+        (frontier, proposals)
+    }
+
+    /// Where the new leader starts with each peer.
+    fn initial_progress(&self, candidacy: &Candidacy, frontier: LogIndex) -> BTreeMap<NodeId, Progress> {
+        self.peers()
+            .into_iter()
+            .map(|p| {
+                // A promiser is sent only what it did not know chosen (its commit cannot exceed the
+                // frontier, which covers its log; clamped against a faulty peer). Anyone else is
+                // first sent what a current acceptor lacks, from `from`; if it lacks more, its
+                // reply reports a gap, or the next heartbeat finds it stalled.
+                let known_chosen = candidacy.promises.get(&p).map_or(0, |i| i.commit.min(frontier));
+                let next = if candidacy.promises.contains_key(&p) {
+                    known_chosen + 1
+                } else {
+                    candidacy.first_unchosen
+                };
+                let progress = Progress {
+                    matched: 0,
+                    known_chosen,
+                    next,
+                    inflight_msgs: 0,
+                    acked_since_heartbeat: false,
+                    snapshot_in_flight: false,
+                    read_round_acked: 0,
+                };
+                (p, progress)
+            })
+            .collect()
     }
 
     /// Sends Accept runs to `peer` from its `next` slot, as long as the inflight window allows.

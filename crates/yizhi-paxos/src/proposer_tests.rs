@@ -1,7 +1,7 @@
 use yizhi_engine::{Engine, HardState, MemStorage, SnapshotMeta, SnapshotStatus};
 
 use super::*;
-use crate::paxos::tests::{deliver, entry, flush, leader_of, node, node_with, sent, value, voters3};
+use crate::paxos::tests::*;
 
 fn accepts_to(msgs: &[(NodeId, Message)], peer: NodeId) -> Vec<Vec<LogIndex>> {
     msgs.iter()
@@ -19,16 +19,7 @@ fn a_stale_promise_does_not_count_towards_phase_1() {
     let old = n.promised();
     n.campaign_now();
     flush(&mut n);
-    deliver(
-        &mut n,
-        2,
-        Message::Promise {
-            ballot: old,
-            commit: 0,
-            accepted: vec![],
-            snapshot: None,
-        },
-    );
+    deliver(&mut n, 2, promise(old, 0, vec![], None));
     assert_eq!(n.role(), Role::Candidate);
 }
 
@@ -46,16 +37,7 @@ fn a_snapshot_in_a_promise_is_adopted_and_phase_2_starts_after_it() {
         },
         data: value("image"),
     };
-    deliver(
-        &mut n,
-        2,
-        Message::Promise {
-            ballot: b,
-            commit: 5,
-            accepted: vec![],
-            snapshot: Some(snapshot),
-        },
-    );
+    deliver(&mut n, 2, promise(b, 5, vec![], Some(snapshot)));
     assert!(n.is_leader());
     assert_eq!(n.committed(), 5);
     let ready = flush(&mut n);
@@ -64,16 +46,7 @@ fn a_snapshot_in_a_promise_is_adopted_and_phase_2_starts_after_it() {
         ready.entries.is_empty(),
         "nothing to re-propose after the snapshot"
     );
-    let hb = |to| {
-        (
-            to,
-            Message::Heartbeat {
-                ballot: b,
-                commit: 5,
-                read_round: 0,
-            },
-        )
-    };
+    let hb = |to| (to, heartbeat(b, 5, 0));
     let heartbeats: Vec<_> = ready
         .messages
         .into_iter()
@@ -95,12 +68,7 @@ fn the_value_accepted_at_the_first_unchosen_slot_is_re_proposed() {
     deliver(
         &mut n,
         2,
-        Message::Promise {
-            ballot: b,
-            commit: 0,
-            accepted: vec![entry(1, old, "a"), entry(2, old, "b")],
-            snapshot: None,
-        },
+        promise(b, 0, vec![entry(1, old, "a"), entry(2, old, "b")], None),
     );
     assert!(n.is_leader());
     assert_eq!(flush(&mut n).entries, vec![entry(1, b, "a"), entry(2, b, "b")]);
@@ -128,16 +96,7 @@ fn a_promised_snapshot_not_beyond_the_commit_index_is_ignored() {
         },
         data: value("image"),
     };
-    deliver(
-        &mut n,
-        2,
-        Message::Promise {
-            ballot: b,
-            commit: 3,
-            accepted: vec![],
-            snapshot: Some(snapshot),
-        },
-    );
+    deliver(&mut n, 2, promise(b, 3, vec![], Some(snapshot)));
     assert!(n.is_leader());
     assert!(flush(&mut n).snapshot.is_none());
 }
@@ -147,15 +106,7 @@ fn the_leader_counts_its_own_acceptance_only_once_durable() {
     let mut n = leader_of(node(1));
     let b = n.leading_ballot().unwrap();
     n.propose(value("a")).unwrap();
-    deliver(
-        &mut n,
-        2,
-        Message::Accepted {
-            ballot: b,
-            matched: 1,
-            run_last: 1,
-        },
-    );
+    deliver(&mut n, 2, accepted(b, 1, 1));
     assert_eq!(n.committed(), 0, "slot 1 is not durable at the leader yet");
     flush(&mut n);
     assert_eq!(n.committed(), 1);
@@ -179,15 +130,7 @@ fn a_gap_reported_by_an_acceptor_resends_from_what_it_has() {
     n.propose(value("a")).unwrap();
     n.propose(value("b")).unwrap();
     assert_eq!(accepts_to(&sent(&mut n), 2), vec![vec![1], vec![2]]);
-    deliver(
-        &mut n,
-        2,
-        Message::Accepted {
-            ballot: b,
-            matched: 0,
-            run_last: 2,
-        },
-    );
+    deliver(&mut n, 2, accepted(b, 0, 2));
     assert_eq!(accepts_to(&sent(&mut n), 2), vec![vec![1, 2]]);
 }
 
@@ -201,11 +144,7 @@ fn a_gap_below_what_an_acceptor_reported_before_resends_from_its_new_report() {
         n.propose(value(v)).unwrap();
     }
     sent(&mut n);
-    let ack = |matched, run_last| Message::Accepted {
-        ballot: b,
-        matched,
-        run_last,
-    };
+    let ack = |matched, run_last| accepted(b, matched, run_last);
     deliver(&mut n, 2, ack(2, 2));
     sent(&mut n);
     deliver(&mut n, 2, ack(1, 3));
@@ -221,15 +160,7 @@ fn an_in_order_ack_does_not_resend_runs_still_in_flight() {
     n.propose(value("a")).unwrap();
     n.propose(value("b")).unwrap();
     sent(&mut n);
-    deliver(
-        &mut n,
-        2,
-        Message::Accepted {
-            ballot: b,
-            matched: 1,
-            run_last: 1,
-        },
-    );
+    deliver(&mut n, 2, accepted(b, 1, 1));
     assert_eq!(accepts_to(&sent(&mut n), 2), Vec::<Vec<LogIndex>>::new());
     // The heartbeat finds the pipeline moving (acked, one run in flight): no retransmission.
     n.tick();
@@ -246,15 +177,7 @@ fn a_heartbeat_does_not_reset_the_window_of_a_fully_matched_acceptor() {
     n.propose(value("b")).unwrap();
     sent(&mut n);
     // The second run's ack overtook the first's (still counted in flight).
-    deliver(
-        &mut n,
-        2,
-        Message::Accepted {
-            ballot: b,
-            matched: 2,
-            run_last: 2,
-        },
-    );
+    deliver(&mut n, 2, accepted(b, 2, 2));
     n.tick();
     n.tick();
     sent(&mut n);
@@ -273,15 +196,7 @@ fn a_heartbeat_ack_ahead_of_next_moves_next_past_it() {
     n.report_unreachable(2);
     let p = &n.leadership.as_ref().unwrap().peers[&2];
     assert_eq!((p.next, p.inflight_msgs), (1, 0));
-    deliver(
-        &mut n,
-        2,
-        Message::HeartbeatAck {
-            ballot: b,
-            matched: 1,
-            read_round: 0,
-        },
-    );
+    deliver(&mut n, 2, heartbeat_ack(b, 1, 0));
     assert_eq!(n.leadership.as_ref().unwrap().peers[&2].next, 2);
     assert_eq!(accepts_to(&sent(&mut n), 2), Vec::<Vec<LogIndex>>::new());
 }
@@ -303,31 +218,7 @@ fn report_snapshot_clears_the_flag_and_a_failure_rewinds_next() {
 
 #[test]
 fn a_peer_behind_the_compaction_gets_the_snapshot_then_slots_after_it() {
-    let mut storage = MemStorage::new_with_membership(voters3());
-    let old = Ballot::new(1, 2);
-    let entries: Vec<Entry> = (1..=6).map(|i| entry(i, old, "v")).collect();
-    storage.append(&entries);
-    storage.set_hard_state(HardState {
-        term: old.term(),
-        vote: None,
-        commit: 6,
-    });
-    storage.compact(5, voters3(), value("image"));
-    let mut n = node_with(1, storage, 1, |_| {});
-    n.campaign_now();
-    let b = n.promised();
-    flush(&mut n);
-    deliver(
-        &mut n,
-        2,
-        Message::Promise {
-            ballot: b,
-            commit: 0,
-            accepted: vec![],
-            snapshot: None,
-        },
-    );
-    let msgs = sent(&mut n);
+    let (n, msgs) = leader_over_six_chosen_slots(0, Some(5));
     assert!(msgs.iter().any(|(to, m)| *to == 2 && m.is_snapshot()));
     let p = &n.leadership.as_ref().unwrap().peers[&2];
     assert_eq!((p.next, p.snapshot_in_flight), (6, true));
@@ -341,15 +232,7 @@ fn chosen_bytes_leave_the_uncommitted_budget() {
     let b = n.leading_ballot().unwrap();
     n.propose(value("aaaaaaaaaa")).unwrap();
     flush(&mut n);
-    deliver(
-        &mut n,
-        2,
-        Message::Accepted {
-            ballot: b,
-            matched: 1,
-            run_last: 1,
-        },
-    );
+    deliver(&mut n, 2, accepted(b, 1, 1));
     assert_eq!(n.committed(), 1);
     assert_eq!(n.leadership.as_ref().unwrap().uncommitted_bytes, 0);
     n.propose(value("bbbbbbbbbb")).unwrap();
@@ -403,8 +286,10 @@ fn the_uncommitted_budget_admits_an_exact_fit() {
 
 /// Node 1 holding slots 1..=6 of an older ballot, all known chosen; it wins phase 1 with node
 /// 2's promise (commit `promised_commit`) and its first Ready is handled.
+/// With `compacted_at`, node 1 has compacted its log up to that slot first.
 fn leader_over_six_chosen_slots(
     promised_commit: LogIndex,
+    compacted_at: Option<LogIndex>,
 ) -> (PaxosNode<MemStorage>, Vec<(NodeId, Message)>) {
     let mut storage = MemStorage::new_with_membership(voters3());
     let old = Ballot::new(1, 2);
@@ -415,20 +300,14 @@ fn leader_over_six_chosen_slots(
         vote: None,
         commit: 6,
     });
+    if let Some(index) = compacted_at {
+        storage.compact(index, voters3(), value("image"));
+    }
     let mut n = node_with(1, storage, 1, |_| {});
     n.campaign_now();
     let b = n.promised();
     flush(&mut n);
-    deliver(
-        &mut n,
-        2,
-        Message::Promise {
-            ballot: b,
-            commit: promised_commit,
-            accepted: vec![],
-            snapshot: None,
-        },
-    );
+    deliver(&mut n, 2, promise(b, promised_commit, vec![], None));
     assert!(n.is_leader());
     let first = sent(&mut n);
     (n, first)
@@ -436,7 +315,7 @@ fn leader_over_six_chosen_slots(
 
 #[test]
 fn a_promiser_behind_is_sent_exactly_the_slots_after_its_commit() {
-    let (n, first) = leader_over_six_chosen_slots(2);
+    let (n, first) = leader_over_six_chosen_slots(2, None);
     assert_eq!(accepts_to(&first, 2), vec![vec![3, 4, 5, 6]]);
     let p = &n.leadership.as_ref().unwrap().peers[&2];
     assert_eq!((p.matched, p.known_chosen, p.next), (0, 2, 7));
@@ -446,20 +325,12 @@ fn a_promiser_behind_is_sent_exactly_the_slots_after_its_commit() {
 fn a_non_promiser_starts_at_the_first_unchosen_slot_and_a_stall_rewinds_it_to_its_ack() {
     // Node 3's promise was not among the winning ones: it is sent nothing at first (slot 7
     // would be the first unchosen one), not the whole log.
-    let (mut n, first) = leader_over_six_chosen_slots(6);
+    let (mut n, first) = leader_over_six_chosen_slots(6, None);
     let b = n.leading_ballot().unwrap();
     assert_eq!(accepts_to(&first, 3), Vec::<Vec<LogIndex>>::new());
     let p = &n.leadership.as_ref().unwrap().peers[&3];
     assert_eq!((p.matched, p.known_chosen, p.next), (0, 0, 7));
-    deliver(
-        &mut n,
-        3,
-        Message::HeartbeatAck {
-            ballot: b,
-            matched: 4,
-            read_round: 0,
-        },
-    );
+    deliver(&mut n, 3, heartbeat_ack(b, 4, 0));
     n.tick();
     assert_eq!(accepts_to(&sent(&mut n), 3), vec![vec![5, 6]]);
 }
@@ -467,18 +338,10 @@ fn a_non_promiser_starts_at_the_first_unchosen_slot_and_a_stall_rewinds_it_to_it
 #[test]
 fn a_reply_below_the_promised_commit_means_a_restart_and_the_slots_are_resent() {
     // Node 2 promised knowing 1..=6 chosen, then restarted without its (unsynced) commit hint.
-    let (mut n, first) = leader_over_six_chosen_slots(6);
+    let (mut n, first) = leader_over_six_chosen_slots(6, None);
     let b = n.leading_ballot().unwrap();
     assert_eq!(accepts_to(&first, 2), Vec::<Vec<LogIndex>>::new());
-    deliver(
-        &mut n,
-        2,
-        Message::HeartbeatAck {
-            ballot: b,
-            matched: 2,
-            read_round: 0,
-        },
-    );
+    deliver(&mut n, 2, heartbeat_ack(b, 2, 0));
     let p = &n.leadership.as_ref().unwrap().peers[&2];
     assert_eq!((p.matched, p.known_chosen), (2, 2));
     n.tick();
@@ -492,86 +355,35 @@ fn a_commit_index_in_a_promise_never_counts_towards_choosing() {
     // node 2's first reply in the new ballot, which reports the same knowledge, is counted.
     let mut n = node(1);
     let old = Ballot::new(1, 2);
-    deliver(
-        &mut n,
-        2,
-        Message::Prepare {
-            ballot: old,
-            first_unchosen: 1,
-        },
-    );
+    deliver(&mut n, 2, prepare(old, 1));
     flush(&mut n);
     n.campaign_now();
     let b = n.promised();
     flush(&mut n);
     let accepted = vec![entry(1, old, "a"), entry(2, old, "b"), entry(3, old, "c")];
-    deliver(
-        &mut n,
-        2,
-        Message::Promise {
-            ballot: b,
-            commit: 3,
-            accepted,
-            snapshot: None,
-        },
-    );
+    deliver(&mut n, 2, promise(b, 3, accepted, None));
     assert!(n.is_leader());
     let msgs = sent(&mut n);
     assert_eq!(accepts_to(&msgs, 2), Vec::<Vec<LogIndex>>::new());
     assert_eq!(accepts_to(&msgs, 3), vec![vec![1, 2, 3]]);
     assert_eq!(n.leadership.as_ref().unwrap().self_matched, 3);
     assert_eq!(n.committed(), 0, "the promise's commit index is no acceptance");
-    deliver(
-        &mut n,
-        2,
-        Message::HeartbeatAck {
-            ballot: b,
-            matched: 3,
-            read_round: 0,
-        },
-    );
+    deliver(&mut n, 2, heartbeat_ack(b, 3, 0));
     assert_eq!(n.committed(), 3);
 }
 
 #[test]
 fn a_new_leader_does_not_resend_what_a_promiser_already_knows_chosen() {
-    let mut storage = MemStorage::new_with_membership(voters3());
-    let old = Ballot::new(1, 2);
-    let entries: Vec<Entry> = (1..=6).map(|i| entry(i, old, "v")).collect();
-    storage.append(&entries);
-    storage.set_hard_state(HardState {
-        term: old.term(),
-        vote: None,
-        commit: 6,
-    });
-    storage.compact(5, voters3(), value("image"));
-    let mut n = node_with(1, storage, 1, |_| {});
-    n.campaign_now();
-    let b = n.promised();
-    flush(&mut n);
-    deliver(
-        &mut n,
-        2,
-        Message::Promise {
-            ballot: b,
-            commit: 6,
-            accepted: vec![],
-            snapshot: None,
-        },
-    );
-    assert!(n.is_leader());
-    let to_2: Vec<Message> = sent(&mut n)
+    let (n, first) = leader_over_six_chosen_slots(6, Some(5));
+    let b = n.leading_ballot().unwrap();
+    let to_2: Vec<Message> = first
         .into_iter()
         .filter(|(to, _)| *to == 2)
         .map(|(_, m)| m)
         .collect();
     assert_eq!(
         to_2,
-        vec![Message::Heartbeat {
-            ballot: b,
-            commit: 6,
-            read_round: 0
-        }],
+        vec![heartbeat(b, 6, 0)],
         "node 2 promised with commit 6: it needs neither the snapshot nor slot 6"
     );
 }

@@ -318,14 +318,10 @@ impl<S: LogStorage> RaftLog<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use yizhi_engine::{ENTRY_OVERHEAD_BYTES, EntryPayload, MemStorage, Membership, SnapshotMeta};
+    use yizhi_engine::{ENTRY_OVERHEAD_BYTES, MemStorage, Membership, SnapshotMeta};
 
     fn entry(index: LogIndex, term: Term) -> Entry {
-        Entry {
-            index,
-            term,
-            payload: EntryPayload::Noop,
-        }
+        Entry::noop(index, term)
     }
 
     fn log_with(terms: &[Term]) -> RaftLog<MemStorage> {

@@ -1,6 +1,7 @@
 //! The `Engine` contract for Raft: collecting a `Ready` and acknowledging it with `advance()`.
 
 use bytes::Bytes;
+use yizhi_engine::ready::changed;
 use yizhi_engine::{
     Engine, Envelope, LogPosition, LogStorage, NodeId, ProposeError, Ready, Role, SnapshotStatus, Status,
     TransferError,
@@ -27,23 +28,18 @@ impl<S: LogStorage> RaftNode<S> {
     fn collect_ready(&mut self) -> Ready<Message> {
         assert!(self.handed_out.is_none(), "ready() called again before advance()");
         self.flush_batches();
-        let mut ready = Ready::default();
-        let soft_state = self.soft_state();
-        if soft_state != self.prev_soft_state {
-            ready.soft_state = Some(soft_state);
-            self.prev_soft_state = soft_state;
-        }
-        let hard_state = self.hard_state();
-        if hard_state != self.prev_hard_state {
-            ready.must_sync =
-                hard_state.term != self.prev_hard_state.term || hard_state.vote != self.prev_hard_state.vote;
+        let mut ready = Ready {
+            soft_state: changed(self.soft_state(), &mut self.prev_soft_state),
+            ..Ready::default()
+        };
+        let prev = self.prev_hard_state;
+        if let Some(hard_state) = changed(self.hard_state(), &mut self.prev_hard_state) {
+            ready.must_sync = hard_state.term != prev.term || hard_state.vote != prev.vote;
             assert!(
-                hard_state.commit >= self.prev_hard_state.commit,
-                "commit index went backwards: {:?} -> {hard_state:?}",
-                self.prev_hard_state
+                hard_state.commit >= prev.commit,
+                "commit index went backwards: {prev:?} -> {hard_state:?}"
             );
             ready.hard_state = Some(hard_state);
-            self.prev_hard_state = hard_state;
         }
         ready.snapshot = self.log.take_unstable_snapshot();
         ready.entries = self.log.unstable_to_persist();
@@ -286,10 +282,7 @@ mod tests {
     #[test]
     fn unreachable_follower_drops_to_probe_and_snapshot_report_resumes_probing() {
         let mut cluster = three_node_cluster_led_by_1();
-        cluster
-            .node_mut(1)
-            .propose(Bytes::from_static(b"a"))
-            .expect("leader");
+        cluster.propose(1, b"a");
         cluster.settle();
         assert_eq!(
             cluster.node(1).progress_of(2).map(|p| p.state),
@@ -301,27 +294,20 @@ mod tests {
             Some(ProgressState::Probe)
         );
 
-        cluster
-            .node_mut(1)
-            .progress
-            .get_mut(&3)
-            .expect("peer")
-            .become_snapshot(9);
-        cluster.node_mut(1).report_snapshot(3, SnapshotStatus::Finished);
-        let pr = cluster.node(1).progress_of(3).expect("peer");
+        // Node 3 is sent a snapshot at index 9, whose outcome is then reported.
+        let snapshot_to_3_ends = |cluster: &mut MemCluster, status| {
+            let leader = cluster.node_mut(1);
+            leader.progress.get_mut(&3).expect("peer").become_snapshot(9);
+            leader.report_snapshot(3, status);
+            leader.progress_of(3).expect("peer").clone()
+        };
+        let pr = snapshot_to_3_ends(&mut cluster, SnapshotStatus::Finished);
         assert_eq!(
             (pr.state, pr.next, pr.probe_sent),
             (ProgressState::Probe, 10, true)
         );
 
-        cluster
-            .node_mut(1)
-            .progress
-            .get_mut(&3)
-            .expect("peer")
-            .become_snapshot(9);
-        cluster.node_mut(1).report_snapshot(3, SnapshotStatus::Failed);
-        let pr = cluster.node(1).progress_of(3).expect("peer");
+        let pr = snapshot_to_3_ends(&mut cluster, SnapshotStatus::Failed);
         assert_eq!(pr.state, ProgressState::Probe);
         assert!(
             pr.next <= pr.matched + 1,

@@ -162,6 +162,21 @@ mod tests {
         acks.len() >= 2
     }
 
+    /// Read 1 (index 5, from node 1) waits on a round opened at `first_tick`, read 2 (index 6, from
+    /// `second_from`) on one opened at the next tick. Returns both rounds.
+    fn reads_in_two_rounds(first_tick: u64, second_from: NodeId) -> (ReadTracker, u64, u64) {
+        let mut tracker = ReadTracker::default();
+        tracker.add_read(1, 5, 1);
+        let first = tracker.open_round(first_tick, 1);
+        tracker.add_read(2, 6, second_from);
+        let second = tracker.open_round(first_tick + 1, 1);
+        (tracker, first, second)
+    }
+
+    fn read_ids(released: &[PendingRead]) -> Vec<u64> {
+        released.iter().map(|r| r.read_id).collect()
+    }
+
     #[test]
     fn thesis_6_4_reads_wait_for_a_quorum_of_the_round_sent_after_them() {
         let mut tracker = ReadTracker::default();
@@ -172,18 +187,14 @@ mod tests {
         // A read that arrives after the round was sent must wait for the next round.
         tracker.add_read(8, 11, 1);
         let released = tracker.ack(round, 2, majority_of_three);
-        assert_eq!(released.iter().map(|r| r.read_id).collect::<Vec<_>>(), vec![7]);
+        assert_eq!(read_ids(&released), vec![7]);
         assert_eq!(tracker.lease_start_tick, Some(100));
         assert_eq!(tracker.pending_len(), 1);
     }
 
     #[test]
     fn confirming_a_later_round_releases_earlier_ones() {
-        let mut tracker = ReadTracker::default();
-        tracker.add_read(1, 5, 1);
-        let first = tracker.open_round(1, 1);
-        tracker.add_read(2, 6, 3);
-        let second = tracker.open_round(2, 1);
+        let (mut tracker, first, second) = reads_in_two_rounds(1, 3);
         assert!(tracker.ack(second, 2, majority_of_three).len() == 2);
         assert!(
             tracker.ack(first, 2, majority_of_three).is_empty(),
@@ -223,17 +234,13 @@ mod tests {
     /// the oldest still confirms it, and leaves the newer rounds open.
     #[test]
     fn ack_of_the_oldest_open_round_confirms_it() {
-        let mut tracker = ReadTracker::default();
-        tracker.add_read(1, 5, 1);
-        let oldest = tracker.open_round(10, 1);
-        tracker.add_read(2, 6, 1);
-        let newer = tracker.open_round(11, 1);
+        let (mut tracker, oldest, newer) = reads_in_two_rounds(10, 1);
         let _newest = tracker.open_round(12, 1);
         let released = tracker.ack(oldest, 2, majority_of_three);
-        assert_eq!(released.iter().map(|r| r.read_id).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(read_ids(&released), vec![1]);
         assert_eq!(tracker.lease_start_tick, Some(10));
         let released = tracker.ack(newer, 3, majority_of_three);
-        assert_eq!(released.iter().map(|r| r.read_id).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(read_ids(&released), vec![2]);
         assert_eq!(tracker.lease_start_tick, Some(11));
     }
 

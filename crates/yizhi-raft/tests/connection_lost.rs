@@ -131,24 +131,19 @@ fn thesis_4_2_3_hinted_follower_grants_the_pre_vote_it_refused() {
     assert_eq!(sent(&ready), vec![], "refused while the leader is recent");
 
     node.report_connection_lost(1);
-    node.step(pre_vote_from_3_for_term_2());
-    let ready = handle_ready(&mut node);
-    assert_eq!(
-        sent(&ready),
-        vec![(3, 2, MessageKind::PreVoteResponse { granted: true })]
+    let pre_vote = pre_vote_from_3_for_term_2();
+    let ready = step_expecting(
+        &mut node,
+        pre_vote,
+        &[(3, 2, MessageKind::PreVoteResponse { granted: true })],
     );
     assert_eq!(ready.hard_state, None, "a pre-vote changes no term or vote");
 
-    let vote = MessageKind::Vote {
-        last_index: 0,
-        last_term: 0,
-        transfer: false,
-    };
-    node.step(envelope(3, 2, 2, vote));
-    let ready = handle_ready(&mut node);
-    assert_eq!(
-        sent(&ready),
-        vec![(3, 2, MessageKind::VoteResponse { granted: true })]
+    let vote = envelope(3, 2, 2, vote_request(0, 0, false));
+    let ready = step_expecting(
+        &mut node,
+        vote,
+        &[(3, 2, MessageKind::VoteResponse { granted: true })],
     );
     assert_eq!(ready.hard_state, Some(hard_state(2, Some(3), 0)));
 }

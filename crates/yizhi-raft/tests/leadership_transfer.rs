@@ -17,10 +17,7 @@ fn thesis_3_10_lagging_target_is_caught_up_then_told_to_campaign_and_wins() {
     assert_eq!(cluster.campaign(1), Some(1));
     let term = cluster.node(1).term();
     cluster.cut_links.insert((1, 3));
-    let x = cluster
-        .node_mut(1)
-        .propose(Bytes::from_static(b"x"))
-        .expect("leader");
+    let x = cluster.propose(1, b"x");
     cluster.settle();
     assert!(cluster.node(3).committed() < x.index, "node 3 missed x");
     cluster.heal();
@@ -114,10 +111,7 @@ fn thesis_3_10_transfer_to_an_unreachable_target_is_abandoned_after_an_election_
     cluster.tick(1);
     cluster.settle();
     assert_eq!(cluster.leader(), Some(1));
-    cluster
-        .node_mut(1)
-        .propose(Bytes::from_static(b"x"))
-        .expect("transfer abandoned");
+    cluster.propose(1, b"x");
 }
 
 /// Only a voter can lead: learners, strangers and the leader itself are refused, as is a follower

@@ -14,10 +14,7 @@ fn learner_receives_the_log_but_never_campaigns() {
     let mut cluster = MemCluster::new(&[1, 2], &[3], 9, |_| {});
     assert_eq!(cluster.node(3).role(), Role::Learner);
     assert_eq!(cluster.campaign(1), Some(1));
-    let x = cluster
-        .node_mut(1)
-        .propose(Bytes::from_static(b"x"))
-        .expect("leader");
+    let x = cluster.propose(1, b"x");
     cluster.settle();
     let applied = cluster.applied[&3].last().expect("learner applied x");
     assert_eq!(
@@ -49,10 +46,7 @@ fn learner_acks_do_not_count_toward_commit() {
     let mut cluster = MemCluster::new(&[1, 2], &[3], 9, |_| {});
     assert_eq!(cluster.campaign(1), Some(1));
     cluster.cut_links.insert((1, 2));
-    let x = cluster
-        .node_mut(1)
-        .propose(Bytes::from_static(b"x"))
-        .expect("leader");
+    let x = cluster.propose(1, b"x");
     cluster.settle();
     assert_eq!(
         cluster.node(3).storage().last_index(),
@@ -81,18 +75,8 @@ fn learner_acks_do_not_count_toward_commit() {
 fn paper_7_follower_behind_compaction_installs_snapshot_then_catches_up() {
     let voters = [1, 2, 3];
     let mut cluster = MemCluster::new(&voters, &[], 9, |_| {});
-    assert_eq!(cluster.campaign(1), Some(1));
-    cluster.isolate(3);
-    for i in 0..5u8 {
-        cluster.node_mut(1).propose(Bytes::from(vec![i])).expect("leader");
-    }
-    cluster.settle();
-    let compacted_to = cluster.node(1).committed();
     let image = Bytes::from_static(b"state machine image");
-    cluster
-        .node_mut(1)
-        .storage_mut()
-        .compact(compacted_to, Membership::new(voters), image.clone());
+    let compacted_to = compact_past_isolated_3(&mut cluster, 5, Membership::new(voters), image.clone());
     let applied_before = cluster.applied[&3].len();
 
     cluster.heal();
@@ -127,10 +111,7 @@ fn paper_7_follower_behind_compaction_installs_snapshot_then_catches_up() {
     );
     assert_eq!(cluster.node(3).committed(), compacted_to);
 
-    let y = cluster
-        .node_mut(1)
-        .propose(Bytes::from_static(b"y"))
-        .expect("leader");
+    let y = cluster.propose(1, b"y");
     cluster.settle();
     assert_eq!(cluster.node(3).committed(), y.index);
     let applied_after: Vec<u64> = cluster.applied[&3][applied_before..]
@@ -149,18 +130,8 @@ fn paper_7_follower_behind_compaction_installs_snapshot_then_catches_up() {
 #[test]
 fn learner_behind_compaction_installs_snapshot_and_stays_a_learner() {
     let mut cluster = MemCluster::new(&[1, 2], &[3], 9, |_| {});
-    assert_eq!(cluster.campaign(1), Some(1));
-    cluster.isolate(3);
-    for i in 0..3u8 {
-        cluster.node_mut(1).propose(Bytes::from(vec![i])).expect("leader");
-    }
-    cluster.settle();
-    let compacted_to = cluster.node(1).committed();
     let membership = Membership::new([1, 2]).with_learners([3]);
-    cluster
-        .node_mut(1)
-        .storage_mut()
-        .compact(compacted_to, membership, Bytes::new());
+    let compacted_to = compact_past_isolated_3(&mut cluster, 3, membership, Bytes::new());
     cluster.heal();
     tick_all_and_settle(&mut cluster, 3);
     assert_eq!(cluster.node(3).committed(), compacted_to);

@@ -10,11 +10,7 @@ use yizhi_raft::MessageKind;
 const VOTERS: [u64; 3] = [1, 2, 3];
 
 fn vote(last_index: u64, last_term: u64) -> MessageKind {
-    MessageKind::Vote {
-        last_index,
-        last_term,
-        transfer: false,
-    }
+    vote_request(last_index, last_term, false)
 }
 
 /// §5.2: "a follower increments its current term and transitions to candidate state. It then
@@ -188,27 +184,24 @@ fn paper_5_2_candidate_receiving_append_of_its_term_becomes_follower() {
 fn paper_5_2_grants_at_most_one_vote_per_term() {
     let mut node = fresh_node(1, &VOTERS, paper_only);
 
-    node.step(envelope(2, 1, 1, vote(0, 0)));
-    let ready = handle_ready(&mut node);
+    let ready = step_expecting(
+        &mut node,
+        envelope(2, 1, 1, vote(0, 0)),
+        &[(2, 1, MessageKind::VoteResponse { granted: true })],
+    );
     assert_eq!(ready.hard_state, Some(hard_state(1, Some(2), 0)));
-    assert_eq!(
-        sent(&ready),
-        vec![(2, 1, MessageKind::VoteResponse { granted: true })]
-    );
 
-    node.step(envelope(3, 1, 1, vote(0, 0)));
-    let ready = handle_ready(&mut node);
+    let ready = step_expecting(
+        &mut node,
+        envelope(3, 1, 1, vote(0, 0)),
+        &[(3, 1, MessageKind::VoteResponse { granted: false })],
+    );
     assert_eq!(ready.hard_state, None, "the vote is not changed");
-    assert_eq!(
-        sent(&ready),
-        vec![(3, 1, MessageKind::VoteResponse { granted: false })]
-    );
 
-    node.step(envelope(2, 1, 1, vote(0, 0)));
-    let ready = handle_ready(&mut node);
-    assert_eq!(
-        sent(&ready),
-        vec![(2, 1, MessageKind::VoteResponse { granted: true })]
+    step_expecting(
+        &mut node,
+        envelope(2, 1, 1, vote(0, 0)),
+        &[(2, 1, MessageKind::VoteResponse { granted: true })],
     );
 }
 
@@ -217,11 +210,10 @@ fn paper_5_2_grants_at_most_one_vote_per_term() {
 #[test]
 fn paper_5_2_vote_recorded_on_disk_binds_after_restart() {
     let mut node = node_with_log(1, &VOTERS, &[], hard_state(1, Some(2), 0), paper_only);
-    node.step(envelope(3, 1, 1, vote(0, 0)));
-    let ready = handle_ready(&mut node);
-    assert_eq!(
-        sent(&ready),
-        vec![(3, 1, MessageKind::VoteResponse { granted: false })]
+    step_expecting(
+        &mut node,
+        envelope(3, 1, 1, vote(0, 0)),
+        &[(3, 1, MessageKind::VoteResponse { granted: false })],
     );
 }
 
@@ -263,18 +255,16 @@ fn thesis_9_6_pre_vote_for_a_voted_term_is_refused_for_a_later_term_granted() {
     };
     let mut node = node_with_log(1, &VOTERS, &[], hard_state(1, Some(2), 0), paper_only);
 
-    node.step(envelope(3, 1, 1, pre_vote(0, 0)));
-    let ready = handle_ready(&mut node);
-    assert_eq!(
-        sent(&ready),
-        vec![(3, 1, MessageKind::PreVoteResponse { granted: false })]
+    step_expecting(
+        &mut node,
+        envelope(3, 1, 1, pre_vote(0, 0)),
+        &[(3, 1, MessageKind::PreVoteResponse { granted: false })],
     );
 
-    node.step(envelope(3, 1, 2, pre_vote(0, 0)));
-    let ready = handle_ready(&mut node);
-    assert_eq!(
-        sent(&ready),
-        vec![(3, 2, MessageKind::PreVoteResponse { granted: true })]
+    let ready = step_expecting(
+        &mut node,
+        envelope(3, 1, 2, pre_vote(0, 0)),
+        &[(3, 2, MessageKind::PreVoteResponse { granted: true })],
     );
     assert_eq!(ready.hard_state, None, "a pre-vote changes no durable state");
     assert_eq!(node.term(), 1);

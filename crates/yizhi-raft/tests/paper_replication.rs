@@ -191,10 +191,7 @@ fn paper_5_3_leader_backtracks_over_whole_terms_using_the_hint() {
 fn paper_5_3_commit_index_reaches_followers_in_the_next_append() {
     let mut cluster = MemCluster::new(&VOTERS, &[], 3, |_| {});
     assert_eq!(cluster.campaign(1), Some(1));
-    let x = cluster
-        .node_mut(1)
-        .propose(Bytes::from_static(b"x"))
-        .expect("leader");
+    let x = cluster.propose(1, b"x");
     cluster.process_ready(1);
 
     deliver_matching(&mut cluster, |e| is_append_to(e, 2));

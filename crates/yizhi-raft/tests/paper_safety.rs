@@ -74,16 +74,11 @@ fn paper_5_4_2_figure_8_leader_commits_earlier_term_only_through_its_own_entry()
 #[test]
 fn paper_5_4_2_figure_8_d_entry_of_earlier_term_on_a_majority_can_still_be_overwritten() {
     let mut s3 = node_with_log(3, &FIVE, &[1, 2], hard_state(4, Some(1), 1), paper_only);
-    let request = MessageKind::Vote {
-        last_index: 2,
-        last_term: 3,
-        transfer: false,
-    };
-    s3.step(envelope(5, 3, 5, request));
-    let ready = handle_ready(&mut s3);
-    assert_eq!(
-        sent(&ready),
-        vec![(5, 5, MessageKind::VoteResponse { granted: true })]
+    let request = envelope(5, 3, 5, vote_request(2, 3, false));
+    step_expecting(
+        &mut s3,
+        request,
+        &[(5, 5, MessageKind::VoteResponse { granted: true })],
     );
     // S5 then leads term 5 and replaces (2, 2) on S3.
     s3.step(envelope(5, 3, 5, append(1, 1, vec![noop(2, 3), noop(3, 5)], 1)));

@@ -64,10 +64,7 @@ fn thesis_9_6_rejoined_pre_candidate_follows_the_leader_and_catches_up() {
     let mut cluster = MemCluster::new(&VOTERS, &[], 11, |_| {});
     assert_eq!(cluster.campaign(1), Some(1));
     cluster.isolate(3);
-    let x = cluster
-        .node_mut(1)
-        .propose(Bytes::from_static(b"x"))
-        .expect("leader");
+    let x = cluster.propose(1, b"x");
     tick_all_and_settle(&mut cluster, 3 * ELECTION_TIMEOUT_TICKS);
     assert_eq!(cluster.node(3).role(), Role::PreCandidate);
     cluster.heal();
@@ -187,16 +184,11 @@ fn thesis_3_10_transfer_vote_is_granted_despite_the_lease() {
     let mut node = fresh_node(2, &VOTERS, defaults);
     node.step(envelope(1, 2, 1, MessageKind::Heartbeat { commit: 0, round: 1 }));
     handle_ready(&mut node);
-    let vote = MessageKind::Vote {
-        last_index: 0,
-        last_term: 0,
-        transfer: true,
-    };
-    node.step(envelope(3, 2, 2, vote));
-    let ready = handle_ready(&mut node);
-    assert_eq!(
-        sent(&ready),
-        vec![(3, 2, MessageKind::VoteResponse { granted: true })]
+    let vote = envelope(3, 2, 2, vote_request(0, 0, true));
+    let ready = step_expecting(
+        &mut node,
+        vote,
+        &[(3, 2, MessageKind::VoteResponse { granted: true })],
     );
     assert_eq!(ready.hard_state, Some(hard_state(2, Some(3), 0)));
 }

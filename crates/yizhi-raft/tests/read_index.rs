@@ -3,7 +3,6 @@
 
 mod common;
 
-use bytes::Bytes;
 use common::*;
 use yizhi_engine::{Envelope, NodeId, ProposeError, ReadState, Role};
 use yizhi_raft::testkit::MemCluster;
@@ -90,10 +89,7 @@ fn thesis_6_4_read_on_new_leader_waits_for_an_entry_of_its_term_to_commit() {
 fn thesis_6_4_follower_read_is_forwarded_and_answered_with_the_leaders_commit_index() {
     let mut cluster = MemCluster::new(&VOTERS, &[], 3, |_| {});
     assert_eq!(cluster.campaign(1), Some(1));
-    let x = cluster
-        .node_mut(1)
-        .propose(Bytes::from_static(b"x"))
-        .expect("leader");
+    let x = cluster.propose(1, b"x");
     cluster.process_ready(1);
     deliver_matching(&mut cluster, |e| e.to == 3);
     cluster.process_ready(3);

@@ -33,18 +33,8 @@ fn state_of(cluster: &MemCluster, leader: NodeId, peer: NodeId) -> ProgressState
 /// (which holds index 1) is then reached again: its heartbeat answer makes the leader send a
 /// snapshot, which is taken out of flight. Returns the snapshot index.
 fn follower_3_sent_a_snapshot(cluster: &mut MemCluster) -> LogIndex {
-    assert_eq!(cluster.campaign(1), Some(1));
-    cluster.isolate(3);
-    for i in 0..4u8 {
-        cluster.node_mut(1).propose(Bytes::from(vec![i])).expect("leader");
-    }
-    cluster.settle();
-    let compacted_to = cluster.node(1).committed();
+    let compacted_to = compact_past_isolated_3(cluster, 4, Membership::new(VOTERS), Bytes::new());
     assert_eq!(compacted_to, 5);
-    cluster
-        .node_mut(1)
-        .storage_mut()
-        .compact(compacted_to, Membership::new(VOTERS), Bytes::new());
     cluster.node_mut(1).report_unreachable(3);
     assert_eq!(
         cluster.node(1).progress_of(3).map(|p| (p.matched, p.next)),

@@ -8,10 +8,7 @@ use yizhi_raft::testkit::MemCluster;
 fn three_nodes_elect_replicate_and_read() {
     let mut cluster = MemCluster::new(&[1, 2, 3], &[], 1, |_| {});
     assert_eq!(cluster.campaign(1), Some(1));
-    let position = cluster
-        .node_mut(1)
-        .propose(Bytes::from_static(b"x"))
-        .expect("leader takes proposals");
+    let position = cluster.propose(1, b"x");
     cluster.settle();
     for id in [1, 2, 3] {
         assert_eq!(cluster.node(id).committed(), position.index, "node {id}");
@@ -31,10 +28,7 @@ fn three_nodes_elect_replicate_and_read() {
 fn single_node_commits_alone() {
     let mut cluster = MemCluster::new(&[1], &[], 1, |_| {});
     assert_eq!(cluster.campaign(1), Some(1));
-    let position = cluster
-        .node_mut(1)
-        .propose(Bytes::from_static(b"solo"))
-        .expect("leader");
+    let position = cluster.propose(1, b"solo");
     cluster.settle();
     assert_eq!(cluster.node(1).committed(), position.index);
     cluster.node_mut(1).read_index(1).expect("leader");

@@ -19,11 +19,7 @@ pub type Node = RaftNode<MemStorage>;
 pub const MAX_TICKS_TO_CAMPAIGN: u64 = 1_000;
 
 pub fn noop(index: LogIndex, term: Term) -> Entry {
-    Entry {
-        index,
-        term,
-        payload: EntryPayload::Noop,
-    }
+    Entry::noop(index, term)
 }
 
 pub fn normal(index: LogIndex, term: Term, data: &'static [u8]) -> Entry {
@@ -104,14 +100,7 @@ pub fn handle_ready(node: &mut Node) -> Ready<Message> {
 }
 
 pub fn persist(node: &mut Node, ready: &Ready<Message>) {
-    let storage = node.storage_mut();
-    if let Some(snapshot) = &ready.snapshot {
-        storage.apply_snapshot(snapshot.clone());
-    }
-    storage.append(&ready.entries);
-    if let Some(hard_state) = ready.hard_state {
-        storage.set_hard_state(hard_state);
-    }
+    yizhi_engine::testkit::persist(node.storage_mut(), ready);
 }
 
 /// The messages of a `Ready` as `(to, term, kind)`, in emission order.
@@ -121,6 +110,28 @@ pub fn sent(ready: &Ready<Message>) -> Vec<(NodeId, Term, MessageKind)> {
         .iter()
         .map(|e| (e.to, e.msg.term, e.msg.kind.clone()))
         .collect()
+}
+
+/// A vote request from a candidate whose log ends at (`last_index`, `last_term`).
+pub fn vote_request(last_index: LogIndex, last_term: Term, transfer: bool) -> MessageKind {
+    MessageKind::Vote {
+        last_index,
+        last_term,
+        transfer,
+    }
+}
+
+/// Steps `message` into `node`, handles the `Ready` that follows and asserts that it sends exactly
+/// `want` (as `(to, term, kind)`). Returns the `Ready` for further checks.
+pub fn step_expecting(
+    node: &mut Node,
+    message: Envelope<Message>,
+    want: &[(NodeId, Term, MessageKind)],
+) -> Ready<Message> {
+    node.step(message);
+    let ready = handle_ready(node);
+    assert_eq!(sent(&ready), want);
+    ready
 }
 
 /// Ticks until the node leaves the follower role; returns how many ticks that took.
@@ -306,4 +317,27 @@ pub fn rejected(rejected_index: LogIndex, hint_index: LogIndex, hint_term: Term)
             hint_term,
         }),
     }
+}
+
+/// Node 1 is elected; with node 3 cut off, `count` entries commit, then node 1 compacts its log
+/// up to its commit index into `image` under `membership`. Node 3 stays cut off. Returns the
+/// compaction index.
+pub fn compact_past_isolated_3(
+    cluster: &mut MemCluster,
+    count: u8,
+    membership: Membership,
+    image: Bytes,
+) -> LogIndex {
+    assert_eq!(cluster.campaign(1), Some(1));
+    cluster.isolate(3);
+    for i in 0..count {
+        cluster.propose(1, &[i]);
+    }
+    cluster.settle();
+    let compacted_to = cluster.node(1).committed();
+    cluster
+        .node_mut(1)
+        .storage_mut()
+        .compact(compacted_to, membership, image);
+    compacted_to
 }
