@@ -82,6 +82,28 @@ pub fn run(args: UpArgs) -> i32 {
 fn try_run(args: &UpArgs) -> Result<(), String> {
     let members = members(args)?;
     std::fs::create_dir_all(&args.data_dir).map_err(|e| format!("{}: {e}", args.data_dir.display()))?;
+    let mut children = spawn_members(args, &members)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let endpoints: Vec<String> = members.iter().map(|m| m.client_url.clone()).collect();
+    let outcome = runtime.block_on(async {
+        let leader = tokio::select! {
+            leader = wait_for_leader(&endpoints) => leader,
+            _ = shutdown_signal() => return Ok(()),
+        };
+        print_cluster(args, &members, &endpoints, leader?);
+        shutdown_signal().await;
+        Ok(())
+    });
+    stop_all(&mut children);
+    outcome
+}
+
+/// Starts a `yizhi server` process for each member, its output appended to `<name>.log`; on a
+/// failure stops those already started.
+fn spawn_members(args: &UpArgs, members: &[LocalMember]) -> Result<Vec<(String, Child)>, String> {
     let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
     let initial_cluster = members
         .iter()
@@ -89,7 +111,7 @@ fn try_run(args: &UpArgs) -> Result<(), String> {
         .collect::<Vec<_>>()
         .join(",");
     let mut children: Vec<(String, Child)> = Vec::new();
-    for m in &members {
+    for m in members {
         let log_path = args.data_dir.join(format!("{}.log", m.name));
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -121,45 +143,34 @@ fn try_run(args: &UpArgs) -> Result<(), String> {
             }
         }
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let endpoints: Vec<String> = members.iter().map(|m| m.client_url.clone()).collect();
-    let outcome = runtime.block_on(async {
-        let leader = tokio::select! {
-            leader = wait_for_leader(&endpoints) => leader,
-            _ = shutdown_signal() => return Ok(()),
-        };
-        let leader = leader?;
-        let plain: Vec<String> = endpoints
-            .iter()
-            .map(|e| e.trim_start_matches("http://").to_string())
-            .collect();
+    Ok(children)
+}
+
+/// What is up, where, and how to try it.
+fn print_cluster(args: &UpArgs, members: &[LocalMember], endpoints: &[String], leader: u64) {
+    let plain: Vec<String> = endpoints
+        .iter()
+        .map(|e| e.trim_start_matches("http://").to_string())
+        .collect();
+    println!(
+        "yizhi: {} members up ({} engine), leader is member {leader:x}",
+        members.len(),
+        engine_flag(args.engine)
+    );
+    for m in members {
         println!(
-            "yizhi: {} members up ({} engine), leader is member {leader:x}",
-            members.len(),
-            engine_flag(args.engine)
+            "  {}  clients {}  peers {}  data {}",
+            m.name,
+            m.client_url,
+            m.peer_url,
+            m.data_dir.display()
         );
-        for m in &members {
-            println!(
-                "  {}  clients {}  peers {}  data {}",
-                m.name,
-                m.client_url,
-                m.peer_url,
-                m.data_dir.display()
-            );
-        }
-        println!(
-            "Try:  ETCDCTL_API=3 etcdctl --endpoints={} put hello world",
-            plain.join(",")
-        );
-        println!("Logs in {}. Ctrl-C stops every member.", args.data_dir.display());
-        shutdown_signal().await;
-        Ok(())
-    });
-    stop_all(&mut children);
-    outcome
+    }
+    println!(
+        "Try:  ETCDCTL_API=3 etcdctl --endpoints={} put hello world",
+        plain.join(",")
+    );
+    println!("Logs in {}. Ctrl-C stops every member.", args.data_dir.display());
 }
 
 fn engine_flag(engine: EngineKind) -> &'static str {

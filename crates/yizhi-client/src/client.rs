@@ -240,12 +240,7 @@ impl Client {
         F: FnMut(Channel, tonic::Request<Req>) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<Resp>, Status>>,
     {
-        let mut metadata = self.call_metadata(method, retry);
-        for entry in extra.iter() {
-            if let tonic::metadata::KeyAndValueRef::Ascii(key, value) = entry {
-                metadata.insert(key.clone(), value.clone());
-            }
-        }
+        let metadata = self.merged_metadata(method, retry, extra);
         let sequencer = &self.inner.sequencer;
         // A write that could apply twice gets a sequence number, the same for all its attempts.
         let ticket = match retry {
@@ -285,26 +280,40 @@ impl Client {
                         "{}: no answer within {:?}",
                         self.inner.urls[index], self.inner.options.request_timeout
                     );
-                    match retry {
-                        Retry::Safe => Verdict::Retry,
-                        Retry::OnlyIfUnsent => Verdict::Fail(Error::Ambiguous(last.clone())),
-                    }
+                    judge_timeout(&last, retry)
                 }
             };
-            match verdict {
-                Verdict::Fail(error) => return Err(error),
-                Verdict::Retry => {
-                    self.rotate_from(index);
-                    if attempt < max_attempts {
-                        tokio::time::sleep(self.backoff(attempt)).await;
-                    }
-                }
+            if let Verdict::Fail(error) = verdict {
+                return Err(error);
+            }
+            self.rotate_from(index);
+            if attempt < max_attempts {
+                tokio::time::sleep(self.backoff(attempt)).await;
             }
         }
         Err(Error::Unreachable {
             attempts: max_attempts,
             last,
         })
+    }
+
+    /// The hook's metadata of a call, with the call's own (`extra`, ASCII entries) over it.
+    fn merged_metadata(&self, method: &'static str, retry: Retry, extra: MetadataMap) -> MetadataMap {
+        let mut metadata = self.call_metadata(method, retry);
+        for entry in extra.iter() {
+            if let tonic::metadata::KeyAndValueRef::Ascii(key, value) = entry {
+                metadata.insert(key.clone(), value.clone());
+            }
+        }
+        metadata
+    }
+}
+
+/// An attempt that got no answer in time may have been applied: only a safe call goes on.
+fn judge_timeout(last: &str, retry: Retry) -> Verdict {
+    match retry {
+        Retry::Safe => Verdict::Retry,
+        Retry::OnlyIfUnsent => Verdict::Fail(Error::Ambiguous(last.to_string())),
     }
 }
 

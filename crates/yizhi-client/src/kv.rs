@@ -30,6 +30,52 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
+/// The `range_end` of a request on `key`: the prefix's end when `prefix`, else `range_end`.
+pub(crate) fn range_end_for(key: &[u8], prefix: bool, range_end: &[u8]) -> Vec<u8> {
+    if prefix {
+        prefix_end(key)
+    } else {
+        range_end.to_vec()
+    }
+}
+
+/// Builder methods of the option types, each item followed by a comma: `key_range` gives
+/// `prefix()` and `range_end(..)` (for the types with `prefix` and `range_end` fields), `flag` a
+/// method switching a `bool` field on, `field: Type` a method setting that field.
+macro_rules! option_builders {
+    () => {};
+    (key_range, $($rest:tt)*) => {
+        /// Every key starting with the given key.
+        pub fn prefix(mut self) -> Self {
+            self.prefix = true;
+            self
+        }
+        /// Keys in `[key, range_end)`.
+        pub fn range_end(mut self, range_end: impl Into<Vec<u8>>) -> Self {
+            self.range_end = range_end.into();
+            self
+        }
+        option_builders!($($rest)*);
+    };
+    ($(#[$doc:meta])* $flag:ident, $($rest:tt)*) => {
+        $(#[$doc])*
+        pub fn $flag(mut self) -> Self {
+            self.$flag = true;
+            self
+        }
+        option_builders!($($rest)*);
+    };
+    ($(#[$doc:meta])* $field:ident: $type:ty, $($rest:tt)*) => {
+        $(#[$doc])*
+        pub fn $field(mut self, $field: $type) -> Self {
+            self.$field = $field;
+            self
+        }
+        option_builders!($($rest)*);
+    };
+}
+pub(crate) use option_builders;
+
 /// Request metadata of a bounded-staleness read (milliseconds).
 pub const MAX_STALENESS_KEY: &str = "yizhi-max-staleness-ms";
 
@@ -57,40 +103,22 @@ impl GetOptions {
     pub fn new() -> Self {
         Self::default()
     }
-    /// Every key starting with the given key.
-    pub fn prefix(mut self) -> Self {
-        self.prefix = true;
-        self
-    }
-    /// Keys in `[key, range_end)`.
-    pub fn range_end(mut self, range_end: impl Into<Vec<u8>>) -> Self {
-        self.range_end = range_end.into();
-        self
-    }
-    /// Read as of this revision (0: the latest).
-    pub fn revision(mut self, revision: i64) -> Self {
-        self.revision = revision;
-        self
-    }
-    pub fn limit(mut self, limit: i64) -> Self {
-        self.limit = limit;
-        self
+    option_builders! {
+        key_range,
+        /// Read as of this revision (0: the latest).
+        revision: i64,
+        limit: i64,
+        keys_only,
+        count_only,
+        /// Read the contacted member's local state (may be stale; no leader round trip).
+        serializable,
+        /// Only keys created at or after this revision.
+        min_create_revision: i64,
+        /// Only keys created at or before this revision.
+        max_create_revision: i64,
     }
     pub fn sort(mut self, target: SortTarget, order: SortOrder) -> Self {
         self.sort = Some((target, order));
-        self
-    }
-    pub fn keys_only(mut self) -> Self {
-        self.keys_only = true;
-        self
-    }
-    pub fn count_only(mut self) -> Self {
-        self.count_only = true;
-        self
-    }
-    /// Read the contacted member's local state (may be stale; no leader round trip).
-    pub fn serializable(mut self) -> Self {
-        self.serializable = true;
         self
     }
     /// Bounded staleness: the contacted member may answer from its own state if that state holds
@@ -101,23 +129,9 @@ impl GetOptions {
         self.max_staleness = Some(max_staleness);
         self
     }
-    /// Only keys created at or after this revision.
-    pub fn min_create_revision(mut self, revision: i64) -> Self {
-        self.min_create_revision = revision;
-        self
-    }
-    /// Only keys created at or before this revision.
-    pub fn max_create_revision(mut self, revision: i64) -> Self {
-        self.max_create_revision = revision;
-        self
-    }
 
     pub(crate) fn request(&self, key: Vec<u8>) -> pb::RangeRequest {
-        let range_end = if self.prefix {
-            prefix_end(&key)
-        } else {
-            self.range_end.clone()
-        };
+        let range_end = range_end_for(&key, self.prefix, &self.range_end);
         let (sort_target, sort_order) = self
             .sort
             .map(|(target, order)| (target as i32, order as i32))
@@ -153,22 +167,12 @@ impl PutOptions {
     pub fn new() -> Self {
         Self::default()
     }
-    /// Attach the key to a lease: it is deleted when the lease ends.
-    pub fn lease(mut self, lease_id: i64) -> Self {
-        self.lease = lease_id;
-        self
-    }
-    pub fn prev_kv(mut self) -> Self {
-        self.prev_kv = true;
-        self
-    }
-    pub fn ignore_value(mut self) -> Self {
-        self.ignore_value = true;
-        self
-    }
-    pub fn ignore_lease(mut self) -> Self {
-        self.ignore_lease = true;
-        self
+    option_builders! {
+        /// Attach the key to a lease: it is deleted when the lease ends.
+        lease: i64,
+        prev_kv,
+        ignore_value,
+        ignore_lease,
     }
 
     pub(crate) fn request(&self, key: Vec<u8>, value: Vec<u8>) -> pb::PutRequest {
@@ -195,25 +199,10 @@ impl DeleteOptions {
     pub fn new() -> Self {
         Self::default()
     }
-    pub fn prefix(mut self) -> Self {
-        self.prefix = true;
-        self
-    }
-    pub fn range_end(mut self, range_end: impl Into<Vec<u8>>) -> Self {
-        self.range_end = range_end.into();
-        self
-    }
-    pub fn prev_kv(mut self) -> Self {
-        self.prev_kv = true;
-        self
-    }
+    option_builders!(key_range, prev_kv,);
 
     pub(crate) fn request(&self, key: Vec<u8>) -> pb::DeleteRangeRequest {
-        let range_end = if self.prefix {
-            prefix_end(&key)
-        } else {
-            self.range_end.clone()
-        };
+        let range_end = range_end_for(&key, self.prefix, &self.range_end);
         pb::DeleteRangeRequest {
             key,
             range_end,

@@ -23,7 +23,7 @@ use yizhi_proto::mvccpb;
 
 use crate::client::{Client, MAX_RESPONSE_BYTES};
 use crate::error::{Error, Result};
-use crate::kv::prefix_end;
+use crate::kv::{option_builders, range_end_for};
 
 /// Batches buffered toward a slow reader.
 pub const WATCH_BUFFER_BATCHES: usize = 64;
@@ -50,35 +50,15 @@ impl WatchOptions {
     pub fn new() -> Self {
         Self::default()
     }
-    pub fn prefix(mut self) -> Self {
-        self.prefix = true;
-        self
-    }
-    pub fn range_end(mut self, range_end: impl Into<Vec<u8>>) -> Self {
-        self.range_end = range_end.into();
-        self
-    }
-    /// Deliver events from this revision on (0: from the revision the watch is created at).
-    pub fn start_revision(mut self, revision: i64) -> Self {
-        self.start_revision = revision;
-        self
-    }
-    pub fn prev_kv(mut self) -> Self {
-        self.prev_kv = true;
-        self
-    }
-    /// Ask for periodic empty batches carrying the current revision while nothing happens.
-    pub fn progress_notify(mut self) -> Self {
-        self.progress_notify = true;
-        self
-    }
-    pub fn no_put(mut self) -> Self {
-        self.no_put = true;
-        self
-    }
-    pub fn no_delete(mut self) -> Self {
-        self.no_delete = true;
-        self
+    option_builders! {
+        key_range,
+        /// Deliver events from this revision on (0: from the revision the watch is created at).
+        start_revision: i64,
+        prev_kv,
+        /// Ask for periodic empty batches carrying the current revision while nothing happens.
+        progress_notify,
+        no_put,
+        no_delete,
     }
 }
 
@@ -140,11 +120,7 @@ impl Client {
     /// Watches `key` (or a range/prefix of keys); returns once the server has created the watch.
     pub async fn watch(&self, key: impl Into<Vec<u8>>, options: WatchOptions) -> Result<Watcher> {
         let key = key.into();
-        let range_end = if options.prefix {
-            prefix_end(&key)
-        } else {
-            options.range_end.clone()
-        };
+        let range_end = range_end_for(&key, options.prefix, &options.range_end);
         let mut filters = Vec::new();
         if options.no_put {
             filters.push(pb::watch_create_request::FilterType::Noput as i32);

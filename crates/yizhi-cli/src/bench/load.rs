@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::report::{ErrorLog, MAX_LATENCY_US, new_histogram};
@@ -111,89 +112,122 @@ impl KeySpace {
     }
 }
 
-/// Runs `clients` tasks, each calling `op(client_index, ticket)` until the plan says stop, and
-/// merges their tallies. `op` returns the op's outcome; its latency is measured here.
-pub async fn drive<F, Fut>(clients: usize, plan: Plan, label: &str, op: F) -> (Vec<ClientTally>, Duration)
-where
-    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<(), String>> + Send,
-{
-    let op = Arc::new(op);
-    let tickets = Arc::new(AtomicU64::new(0));
-    let progress = Arc::new(Progress::default());
-    let start = Instant::now();
-    let deadline = plan.duration.map(|d| start + d);
-    let printer = tokio::spawn(print_progress(label.to_string(), progress.clone(), plan));
-    let mut tasks = Vec::with_capacity(clients);
-    for client in 0..clients {
-        let (op, tickets, progress) = (op.clone(), tickets.clone(), progress.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut tally = ClientTally {
-                latency_us: new_histogram(),
-                errors: ErrorLog::default(),
-                ok_ops: 0,
-            };
-            loop {
-                let ticket = tickets.fetch_add(1, Ordering::Relaxed);
-                if plan.total.is_some_and(|total| ticket >= total) {
-                    break;
-                }
-                let scheduled = match plan.rate {
-                    Some(rate) => start + Duration::from_secs_f64(ticket as f64 / rate),
-                    None => Instant::now(),
-                };
-                if deadline.is_some_and(|d| scheduled >= d || Instant::now() >= d) {
-                    break;
-                }
-                tokio::time::sleep_until(scheduled).await;
-                let outcome = match tokio::time::timeout(plan.op_timeout, op(client, ticket)).await {
-                    Ok(outcome) => outcome,
-                    Err(_) => Err(format!("no answer within {} ms", plan.op_timeout.as_millis())),
-                };
-                match outcome {
-                    Ok(()) => {
-                        let us = scheduled.elapsed().as_micros().min(u128::from(MAX_LATENCY_US)) as u64;
-                        tally.latency_us.saturating_record(us.max(1));
-                        tally.ok_ops += 1;
-                        progress.ok.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(message) => {
-                        tally.errors.record(&message);
-                        progress.errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-            tally
-        }));
+impl ClientTally {
+    pub fn empty() -> Self {
+        ClientTally {
+            latency_us: new_histogram(),
+            errors: ErrorLog::default(),
+            ok_ops: 0,
+        }
     }
-    let mut tallies = Vec::with_capacity(clients);
+
+    /// A tally of errors only (a task that failed, deliveries that never came).
+    pub fn of_errors(errors: ErrorLog) -> Self {
+        ClientTally {
+            errors,
+            ..Self::empty()
+        }
+    }
+
+    /// One success taking `latency`, clamped into the histogram's range (at least 1 µs).
+    pub fn record_ok(&mut self, latency: Duration) {
+        let us = latency.as_micros().min(u128::from(MAX_LATENCY_US)) as u64;
+        self.latency_us.saturating_record(us.max(1));
+        self.ok_ops += 1;
+    }
+}
+
+/// The tallies of `tasks`; a task that failed counts as one error "`{what}` task failed".
+pub async fn join_tallies(tasks: Vec<JoinHandle<ClientTally>>, what: &str) -> Vec<ClientTally> {
+    let mut tallies = Vec::with_capacity(tasks.len());
     for task in tasks {
         match task.await {
             Ok(tally) => tallies.push(tally),
             Err(e) => {
                 let mut errors = ErrorLog::default();
-                errors.record(&format!("client task failed: {e}"));
-                tallies.push(ClientTally {
-                    latency_us: new_histogram(),
-                    errors,
-                    ok_ops: 0,
-                });
+                errors.record(&format!("{what} task failed: {e}"));
+                tallies.push(ClientTally::of_errors(errors));
             }
         }
     }
+    tallies
+}
+
+/// Runs `clients` tasks, each calling `op(client_index, ticket)` until the plan says stop, and
+/// merges their tallies. `op` returns the op's outcome; its latency is measured here.
+pub async fn drive<F, Fut>(clients: usize, plan: Plan, label: &str, op: F) -> (Vec<ClientTally>, Duration)
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    let op = Arc::new(op);
+    let tickets = Arc::new(AtomicU64::new(0));
+    let progress = Arc::new(Progress::default());
+    let start = Instant::now();
+    let printer = tokio::spawn(print_progress(label.to_string(), progress.clone(), plan));
+    let tasks = (0..clients)
+        .map(|client| {
+            let (op, tickets, progress) = (op.clone(), tickets.clone(), progress.clone());
+            tokio::spawn(run_client(client, op, tickets, progress, plan, start))
+        })
+        .collect();
+    let tallies = join_tallies(tasks, "client").await;
     let elapsed = start.elapsed();
     progress.done.store(true, Ordering::Relaxed);
     let _ = printer.await;
     (tallies, elapsed)
 }
 
+/// One client of [`drive`]: takes tickets and runs `op` on each, each at its scheduled time
+/// (with `--rate`; at once without), until the plan's total or duration is reached.
+async fn run_client<F, Fut>(
+    client: usize,
+    op: Arc<F>,
+    tickets: Arc<AtomicU64>,
+    progress: Arc<Progress>,
+    plan: Plan,
+    start: Instant,
+) -> ClientTally
+where
+    F: Fn(usize, u64) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let deadline = plan.duration.map(|d| start + d);
+    let mut tally = ClientTally::empty();
+    loop {
+        let ticket = tickets.fetch_add(1, Ordering::Relaxed);
+        if plan.total.is_some_and(|total| ticket >= total) {
+            break;
+        }
+        let scheduled = match plan.rate {
+            Some(rate) => start + Duration::from_secs_f64(ticket as f64 / rate),
+            None => Instant::now(),
+        };
+        if deadline.is_some_and(|d| scheduled >= d || Instant::now() >= d) {
+            break;
+        }
+        tokio::time::sleep_until(scheduled).await;
+        let outcome = match tokio::time::timeout(plan.op_timeout, op(client, ticket)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(format!("no answer within {} ms", plan.op_timeout.as_millis())),
+        };
+        match outcome {
+            Ok(()) => {
+                tally.record_ok(scheduled.elapsed());
+                progress.ok.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(message) => {
+                tally.errors.record(&message);
+                progress.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    tally
+}
+
 /// Merges the clients' tallies into one histogram, error log and count.
 pub fn merge(tallies: Vec<ClientTally>) -> ClientTally {
-    let mut all = ClientTally {
-        latency_us: new_histogram(),
-        errors: ErrorLog::default(),
-        ok_ops: 0,
-    };
+    let mut all = ClientTally::empty();
     for tally in tallies {
         all.latency_us
             .add(&tally.latency_us)

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use tonic::transport::Channel;
 use yizhi_proto::etcdserverpb::kv_client::KvClient;
 
-use load::{KeySpace, Plan, drive, merge};
+use load::{ClientTally, KeySpace, Plan, drive, merge};
 use report::Report;
 use workloads::{KvOp, KvTarget};
 
@@ -436,15 +436,44 @@ fn proc_usage(pids: &[i32], before: &ProcSamples) -> Result<RunUsage, String> {
     })
 }
 
+/// The report of a run whose driven operations are also its samples (`all`, merged).
+fn report(
+    workload: &str,
+    settings: Vec<(String, Value)>,
+    elapsed: Duration,
+    all: ClientTally,
+    usage: RunUsage,
+) -> Report {
+    Report {
+        workload: workload.to_string(),
+        settings,
+        elapsed,
+        ok_ops: all.ok_ops,
+        latency_us: all.latency_us,
+        errors: all.errors,
+        procs: usage.servers,
+        client_cpu_seconds: usage.client_cpu_seconds,
+        machine_busy_cpu_seconds: usage.machine_busy_cpu_seconds,
+        extra: vec![],
+    }
+}
+
+impl LoadArgs {
+    /// The KV clients and keys of a run, with this run's value.
+    fn kv_target(&self, setup: &Setup) -> Arc<KvTarget> {
+        Arc::new(KvTarget {
+            clients: setup.channels.iter().cloned().map(KvClient::new).collect(),
+            keys: setup.keys.clone(),
+            sequential: self.sequential_keys,
+            seed: self.seed,
+            value: vec![b'v'; self.val_size],
+        })
+    }
+}
+
 async fn run_kv(load: &LoadArgs, op: KvOp, name: &str, extra: Vec<(&str, Value)>) -> Result<Report, String> {
     let setup = load.setup().await?;
-    let target = Arc::new(KvTarget {
-        clients: setup.channels.iter().cloned().map(KvClient::new).collect(),
-        keys: setup.keys.clone(),
-        sequential: load.sequential_keys,
-        seed: load.seed,
-        value: vec![b'v'; load.val_size],
-    });
+    let target = load.kv_target(&setup);
     if op.reads() {
         target.prefill(setup.plan.op_timeout).await?;
     }
@@ -456,19 +485,13 @@ async fn run_kv(load: &LoadArgs, op: KvOp, name: &str, extra: Vec<(&str, Value)>
     })
     .await;
     let usage = proc_usage(&setup.pids, &before)?;
-    let all = merge(tallies);
-    Ok(Report {
-        workload: name.to_string(),
-        settings: load.settings(&setup, extra),
+    Ok(report(
+        name,
+        load.settings(&setup, extra),
         elapsed,
-        ok_ops: all.ok_ops,
-        latency_us: all.latency_us,
-        errors: all.errors,
-        procs: usage.servers,
-        client_cpu_seconds: usage.client_cpu_seconds,
-        machine_busy_cpu_seconds: usage.machine_busy_cpu_seconds,
-        extra: vec![],
-    })
+        merge(tallies),
+        usage,
+    ))
 }
 
 async fn run_lease(load: &LoadArgs) -> Result<Report, String> {
@@ -481,68 +504,30 @@ async fn run_lease(load: &LoadArgs) -> Result<Report, String> {
     })
     .await;
     let usage = proc_usage(&setup.pids, &before)?;
-    let all = merge(tallies);
-    Ok(Report {
-        workload: "lease-keepalive".into(),
-        settings: load.settings(&setup, vec![]),
+    let settings = load.settings(&setup, vec![]);
+    Ok(report(
+        "lease-keepalive",
+        settings,
         elapsed,
-        ok_ops: all.ok_ops,
-        latency_us: all.latency_us,
-        errors: all.errors,
-        procs: usage.servers,
-        client_cpu_seconds: usage.client_cpu_seconds,
-        machine_busy_cpu_seconds: usage.machine_busy_cpu_seconds,
-        extra: vec![],
-    })
+        merge(tallies),
+        usage,
+    ))
 }
 
 /// Putters drive the load; the latency samples are the watchers' deliveries.
 async fn run_watch(args: &WatchArgs) -> Result<Report, String> {
     let load = &args.load;
-    if args.watchers == 0 || args.watchers > MAX_WATCHERS {
-        return Err(format!("--watchers must be within 1..={MAX_WATCHERS}"));
-    }
-    if load.val_size < watch::STAMP_BYTES {
-        return Err(format!(
-            "--val-size must be at least {} for watch-latency",
-            watch::STAMP_BYTES
-        ));
-    }
+    check_watch_args(args)?;
     let setup = load.setup().await?;
     let start = tokio::time::Instant::now();
     let watchers = watch::start(&setup.channels, args.watchers, &setup.keys, start).await?;
-    let target = Arc::new(KvTarget {
-        clients: setup.channels.iter().cloned().map(KvClient::new).collect(),
-        keys: setup.keys.clone(),
-        sequential: load.sequential_keys,
-        seed: load.seed,
-        value: vec![b'v'; load.val_size],
-    });
+    let target = load.kv_target(&setup);
     let before = sample_procs(&setup.pids)?;
-    let runner = target.clone();
     let (put_tallies, elapsed) = drive(
         load.clients,
         setup.plan,
         "watch-latency",
-        move |client, ticket| {
-            let target = runner.clone();
-            async move {
-                let mut value = target.value.clone();
-                watch::stamp(&mut value, start);
-                let key = target.keys.key(target.key_index(ticket, 0));
-                let put = yizhi_proto::etcdserverpb::PutRequest {
-                    key,
-                    value,
-                    ..Default::default()
-                };
-                target
-                    .client(client)
-                    .put(put)
-                    .await
-                    .map(drop)
-                    .map_err(|e| format!("put: {:?}: {}", e.code(), e.message()))
-            }
-        },
+        move |client, ticket| stamped_put(target.clone(), start, client, ticket),
     )
     .await;
     let puts = merge(put_tallies);
@@ -560,16 +545,51 @@ async fn run_watch(args: &WatchArgs) -> Result<Report, String> {
             json!(puts.latency_us.value_at_quantile(0.5)),
         ),
     ];
-    Ok(Report {
-        workload: "watch-latency".into(),
-        settings: load.settings(&setup, vec![("watchers", json!(args.watchers))]),
-        elapsed,
+    // The count is of puts, the samples of deliveries.
+    let all = ClientTally {
         ok_ops: puts.ok_ops,
         latency_us: deliveries.latency_us,
         errors,
-        procs: usage.servers,
-        client_cpu_seconds: usage.client_cpu_seconds,
-        machine_busy_cpu_seconds: usage.machine_busy_cpu_seconds,
+    };
+    let settings = load.settings(&setup, vec![("watchers", json!(args.watchers))]);
+    Ok(Report {
         extra,
+        ..report("watch-latency", settings, elapsed, all, usage)
     })
+}
+
+fn check_watch_args(args: &WatchArgs) -> Result<(), String> {
+    if args.watchers == 0 || args.watchers > MAX_WATCHERS {
+        return Err(format!("--watchers must be within 1..={MAX_WATCHERS}"));
+    }
+    if args.load.val_size < watch::STAMP_BYTES {
+        return Err(format!(
+            "--val-size must be at least {} for watch-latency",
+            watch::STAMP_BYTES
+        ));
+    }
+    Ok(())
+}
+
+/// One put of watch-latency: its value carries the time it was sent (the watchers' sample).
+async fn stamped_put(
+    target: Arc<KvTarget>,
+    start: tokio::time::Instant,
+    client: usize,
+    ticket: u64,
+) -> Result<(), String> {
+    let mut value = target.value.clone();
+    watch::stamp(&mut value, start);
+    let key = target.keys.key(target.key_index(ticket, 0));
+    let put = yizhi_proto::etcdserverpb::PutRequest {
+        key,
+        value,
+        ..Default::default()
+    };
+    target
+        .client(client)
+        .put(put)
+        .await
+        .map(drop)
+        .map_err(|e| format!("put: {:?}: {}", e.code(), e.message()))
 }

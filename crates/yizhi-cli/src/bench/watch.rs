@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+use tonic::Streaming;
 use tonic::transport::Channel;
 use yizhi_proto::etcdserverpb::watch_client::WatchClient;
-use yizhi_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, watch_request};
+use yizhi_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse, watch_request};
 
-use super::load::{ClientTally, KeySpace};
-use super::report::{ErrorLog, MAX_LATENCY_US, new_histogram};
+use super::load::{ClientTally, KeySpace, join_tallies};
+use super::report::ErrorLog;
 
 /// Bytes at the start of each value holding the put's send time (ns since the run started).
 pub const STAMP_BYTES: usize = 8;
@@ -50,87 +51,14 @@ pub async fn start(
 ) -> Result<Watchers, String> {
     let (stop, stop_rx) = watch::channel(false);
     let delivered = Arc::new(AtomicU64::new(0));
-    let (key, range_end) = keys.range();
     let mut tasks = Vec::with_capacity(count);
     for i in 0..count {
-        let mut client = WatchClient::new(channels[i % channels.len()].clone());
-        // The stream's request side stays open (dropping it would end the watch) but carries one message.
-        let (requests, receiver) = mpsc::channel(1);
-        let create = WatchRequest {
-            request_union: Some(watch_request::RequestUnion::CreateRequest(WatchCreateRequest {
-                key: key.clone(),
-                range_end: range_end.clone(),
-                ..Default::default()
-            })),
-        };
-        requests
-            .send(create)
-            .await
-            .map_err(|_| "watch request queue closed".to_string())?;
-        let mut responses = tokio::time::timeout(
-            CREATE_WAIT,
-            client.watch(tokio_stream::wrappers::ReceiverStream::new(receiver)),
-        )
-        .await
-        .map_err(|_| format!("watcher {i}: no stream within {} s", CREATE_WAIT.as_secs()))?
-        .map_err(|e| format!("Watch: {:?}: {}", e.code(), e.message()))?
-        .into_inner();
-        let first = tokio::time::timeout(CREATE_WAIT, responses.message())
-            .await
-            .map_err(|_| format!("watcher {i}: not created within {} s", CREATE_WAIT.as_secs()))?
-            .map_err(|e| format!("Watch: {:?}: {}", e.code(), e.message()))?;
-        match first {
-            Some(r) if r.created && !r.canceled => {}
-            Some(r) => return Err(format!("watcher {i} not created: {}", r.cancel_reason)),
-            None => return Err(format!("watcher {i}: stream ended before it was created")),
-        }
-        let (delivered, mut stop_rx) = (delivered.clone(), stop_rx.clone());
+        let (requests, responses) = open(&channels[i % channels.len()], i, keys).await?;
+        let (delivered, stop_rx) = (delivered.clone(), stop_rx.clone());
         tasks.push(tokio::spawn(async move {
+            // The stream's request side stays open (dropping it would end the watch).
             let _keep_open = requests;
-            let mut tally = ClientTally {
-                latency_us: new_histogram(),
-                errors: ErrorLog::default(),
-                ok_ops: 0,
-            };
-            loop {
-                let message = tokio::select! {
-                    m = responses.message() => m,
-                    _ = stop_rx.wait_for(|s| *s) => break,
-                };
-                match message {
-                    Ok(Some(response)) => {
-                        if response.canceled {
-                            tally
-                                .errors
-                                .record(&format!("watch canceled: {}", response.cancel_reason));
-                            break;
-                        }
-                        for event in response.events {
-                            let Some(sent) = event.kv.as_ref().and_then(|kv| read_stamp(&kv.value)) else {
-                                tally.errors.record("event without a bench timestamp");
-                                continue;
-                            };
-                            let us = start.elapsed().saturating_sub(sent).as_micros();
-                            tally
-                                .latency_us
-                                .saturating_record((us.min(u128::from(MAX_LATENCY_US)) as u64).max(1));
-                            tally.ok_ops += 1;
-                            delivered.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    Ok(None) => {
-                        tally.errors.record("watch stream ended");
-                        break;
-                    }
-                    Err(e) => {
-                        tally
-                            .errors
-                            .record(&format!("watch: {:?}: {}", e.code(), e.message()));
-                        break;
-                    }
-                }
-            }
-            tally
+            receive(responses, start, delivered, stop_rx).await
         }));
     }
     Ok(Watchers {
@@ -138,6 +66,92 @@ pub async fn start(
         stop,
         tasks,
     })
+}
+
+/// Opens watcher `i`'s stream over the whole key space and waits for its creation; returns the
+/// stream's request side (which must stay open) and its responses.
+async fn open(
+    channel: &Channel,
+    i: usize,
+    keys: &KeySpace,
+) -> Result<(mpsc::Sender<WatchRequest>, Streaming<WatchResponse>), String> {
+    let mut client = WatchClient::new(channel.clone());
+    let (key, range_end) = keys.range();
+    // The request side carries one message.
+    let (requests, receiver) = mpsc::channel(1);
+    let create = WatchRequest {
+        request_union: Some(watch_request::RequestUnion::CreateRequest(WatchCreateRequest {
+            key,
+            range_end,
+            ..Default::default()
+        })),
+    };
+    requests
+        .send(create)
+        .await
+        .map_err(|_| "watch request queue closed".to_string())?;
+    let mut responses = tokio::time::timeout(
+        CREATE_WAIT,
+        client.watch(tokio_stream::wrappers::ReceiverStream::new(receiver)),
+    )
+    .await
+    .map_err(|_| format!("watcher {i}: no stream within {} s", CREATE_WAIT.as_secs()))?
+    .map_err(|e| format!("Watch: {:?}: {}", e.code(), e.message()))?
+    .into_inner();
+    let first = tokio::time::timeout(CREATE_WAIT, responses.message())
+        .await
+        .map_err(|_| format!("watcher {i}: not created within {} s", CREATE_WAIT.as_secs()))?
+        .map_err(|e| format!("Watch: {:?}: {}", e.code(), e.message()))?;
+    match first {
+        Some(r) if r.created && !r.canceled => Ok((requests, responses)),
+        Some(r) => Err(format!("watcher {i} not created: {}", r.cancel_reason)),
+        None => Err(format!("watcher {i}: stream ended before it was created")),
+    }
+}
+
+/// One watcher's task: records each event's delay since its put was sent, until `stop` or the
+/// stream ends.
+async fn receive(
+    mut responses: Streaming<WatchResponse>,
+    start: Instant,
+    delivered: Arc<AtomicU64>,
+    mut stop_rx: watch::Receiver<bool>,
+) -> ClientTally {
+    let mut tally = ClientTally::empty();
+    loop {
+        let message = tokio::select! {
+            m = responses.message() => m,
+            _ = stop_rx.wait_for(|s| *s) => break,
+        };
+        let response = match message {
+            Ok(Some(response)) => response,
+            Ok(None) => {
+                tally.errors.record("watch stream ended");
+                break;
+            }
+            Err(e) => {
+                tally
+                    .errors
+                    .record(&format!("watch: {:?}: {}", e.code(), e.message()));
+                break;
+            }
+        };
+        if response.canceled {
+            tally
+                .errors
+                .record(&format!("watch canceled: {}", response.cancel_reason));
+            break;
+        }
+        for event in response.events {
+            let Some(sent) = event.kv.as_ref().and_then(|kv| read_stamp(&kv.value)) else {
+                tally.errors.record("event without a bench timestamp");
+                continue;
+            };
+            tally.record_ok(start.elapsed().saturating_sub(sent));
+            delivered.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    tally
 }
 
 impl Watchers {
@@ -149,30 +163,12 @@ impl Watchers {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let _ = self.stop.send(true);
-        let mut tallies = Vec::with_capacity(self.tasks.len());
-        for task in self.tasks {
-            match task.await {
-                Ok(tally) => tallies.push(tally),
-                Err(e) => {
-                    let mut errors = ErrorLog::default();
-                    errors.record(&format!("watcher task failed: {e}"));
-                    tallies.push(ClientTally {
-                        latency_us: new_histogram(),
-                        errors,
-                        ok_ops: 0,
-                    });
-                }
-            }
-        }
+        let mut tallies = join_tallies(self.tasks, "watcher").await;
         let delivered: u64 = tallies.iter().map(|t| t.ok_ops).sum();
         if delivered < expected {
             let mut errors = ErrorLog::default();
             errors.record_n("event not delivered", expected - delivered);
-            tallies.push(ClientTally {
-                latency_us: new_histogram(),
-                errors,
-                ok_ops: 0,
-            });
+            tallies.push(ClientTally::of_errors(errors));
         }
         tallies
     }

@@ -9,7 +9,7 @@
 //! Waiters that arrive after the release pass at once.
 
 use crate::client::Client;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::kv::{DeleteOptions, GetOptions};
 use crate::session::Session;
 use crate::watch::{EventType, WatchOptions};
@@ -54,14 +54,6 @@ impl Barrier {
                 WatchOptions::new().start_revision(read_at + 1).no_put(),
             )
             .await?;
-        loop {
-            let batch = watcher
-                .next()
-                .await
-                .ok_or_else(|| Error::Stopped("watch ended".into()))??;
-            if batch.events.iter().any(|e| e.r#type == EventType::Delete as i32) {
-                return Ok(());
-            }
-        }
+        super::wait_event(&mut watcher, EventType::Delete, None).await
     }
 }

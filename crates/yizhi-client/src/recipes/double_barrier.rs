@@ -17,10 +17,10 @@
 
 use crate::error::{Error, Result};
 use crate::kv::{Compare, CompareOp, DeleteOptions, GetOptions, Op, PutOptions, SortOrder, SortTarget, Txn};
-use crate::session::{Session, wait_lost};
+use crate::session::Session;
 use crate::watch::{EventType, WatchOptions};
 
-use super::{create_leased_key, delete_own_key, dir, lease_key, wait_delete};
+use super::{create_leased_key, delete_own_key, dir, lease_key, wait_delete, wait_event};
 
 /// The most participants a double barrier takes (a bound on the waiter listing).
 pub const MAX_PARTICIPANTS: i64 = 1_000;
@@ -82,19 +82,7 @@ impl DoubleBarrier {
                 WatchOptions::new().start_revision(read_at + 1).no_delete(),
             )
             .await?;
-        loop {
-            tokio::select! {
-                batch = watcher.next() => {
-                    let batch = batch.ok_or_else(|| Error::Stopped("watch ended".into()))??;
-                    if batch.events.iter().any(|e| e.r#type == EventType::Put as i32) {
-                        return Ok(());
-                    }
-                }
-                () = wait_lost(session.lost_signal()) => {
-                    return Err(Error::SessionLost { lease_id: session.lease_id() });
-                }
-            }
-        }
+        wait_event(&mut watcher, EventType::Put, Some(session)).await
     }
 
     /// Returns once every participant has left (or crashed out).

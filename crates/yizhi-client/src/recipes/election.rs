@@ -27,7 +27,7 @@ use crate::pb::KeyValue;
 use crate::session::Session;
 use crate::watch::{EventType, WatchOptions};
 
-use super::{confirm_owned, create_leased_key, delete_own_key, dir, lease_key, wait_predecessors};
+use super::{acquire_in_turn, delete_own_key, dir, lease_key, wait_predecessors};
 
 /// Leader observations buffered toward a slow observer.
 pub const OBSERVE_BUFFER: usize = 16;
@@ -62,18 +62,8 @@ impl Election {
     /// Waits until this session leads, announcing `value`.
     pub async fn campaign(&self, session: &Session, value: impl AsRef<[u8]>) -> Result<Leadership> {
         let key = lease_key(&self.dir, session.lease_id());
-        let (create_revision, _) = create_leased_key(session, &key, value.as_ref()).await?;
-        let won = async {
-            wait_predecessors(session, &self.dir, create_revision).await?;
-            confirm_owned(session, &key, create_revision).await
-        }
-        .await;
-        if let Err(error) = won {
-            if session.is_alive() {
-                let _ = delete_own_key(session.client(), &key, create_revision).await;
-            }
-            return Err(error);
-        }
+        let wait_turn = |create_revision| wait_predecessors(session, &self.dir, create_revision);
+        let create_revision = acquire_in_turn(session, &key, value.as_ref(), wait_turn).await?;
         Ok(Leadership {
             key,
             create_revision,

@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::kv::{Compare, CompareOp, GetOptions, Op, PutOptions, SortOrder, SortTarget, Txn, TxnResponseExt};
 use crate::pb::KeyValue;
 use crate::session::{Session, wait_lost};
-use crate::watch::{EventType, WatchOptions};
+use crate::watch::{EventType, WatchOptions, Watcher};
 
 /// `prefix` with exactly one trailing `/`.
 pub(crate) fn dir(prefix: &[u8]) -> Vec<u8> {
@@ -109,24 +109,68 @@ pub(crate) async fn newest_before(
 /// Waits until `key`, seen alive at revision `seen_at`, is deleted; fails if the session is lost
 /// first.
 pub(crate) async fn wait_delete(session: &Session, key: &[u8], seen_at: i64) -> Result<()> {
-    let client = session.client();
-    let mut watcher = client
-        .watch(key, WatchOptions::new().start_revision(seen_at + 1).no_put())
-        .await?;
-    let lost = session.lost_signal();
+    let options = WatchOptions::new().start_revision(seen_at + 1).no_put();
+    let mut watcher = session.client().watch(key, options).await?;
+    wait_event(&mut watcher, EventType::Delete, Some(session)).await
+}
+
+/// Waits until `watcher` delivers an event of type `kind`. With a session, fails once the session
+/// is lost: whatever the caller waits for no longer concerns it.
+pub(crate) async fn wait_event(
+    watcher: &mut Watcher,
+    kind: EventType,
+    session: Option<&Session>,
+) -> Result<()> {
+    let lost = async {
+        match session {
+            Some(session) => {
+                wait_lost(session.lost_signal()).await;
+                Error::SessionLost {
+                    lease_id: session.lease_id(),
+                }
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(lost);
     loop {
         tokio::select! {
             batch = watcher.next() => {
                 let batch = batch.ok_or_else(|| Error::Stopped("watch ended".into()))??;
-                if batch.events.iter().any(|e| e.r#type == EventType::Delete as i32) {
+                if batch.events.iter().any(|e| e.r#type == kind as i32) {
                     return Ok(());
                 }
             }
-            () = wait_lost(lost.clone()) => {
-                return Err(Error::SessionLost { lease_id: session.lease_id() });
-            }
+            error = &mut lost => return Err(error),
         }
     }
+}
+
+/// Queues the session's `key` (holding `value`) and waits with `wait_turn` (given the key's
+/// create revision) until its turn, then confirms the key is still owned; returns the create
+/// revision. On a failure the key is deleted while the session lives, so it blocks nobody.
+pub(crate) async fn acquire_in_turn<Wait>(
+    session: &Session,
+    key: &[u8],
+    value: &[u8],
+    wait_turn: impl FnOnce(i64) -> Wait,
+) -> Result<i64>
+where
+    Wait: std::future::Future<Output = Result<()>>,
+{
+    let (create_revision, _) = create_leased_key(session, key, value).await?;
+    let acquired = async {
+        wait_turn(create_revision).await?;
+        confirm_owned(session, key, create_revision).await
+    }
+    .await;
+    if let Err(error) = acquired {
+        if session.is_alive() {
+            let _ = delete_own_key(session.client(), key, create_revision).await;
+        }
+        return Err(error);
+    }
+    Ok(create_revision)
 }
 
 /// Waits until no key under `dir` older than `revision` remains, one predecessor at a time.

@@ -21,7 +21,9 @@ use crate::error::Result;
 use crate::kv::{Compare, CompareOp};
 use crate::session::Session;
 
-use super::{confirm_owned, create_leased_key, delete_own_key, dir, lease_key, wait_predecessors};
+use super::{
+    acquire_in_turn, confirm_owned, create_leased_key, delete_own_key, dir, lease_key, wait_predecessors,
+};
 
 /// A mutex named by its key prefix.
 #[derive(Clone, Debug)]
@@ -48,24 +50,12 @@ impl Mutex {
     /// the contender's key is removed when possible, so it does not block others.
     pub async fn lock(&self, session: &Session) -> Result<MutexGuard> {
         let key = lease_key(&self.dir, session.lease_id());
-        let (create_revision, _) = create_leased_key(session, &key, b"").await?;
-        let acquired = async {
-            wait_predecessors(session, &self.dir, create_revision).await?;
-            confirm_owned(session, &key, create_revision).await
-        }
-        .await;
-        match acquired {
-            Ok(()) => Ok(MutexGuard {
-                key,
-                fencing_token: create_revision,
-            }),
-            Err(error) => {
-                if session.is_alive() {
-                    let _ = delete_own_key(session.client(), &key, create_revision).await;
-                }
-                Err(error)
-            }
-        }
+        let wait_turn = |create_revision| wait_predecessors(session, &self.dir, create_revision);
+        let create_revision = acquire_in_turn(session, &key, b"", wait_turn).await?;
+        Ok(MutexGuard {
+            key,
+            fencing_token: create_revision,
+        })
     }
 
     /// Takes the lock if nobody holds or waits for it; `None` otherwise (nothing is left behind).

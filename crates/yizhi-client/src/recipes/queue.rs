@@ -114,13 +114,5 @@ pub(crate) async fn wait_put(client: &Client, dir: &[u8], read_at: i64) -> Resul
                 .no_delete(),
         )
         .await?;
-    loop {
-        let batch = watcher
-            .next()
-            .await
-            .ok_or_else(|| Error::Stopped("watch ended".into()))??;
-        if batch.events.iter().any(|e| e.r#type == EventType::Put as i32) {
-            return Ok(());
-        }
-    }
+    super::wait_event(&mut watcher, EventType::Put, None).await
 }

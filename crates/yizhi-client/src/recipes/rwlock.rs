@@ -13,7 +13,7 @@
 use crate::error::Result;
 use crate::session::Session;
 
-use super::{confirm_owned, create_leased_key, delete_own_key, dir, lease_key, wait_predecessors};
+use super::{acquire_in_turn, delete_own_key, dir, lease_key, wait_predecessors};
 
 /// A read-write lock named by its key prefix.
 #[derive(Clone, Debug)]
@@ -67,18 +67,8 @@ impl RwLock {
             RwMode::Write => (&self.writers, &self.dir),
         };
         let key = lease_key(own_dir, session.lease_id());
-        let (create_revision, _) = create_leased_key(session, &key, b"").await?;
-        let acquired = async {
-            wait_predecessors(session, blockers, create_revision).await?;
-            confirm_owned(session, &key, create_revision).await
-        }
-        .await;
-        if let Err(error) = acquired {
-            if session.is_alive() {
-                let _ = delete_own_key(session.client(), &key, create_revision).await;
-            }
-            return Err(error);
-        }
+        let wait_turn = |create_revision| wait_predecessors(session, blockers, create_revision);
+        let create_revision = acquire_in_turn(session, &key, b"", wait_turn).await?;
         Ok(RwLockGuard {
             key,
             create_revision,

@@ -13,10 +13,10 @@
 
 use crate::error::{Error, Result};
 use crate::kv::GetOptions;
-use crate::session::{Session, wait_lost};
+use crate::session::Session;
 use crate::watch::{EventType, WatchOptions};
 
-use super::{confirm_owned, create_leased_key, delete_own_key, dir, lease_key};
+use super::{acquire_in_turn, delete_own_key, dir, lease_key, wait_event};
 
 /// The largest N a semaphore accepts (a bound on how many keys a contender counts).
 pub const MAX_PERMITS: i64 = 10_000;
@@ -50,18 +50,8 @@ impl Semaphore {
 
     pub async fn acquire(&self, session: &Session) -> Result<Permit> {
         let key = lease_key(&self.dir, session.lease_id());
-        let (create_revision, _) = create_leased_key(session, &key, b"").await?;
-        let acquired = async {
-            self.wait_turn(session, create_revision).await?;
-            confirm_owned(session, &key, create_revision).await
-        }
-        .await;
-        if let Err(error) = acquired {
-            if session.is_alive() {
-                let _ = delete_own_key(session.client(), &key, create_revision).await;
-            }
-            return Err(error);
-        }
+        let wait_turn = |create_revision| self.wait_turn(session, create_revision);
+        let create_revision = acquire_in_turn(session, &key, b"", wait_turn).await?;
         Ok(Permit { key, create_revision })
     }
 
@@ -91,19 +81,7 @@ impl Semaphore {
                 )
                 .await?;
             // Any deletion may have freed a permit ahead of us: count again.
-            loop {
-                tokio::select! {
-                    batch = watcher.next() => {
-                        let batch = batch.ok_or_else(|| Error::Stopped("watch ended".into()))??;
-                        if batch.events.iter().any(|e| e.r#type == EventType::Delete as i32) {
-                            break;
-                        }
-                    }
-                    () = wait_lost(session.lost_signal()) => {
-                        return Err(Error::SessionLost { lease_id: session.lease_id() });
-                    }
-                }
-            }
+            wait_event(&mut watcher, EventType::Delete, Some(session)).await?;
         }
     }
 }

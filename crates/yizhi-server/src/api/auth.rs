@@ -1,10 +1,10 @@
 //! `etcdserverpb.Auth`: authentication is not implemented. AuthStatus answers "disabled" (clients
 //! ask it before anything else); every other call is refused with a clear message.
 
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response};
 use yizhi_proto::etcdserverpb as pb;
 
-use super::Api;
+use super::{Answer, Api};
 
 const AUTH_UNSUPPORTED: &str = "etcdserver: authentication is not supported yet";
 
@@ -19,50 +19,33 @@ impl AuthService {
     }
 }
 
-/// The service: AuthStatus answers, the listed methods refuse. The impl is generated whole so
-/// that `async_trait` sees the expanded methods.
-macro_rules! auth_service {
-    ($($method:ident: $request:ident -> $response:ident;)*) => {
-        #[tonic::async_trait]
-        impl pb::auth_server::Auth for AuthService {
-            async fn auth_status(
-                &self,
-                _: Request<pb::AuthStatusRequest>,
-            ) -> Result<Response<pb::AuthStatusResponse>, Status> {
-                Ok(Response::new(pb::AuthStatusResponse {
-                    header: Some(self.api.header(self.api.current_revision())),
-                    enabled: false,
-                    auth_revision: 0,
-                }))
-            }
-
-            $(
-                async fn $method(
-                    &self,
-                    _: Request<pb::$request>,
-                ) -> Result<Response<pb::$response>, Status> {
-                    Err(Status::unimplemented(AUTH_UNSUPPORTED))
-                }
-            )*
+// AuthStatus answers, the listed methods refuse.
+super::impl_refusing! {
+    AuthService: pb::auth_server::Auth {
+        async fn auth_status(&self, _: Request<pb::AuthStatusRequest>) -> Answer<pb::AuthStatusResponse> {
+            Ok(Response::new(pb::AuthStatusResponse {
+                header: Some(self.api.header(self.api.current_revision())),
+                enabled: false,
+                auth_revision: 0,
+            }))
         }
-    };
-}
-
-auth_service! {
-    auth_enable: AuthEnableRequest -> AuthEnableResponse;
-    auth_disable: AuthDisableRequest -> AuthDisableResponse;
-    authenticate: AuthenticateRequest -> AuthenticateResponse;
-    user_add: AuthUserAddRequest -> AuthUserAddResponse;
-    user_get: AuthUserGetRequest -> AuthUserGetResponse;
-    user_list: AuthUserListRequest -> AuthUserListResponse;
-    user_delete: AuthUserDeleteRequest -> AuthUserDeleteResponse;
-    user_change_password: AuthUserChangePasswordRequest -> AuthUserChangePasswordResponse;
-    user_grant_role: AuthUserGrantRoleRequest -> AuthUserGrantRoleResponse;
-    user_revoke_role: AuthUserRevokeRoleRequest -> AuthUserRevokeRoleResponse;
-    role_add: AuthRoleAddRequest -> AuthRoleAddResponse;
-    role_get: AuthRoleGetRequest -> AuthRoleGetResponse;
-    role_list: AuthRoleListRequest -> AuthRoleListResponse;
-    role_delete: AuthRoleDeleteRequest -> AuthRoleDeleteResponse;
-    role_grant_permission: AuthRoleGrantPermissionRequest -> AuthRoleGrantPermissionResponse;
-    role_revoke_permission: AuthRoleRevokePermissionRequest -> AuthRoleRevokePermissionResponse;
+    }
+    refused with AUTH_UNSUPPORTED => {
+        auth_enable: pb::AuthEnableRequest => pb::AuthEnableResponse;
+        auth_disable: pb::AuthDisableRequest => pb::AuthDisableResponse;
+        authenticate: pb::AuthenticateRequest => pb::AuthenticateResponse;
+        user_add: pb::AuthUserAddRequest => pb::AuthUserAddResponse;
+        user_get: pb::AuthUserGetRequest => pb::AuthUserGetResponse;
+        user_list: pb::AuthUserListRequest => pb::AuthUserListResponse;
+        user_delete: pb::AuthUserDeleteRequest => pb::AuthUserDeleteResponse;
+        user_change_password: pb::AuthUserChangePasswordRequest => pb::AuthUserChangePasswordResponse;
+        user_grant_role: pb::AuthUserGrantRoleRequest => pb::AuthUserGrantRoleResponse;
+        user_revoke_role: pb::AuthUserRevokeRoleRequest => pb::AuthUserRevokeRoleResponse;
+        role_add: pb::AuthRoleAddRequest => pb::AuthRoleAddResponse;
+        role_get: pb::AuthRoleGetRequest => pb::AuthRoleGetResponse;
+        role_list: pb::AuthRoleListRequest => pb::AuthRoleListResponse;
+        role_delete: pb::AuthRoleDeleteRequest => pb::AuthRoleDeleteResponse;
+        role_grant_permission: pb::AuthRoleGrantPermissionRequest => pb::AuthRoleGrantPermissionResponse;
+        role_revoke_permission: pb::AuthRoleRevokePermissionRequest => pb::AuthRoleRevokePermissionResponse;
+    }
 }

@@ -1,10 +1,10 @@
 //! `etcdserverpb.Cluster`: MemberList from the static cluster spec. Membership is fixed at
 //! bootstrap (`--initial-cluster`), so MemberAdd/Remove/Update/Promote are refused.
 
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response};
 use yizhi_proto::etcdserverpb as pb;
 
-use super::{Api, propose_status};
+use super::{Answer, Api};
 
 const MEMBERSHIP_UNSUPPORTED: &str = "membership changes are not supported yet";
 
@@ -50,51 +50,24 @@ impl ClusterService {
     }
 }
 
-#[tonic::async_trait]
-impl pb::cluster_server::Cluster for ClusterService {
-    async fn member_add(
-        &self,
-        _: Request<pb::MemberAddRequest>,
-    ) -> Result<Response<pb::MemberAddResponse>, Status> {
-        Err(Status::unimplemented(MEMBERSHIP_UNSUPPORTED))
-    }
-
-    async fn member_remove(
-        &self,
-        _: Request<pb::MemberRemoveRequest>,
-    ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
-        Err(Status::unimplemented(MEMBERSHIP_UNSUPPORTED))
-    }
-
-    async fn member_update(
-        &self,
-        _: Request<pb::MemberUpdateRequest>,
-    ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
-        Err(Status::unimplemented(MEMBERSHIP_UNSUPPORTED))
-    }
-
-    async fn member_list(
-        &self,
-        request: Request<pb::MemberListRequest>,
-    ) -> Result<Response<pb::MemberListResponse>, Status> {
-        let deadline = self.api.deadline(&request);
-        if request.into_inner().linearizable {
-            self.api
-                .node
-                .read_barrier(deadline)
-                .await
-                .map_err(|f| propose_status(&f))?;
+// MemberList answers from the spec; every membership change is refused.
+super::impl_refusing! {
+    ClusterService: pb::cluster_server::Cluster {
+        async fn member_list(&self, request: Request<pb::MemberListRequest>) -> Answer<pb::MemberListResponse> {
+            let deadline = self.api.deadline(&request);
+            if request.into_inner().linearizable {
+                self.api.read_barrier(deadline).await?;
+            }
+            Ok(Response::new(pb::MemberListResponse {
+                header: Some(self.api.header(self.api.current_revision())),
+                members: self.members(),
+            }))
         }
-        Ok(Response::new(pb::MemberListResponse {
-            header: Some(self.api.header(self.api.current_revision())),
-            members: self.members(),
-        }))
     }
-
-    async fn member_promote(
-        &self,
-        _: Request<pb::MemberPromoteRequest>,
-    ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
-        Err(Status::unimplemented(MEMBERSHIP_UNSUPPORTED))
+    refused with MEMBERSHIP_UNSUPPORTED => {
+        member_add: pb::MemberAddRequest => pb::MemberAddResponse;
+        member_remove: pb::MemberRemoveRequest => pb::MemberRemoveResponse;
+        member_update: pb::MemberUpdateRequest => pb::MemberUpdateResponse;
+        member_promote: pb::MemberPromoteRequest => pb::MemberPromoteResponse;
     }
 }

@@ -15,7 +15,6 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
@@ -24,7 +23,7 @@ use yizhi_proto::etcdserverpb as pb;
 use yizhi_proto::v3electionpb as epb;
 
 use super::lock::{self, Queued, WaiterLimit};
-use super::{Api, convert, propose_status};
+use super::{Answer, Api, convert};
 use crate::node::Shared;
 
 /// Leader changes queued toward one observer before its task waits for it to read.
@@ -84,12 +83,8 @@ async fn put_value(
 
 #[tonic::async_trait]
 impl epb::election_server::Election for ElectionService {
-    async fn campaign(
-        &self,
-        request: Request<epb::CampaignRequest>,
-    ) -> Result<Response<epb::CampaignResponse>, Status> {
-        let request = request.into_inner();
-        self.api.check_size(request.encoded_len())?;
+    async fn campaign(&self, request: Request<epb::CampaignRequest>) -> Answer<epb::CampaignResponse> {
+        let request = self.api.accept(request)?;
         let _permit = self.waiters.admit()?;
         let lease = lock::session_lease(&self.api, request.lease).await?;
         let prefix = lock::queue_prefix(&request.name);
@@ -119,12 +114,8 @@ impl epb::election_server::Election for ElectionService {
         }))
     }
 
-    async fn proclaim(
-        &self,
-        request: Request<epb::ProclaimRequest>,
-    ) -> Result<Response<epb::ProclaimResponse>, Status> {
-        let request = request.into_inner();
-        self.api.check_size(request.encoded_len())?;
+    async fn proclaim(&self, request: Request<epb::ProclaimRequest>) -> Answer<epb::ProclaimResponse> {
+        let request = self.api.accept(request)?;
         let leader = request.leader.ok_or_else(|| election_error(MISSING_LEADER_KEY))?;
         let prefix = lock::queue_prefix(&leader.name);
         let key = Bytes::from(leader.key);
@@ -149,18 +140,10 @@ impl epb::election_server::Election for ElectionService {
         }))
     }
 
-    async fn leader(
-        &self,
-        request: Request<epb::LeaderRequest>,
-    ) -> Result<Response<epb::LeaderResponse>, Status> {
+    async fn leader(&self, request: Request<epb::LeaderRequest>) -> Answer<epb::LeaderResponse> {
         let deadline = self.api.deadline(&request);
-        let request = request.into_inner();
-        self.api.check_size(request.encoded_len())?;
-        self.api
-            .node
-            .read_barrier(deadline)
-            .await
-            .map_err(|f| propose_status(&f))?;
+        let request = self.api.accept(request)?;
+        self.api.read_barrier(deadline).await?;
         let prefix = lock::queue_prefix(&request.name);
         let (leader, revision) = {
             let store = self.api.node.read_store();
@@ -175,19 +158,11 @@ impl epb::election_server::Election for ElectionService {
 
     type ObserveStream = BoxStream<epb::LeaderResponse>;
 
-    async fn observe(
-        &self,
-        request: Request<epb::LeaderRequest>,
-    ) -> Result<Response<Self::ObserveStream>, Status> {
+    async fn observe(&self, request: Request<epb::LeaderRequest>) -> Answer<Self::ObserveStream> {
         let deadline = self.api.deadline(&request);
-        let request = request.into_inner();
-        self.api.check_size(request.encoded_len())?;
+        let request = self.api.accept(request)?;
         // Start from a linearizable view; the watches then follow this member's applies.
-        self.api
-            .node
-            .read_barrier(deadline)
-            .await
-            .map_err(|f| propose_status(&f))?;
+        self.api.read_barrier(deadline).await?;
         let (tx, rx) = mpsc::channel(OBSERVE_RESPONSE_QUEUE);
         let observer = Observer {
             api: self.api.clone(),
@@ -200,12 +175,8 @@ impl epb::election_server::Election for ElectionService {
         )))
     }
 
-    async fn resign(
-        &self,
-        request: Request<epb::ResignRequest>,
-    ) -> Result<Response<epb::ResignResponse>, Status> {
-        let request = request.into_inner();
-        self.api.check_size(request.encoded_len())?;
+    async fn resign(&self, request: Request<epb::ResignRequest>) -> Answer<epb::ResignResponse> {
+        let request = self.api.accept(request)?;
         let leader = request.leader.ok_or_else(|| election_error(MISSING_LEADER_KEY))?;
         let key = Bytes::from(leader.key);
         if key.is_empty() {
@@ -305,11 +276,7 @@ impl Observer {
             revision,
         )?;
         loop {
-            let responses = watch.poll()?;
-            if responses.is_empty() {
-                wait_applied(applied).await?;
-            }
-            for response in responses {
+            for response in watch.next(applied).await? {
                 if response.canceled {
                     return Ok(None);
                 }
@@ -332,11 +299,7 @@ impl Observer {
     ) -> Result<Option<Gone>, Status> {
         let watch = HubWatch::register(&self.api, key.clone(), Bytes::new(), revision)?;
         loop {
-            let responses = watch.poll()?;
-            if responses.is_empty() {
-                wait_applied(applied).await?;
-            }
-            for response in responses {
+            for response in watch.next(applied).await? {
                 if response.canceled {
                     return Ok(None);
                 }
@@ -396,6 +359,16 @@ impl HubWatch {
         let mut hub = self.shared.watch_hub.lock().expect("watch hub lock");
         hub.poll(&store, self.id)
             .map_err(|e| Status::internal(format!("etcdserver: {e}")))
+    }
+
+    /// What the hub has now, after waiting for the next apply when it had nothing (the caller
+    /// polls again: an empty answer after the wait means "look again", not "nothing more").
+    async fn next(&self, applied: &mut watch::Receiver<u64>) -> Result<Vec<yizhi_kv::WatchResponse>, Status> {
+        let responses = self.poll()?;
+        if responses.is_empty() {
+            wait_applied(applied).await?;
+        }
+        Ok(responses)
     }
 }
 

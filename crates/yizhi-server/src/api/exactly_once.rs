@@ -71,13 +71,15 @@ pub fn wrap(command: Command, tag: Option<ClientSeq>) -> Command {
     }
 }
 
-/// Marks the response of a tagged call.
-pub fn confirm<T>(response: &mut tonic::Response<T>, tag: Option<ClientSeq>) {
+/// The response of a call, marked when the call is tagged.
+pub fn confirmed<T>(message: T, tag: Option<ClientSeq>) -> tonic::Response<T> {
+    let mut response = tonic::Response::new(message);
     if tag.is_some() {
         response
             .metadata_mut()
             .insert(CONFIRMED_KEY, tonic::metadata::MetadataValue::from_static("1"));
     }
+    response
 }
 
 fn number(metadata: &MetadataMap, key: &str) -> Result<Option<u64>, Status> {

@@ -6,14 +6,13 @@
 //! a level too, bounded staleness included ([`consistency`]). Writes tagged with a client id and
 //! sequence number apply at most once ([`exactly_once`]).
 
-use prost::Message;
 use tonic::{Request, Response, Status};
 use yizhi_kv::{ClientSeq, Command, CommandResponse};
 use yizhi_proto::etcdserverpb as pb;
 
 use super::consistency::{self, ReadLevel};
 use super::exactly_once;
-use super::{Api, Deadline, convert, kv_status, maintenance, propose_status};
+use super::{Answer, Api, Deadline, convert, kv_status, maintenance, propose_status, unexpected};
 
 #[derive(Debug)]
 pub struct KvService {
@@ -32,34 +31,17 @@ impl KvService {
         deadline: Deadline,
     ) -> Result<CommandResponse, Status> {
         let command = exactly_once::wrap(command, tag);
-        let applied = self
-            .api
-            .node
-            .propose(&command, deadline)
-            .await
-            .map_err(|f| propose_status(&f))?;
-        applied.response.map_err(|e| kv_status(&e))
+        let applied = self.api.propose(&command, deadline).await?;
+        applied.map_err(|e| kv_status(&e))
     }
-}
-
-fn confirmed<T>(message: T, tag: Option<ClientSeq>) -> Response<T> {
-    let mut response = Response::new(message);
-    exactly_once::confirm(&mut response, tag);
-    response
-}
-
-fn unexpected(what: &str) -> Status {
-    Status::internal(format!("etcdserver: unexpected response to a {what}"))
 }
 
 #[tonic::async_trait]
 impl pb::kv_server::Kv for KvService {
-    async fn range(&self, request: Request<pb::RangeRequest>) -> Result<Response<pb::RangeResponse>, Status> {
+    async fn range(&self, request: Request<pb::RangeRequest>) -> Answer<pb::RangeResponse> {
         let level = consistency::read_level(request.metadata(), request.get_ref().serializable)?;
         let deadline = self.api.deadline(&request);
-        let request = request.into_inner();
-        self.api.check_size(request.encoded_len())?;
-        let request = convert::range_request(request)?;
+        let request = convert::range_request(self.api.accept(request)?)?;
         let node = &self.api.node;
         match level {
             ReadLevel::Linearizable => node.read_barrier(deadline).await,
@@ -77,74 +59,48 @@ impl pb::kv_server::Kv for KvService {
         Ok(Response::new(convert::range_response(response, &header)))
     }
 
-    async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
-        let tag = exactly_once::client_seq(request.metadata())?;
-        let deadline = self.api.deadline(&request);
-        let request = request.into_inner();
-        self.api.check_size(request.encoded_len())?;
+    async fn put(&self, request: Request<pb::PutRequest>) -> Answer<pb::PutResponse> {
+        let (request, tag, deadline) = self.api.accept_write(request)?;
         if request.key.is_empty() {
             return Err(kv_status(&yizhi_kv::KvError::EmptyKey));
         }
         maintenance::check_space(&self.api, maintenance::put_cost(&request))?;
-        match self
-            .write(Command::Put(convert::put_request(request)), tag, deadline)
-            .await?
-        {
-            CommandResponse::Put(r) => {
-                let header = self.api.header(r.revision);
-                Ok(confirmed(convert::put_response(r, &header), tag))
-            }
-            _ => Err(unexpected("put")),
-        }
+        let command = Command::Put(convert::put_request(request));
+        let CommandResponse::Put(r) = self.write(command, tag, deadline).await? else {
+            return Err(unexpected("put"));
+        };
+        let header = self.api.header(r.revision);
+        Ok(exactly_once::confirmed(convert::put_response(r, &header), tag))
     }
 
     async fn delete_range(
         &self,
         request: Request<pb::DeleteRangeRequest>,
-    ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
-        let tag = exactly_once::client_seq(request.metadata())?;
-        let deadline = self.api.deadline(&request);
-        let request = request.into_inner();
-        self.api.check_size(request.encoded_len())?;
+    ) -> Answer<pb::DeleteRangeResponse> {
+        let (request, tag, deadline) = self.api.accept_write(request)?;
         if request.key.is_empty() {
             return Err(kv_status(&yizhi_kv::KvError::EmptyKey));
         }
-        match self
-            .write(
-                Command::DeleteRange(convert::delete_request(request)),
-                tag,
-                deadline,
-            )
-            .await?
-        {
-            CommandResponse::DeleteRange(r) => {
-                let header = self.api.header(r.revision);
-                Ok(confirmed(convert::delete_response(r, &header), tag))
-            }
-            _ => Err(unexpected("delete")),
-        }
+        let command = Command::DeleteRange(convert::delete_request(request));
+        let CommandResponse::DeleteRange(r) = self.write(command, tag, deadline).await? else {
+            return Err(unexpected("delete"));
+        };
+        let header = self.api.header(r.revision);
+        Ok(exactly_once::confirmed(convert::delete_response(r, &header), tag))
     }
 
-    async fn txn(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
-        let tag = exactly_once::client_seq(request.metadata())?;
-        let deadline = self.api.deadline(&request);
-        let request = request.into_inner();
-        self.api.check_size(request.encoded_len())?;
+    async fn txn(&self, request: Request<pb::TxnRequest>) -> Answer<pb::TxnResponse> {
+        let (request, tag, deadline) = self.api.accept_write(request)?;
         maintenance::check_space(&self.api, maintenance::txn_cost(&request))?;
         let request = convert::txn_request(request)?;
-        match self.write(Command::Txn(request), tag, deadline).await? {
-            CommandResponse::Txn(r) => {
-                let header = self.api.header(r.revision);
-                Ok(confirmed(convert::txn_response(r, &header), tag))
-            }
-            _ => Err(unexpected("txn")),
-        }
+        let CommandResponse::Txn(r) = self.write(Command::Txn(request), tag, deadline).await? else {
+            return Err(unexpected("txn"));
+        };
+        let header = self.api.header(r.revision);
+        Ok(exactly_once::confirmed(convert::txn_response(r, &header), tag))
     }
 
-    async fn compact(
-        &self,
-        request: Request<pb::CompactionRequest>,
-    ) -> Result<Response<pb::CompactionResponse>, Status> {
+    async fn compact(&self, request: Request<pb::CompactionRequest>) -> Answer<pb::CompactionResponse> {
         let deadline = self.api.deadline(&request);
         let request = request.into_inner();
         let command = Command::Compact(yizhi_kv::CompactionRequest {

@@ -19,7 +19,6 @@
 //! ("etcdserver: requested lease not found", NotFound), `TTL: 0` for a keep-alive and `TTL: -1`
 //! for a TimeToLive.
 
-use prost::Message;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_stream::StreamExt;
@@ -28,7 +27,7 @@ use tonic::{Request, Response, Status, Streaming};
 use yizhi_kv::{Command, CommandResponse, KvError};
 use yizhi_proto::etcdserverpb as pb;
 
-use super::{Api, Deadline, exactly_once, kv_status, propose_status};
+use super::{Answer, Api, exactly_once, kv_status, propose_status, unexpected};
 use crate::node::lessor::{keep_alive_from_memory, wall_clock_ms};
 
 /// Keep-alive answers queued toward one client before its stream's task waits for it to read.
@@ -45,23 +44,6 @@ impl LeaseService {
     pub fn new(api: Api) -> Self {
         LeaseService { api }
     }
-}
-
-fn unexpected(what: &str) -> Status {
-    Status::internal(format!("etcdserver: unexpected response to a {what}"))
-}
-
-async fn write(
-    api: &Api,
-    command: Command,
-    deadline: Deadline,
-) -> Result<Result<CommandResponse, KvError>, Status> {
-    let applied = api
-        .node
-        .propose(&command, deadline)
-        .await
-        .map_err(|f| propose_status(&f))?;
-    Ok(applied.response)
 }
 
 /// One keep-alive: from the leader's memory if it may ([`keep_alive_from_memory`]; a follower
@@ -89,7 +71,7 @@ async fn keep_alive(api: &Api, id: i64) -> Result<pb::LeaseKeepAliveResponse, St
         now_ms: wall_clock_ms(),
     };
     // One message of a long-lived stream: it has no deadline of its own but the member's.
-    match write(api, command, api.node.deadline(None)).await? {
+    match api.propose(&command, api.node.deadline(None)).await? {
         Ok(CommandResponse::LeaseKeepAlive(r)) => Ok(pb::LeaseKeepAliveResponse {
             header: Some(api.header(r.revision)),
             id: r.id,
@@ -143,14 +125,8 @@ async fn serve_keep_alives(
 
 #[tonic::async_trait]
 impl pb::lease_server::Lease for LeaseService {
-    async fn lease_grant(
-        &self,
-        request: Request<pb::LeaseGrantRequest>,
-    ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
-        let tag = exactly_once::client_seq(request.metadata())?;
-        let deadline = self.api.deadline(&request);
-        let request = request.into_inner();
-        self.api.check_size(request.encoded_len())?;
+    async fn lease_grant(&self, request: Request<pb::LeaseGrantRequest>) -> Answer<pb::LeaseGrantResponse> {
+        let (request, tag, deadline) = self.api.accept_write(request)?;
         super::maintenance::check_space(&self.api, super::maintenance::LEASE_GRANT_COST_BYTES)?;
         let command = Command::LeaseGrant(yizhi_kv::LeaseGrantRequest {
             id: request.id,
@@ -158,19 +134,20 @@ impl pb::lease_server::Lease for LeaseService {
             now_ms: wall_clock_ms(),
         });
         let command = exactly_once::wrap(command, tag);
-        match write(&self.api, command, deadline)
+        match self
+            .api
+            .propose(&command, deadline)
             .await?
             .map_err(|e| kv_status(&e))?
         {
             CommandResponse::LeaseGrant(r) => {
-                let mut response = Response::new(pb::LeaseGrantResponse {
+                let response = pb::LeaseGrantResponse {
                     header: Some(self.api.header(r.revision)),
                     id: r.id,
                     ttl: r.ttl_secs,
                     error: String::new(),
-                });
-                exactly_once::confirm(&mut response, tag);
-                Ok(response)
+                };
+                Ok(exactly_once::confirmed(response, tag))
             }
             _ => Err(unexpected("lease grant")),
         }
@@ -179,21 +156,22 @@ impl pb::lease_server::Lease for LeaseService {
     async fn lease_revoke(
         &self,
         request: Request<pb::LeaseRevokeRequest>,
-    ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+    ) -> Answer<pb::LeaseRevokeResponse> {
         let tag = exactly_once::client_seq(request.metadata())?;
         let deadline = self.api.deadline(&request);
         let id = request.into_inner().id;
         let command = exactly_once::wrap(Command::LeaseRevoke { id }, tag);
-        match write(&self.api, command, deadline)
+        match self
+            .api
+            .propose(&command, deadline)
             .await?
             .map_err(|e| kv_status(&e))?
         {
             CommandResponse::LeaseRevoke(r) => {
-                let mut response = Response::new(pb::LeaseRevokeResponse {
+                let response = pb::LeaseRevokeResponse {
                     header: Some(self.api.header(r.revision)),
-                });
-                exactly_once::confirm(&mut response, tag);
-                Ok(response)
+                };
+                Ok(exactly_once::confirmed(response, tag))
             }
             _ => Err(unexpected("lease revoke")),
         }
@@ -207,7 +185,7 @@ impl pb::lease_server::Lease for LeaseService {
     async fn lease_keep_alive(
         &self,
         request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
-    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+    ) -> Answer<Self::LeaseKeepAliveStream> {
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(KEEP_ALIVE_RESPONSE_QUEUE);
         tokio::spawn(serve_keep_alives(self.api.clone(), inbound, tx));
@@ -219,14 +197,10 @@ impl pb::lease_server::Lease for LeaseService {
     async fn lease_time_to_live(
         &self,
         request: Request<pb::LeaseTimeToLiveRequest>,
-    ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+    ) -> Answer<pb::LeaseTimeToLiveResponse> {
         let deadline = self.api.deadline(&request);
         let request = request.into_inner();
-        self.api
-            .node
-            .read_barrier(deadline)
-            .await
-            .map_err(|f| propose_status(&f))?;
+        self.api.read_barrier(deadline).await?;
         let found = {
             let store = self.api.node.read_store();
             let now_ms = wall_clock_ms();
@@ -273,12 +247,8 @@ impl pb::lease_server::Lease for LeaseService {
     async fn lease_leases(
         &self,
         request: Request<pb::LeaseLeasesRequest>,
-    ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
-        self.api
-            .node
-            .read_barrier(self.api.deadline(&request))
-            .await
-            .map_err(|f| propose_status(&f))?;
+    ) -> Answer<pb::LeaseLeasesResponse> {
+        self.api.read_barrier(self.api.deadline(&request)).await?;
         let (ids, revision) = {
             let store = self.api.node.read_store();
             (store.lease_ids(), store.current_revision())

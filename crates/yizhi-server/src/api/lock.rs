@@ -44,14 +44,13 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use prost::Message;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tonic::{Request, Response, Status};
 use yizhi_kv::{Command, CommandResponse, KeyValue, RangeRequest, ResponseOp, SortOrder, SortTarget};
 use yizhi_proto::etcdserverpb as pb;
 use yizhi_proto::v3lockpb as lockpb;
 
-use super::{Api, convert, kv_status, maintenance, propose_status};
+use super::{Answer, Api, convert, kv_status, maintenance, unexpected};
 use crate::node::Store;
 use crate::node::lessor::wall_clock_ms;
 
@@ -100,12 +99,8 @@ impl LockService {
 
 #[tonic::async_trait]
 impl lockpb::lock_server::Lock for LockService {
-    async fn lock(
-        &self,
-        request: Request<lockpb::LockRequest>,
-    ) -> Result<Response<lockpb::LockResponse>, Status> {
-        let request = request.into_inner();
-        self.api.check_size(request.encoded_len())?;
+    async fn lock(&self, request: Request<lockpb::LockRequest>) -> Answer<lockpb::LockResponse> {
+        let request = self.api.accept(request)?;
         let _permit = self.waiters.admit()?;
         let lease = session_lease(&self.api, request.lease).await?;
         let prefix = queue_prefix(&request.name);
@@ -119,12 +114,8 @@ impl lockpb::lock_server::Lock for LockService {
         }))
     }
 
-    async fn unlock(
-        &self,
-        request: Request<lockpb::UnlockRequest>,
-    ) -> Result<Response<lockpb::UnlockResponse>, Status> {
-        let request = request.into_inner();
-        self.api.check_size(request.encoded_len())?;
+    async fn unlock(&self, request: Request<lockpb::UnlockRequest>) -> Answer<lockpb::UnlockResponse> {
+        let request = self.api.accept(request)?;
         if request.key.is_empty() {
             return Err(kv_status(&yizhi_kv::KvError::EmptyKey));
         }
@@ -169,10 +160,6 @@ enum Turn {
     Lost(Status),
 }
 
-pub(super) fn unexpected(what: &str) -> Status {
-    Status::internal(format!("etcdserver: unexpected response to a {what}"))
-}
-
 /// `<name>/`: the prefix of the queue's keys.
 pub(super) fn queue_prefix(name: &[u8]) -> Bytes {
     let mut prefix = Vec::with_capacity(name.len() + 1);
@@ -198,13 +185,8 @@ pub(super) fn prefix_end(prefix: &[u8]) -> Bytes {
 /// timeout rather than the call's deadline; a step acting after its client left is what the
 /// call's clean-up (`Withdraw`) is for.
 pub(super) async fn propose(api: &Api, command: Command) -> Result<CommandResponse, Status> {
-    let deadline = api.node.deadline(None);
-    let applied = api
-        .node
-        .propose(&command, deadline)
-        .await
-        .map_err(|f| propose_status(&f))?;
-    applied.response.map_err(|e| kv_status(&e))
+    let applied = api.propose(&command, api.node.deadline(None)).await?;
+    applied.map_err(|e| kv_status(&e))
 }
 
 /// A Txn through the log, with the same quota check as the KV service's.
@@ -356,11 +338,7 @@ pub(super) async fn wait_for_turn(api: &Api, prefix: &Bytes, queued: &Queued) ->
             Turn::Granted { .. } => {}
         }
         // Confirm on a linearizable view: the lease may have expired, the key may be gone.
-        let deadline = api.node.deadline(None);
-        api.node
-            .read_barrier(deadline)
-            .await
-            .map_err(|f| propose_status(&f))?;
+        api.read_barrier(api.node.deadline(None)).await?;
         let confirmed = check_turn(&api.node.read_store(), prefix, queued);
         match confirmed? {
             Turn::Granted { revision } => return Ok(revision),

@@ -347,11 +347,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
     ) -> Result<Response<SnapshotStream>, Status> {
         // Stronger than etcd (which saves whatever its member has applied): the image holds every
         // write acknowledged before the call, whichever member serves it.
-        self.api
-            .node
-            .read_barrier(self.api.deadline(&request))
-            .await
-            .map_err(|f| super::propose_status(&f))?;
+        self.api.read_barrier(self.api.deadline(&request)).await?;
         let header = self.header();
         let (data, digest) = self
             .with_store(|store| {

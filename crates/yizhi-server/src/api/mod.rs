@@ -20,8 +20,9 @@ pub mod watch;
 use std::future::Future;
 use std::net::SocketAddr;
 
+use prost::Message;
 use tonic::Status;
-use yizhi_kv::KvError;
+use yizhi_kv::{Command, CommandResponse, KvError};
 use yizhi_proto::etcdserverpb::ResponseHeader;
 
 use crate::node::NodeHandle;
@@ -38,6 +39,9 @@ pub struct ApiConfig {
     pub max_request_bytes: u64,
     pub quota_backend_bytes: u64,
 }
+
+/// What a unary handler answers (spelled out, it would not fit a handler's signature on one line).
+pub type Answer<T> = Result<tonic::Response<T>, Status>;
 
 /// What every service holds.
 #[derive(Clone, Debug)]
@@ -79,6 +83,47 @@ impl Api {
             return Err(Status::invalid_argument("etcdserver: request is too large"));
         }
         Ok(())
+    }
+
+    /// The message of `request`, refused if its encoding is over the size limit.
+    pub fn accept<T: Message>(&self, request: tonic::Request<T>) -> Result<T, Status> {
+        let message = request.into_inner();
+        self.check_size(message.encoded_len())?;
+        Ok(message)
+    }
+
+    /// A write's message with its exactly-once tag and its deadline, in the order etcd's checks
+    /// (and ours) refuse a bad request: the tag's metadata first, then the size.
+    pub fn accept_write<T: Message>(
+        &self,
+        request: tonic::Request<T>,
+    ) -> Result<(T, Option<yizhi_kv::ClientSeq>, Deadline), Status> {
+        let tag = exactly_once::client_seq(request.metadata())?;
+        let deadline = self.deadline(&request);
+        Ok((self.accept(request)?, tag, deadline))
+    }
+
+    /// Waits until this member has applied every write committed before the call (a linearizable
+    /// read: Raft thesis §6.4, ReadIndex).
+    pub async fn read_barrier(&self, deadline: Deadline) -> Result<(), Status> {
+        self.node
+            .read_barrier(deadline)
+            .await
+            .map_err(|f| propose_status(&f))
+    }
+
+    /// `command` through the log: the store's answer, a refusal by the store included.
+    pub async fn propose(
+        &self,
+        command: &Command,
+        deadline: Deadline,
+    ) -> Result<Result<CommandResponse, KvError>, Status> {
+        let applied = self
+            .node
+            .propose(command, deadline)
+            .await
+            .map_err(|f| propose_status(&f))?;
+        Ok(applied.response)
     }
 }
 
@@ -136,6 +181,36 @@ pub fn kv_status(error: &KvError) -> Status {
         KvError::Backend(_) => Status::internal(format!("etcdserver: {error}")),
     }
 }
+
+/// A store answer of the wrong kind for the command proposed: a bug, never a client's doing.
+pub fn unexpected(what: &str) -> Status {
+    Status::internal(format!("etcdserver: unexpected response to a {what}"))
+}
+
+/// A service's gRPC trait impl in which `refused` methods each answer Unimplemented with `text`.
+/// The impl is generated whole so that `async_trait` sees the expanded methods.
+macro_rules! impl_refusing {
+    (
+        $service:ident: $trait:path {
+            $($methods:tt)*
+        }
+        refused with $text:expr => {
+            $($method:ident: $request:ty => $response:ty;)*
+        }
+    ) => {
+        #[tonic::async_trait]
+        impl $trait for $service {
+            $($methods)*
+
+            $(
+                async fn $method(&self, _: tonic::Request<$request>) -> $crate::api::Answer<$response> {
+                    Err(tonic::Status::unimplemented($text))
+                }
+            )*
+        }
+    };
+}
+pub(crate) use impl_refusing;
 
 /// etcd's code and text for each failure (its `togRPCError`). Never `Canceled` or
 /// `DeadlineExceeded`: etcd's Go client retries those (a write too) while its own deadline has

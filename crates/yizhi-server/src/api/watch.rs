@@ -324,13 +324,7 @@ impl Session {
         }
         if self.progress_requested && round.all_synced {
             self.progress_requested = false;
-            let header = self.api.header(round.revision);
-            self.send(pb::WatchResponse {
-                header: Some(header),
-                watch_id: INVALID_WATCH_ID,
-                ..Default::default()
-            })
-            .await?;
+            self.send_progress(INVALID_WATCH_ID, round.revision).await?;
         }
         Ok(())
     }
@@ -360,15 +354,19 @@ impl Session {
             watch.sent_events_since_tick = false;
         }
         for (id, revision) in due {
-            let header = self.api.header(revision);
-            self.send(pb::WatchResponse {
-                header: Some(header),
-                watch_id: id,
-                ..Default::default()
-            })
-            .await?;
+            self.send_progress(id, revision).await?;
         }
         Ok(())
+    }
+
+    /// A progress notification: a response with no events, saying `watch_id` has seen `revision`.
+    async fn send_progress(&self, watch_id: i64, revision: i64) -> Result<(), Gone> {
+        self.send(pb::WatchResponse {
+            header: Some(self.api.header(revision)),
+            watch_id,
+            ..Default::default()
+        })
+        .await
     }
 
     /// Ends a leader-requiring stream after [`NO_LEADER_CHECKS_MAX`] checks in a row without one.
