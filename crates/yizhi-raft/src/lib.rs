@@ -4,8 +4,8 @@
 //! What it has: elections with randomized timeouts, PreVote (§9.6), CheckQuorum (§6.2),
 //! pipelined and batched replication with per-follower progress (probe / replicate / snapshot),
 //! accelerated conflict backtracking, the current-term commit rule (§5.4.2), ReadIndex reads
-//! (§6.4) and lease reads (§6.4.1), leadership transfer (§3.10), learners, snapshot install, and
-//! an early campaign when the transport reports the leader's connection closed.
+//! (§6.4) and lease reads (§6.4.1), leadership transfer (§3.10), learners, membership changes through joint
+//! configurations (thesis §4, `membership.rs`), snapshot install, and an early campaign when the transport reports the leader's connection closed.
 //!
 //! Layout: `raft.rs` holds the state and the single `step` entry point; `election.rs`,
 //! `replication.rs` and `reads.rs` are the handlers; `log.rs` the log view; `progress.rs` and
@@ -16,6 +16,7 @@ mod codec;
 mod config;
 mod election;
 mod log;
+mod membership;
 mod message;
 mod node;
 mod progress;
@@ -27,6 +28,7 @@ mod replication;
 pub use codec::RAFT_WIRE_VERSION;
 pub use config::{ConfigError, RaftConfig, ReadMode};
 pub use election::CONNECTION_LOST_CAMPAIGN_TICKS_MAX;
+pub use membership::{ConfChangeProposeError, MAX_UNCOMMITTED_CONFIGS};
 pub use message::{Message, MessageKind, RejectHint};
 pub use progress::{Progress, ProgressState};
 pub use raft::{MAX_OUTBOX_MSGS, RaftError, RaftNode};

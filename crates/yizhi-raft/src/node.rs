@@ -27,6 +27,8 @@ impl<S: LogStorage> RaftNode<S> {
 
     fn collect_ready(&mut self) -> Ready<Message> {
         assert!(self.handed_out.is_none(), "ready() called again before advance()");
+        // First, so that an entry leaving a joint configuration goes out with this batch.
+        self.configs_committed();
         self.flush_batches();
         let mut ready = Ready {
             soft_state: changed(self.soft_state(), &mut self.prev_soft_state),

@@ -11,6 +11,7 @@ use yizhi_engine::{
 
 use crate::config::{ConfigError, RaftConfig};
 use crate::log::RaftLog;
+use crate::membership::ConfigLog;
 use crate::message::{Message, MessageKind};
 use crate::progress::Progress;
 use crate::read_index::ReadTracker;
@@ -50,8 +51,11 @@ pub struct RaftNode<S> {
     pub(crate) role: Role,
     pub(crate) leader: Option<NodeId>,
     pub(crate) log: RaftLog<S>,
+    /// The configuration in force (`configs.in_force()`), kept here with its quorum for speed.
     pub(crate) membership: Membership,
     pub(crate) quorum: JointConfig,
+    /// Every configuration entry past the commit index, over the committed configuration.
+    pub(crate) configs: ConfigLog,
     /// The leader's view of every member (itself included). Rebuilt at every term change.
     pub(crate) progress: BTreeMap<NodeId, Progress>,
     pub(crate) votes: BTreeMap<NodeId, bool>,
@@ -102,6 +106,10 @@ impl<S: LogStorage> RaftNode<S> {
                 "applied {applied} is beyond commit {committed}"
             )));
         }
+        // Thesis §4.1: configuration entries past the commit index are in force too.
+        let configs = Self::configs_at_start(&storage, membership, committed)?;
+        let membership = configs.in_force().clone();
+        membership.assert_valid();
         let id = config.id;
         let mut node = RaftNode {
             rng,
@@ -109,6 +117,7 @@ impl<S: LogStorage> RaftNode<S> {
             vote: hard_state.vote,
             role: Role::Follower,
             leader: None,
+            configs,
             log: RaftLog::new(storage, committed, applied),
             quorum: JointConfig::from_membership(&membership),
             membership,

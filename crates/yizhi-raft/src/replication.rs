@@ -169,11 +169,15 @@ impl<S: LogStorage> RaftNode<S> {
             );
             return;
         }
+        let configs = crate::membership::config_entries(&entries);
         let reply = match self.log.maybe_append(prev_index, prev_term, commit, entries) {
-            Some(last_new) => MessageKind::AppendResponse {
-                index: last_new,
-                reject: None,
-            },
+            Some(last_new) => {
+                self.track_configs_in_append(configs);
+                MessageKind::AppendResponse {
+                    index: last_new,
+                    reject: None,
+                }
+            }
             None => {
                 let hint_index = self
                     .log
@@ -303,15 +307,10 @@ impl<S: LogStorage> RaftNode<S> {
                 // We already hold the entries it covers; just learn that they are committed.
                 self.log.commit_to(index);
             } else {
-                self.membership = snapshot.meta.membership.clone();
-                self.quorum = yizhi_engine::quorum::JointConfig::from_membership(&self.membership);
+                let membership = snapshot.meta.membership.clone();
                 self.log.restore(snapshot);
-                // The snapshot's membership may have added or removed our vote.
-                self.role = if self.is_voter() {
-                    Role::Follower
-                } else {
-                    Role::Learner
-                };
+                // The snapshot's configuration may have added or removed our vote.
+                self.restore_configs(membership, index);
             }
         }
         let index = self.log.committed;
