@@ -245,3 +245,34 @@ fn a_new_leader_changes_membership_only_after_committing_in_its_term() {
     cluster.settle();
     assert!(cluster.node_mut(1).propose_conf_change(&add_4).is_ok());
 }
+
+/// Paper §7 with §4: a member added after the leader compacted its log gets the snapshot (whose
+/// configuration does not name it yet), then the configuration entries after it, and keeps both
+/// across a restart.
+#[test]
+fn a_member_added_past_compaction_learns_the_snapshot_then_its_own_entry() {
+    let mut cluster = cluster_led_by_1(&[1, 2, 3]);
+    for i in 0..5u8 {
+        cluster.node_mut(1).propose(Bytes::from(vec![i])).unwrap();
+    }
+    cluster.settle();
+    let compacted_to = cluster.node(1).committed();
+    let image = Bytes::from_static(b"image");
+    cluster
+        .node_mut(1)
+        .storage_mut()
+        .compact(compacted_to, Membership::new([1, 2, 3]), image.clone());
+    start_empty(&mut cluster, 4);
+    change(&mut cluster, 1, AddLearner, 4);
+    cluster.settle();
+    let snapshot = cluster.node(4).storage().snapshot_ref().clone();
+    assert_eq!((snapshot.meta.index, snapshot.data), (compacted_to, image));
+    let with_learner = Membership::new([1, 2, 3]).with_learners([4]);
+    assert_eq!(membership(&cluster, 4), with_learner);
+    change(&mut cluster, 1, PromoteLearner, 4);
+    cluster.settle();
+    cluster.crash(4);
+    cluster.restart(4);
+    assert_eq!(membership(&cluster, 4), Membership::new([1, 2, 3, 4]));
+    assert_eq!(cluster.node(4).role(), Role::Follower);
+}
