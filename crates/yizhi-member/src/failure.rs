@@ -69,6 +69,10 @@ pub enum StatusCode {
     InvalidArgument,
     ResourceExhausted,
     Unavailable,
+    /// A membership request the cluster's state refuses (etcd's member errors).
+    FailedPrecondition,
+    /// An unknown or removed member.
+    NotFound,
     /// Only for a request its own client cancelled (etcd's "etcdserver: request cancelled").
     Cancelled,
 }

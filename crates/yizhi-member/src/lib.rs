@@ -15,16 +15,20 @@
 //!   refused — and the rule that no proposal enters a log after its client's deadline.
 //! - [`reads`]: read barriers — the index a linearizable read waits for, asked of the engine or
 //!   of the leader, with ids that never match an answer meant for an earlier boot.
+//! - [`members`]: who the members are — etcd's 64-bit member ids, peer URLs, learners — and the
+//!   small engine node id each votes under; the checks a membership change must pass.
 //! - [`failure`]: the ways a request fails, with etcd's texts, and which of them leave a write's
 //!   outcome unknown.
 
 pub mod failure;
+pub mod members;
 pub mod proposal;
 pub mod reads;
 pub mod routing;
 pub mod waiters;
 
 pub use failure::{ProposeFailure, StatusCode};
+pub use members::{Member, MemberChange, MemberError, MemberId, MemberTable, cluster_id, member_id};
 pub use proposal::{ProposalId, decode_proposal, encode_proposal, peek_proposal_id};
 pub use reads::{Confirmed, ReadBarriers, ReadLimits, ReadResponse, ReadStart, first_id_of_boot};
 pub use routing::{Deadline, Origin, Route, place_proposal};

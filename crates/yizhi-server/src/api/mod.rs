@@ -221,6 +221,8 @@ pub fn propose_status(failure: &ProposeFailure) -> Status {
         yizhi_member::StatusCode::InvalidArgument => tonic::Code::InvalidArgument,
         yizhi_member::StatusCode::ResourceExhausted => tonic::Code::ResourceExhausted,
         yizhi_member::StatusCode::Unavailable => tonic::Code::Unavailable,
+        yizhi_member::StatusCode::FailedPrecondition => tonic::Code::FailedPrecondition,
+        yizhi_member::StatusCode::NotFound => tonic::Code::NotFound,
         yizhi_member::StatusCode::Cancelled => tonic::Code::Cancelled,
     };
     Status::new(code, failure.to_string())
