@@ -1,6 +1,6 @@
 //! The `Ready` batch: everything an engine asks its runtime to do, in the order it must be done.
 
-use crate::types::{Entry, Envelope, HardState, ReadState, Snapshot, SoftState};
+use crate::types::{Entry, Envelope, HardState, ReadState, Role, Snapshot, SoftState};
 
 /// One batch of work for the runtime. Handle it strictly in field order, then call `advance()`:
 ///
@@ -72,4 +72,43 @@ pub fn changed<T: Copy + PartialEq>(current: T, last_reported: &mut T) -> Option
     }
     *last_reported = current;
     Some(current)
+}
+
+/// The soft and hard state the last `Ready` reported: what an engine compares its current state
+/// against, so that a `Ready` carries each only when it changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reported {
+    pub soft_state: SoftState,
+    pub hard_state: HardState,
+}
+
+impl Reported {
+    /// A node starting as a follower without a leader, `hard_state` being what its storage holds.
+    pub fn at_start(hard_state: HardState) -> Self {
+        Reported {
+            soft_state: SoftState {
+                leader: None,
+                role: Role::Follower,
+            },
+            hard_state,
+        }
+    }
+
+    /// Whether either state differs from what was reported.
+    pub fn differs(&self, soft_state: SoftState, hard_state: HardState) -> bool {
+        soft_state != self.soft_state || hard_state != self.hard_state
+    }
+
+    /// A `Ready` opened with the states that changed, which then count as reported. Also returns
+    /// the hard state reported before, against which the engine checks the change and decides
+    /// `must_sync`.
+    pub fn open_ready<M>(&mut self, soft_state: SoftState, hard_state: HardState) -> (Ready<M>, HardState) {
+        let previous_hard_state = self.hard_state;
+        let ready = Ready {
+            soft_state: changed(soft_state, &mut self.soft_state),
+            hard_state: changed(hard_state, &mut self.hard_state),
+            ..Ready::default()
+        };
+        (ready, previous_hard_state)
+    }
 }

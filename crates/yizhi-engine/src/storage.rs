@@ -31,6 +31,29 @@ pub trait LogStorage {
     fn snapshot(&self) -> Result<Snapshot, StorageError>;
 }
 
+/// The range checks of [`LogStorage::entries`] for `[lo, hi)` in a log whose snapshot covers up
+/// to `snapshot_index` and whose last entry is `last_index`: one rule, one error for every store.
+pub fn check_entries_range(
+    lo: LogIndex,
+    hi: LogIndex,
+    snapshot_index: LogIndex,
+    last_index: LogIndex,
+) -> Result<(), StorageError> {
+    if lo <= snapshot_index {
+        return Err(StorageError::Compacted {
+            index: lo,
+            first_index: snapshot_index + 1,
+        });
+    }
+    if hi > last_index + 1 {
+        return Err(StorageError::Unavailable {
+            index: hi - 1,
+            last_index,
+        });
+    }
+    Ok(())
+}
+
 /// A whole durable state kept in memory: the log after the snapshot, the snapshot, the hard state.
 /// The simulator keeps one per node as its "disk"; tests and benches use it directly.
 #[derive(Clone, Debug, Default)]
@@ -156,18 +179,7 @@ impl LogStorage for MemStorage {
 
     fn entries(&self, lo: LogIndex, hi: LogIndex, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
         let offset = self.snapshot.meta.index;
-        if lo <= offset {
-            return Err(StorageError::Compacted {
-                index: lo,
-                first_index: offset + 1,
-            });
-        }
-        if hi > self.last_index() + 1 {
-            return Err(StorageError::Unavailable {
-                index: hi - 1,
-                last_index: self.last_index(),
-            });
-        }
+        check_entries_range(lo, hi, offset, self.last_index())?;
         let mut out = Vec::new();
         let mut bytes = 0u64;
         for entry in &self.entries[(lo - offset - 1) as usize..(hi - offset - 1) as usize] {
@@ -217,15 +229,11 @@ impl LogStorage for MemStorage {
 mod tests {
     use super::*;
 
-    fn entry(index: LogIndex, term: Term) -> Entry {
-        Entry::noop(index, term)
-    }
-
     #[test]
     fn append_truncates_conflicting_suffix() {
         let mut s = MemStorage::new_with_membership(Membership::new([1]));
-        s.append(&[entry(1, 1), entry(2, 1), entry(3, 1)]);
-        s.append(&[entry(2, 2)]);
+        s.append(&[Entry::noop(1, 1), Entry::noop(2, 1), Entry::noop(3, 1)]);
+        s.append(&[Entry::noop(2, 2)]);
         assert_eq!(s.last_index(), 2);
         assert_eq!(s.term(2), Ok(2));
         assert_eq!(s.term(1), Ok(1));
@@ -234,7 +242,7 @@ mod tests {
     #[test]
     fn compact_keeps_term_of_snapshot_index_and_rejects_older_reads() {
         let mut s = MemStorage::new_with_membership(Membership::new([1]));
-        s.append(&[entry(1, 1), entry(2, 1), entry(3, 2)]);
+        s.append(&[Entry::noop(1, 1), Entry::noop(2, 1), Entry::noop(3, 2)]);
         s.compact(2, Membership::new([1]), bytes::Bytes::new());
         assert_eq!(s.first_index(), 3);
         assert_eq!(s.term(2), Ok(1));
@@ -252,7 +260,7 @@ mod tests {
     #[test]
     fn entries_respects_byte_limit_but_returns_one() {
         let mut s = MemStorage::new_with_membership(Membership::new([1]));
-        s.append(&[entry(1, 1), entry(2, 1), entry(3, 1)]);
+        s.append(&[Entry::noop(1, 1), Entry::noop(2, 1), Entry::noop(3, 1)]);
         assert_eq!(s.entries(1, 4, 0).map(|e| e.len()), Ok(1));
         assert_eq!(s.entries(1, 4, 2 * ENTRY_OVERHEAD_BYTES).map(|e| e.len()), Ok(2));
     }
@@ -262,7 +270,7 @@ mod tests {
     #[test]
     fn snapshot_install_keeps_matching_suffix() {
         let mut s = MemStorage::new_with_membership(Membership::new([1]));
-        s.append(&[entry(1, 1), entry(2, 1), entry(3, 1)]);
+        s.append(&[Entry::noop(1, 1), Entry::noop(2, 1), Entry::noop(3, 1)]);
         let empty_snapshot_at = |index, term| Snapshot {
             meta: crate::types::SnapshotMeta {
                 index,

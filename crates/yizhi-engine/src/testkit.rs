@@ -137,6 +137,12 @@ impl<E: TestEngine> MemCluster<E> {
         self.nodes.insert(id, node);
     }
 
+    /// This cluster once node `leader` has campaigned and won (most scenarios start there).
+    pub fn elected(mut self, leader: NodeId) -> Self {
+        assert_eq!(self.campaign(leader), Some(leader), "node {leader} did not win");
+        self
+    }
+
     /// Proposes `data` on node `id`, which must take it (it leads and has room).
     pub fn propose(&mut self, id: NodeId, data: &[u8]) -> LogPosition {
         self.node_mut(id)

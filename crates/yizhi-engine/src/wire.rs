@@ -189,6 +189,13 @@ pub fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
+/// `count varint`, asserting the limit the decoder enforces ([`Reader::count`]): a message the
+/// receiver would refuse is caught at the sender, where the bug is.
+fn put_count(out: &mut Vec<u8>, what: &str, count: usize, limit: usize) {
+    assert!(count <= limit, "{what}: {count} exceeds the limit of {limit}");
+    put_varint(out, count as u64);
+}
+
 pub fn put_membership(out: &mut Vec<u8>, membership: &Membership) {
     membership.assert_valid();
     for set in [
@@ -196,12 +203,7 @@ pub fn put_membership(out: &mut Vec<u8>, membership: &Membership) {
         &membership.voters_outgoing,
         &membership.learners,
     ] {
-        assert!(
-            set.len() <= MAX_MEMBERSHIP_SET_NODES,
-            "membership set of {} nodes exceeds {MAX_MEMBERSHIP_SET_NODES}",
-            set.len()
-        );
-        put_varint(out, set.len() as u64);
+        put_count(out, "membership set", set.len(), MAX_MEMBERSHIP_SET_NODES);
         for id in set {
             put_varint(out, *id);
         }
@@ -233,12 +235,12 @@ pub fn put_entry(out: &mut Vec<u8>, entry: &Entry) {
 
 /// `count varint | entries`.
 pub fn put_entries(out: &mut Vec<u8>, entries: &[Entry]) {
-    assert!(
-        entries.len() <= MAX_ENTRIES_PER_MESSAGE,
-        "{} entries in one message exceed {MAX_ENTRIES_PER_MESSAGE}",
-        entries.len()
+    put_count(
+        out,
+        "entries in one message",
+        entries.len(),
+        MAX_ENTRIES_PER_MESSAGE,
     );
-    put_varint(out, entries.len() as u64);
     for entry in entries {
         put_entry(out, entry);
     }

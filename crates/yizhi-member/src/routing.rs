@@ -111,9 +111,7 @@ mod tests {
 
     /// A three-node Raft cluster with node 1 leading, as the driver sees it.
     fn cluster() -> MemCluster {
-        let mut cluster = MemCluster::new(&[1, 2, 3], &[], 7, |_| {});
-        assert_eq!(cluster.campaign(1), Some(1));
-        cluster
+        MemCluster::new(&[1, 2, 3], &[], 7, |_| {}).elected(1)
     }
 
     const LIVE: Deadline = Deadline { at_ms: 1_000 };

@@ -151,7 +151,7 @@ fn a_resent_slot_known_chosen_is_not_rewritten_in_the_new_ballot() {
     deliver(&mut n, 1, accept(b, 2, entries));
     let ready = flush(&mut n);
     assert_eq!(ready.entries, vec![entry(3, b, "c")]);
-    let replies: Vec<_> = ready.messages.into_iter().map(|e| e.msg).collect();
+    let replies = messages(ready);
     assert_eq!(replies, vec![accepted(b, 3, 3)]);
 }
 
@@ -162,7 +162,7 @@ fn a_new_ballots_shorter_run_rewrites_the_slots_held_after_it() {
     let old = Ballot::new(1, 2);
     let b = Ballot::new(2, 1);
     let mut n = node(3);
-    let held = vec![entry(1, old, "a"), entry(2, old, "b"), entry(3, old, "c")];
+    let held = slots_abc(old);
     deliver(&mut n, 2, accept(old, 0, held));
     flush(&mut n);
     deliver(&mut n, 1, accept(b, 0, vec![entry(1, b, "x")]));
@@ -171,7 +171,7 @@ fn a_new_ballots_shorter_run_rewrites_the_slots_held_after_it() {
         ready.entries,
         vec![entry(1, b, "x"), entry(2, old, "b"), entry(3, old, "c")]
     );
-    let replies: Vec<_> = ready.messages.into_iter().map(|e| e.msg).collect();
+    let replies = messages(ready);
     assert_eq!(replies, vec![accepted(b, 1, 1)]);
 }
 
@@ -180,7 +180,7 @@ fn a_run_covering_old_ballot_chosen_slots_commits_them() {
     let old = Ballot::new(1, 2);
     let b = Ballot::new(2, 1);
     let mut n = node(3);
-    let entries = vec![entry(1, old, "a"), entry(2, old, "b"), entry(3, old, "c")];
+    let entries = slots_abc(old);
     deliver(&mut n, 1, accept(b, 3, entries));
     assert_eq!(n.committed(), 3);
 }
@@ -212,7 +212,7 @@ fn a_snapshot_at_the_commit_index_is_acknowledged_not_installed() {
     );
     let ready = flush(&mut n);
     assert!(ready.snapshot.is_none());
-    let replies: Vec<_> = ready.messages.into_iter().map(|e| e.msg).collect();
+    let replies = messages(ready);
     assert_eq!(replies, vec![accepted(b, 1, 1)]);
 }
 

@@ -1,16 +1,15 @@
 use super::*;
 use yizhi_engine::{EntryPayload, MemStorage, Membership};
 
-fn e(index: LogIndex, term: Term) -> Entry {
-    Entry::noop(index, term)
-}
-
 #[test]
 fn reads_overlay_unstable_on_storage() {
     let mut storage = MemStorage::new_with_membership(Membership::new([1]));
-    storage.append(&[e(1, 1), e(2, 1), e(3, 1)]);
+    storage.append(&[Entry::noop(1, 1), Entry::noop(2, 1), Entry::noop(3, 1)]);
     let mut log = SlotLog::new(0);
-    log.write(&storage, vec![e(2, 5), e(3, 5), e(4, 5)]);
+    log.write(
+        &storage,
+        vec![Entry::noop(2, 5), Entry::noop(3, 5), Entry::noop(4, 5)],
+    );
     assert_eq!(log.last(&storage), 4);
     let terms: Vec<Term> = log
         .entries(&storage, 1, 4, u64::MAX)
@@ -27,9 +26,9 @@ fn reads_overlay_unstable_on_storage() {
 #[should_panic(expected = "write rule")]
 fn a_write_that_would_drop_later_slots_is_refused() {
     let mut storage = MemStorage::new_with_membership(Membership::new([1]));
-    storage.append(&[e(1, 1), e(2, 1), e(3, 1)]);
+    storage.append(&[Entry::noop(1, 1), Entry::noop(2, 1), Entry::noop(3, 1)]);
     let mut log = SlotLog::new(0);
-    log.write(&storage, vec![e(2, 5)]);
+    log.write(&storage, vec![Entry::noop(2, 5)]);
 }
 
 fn v(index: LogIndex, term: Term) -> Entry {
@@ -47,10 +46,15 @@ fn indexes(entries: &[Entry]) -> Vec<LogIndex> {
 #[test]
 fn a_pending_snapshot_raises_the_floor_and_hides_the_prefix() {
     let mut storage = MemStorage::new_with_membership(Membership::new([1]));
-    storage.append(&[e(1, 1), e(2, 1), e(3, 1), e(4, 1)]);
+    storage.append(&[
+        Entry::noop(1, 1),
+        Entry::noop(2, 1),
+        Entry::noop(3, 1),
+        Entry::noop(4, 1),
+    ]);
     let mut log = SlotLog::new(0);
     assert!(!log.has_unstable());
-    log.install_snapshot(2, vec![e(3, 2), e(4, 2)]);
+    log.install_snapshot(2, vec![Entry::noop(3, 2), Entry::noop(4, 2)]);
     assert_eq!(log.first_available(&storage), 3);
     assert_eq!(log.entry(&storage, 2), None, "covered by the snapshot");
     assert_eq!(log.entry(&storage, 3).map(|e| e.term), Some(2));
@@ -92,10 +96,21 @@ fn unstable_reads_stop_at_the_byte_limit_inclusively() {
 #[test]
 fn a_write_below_the_unstable_part_replaces_it_and_one_inside_it_truncates_there() {
     let mut storage = MemStorage::new_with_membership(Membership::new([1]));
-    storage.append(&[e(1, 1), e(2, 1)]);
+    storage.append(&[Entry::noop(1, 1), Entry::noop(2, 1)]);
     let mut log = SlotLog::new(0);
-    log.write(&storage, vec![e(3, 2), e(4, 2), e(5, 2), e(6, 2)]);
-    log.write(&storage, vec![e(5, 3), e(6, 3), e(7, 3)]);
+    log.write(
+        &storage,
+        vec![
+            Entry::noop(3, 2),
+            Entry::noop(4, 2),
+            Entry::noop(5, 2),
+            Entry::noop(6, 2),
+        ],
+    );
+    log.write(
+        &storage,
+        vec![Entry::noop(5, 3), Entry::noop(6, 3), Entry::noop(7, 3)],
+    );
     let terms: Vec<(LogIndex, Term)> = log
         .entries(&storage, 1, 7, u64::MAX)
         .unwrap()
@@ -106,7 +121,7 @@ fn a_write_below_the_unstable_part_replaces_it_and_one_inside_it_truncates_there
         terms,
         vec![(1, 1), (2, 1), (3, 2), (4, 2), (5, 3), (6, 3), (7, 3)]
     );
-    log.write(&storage, (2..=7).map(|i| e(i, 4)).collect());
+    log.write(&storage, (2..=7).map(|i| Entry::noop(i, 4)).collect());
     assert_eq!(indexes(&log.take_unstable()), vec![2, 3, 4, 5, 6, 7]);
 }
 
@@ -115,7 +130,7 @@ fn a_tail_beyond_the_stored_log_is_read_from_the_unstable_part_alone() {
     // A snapshot pending in this Ready reaches past everything stored; its tail is unstable.
     let storage = MemStorage::new_with_membership(Membership::new([1]));
     let mut log = SlotLog::new(0);
-    log.install_snapshot(5, vec![e(6, 2), e(7, 2)]);
+    log.install_snapshot(5, vec![Entry::noop(6, 2), Entry::noop(7, 2)]);
     assert_eq!(log.last(&storage), 7);
     assert_eq!(
         indexes(&log.entries(&storage, 6, 7, u64::MAX).unwrap()),

@@ -4,7 +4,6 @@
 //! synced.
 
 use bytes::Bytes;
-use yizhi_engine::ready::changed;
 use yizhi_engine::{
     Engine, Envelope, LogPosition, LogStorage, NodeId, ProposeError, Ready, Role, SnapshotStatus, Status,
     TransferError,
@@ -17,19 +16,14 @@ impl<S: LogStorage> PaxosNode<S> {
     fn collect_ready(&mut self) -> Ready<Message> {
         assert!(self.handed_out.is_none(), "ready() called again before advance()");
         self.flush_read_round();
-        let mut ready = Ready {
-            soft_state: changed(self.soft_state(), &mut self.prev_soft_state),
-            ..Ready::default()
-        };
-        let prev = self.prev_hard_state;
-        if let Some(hard_state) = changed(self.hard_state(), &mut self.prev_hard_state) {
+        let (mut ready, prev) = self.reported.open_ready(self.soft_state(), self.hard_state());
+        if let Some(hard_state) = ready.hard_state {
             assert!(
                 hard_state.term >= prev.term && hard_state.commit >= prev.commit,
                 "node {}: promise or commit went backwards: {prev:?} -> {hard_state:?}",
                 self.id()
             );
             ready.must_sync = hard_state.term != prev.term;
-            ready.hard_state = Some(hard_state);
         }
         ready.snapshot = self.pending_snapshot.take();
         let snapshot_index = ready.snapshot.as_ref().map_or(0, |s| s.meta.index);
@@ -82,8 +76,7 @@ impl<S: LogStorage> PaxosNode<S> {
     }
 
     fn pending_work(&self) -> bool {
-        self.soft_state() != self.prev_soft_state
-            || self.hard_state() != self.prev_hard_state
+        self.reported.differs(self.soft_state(), self.hard_state())
             || self.pending_snapshot.is_some()
             || self.log.has_unstable()
             || !self.msgs.is_empty()

@@ -1,4 +1,4 @@
-use yizhi_engine::{HardState, MemStorage, Membership, SoftState};
+use yizhi_engine::{HardState, MemStorage, Membership};
 
 use super::*;
 use crate::ballot::Ballot;
@@ -19,13 +19,7 @@ fn a_role_change_alone_is_a_ready() {
     );
     assert!(n.has_ready());
     let ready = flush(&mut n);
-    assert_eq!(
-        ready.soft_state,
-        Some(SoftState {
-            leader: Some(2),
-            role: Role::Follower
-        })
-    );
+    assert_eq!(ready.soft_state, follower_of(2));
     assert!(ready.hard_state.is_none() && ready.messages.is_empty());
 }
 
@@ -92,10 +86,7 @@ fn accepted_slots_are_synced_even_without_a_new_promise_and_a_commit_alone_is_no
 
 #[test]
 fn report_unreachable_rewinds_the_peer_to_what_it_acknowledged() {
-    let mut n = leader_of(node(1));
-    let b = n.leading_ballot().unwrap();
-    n.propose(value("a")).unwrap();
-    n.propose(value("b")).unwrap();
+    let (mut n, b) = leader_with_two_proposals();
     flush(&mut n);
     deliver(&mut n, 2, accepted(b, 1, 1));
     flush(&mut n);

@@ -1,6 +1,7 @@
 //! The state of one Multi-Paxos node (acceptor, learner, and — when its ballot wins phase 1 —
 //! distinguished proposer) and the single `step` entry point that routes messages to handlers.
 
+use yizhi_engine::ready::Reported;
 use yizhi_engine::{
     Envelope, HardState, LogIndex, LogStorage, Membership, NodeId, ReadState, Role, SeededRng, Snapshot,
     SoftState, StorageError, quorum::MajorityConfig,
@@ -74,8 +75,7 @@ pub struct PaxosNode<S: LogStorage> {
     pub(crate) pending_snapshot: Option<Snapshot>,
     pub(crate) msgs: Vec<Envelope<Message>>,
     pub(crate) read_states: Vec<ReadState>,
-    pub(crate) prev_hard_state: HardState,
-    pub(crate) prev_soft_state: SoftState,
+    pub(crate) reported: Reported,
     pub(crate) handed_out: Option<HandedOut>,
 }
 
@@ -117,11 +117,7 @@ impl<S: LogStorage> PaxosNode<S> {
             pending_snapshot: None,
             msgs: Vec::new(),
             read_states: Vec::new(),
-            prev_hard_state: hard_state,
-            prev_soft_state: SoftState {
-                leader: None,
-                role: Role::Follower,
-            },
+            reported: Reported::at_start(hard_state),
             handed_out: None,
         };
         if !node.is_voter() {

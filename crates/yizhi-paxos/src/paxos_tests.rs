@@ -112,6 +112,55 @@ pub(crate) fn heartbeat_ack(ballot: Ballot, matched: LogIndex, read_round: u64) 
     }
 }
 
+pub(crate) fn timeout_now(ballot: Ballot) -> Message {
+    Message::TimeoutNow { ballot }
+}
+
+/// The soft state of a follower of `leader`.
+pub(crate) fn follower_of(leader: NodeId) -> Option<SoftState> {
+    Some(SoftState {
+        leader: Some(leader),
+        role: Role::Follower,
+    })
+}
+
+/// The messages a `Ready` sends, without their addresses.
+pub(crate) fn messages(ready: Ready<Message>) -> Vec<Message> {
+    ready.messages.into_iter().map(|e| e.msg).collect()
+}
+
+/// Node 1 of {1,2,3}, started with `tune`, leading (see [`leader_of`]).
+pub(crate) fn tuned_leader(tune: impl Fn(&mut PaxosConfig)) -> PaxosNode<MemStorage> {
+    leader_of(node_with(1, MemStorage::new_with_membership(voters3()), 7, tune))
+}
+
+/// Node 1 leading, with proposals "a" and "b" in slots 1 and 2 (not yet sent). Returns its ballot.
+pub(crate) fn leader_with_two_proposals() -> (PaxosNode<MemStorage>, Ballot) {
+    let mut n = leader_of(node(1));
+    let b = n.leading_ballot().unwrap();
+    n.propose(value("a")).unwrap();
+    n.propose(value("b")).unwrap();
+    (n, b)
+}
+
+/// Slots 1, 2 and 3 holding "a", "b" and "c", accepted in `ballot`.
+pub(crate) fn slots_abc(ballot: Ballot) -> Vec<Entry> {
+    vec![
+        entry(1, ballot, "a"),
+        entry(2, ballot, "b"),
+        entry(3, ballot, "c"),
+    ]
+}
+
+/// Node 1 of {1,2,3} having started phase 1 (that Ready handled), and the ballot it prepared.
+pub(crate) fn candidate() -> (PaxosNode<MemStorage>, Ballot) {
+    let mut n = node(1);
+    n.campaign_now();
+    let b = n.promised();
+    flush(&mut n);
+    (n, b)
+}
+
 /// Node `id` of {1,2,3} wins phase 1 with node 2's promise; its first Ready is handled.
 pub(crate) fn leader_of(mut n: PaxosNode<MemStorage>) -> PaxosNode<MemStorage> {
     n.campaign_now();
@@ -134,13 +183,7 @@ fn a_learner_is_never_a_voter_and_never_campaigns() {
     assert_eq!(n.role(), Role::Learner);
     assert!(n.msgs.is_empty(), "no Prepare from a learner");
     // A TimeoutNow cannot make a learner campaign either.
-    deliver(
-        &mut n,
-        1,
-        Message::TimeoutNow {
-            ballot: Ballot::new(5, 1),
-        },
-    );
+    deliver(&mut n, 1, timeout_now(Ballot::new(5, 1)));
     assert_eq!(n.role(), Role::Learner);
     assert!(n.msgs.is_empty());
 }
@@ -269,9 +312,7 @@ fn a_leader_resends_from_what_a_peer_whose_connection_closed_acknowledged() {
 
 #[test]
 fn a_leader_heartbeats_every_interval_not_every_tick() {
-    let mut n = leader_of(node_with(1, MemStorage::new_with_membership(voters3()), 7, |c| {
-        c.heartbeat_interval_ticks = 3;
-    }));
+    let mut n = tuned_leader(|c| c.heartbeat_interval_ticks = 3);
     let b = n.leading_ballot().unwrap();
     n.tick();
     n.tick();
@@ -303,13 +344,7 @@ fn a_higher_prepare_ends_a_candidacy_and_names_the_new_proposer() {
     assert!(n.candidacy.is_none());
     assert_eq!(n.leader(), Some(2));
     let ready = flush(&mut n);
-    assert_eq!(
-        ready.soft_state,
-        Some(SoftState {
-            leader: Some(2),
-            role: Role::Follower
-        })
-    );
+    assert_eq!(ready.soft_state, follower_of(2));
 }
 
 #[test]
@@ -362,33 +397,15 @@ fn a_stale_timeout_now_is_ignored_and_a_leader_ignores_any() {
     let mut n = node(1);
     deliver(&mut n, 3, prepare(Ballot::new(3, 3), 1));
     flush(&mut n);
-    deliver(
-        &mut n,
-        2,
-        Message::TimeoutNow {
-            ballot: Ballot::new(1, 2),
-        },
-    );
+    deliver(&mut n, 2, timeout_now(Ballot::new(1, 2)));
     assert_eq!(n.role(), Role::Follower);
     assert!(n.msgs.is_empty());
-    deliver(
-        &mut n,
-        3,
-        Message::TimeoutNow {
-            ballot: Ballot::new(3, 3),
-        },
-    );
+    deliver(&mut n, 3, timeout_now(Ballot::new(3, 3)));
     assert_eq!(n.role(), Role::Candidate, "a current TimeoutNow starts phase 1");
 
     let mut l = leader_of(node(1));
     let b = l.promised();
-    deliver(
-        &mut l,
-        2,
-        Message::TimeoutNow {
-            ballot: Ballot::new(9, 2),
-        },
-    );
+    deliver(&mut l, 2, timeout_now(Ballot::new(9, 2)));
     assert!(l.is_leader());
     assert_eq!(l.promised(), b);
     assert!(l.msgs.is_empty());

@@ -25,10 +25,7 @@ fn a_stale_promise_does_not_count_towards_phase_1() {
 
 #[test]
 fn a_snapshot_in_a_promise_is_adopted_and_phase_2_starts_after_it() {
-    let mut n = node(1);
-    n.campaign_now();
-    let b = n.promised();
-    flush(&mut n);
+    let (mut n, b) = candidate();
     let snapshot = Snapshot {
         meta: SnapshotMeta {
             index: 5,
@@ -60,10 +57,7 @@ fn a_snapshot_in_a_promise_is_adopted_and_phase_2_starts_after_it() {
 fn the_value_accepted_at_the_first_unchosen_slot_is_re_proposed() {
     // "Paxos Made Simple" §2.2 (P2c): every slot from the first unchosen one carries the value
     // accepted with the highest ballot among the promises; slot 1 is that first slot here.
-    let mut n = node(1);
-    n.campaign_now();
-    let b = n.promised();
-    flush(&mut n);
+    let (mut n, b) = candidate();
     let old = Ballot::new(0, 2);
     deliver(
         &mut n,
@@ -114,9 +108,7 @@ fn the_leader_counts_its_own_acceptance_only_once_durable() {
 
 #[test]
 fn runs_in_flight_are_bounded_by_max_inflight_msgs() {
-    let mut n = leader_of(node_with(1, MemStorage::new_with_membership(voters3()), 7, |c| {
-        c.max_inflight_msgs = 1;
-    }));
+    let mut n = tuned_leader(|c| c.max_inflight_msgs = 1);
     n.propose(value("a")).unwrap();
     n.propose(value("b")).unwrap();
     assert_eq!(accepts_to(&sent(&mut n), 2), vec![vec![1]]);
@@ -125,10 +117,7 @@ fn runs_in_flight_are_bounded_by_max_inflight_msgs() {
 
 #[test]
 fn a_gap_reported_by_an_acceptor_resends_from_what_it_has() {
-    let mut n = leader_of(node(1));
-    let b = n.leading_ballot().unwrap();
-    n.propose(value("a")).unwrap();
-    n.propose(value("b")).unwrap();
+    let (mut n, b) = leader_with_two_proposals();
     assert_eq!(accepts_to(&sent(&mut n), 2), vec![vec![1], vec![2]]);
     deliver(&mut n, 2, accepted(b, 0, 2));
     assert_eq!(accepts_to(&sent(&mut n), 2), vec![vec![1, 2]]);
@@ -155,10 +144,7 @@ fn a_gap_below_what_an_acceptor_reported_before_resends_from_its_new_report() {
 
 #[test]
 fn an_in_order_ack_does_not_resend_runs_still_in_flight() {
-    let mut n = leader_of(node(1));
-    let b = n.leading_ballot().unwrap();
-    n.propose(value("a")).unwrap();
-    n.propose(value("b")).unwrap();
+    let (mut n, b) = leader_with_two_proposals();
     sent(&mut n);
     deliver(&mut n, 2, accepted(b, 1, 1));
     assert_eq!(accepts_to(&sent(&mut n), 2), Vec::<Vec<LogIndex>>::new());
@@ -169,9 +155,7 @@ fn an_in_order_ack_does_not_resend_runs_still_in_flight() {
 
 #[test]
 fn a_heartbeat_does_not_reset_the_window_of_a_fully_matched_acceptor() {
-    let mut n = leader_of(node_with(1, MemStorage::new_with_membership(voters3()), 7, |c| {
-        c.max_inflight_msgs = 2;
-    }));
+    let mut n = tuned_leader(|c| c.max_inflight_msgs = 2);
     let b = n.leading_ballot().unwrap();
     n.propose(value("a")).unwrap();
     n.propose(value("b")).unwrap();
@@ -226,9 +210,7 @@ fn a_peer_behind_the_compaction_gets_the_snapshot_then_slots_after_it() {
 
 #[test]
 fn chosen_bytes_leave_the_uncommitted_budget() {
-    let mut n = leader_of(node_with(1, MemStorage::new_with_membership(voters3()), 7, |c| {
-        c.max_uncommitted_bytes = 30;
-    }));
+    let mut n = tuned_leader(|c| c.max_uncommitted_bytes = 30);
     let b = n.leading_ballot().unwrap();
     n.propose(value("aaaaaaaaaa")).unwrap();
     flush(&mut n);
@@ -240,10 +222,10 @@ fn chosen_bytes_leave_the_uncommitted_budget() {
 
 #[test]
 fn proposal_size_limits_are_inclusive_and_the_first_proposal_always_fits_the_budget() {
-    let mut n = leader_of(node_with(1, MemStorage::new_with_membership(voters3()), 7, |c| {
+    let mut n = tuned_leader(|c| {
         c.max_proposal_bytes = 10;
         c.max_uncommitted_bytes = 5;
-    }));
+    });
     assert_eq!(
         n.propose(value("12345678901")),
         Err(ProposeError::TooLarge {
@@ -263,9 +245,7 @@ fn proposal_size_limits_are_inclusive_and_the_first_proposal_always_fits_the_bud
 #[test]
 fn the_uncommitted_budget_admits_an_exact_fit() {
     // One entry of 10 payload bytes is 34 bytes; a second of 10 reaches 44 exactly.
-    let mut n = leader_of(node_with(1, MemStorage::new_with_membership(voters3()), 7, |c| {
-        c.max_uncommitted_bytes = 44;
-    }));
+    let mut n = tuned_leader(|c| c.max_uncommitted_bytes = 44);
     n.propose(value("1234567890")).unwrap();
     assert_eq!(
         n.propose(value("abcdefghij")),
@@ -274,9 +254,7 @@ fn the_uncommitted_budget_admits_an_exact_fit() {
             term: n.promised().term()
         })
     );
-    let mut m = leader_of(node_with(1, MemStorage::new_with_membership(voters3()), 7, |c| {
-        c.max_uncommitted_bytes = 43;
-    }));
+    let mut m = tuned_leader(|c| c.max_uncommitted_bytes = 43);
     m.propose(value("1234567890")).unwrap();
     assert_eq!(
         m.propose(value("abcdefghij")),
@@ -360,7 +338,7 @@ fn a_commit_index_in_a_promise_never_counts_towards_choosing() {
     n.campaign_now();
     let b = n.promised();
     flush(&mut n);
-    let accepted = vec![entry(1, old, "a"), entry(2, old, "b"), entry(3, old, "c")];
+    let accepted = slots_abc(old);
     deliver(&mut n, 2, promise(b, 3, accepted, None));
     assert!(n.is_leader());
     let msgs = sent(&mut n);

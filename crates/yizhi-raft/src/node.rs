@@ -1,7 +1,6 @@
 //! The `Engine` contract for Raft: collecting a `Ready` and acknowledging it with `advance()`.
 
 use bytes::Bytes;
-use yizhi_engine::ready::changed;
 use yizhi_engine::{
     Engine, Envelope, LogPosition, LogStorage, NodeId, ProposeError, Ready, Role, SnapshotStatus, Status,
     TransferError,
@@ -30,18 +29,13 @@ impl<S: LogStorage> RaftNode<S> {
         // First, so that an entry leaving a joint configuration goes out with this batch.
         self.configs_committed();
         self.flush_batches();
-        let mut ready = Ready {
-            soft_state: changed(self.soft_state(), &mut self.prev_soft_state),
-            ..Ready::default()
-        };
-        let prev = self.prev_hard_state;
-        if let Some(hard_state) = changed(self.hard_state(), &mut self.prev_hard_state) {
+        let (mut ready, prev) = self.reported.open_ready(self.soft_state(), self.hard_state());
+        if let Some(hard_state) = ready.hard_state {
             ready.must_sync = hard_state.term != prev.term || hard_state.vote != prev.vote;
             assert!(
                 hard_state.commit >= prev.commit,
                 "commit index went backwards: {prev:?} -> {hard_state:?}"
             );
-            ready.hard_state = Some(hard_state);
         }
         ready.snapshot = self.log.take_unstable_snapshot();
         ready.entries = self.log.unstable_to_persist();
@@ -97,8 +91,7 @@ impl<S: LogStorage> RaftNode<S> {
             || !self.read_states.is_empty()
             || self.log.has_unstable()
             || self.log.has_committed_to_apply()
-            || self.hard_state() != self.prev_hard_state
-            || self.soft_state() != self.prev_soft_state
+            || self.reported.differs(self.soft_state(), self.hard_state())
             || self.needs_read_round()
     }
 
@@ -217,15 +210,12 @@ mod tests {
     use bytes::Bytes;
 
     fn three_node_cluster_led_by_1() -> MemCluster {
-        let mut cluster = MemCluster::new(&[1, 2, 3], &[], 7, |_| {});
-        assert_eq!(cluster.campaign(1), Some(1));
-        cluster
+        MemCluster::new(&[1, 2, 3], &[], 7, |_| {}).elected(1)
     }
 
     #[test]
     fn leader_counts_its_own_entry_only_after_advance() {
-        let mut cluster = MemCluster::new(&[1], &[], 3, |_| {});
-        assert_eq!(cluster.campaign(1), Some(1));
+        let mut cluster = MemCluster::new(&[1], &[], 3, |_| {}).elected(1);
         let node = cluster.node_mut(1);
         let position = node.propose(Bytes::from_static(b"a")).expect("leader");
         let ready = node.ready();

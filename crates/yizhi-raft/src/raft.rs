@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use yizhi_engine::quorum::{JointConfig, VoteResult};
+use yizhi_engine::ready::Reported;
 use yizhi_engine::{
     Envelope, HardState, LogIndex, LogStorage, Membership, NodeId, ReadState, Role, SeededRng, SoftState,
     Term,
@@ -82,8 +83,7 @@ pub struct RaftNode<S> {
     pub(crate) append_pending: bool,
     pub(crate) msgs: Vec<Envelope<Message>>,
     pub(crate) read_states: Vec<ReadState>,
-    pub(crate) prev_hard_state: HardState,
-    pub(crate) prev_soft_state: SoftState,
+    pub(crate) reported: Reported,
     pub(crate) handed_out: Option<HandedOut>,
 }
 
@@ -137,20 +137,16 @@ impl<S: LogStorage> RaftNode<S> {
             append_pending: false,
             msgs: Vec::new(),
             read_states: Vec::new(),
-            prev_hard_state: HardState {
+            reported: Reported::at_start(HardState {
                 term: hard_state.term,
                 vote: hard_state.vote,
                 commit: committed,
-            },
-            prev_soft_state: SoftState {
-                leader: None,
-                role: Role::Follower,
-            },
+            }),
             handed_out: None,
             config,
         };
         node.become_follower(hard_state.term, None);
-        node.prev_soft_state = node.soft_state();
+        node.reported.soft_state = node.soft_state();
         assert_eq!(node.id(), id);
         Ok(node)
     }

@@ -132,19 +132,11 @@ fn thesis_4_2_3_hinted_follower_grants_the_pre_vote_it_refused() {
 
     node.report_connection_lost(1);
     let pre_vote = pre_vote_from_3_for_term_2();
-    let ready = step_expecting(
-        &mut node,
-        pre_vote,
-        &[(3, 2, MessageKind::PreVoteResponse { granted: true })],
-    );
+    let ready = step_expecting(&mut node, pre_vote, &[pre_vote_response(3, 2, true)]);
     assert_eq!(ready.hard_state, None, "a pre-vote changes no term or vote");
 
     let vote = envelope(3, 2, 2, vote_request(0, 0, false));
-    let ready = step_expecting(
-        &mut node,
-        vote,
-        &[(3, 2, MessageKind::VoteResponse { granted: true })],
-    );
+    let ready = step_expecting(&mut node, vote, &[vote_response(3, 2, true)]);
     assert_eq!(ready.hard_state, Some(hard_state(2, Some(3), 0)));
 }
 
@@ -183,8 +175,7 @@ fn the_leaders_next_message_restores_the_follower_and_its_full_timeout() {
 /// leader's next heartbeat brings the pre-candidate back.
 #[test]
 fn a_wrong_hint_on_one_follower_does_not_disrupt_a_healthy_leader() {
-    let mut cluster = MemCluster::new(&VOTERS, &[], 11, |_| {});
-    assert_eq!(cluster.campaign(1), Some(1));
+    let mut cluster = MemCluster::new(&VOTERS, &[], 11, |_| {}).elected(1);
     let term = cluster.node(1).term();
 
     cluster.node_mut(2).report_connection_lost(1);
@@ -290,8 +281,7 @@ fn leader_lost_with_hints_a_new_leader_is_elected_within_four_ticks() {
 /// lost, so it probes before sending a window again. Its own role and term are untouched.
 #[test]
 fn a_leader_probes_a_follower_whose_connection_closed() {
-    let mut cluster = MemCluster::new(&VOTERS, &[], 11, |_| {});
-    assert_eq!(cluster.campaign(1), Some(1));
+    let mut cluster = MemCluster::new(&VOTERS, &[], 11, |_| {}).elected(1);
     let term = cluster.node(1).term();
     let state = |cluster: &MemCluster| cluster.node(1).progress_of(2).map(|p| p.state);
     assert_eq!(state(&cluster), Some(ProgressState::Replicate));

@@ -13,8 +13,7 @@ const VOTERS: [NodeId; 3] = [1, 2, 3];
 /// transfer, no PreVote, no tick) and wins the next term.
 #[test]
 fn thesis_3_10_lagging_target_is_caught_up_then_told_to_campaign_and_wins() {
-    let mut cluster = MemCluster::new(&VOTERS, &[], 5, |_| {});
-    assert_eq!(cluster.campaign(1), Some(1));
+    let mut cluster = MemCluster::new(&VOTERS, &[], 5, |_| {}).elected(1);
     let term = cluster.node(1).term();
     cluster.cut_links.insert((1, 3));
     let x = cluster.propose(1, b"x");
@@ -75,8 +74,7 @@ fn thesis_3_10_lagging_target_is_caught_up_then_told_to_campaign_and_wins() {
 /// A caught-up target gets TimeoutNow in the very next Ready.
 #[test]
 fn thesis_3_10_caught_up_target_gets_timeout_now_at_once() {
-    let mut cluster = MemCluster::new(&VOTERS, &[], 5, |_| {});
-    assert_eq!(cluster.campaign(1), Some(1));
+    let mut cluster = MemCluster::new(&VOTERS, &[], 5, |_| {}).elected(1);
     let term = cluster.node(1).term();
     cluster.node_mut(1).transfer_leadership(2).expect("2 is a voter");
     cluster.process_ready(1);
@@ -94,8 +92,7 @@ fn thesis_3_10_caught_up_target_gets_timeout_now_at_once() {
 /// aborts the transfer and resumes accepting client requests."
 #[test]
 fn thesis_3_10_transfer_to_an_unreachable_target_is_abandoned_after_an_election_timeout() {
-    let mut cluster = MemCluster::new(&VOTERS, &[], 5, |_| {});
-    assert_eq!(cluster.campaign(1), Some(1));
+    let mut cluster = MemCluster::new(&VOTERS, &[], 5, |_| {}).elected(1);
     cluster.isolate(3);
     cluster.node_mut(1).transfer_leadership(3).expect("3 is a voter");
     let election_timeout_ticks = cluster.node(1).config().election_timeout_ticks;
@@ -118,8 +115,7 @@ fn thesis_3_10_transfer_to_an_unreachable_target_is_abandoned_after_an_election_
 /// asked to transfer.
 #[test]
 fn thesis_3_10_transfer_target_must_be_another_voter() {
-    let mut cluster = MemCluster::new(&VOTERS, &[4], 5, |_| {});
-    assert_eq!(cluster.campaign(1), Some(1));
+    let mut cluster = MemCluster::new(&VOTERS, &[4], 5, |_| {}).elected(1);
     let leader = cluster.node_mut(1);
     assert_eq!(
         leader.transfer_leadership(4),

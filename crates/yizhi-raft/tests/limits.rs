@@ -15,8 +15,8 @@ const VOTERS: [NodeId; 3] = [1, 2, 3];
 #[test]
 fn proposal_larger_than_max_proposal_bytes_is_refused_with_too_large() {
     const MAX_PROPOSAL_BYTES: u64 = 100;
-    let mut cluster = MemCluster::new(&VOTERS, &[], 1, |c| c.max_proposal_bytes = MAX_PROPOSAL_BYTES);
-    assert_eq!(cluster.campaign(1), Some(1));
+    let mut cluster =
+        MemCluster::new(&VOTERS, &[], 1, |c| c.max_proposal_bytes = MAX_PROPOSAL_BYTES).elected(1);
     let last_index = cluster.node(1).storage().last_index();
 
     let fits = (MAX_PROPOSAL_BYTES - ENTRY_OVERHEAD_BYTES) as usize;

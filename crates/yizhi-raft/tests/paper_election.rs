@@ -4,13 +4,22 @@
 mod common;
 
 use common::*;
-use yizhi_engine::{Engine, Entry, EntryPayload, Role};
-use yizhi_raft::MessageKind;
+use yizhi_engine::{Engine, Entry, EntryPayload, NodeId, Ready, Role, Term};
+use yizhi_raft::{Message, MessageKind};
 
 const VOTERS: [u64; 3] = [1, 2, 3];
 
 fn vote(last_index: u64, last_term: u64) -> MessageKind {
     vote_request(last_index, last_term, false)
+}
+
+/// A candidate `from` with an empty log asks node 1 for its vote at `term`; asserts the answer.
+fn answer_to_vote_from(node: &mut Node, from: NodeId, term: Term, granted: bool) -> Ready<Message> {
+    step_expecting(
+        node,
+        envelope(from, 1, term, vote(0, 0)),
+        &[vote_response(from, term, granted)],
+    )
 }
 
 /// §5.2: "a follower increments its current term and transitions to candidate state. It then
@@ -184,25 +193,13 @@ fn paper_5_2_candidate_receiving_append_of_its_term_becomes_follower() {
 fn paper_5_2_grants_at_most_one_vote_per_term() {
     let mut node = fresh_node(1, &VOTERS, paper_only);
 
-    let ready = step_expecting(
-        &mut node,
-        envelope(2, 1, 1, vote(0, 0)),
-        &[(2, 1, MessageKind::VoteResponse { granted: true })],
-    );
+    let ready = answer_to_vote_from(&mut node, 2, 1, true);
     assert_eq!(ready.hard_state, Some(hard_state(1, Some(2), 0)));
 
-    let ready = step_expecting(
-        &mut node,
-        envelope(3, 1, 1, vote(0, 0)),
-        &[(3, 1, MessageKind::VoteResponse { granted: false })],
-    );
+    let ready = answer_to_vote_from(&mut node, 3, 1, false);
     assert_eq!(ready.hard_state, None, "the vote is not changed");
 
-    step_expecting(
-        &mut node,
-        envelope(2, 1, 1, vote(0, 0)),
-        &[(2, 1, MessageKind::VoteResponse { granted: true })],
-    );
+    answer_to_vote_from(&mut node, 2, 1, true);
 }
 
 /// §5.2 with Figure 2's "persistent state": a vote survives a restart, so a rebooted node cannot
@@ -210,11 +207,7 @@ fn paper_5_2_grants_at_most_one_vote_per_term() {
 #[test]
 fn paper_5_2_vote_recorded_on_disk_binds_after_restart() {
     let mut node = node_with_log(1, &VOTERS, &[], hard_state(1, Some(2), 0), paper_only);
-    step_expecting(
-        &mut node,
-        envelope(3, 1, 1, vote(0, 0)),
-        &[(3, 1, MessageKind::VoteResponse { granted: false })],
-    );
+    answer_to_vote_from(&mut node, 3, 1, false);
 }
 
 /// §5.4.1: "If the logs have last entries with different terms, then the log with the later term
@@ -258,13 +251,13 @@ fn thesis_9_6_pre_vote_for_a_voted_term_is_refused_for_a_later_term_granted() {
     step_expecting(
         &mut node,
         envelope(3, 1, 1, pre_vote(0, 0)),
-        &[(3, 1, MessageKind::PreVoteResponse { granted: false })],
+        &[pre_vote_response(3, 1, false)],
     );
 
     let ready = step_expecting(
         &mut node,
         envelope(3, 1, 2, pre_vote(0, 0)),
-        &[(3, 2, MessageKind::PreVoteResponse { granted: true })],
+        &[pre_vote_response(3, 2, true)],
     );
     assert_eq!(ready.hard_state, None, "a pre-vote changes no durable state");
     assert_eq!(node.term(), 1);

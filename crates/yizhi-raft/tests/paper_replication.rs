@@ -22,6 +22,16 @@ fn appended_positions(e: &Envelope<Message>) -> Vec<(LogIndex, Term)> {
     }
 }
 
+/// The positions each append in flight to `to` carries, in sending order.
+fn appends_in_flight_to(cluster: &MemCluster, to: NodeId) -> Vec<Vec<(LogIndex, Term)>> {
+    cluster
+        .in_flight
+        .iter()
+        .filter(|e| is_append_to(e, to))
+        .map(appended_positions)
+        .collect()
+}
+
 /// §5.4.2 / thesis §6.4: a new leader opens its term with a no-op, at the end of its log.
 #[test]
 fn paper_5_3_new_leader_appends_a_no_op_of_its_term() {
@@ -189,8 +199,7 @@ fn paper_5_3_leader_backtracks_over_whole_terms_using_the_hint() {
 /// learns that a log entry is committed, it applies the entry".
 #[test]
 fn paper_5_3_commit_index_reaches_followers_in_the_next_append() {
-    let mut cluster = MemCluster::new(&VOTERS, &[], 3, |_| {});
-    assert_eq!(cluster.campaign(1), Some(1));
+    let mut cluster = MemCluster::new(&VOTERS, &[], 3, |_| {}).elected(1);
     let x = cluster.propose(1, b"x");
     cluster.process_ready(1);
 
@@ -259,8 +268,7 @@ fn paper_5_3_follower_paused_during_commit_learns_commit_when_its_ack_arrives() 
 /// Batching: proposals made between two `ready()` calls leave as one append per follower.
 #[test]
 fn proposals_before_one_ready_leave_as_one_append_per_follower() {
-    let mut cluster = MemCluster::new(&VOTERS, &[], 3, |_| {});
-    assert_eq!(cluster.campaign(1), Some(1));
+    let mut cluster = MemCluster::new(&VOTERS, &[], 3, |_| {}).elected(1);
     for data in [&b"a"[..], b"b", b"c"] {
         cluster
             .node_mut(1)
@@ -282,8 +290,8 @@ fn proposals_before_one_ready_leave_as_one_append_per_follower() {
 #[test]
 fn replicate_state_keeps_at_most_max_inflight_msgs_appends_outstanding() {
     const MAX_INFLIGHT_MSGS: usize = 3;
-    let mut cluster = MemCluster::new(&VOTERS, &[], 3, |c| c.max_inflight_msgs = MAX_INFLIGHT_MSGS);
-    assert_eq!(cluster.campaign(1), Some(1));
+    let mut cluster =
+        MemCluster::new(&VOTERS, &[], 3, |c| c.max_inflight_msgs = MAX_INFLIGHT_MSGS).elected(1);
     assert_eq!(
         cluster.node(1).progress_of(2).map(|p| p.state),
         Some(ProgressState::Replicate)
@@ -296,12 +304,7 @@ fn replicate_state_keeps_at_most_max_inflight_msgs_appends_outstanding() {
             .expect("leader");
         cluster.process_ready(1);
     }
-    let outstanding_to_2: Vec<_> = cluster
-        .in_flight
-        .iter()
-        .filter(|e| is_append_to(e, 2))
-        .map(appended_positions)
-        .collect();
+    let outstanding_to_2 = appends_in_flight_to(&cluster, 2);
     assert_eq!(
         outstanding_to_2,
         vec![vec![(2, 1)], vec![(3, 1)], vec![(4, 1)]],
@@ -318,12 +321,7 @@ fn replicate_state_keeps_at_most_max_inflight_msgs_appends_outstanding() {
     cluster.process_ready(2);
     deliver_matching(&mut cluster, |e| e.to == 1);
     cluster.process_ready(1);
-    let refill: Vec<_> = cluster
-        .in_flight
-        .iter()
-        .filter(|e| is_append_to(e, 2))
-        .map(appended_positions)
-        .collect();
+    let refill = appends_in_flight_to(&cluster, 2);
     assert_eq!(
         refill,
         vec![vec![(5, 1), (6, 1)]],

@@ -75,11 +75,7 @@ fn paper_5_4_2_figure_8_leader_commits_earlier_term_only_through_its_own_entry()
 fn paper_5_4_2_figure_8_d_entry_of_earlier_term_on_a_majority_can_still_be_overwritten() {
     let mut s3 = node_with_log(3, &FIVE, &[1, 2], hard_state(4, Some(1), 1), paper_only);
     let request = envelope(5, 3, 5, vote_request(2, 3, false));
-    step_expecting(
-        &mut s3,
-        request,
-        &[(5, 5, MessageKind::VoteResponse { granted: true })],
-    );
+    step_expecting(&mut s3, request, &[vote_response(5, 5, true)]);
     // S5 then leads term 5 and replaces (2, 2) on S3.
     s3.step(envelope(5, 3, 5, append(1, 1, vec![noop(2, 3), noop(3, 5)], 1)));
     handle_ready(&mut s3);
@@ -162,8 +158,7 @@ fn paper_5_4_leader_counts_its_own_entry_only_once_persisted() {
 /// every committed entry.
 #[test]
 fn paper_5_4_3_elected_leader_holds_every_committed_entry() {
-    let mut cluster = MemCluster::new(&[1, 2, 3], &[], 5, paper_only);
-    assert_eq!(cluster.campaign(1), Some(1));
+    let mut cluster = MemCluster::new(&[1, 2, 3], &[], 5, paper_only).elected(1);
     cluster.isolate(3);
     for data in [&b"x"[..], b"y"] {
         cluster

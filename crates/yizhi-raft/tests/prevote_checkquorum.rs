@@ -15,8 +15,7 @@ const ELECTION_TIMEOUT_TICKS: u64 = 10;
 /// Isolates node 3 for `ticks` while the others keep going, then heals and runs a few more ticks.
 /// Returns (leader term before, node 3's term while cut off, leader and term after healing).
 fn partition_node_3_then_heal(pre_vote: bool, ticks: u64) -> (u64, u64, Option<NodeId>, u64) {
-    let mut cluster = MemCluster::new(&VOTERS, &[], 11, |c| c.pre_vote = pre_vote);
-    assert_eq!(cluster.campaign(1), Some(1));
+    let mut cluster = MemCluster::new(&VOTERS, &[], 11, |c| c.pre_vote = pre_vote).elected(1);
     let term_before = cluster.node(1).term();
     cluster.isolate(3);
     tick_all_and_settle(&mut cluster, ticks);
@@ -61,8 +60,7 @@ fn thesis_9_6_without_pre_vote_the_rejoining_node_disrupts_the_leader() {
 /// log it missed reaches it.
 #[test]
 fn thesis_9_6_rejoined_pre_candidate_follows_the_leader_and_catches_up() {
-    let mut cluster = MemCluster::new(&VOTERS, &[], 11, |_| {});
-    assert_eq!(cluster.campaign(1), Some(1));
+    let mut cluster = MemCluster::new(&VOTERS, &[], 11, |_| {}).elected(1);
     cluster.isolate(3);
     let x = cluster.propose(1, b"x");
     tick_all_and_settle(&mut cluster, 3 * ELECTION_TIMEOUT_TICKS);
@@ -106,8 +104,7 @@ fn thesis_9_6_lower_term_pre_vote_is_refused_with_the_higher_term() {
 /// cut off just after a round steps down within two timeouts; a connected one never does.
 #[test]
 fn thesis_6_2_isolated_leader_steps_down_within_two_election_timeouts() {
-    let mut cluster = MemCluster::new(&VOTERS, &[], 11, |_| {});
-    assert_eq!(cluster.campaign(1), Some(1));
+    let mut cluster = MemCluster::new(&VOTERS, &[], 11, |_| {}).elected(1);
     tick_all_and_settle(&mut cluster, 5 * ELECTION_TIMEOUT_TICKS);
     assert_eq!(cluster.leader(), Some(1), "connected: stays leader");
 
@@ -185,10 +182,6 @@ fn thesis_3_10_transfer_vote_is_granted_despite_the_lease() {
     node.step(envelope(1, 2, 1, MessageKind::Heartbeat { commit: 0, round: 1 }));
     handle_ready(&mut node);
     let vote = envelope(3, 2, 2, vote_request(0, 0, true));
-    let ready = step_expecting(
-        &mut node,
-        vote,
-        &[(3, 2, MessageKind::VoteResponse { granted: true })],
-    );
+    let ready = step_expecting(&mut node, vote, &[vote_response(3, 2, true)]);
     assert_eq!(ready.hard_state, Some(hard_state(2, Some(3), 0)));
 }

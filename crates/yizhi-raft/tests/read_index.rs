@@ -28,8 +28,7 @@ fn is_log_traffic(e: &Envelope<Message>) -> bool {
 /// acknowledgments from a majority". Acks of a round sent *before* the read prove nothing about it.
 #[test]
 fn thesis_6_4_leader_read_waits_for_a_quorum_of_the_round_sent_after_it() {
-    let mut cluster = MemCluster::new(&VOTERS, &[], 3, |_| {});
-    assert_eq!(cluster.campaign(1), Some(1));
+    let mut cluster = MemCluster::new(&VOTERS, &[], 3, |_| {}).elected(1);
     let commit = cluster.node(1).committed();
 
     cluster.tick(1);
@@ -87,8 +86,7 @@ fn thesis_6_4_read_on_new_leader_waits_for_an_entry_of_its_term_to_commit() {
 /// may be ahead of the follower's (the runtime waits to apply up to it before answering).
 #[test]
 fn thesis_6_4_follower_read_is_forwarded_and_answered_with_the_leaders_commit_index() {
-    let mut cluster = MemCluster::new(&VOTERS, &[], 3, |_| {});
-    assert_eq!(cluster.campaign(1), Some(1));
+    let mut cluster = MemCluster::new(&VOTERS, &[], 3, |_| {}).elected(1);
     let x = cluster.propose(1, b"x");
     cluster.process_ready(1);
     deliver_matching(&mut cluster, |e| e.to == 3);
@@ -129,8 +127,7 @@ fn thesis_6_4_follower_read_is_forwarded_and_answered_with_the_leaders_commit_in
 #[test]
 fn thesis_6_4_isolated_leader_never_answers_a_read() {
     for check_quorum in [false, true] {
-        let mut cluster = MemCluster::new(&VOTERS, &[], 3, |c| c.check_quorum = check_quorum);
-        assert_eq!(cluster.campaign(1), Some(1));
+        let mut cluster = MemCluster::new(&VOTERS, &[], 3, |c| c.check_quorum = check_quorum).elected(1);
         cluster.isolate(1);
         cluster.node_mut(1).read_index(3).expect("still leader");
         for _ in 0..100 {
@@ -245,8 +242,8 @@ fn read_without_a_known_leader_is_refused() {
 #[test]
 fn leader_refuses_reads_beyond_max_pending_reads() {
     const MAX_PENDING_READS: usize = 2;
-    let mut cluster = MemCluster::new(&VOTERS, &[], 3, |c| c.max_pending_reads = MAX_PENDING_READS);
-    assert_eq!(cluster.campaign(1), Some(1));
+    let mut cluster =
+        MemCluster::new(&VOTERS, &[], 3, |c| c.max_pending_reads = MAX_PENDING_READS).elected(1);
     let commit = cluster.node(1).committed();
     for read_id in [1, 2] {
         cluster.node_mut(1).read_index(read_id).expect("within the limit");

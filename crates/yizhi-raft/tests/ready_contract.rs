@@ -12,6 +12,14 @@ use yizhi_raft::{Message, MessageKind};
 
 const VOTERS: [NodeId; 3] = [1, 2, 3];
 
+/// Node 2, a follower without a leader, that has just learned term 4 from a message it otherwise
+/// ignores (a stray heartbeat response); its `Ready` is not handled yet.
+fn follower_hearing_term_4() -> Node {
+    let mut node = fresh_node(2, &VOTERS, defaults);
+    node.step(envelope(3, 2, 4, MessageKind::HeartbeatResponse { round: 1 }));
+    node
+}
+
 /// Asserts the `Ready` carries nothing but what the caller checked already.
 fn assert_nothing_to_persist_or_apply(ready: &yizhi_engine::Ready<Message>) {
     assert!(ready.snapshot.is_none());
@@ -45,8 +53,7 @@ fn has_ready_for_a_read_state_alone() {
 /// response) must persist the term, though its role and leader (none) stay the same.
 #[test]
 fn has_ready_for_a_hard_state_change_alone() {
-    let mut node = fresh_node(2, &VOTERS, defaults);
-    node.step(envelope(3, 2, 4, MessageKind::HeartbeatResponse { round: 1 }));
+    let mut node = follower_hearing_term_4();
     assert!(node.has_ready());
     let ready = handle_ready(&mut node);
     assert_eq!(ready.hard_state, Some(hard_state(4, None, 0)));
@@ -87,8 +94,7 @@ fn has_ready_for_an_outgoing_message_alone() {
 /// term, no message — and the runtime must still hear of it.
 #[test]
 fn has_ready_for_a_soft_state_change_alone() {
-    let mut cluster = MemCluster::new(&VOTERS, &[], 5, |_| {});
-    assert_eq!(cluster.campaign(1), Some(1));
+    let mut cluster = MemCluster::new(&VOTERS, &[], 5, |_| {}).elected(1);
     cluster.isolate(1);
     let term = cluster.node(1).term();
     for _ in 0..4 * cluster.node(1).config().election_timeout_ticks {
@@ -120,8 +126,7 @@ fn has_ready_for_a_soft_state_change_alone() {
 /// one Ready after another, and `has_ready()` stays true while any remain unapplied.
 #[test]
 fn has_ready_while_committed_entries_remain_to_apply() {
-    let mut cluster = MemCluster::new(&[1], &[], 5, |c| c.max_committed_bytes_per_ready = 1);
-    assert_eq!(cluster.campaign(1), Some(1));
+    let mut cluster = MemCluster::new(&[1], &[], 5, |c| c.max_committed_bytes_per_ready = 1).elected(1);
     let node = cluster.node_mut(1);
     let first = node.propose(Bytes::from_static(b"a")).expect("leader").index;
     for data in [b"b", b"c"] {
@@ -133,25 +138,11 @@ fn has_ready_while_committed_entries_remain_to_apply() {
 
     let ready = handle_ready(node);
     assert_eq!(ready.hard_state.map(|h| h.commit), Some(first + 2));
-    assert_eq!(
-        ready
-            .committed_entries
-            .iter()
-            .map(|e| e.index)
-            .collect::<Vec<_>>(),
-        vec![first]
-    );
+    assert_eq!(committed_indexes(&ready), vec![first]);
     for index in [first + 1, first + 2] {
         assert!(node.has_ready(), "entry {index} is committed, not applied");
         let ready = handle_ready(node);
-        assert_eq!(
-            ready
-                .committed_entries
-                .iter()
-                .map(|e| e.index)
-                .collect::<Vec<_>>(),
-            vec![index]
-        );
+        assert_eq!(committed_indexes(&ready), vec![index]);
         assert_eq!((ready.soft_state, ready.hard_state), (None, None));
         assert!(ready.messages.is_empty() && ready.entries.is_empty());
     }
@@ -163,8 +154,7 @@ fn has_ready_while_committed_entries_remain_to_apply() {
 /// whose only content is the round's heartbeats.
 #[test]
 fn has_ready_for_a_read_waiting_for_its_round_alone() {
-    let mut cluster = MemCluster::new(&VOTERS, &[], 5, |_| {});
-    assert_eq!(cluster.campaign(1), Some(1));
+    let mut cluster = MemCluster::new(&VOTERS, &[], 5, |_| {}).elected(1);
     let (term, commit) = (cluster.node(1).term(), cluster.node(1).committed());
     let node = cluster.node_mut(1);
     assert!(!node.has_ready());
@@ -195,8 +185,7 @@ fn has_ready_for_a_read_waiting_for_its_round_alone() {
 /// the grant leaves.
 #[test]
 fn vote_alone_in_an_already_durable_term_must_sync() {
-    let mut node = fresh_node(2, &VOTERS, defaults);
-    node.step(envelope(3, 2, 4, MessageKind::HeartbeatResponse { round: 1 }));
+    let mut node = follower_hearing_term_4();
     let ready = handle_ready(&mut node);
     assert_eq!(ready.hard_state, Some(hard_state(4, None, 0)));
 
@@ -299,8 +288,7 @@ fn engine_step_delivers_a_message() {
 
 #[test]
 fn engine_read_index_registers_the_read_at_leader_and_follower() {
-    let mut cluster = MemCluster::new(&VOTERS, &[], 5, |_| {});
-    assert_eq!(cluster.campaign(1), Some(1));
+    let mut cluster = MemCluster::new(&VOTERS, &[], 5, |_| {}).elected(1);
     let commit = cluster.node(1).committed();
     read_through_engine(cluster.node_mut(1), 7).expect("leader");
     read_through_engine(cluster.node_mut(2), 8).expect("follower forwards");
@@ -323,8 +311,7 @@ fn engine_read_index_registers_the_read_at_leader_and_follower() {
 
 #[test]
 fn engine_transfer_leadership_hands_over_and_refuses_at_a_follower() {
-    let mut cluster = MemCluster::new(&VOTERS, &[], 5, |_| {});
-    assert_eq!(cluster.campaign(1), Some(1));
+    let mut cluster = MemCluster::new(&VOTERS, &[], 5, |_| {}).elected(1);
     assert_eq!(
         transfer_through_engine(cluster.node_mut(2), 3),
         Err(TransferError::NotLeader)

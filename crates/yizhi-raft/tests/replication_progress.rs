@@ -59,8 +59,7 @@ fn follower_3_sent_a_snapshot(cluster: &mut MemCluster) -> LogIndex {
 /// earlier append is still in flight. Acknowledgements themselves trigger no empty appends.
 #[test]
 fn commit_goes_out_as_empty_appends_and_acks_trigger_none() {
-    let mut cluster = MemCluster::new(&VOTERS, &[], 3, |_| {});
-    assert_eq!(cluster.campaign(1), Some(1));
+    let mut cluster = MemCluster::new(&VOTERS, &[], 3, |_| {}).elected(1);
     let term = cluster.node(1).term();
     let x = cluster
         .node_mut(1)
@@ -149,8 +148,7 @@ fn stuck_snapshot_is_abandoned_for_probe_after_two_election_timeouts() {
 /// caught-up follower gets no append for it: in a quiet cluster a heartbeat round is just that.
 #[test]
 fn heartbeat_round_in_a_caught_up_cluster_sends_no_appends() {
-    let mut cluster = MemCluster::new(&VOTERS, &[], 3, |_| {});
-    assert_eq!(cluster.campaign(1), Some(1));
+    let mut cluster = MemCluster::new(&VOTERS, &[], 3, |_| {}).elected(1);
     cluster.tick(1);
     cluster.process_ready(1);
     assert!(cluster.in_flight.iter().all(is_heartbeat_traffic));
@@ -167,8 +165,7 @@ fn heartbeat_round_in_a_caught_up_cluster_sends_no_appends() {
 /// appends were lost) restarts it in Probe from what it is known to hold.
 #[test]
 fn heartbeat_answer_with_a_full_window_restarts_from_the_match_point() {
-    let mut cluster = MemCluster::new(&VOTERS, &[], 3, |c| c.max_inflight_msgs = 2);
-    assert_eq!(cluster.campaign(1), Some(1));
+    let mut cluster = MemCluster::new(&VOTERS, &[], 3, |c| c.max_inflight_msgs = 2).elected(1);
     let term = cluster.node(1).term();
     cluster.cut_links.insert((1, 3));
     for data in [b"a", b"b"] {

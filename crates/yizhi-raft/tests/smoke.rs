@@ -6,8 +6,7 @@ use yizhi_raft::testkit::MemCluster;
 
 #[test]
 fn three_nodes_elect_replicate_and_read() {
-    let mut cluster = MemCluster::new(&[1, 2, 3], &[], 1, |_| {});
-    assert_eq!(cluster.campaign(1), Some(1));
+    let mut cluster = MemCluster::new(&[1, 2, 3], &[], 1, |_| {}).elected(1);
     let position = cluster.propose(1, b"x");
     cluster.settle();
     for id in [1, 2, 3] {
@@ -26,8 +25,7 @@ fn three_nodes_elect_replicate_and_read() {
 
 #[test]
 fn single_node_commits_alone() {
-    let mut cluster = MemCluster::new(&[1], &[], 1, |_| {});
-    assert_eq!(cluster.campaign(1), Some(1));
+    let mut cluster = MemCluster::new(&[1], &[], 1, |_| {}).elected(1);
     let position = cluster.propose(1, b"solo");
     cluster.settle();
     assert_eq!(cluster.node(1).committed(), position.index);

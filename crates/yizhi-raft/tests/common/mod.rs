@@ -121,6 +121,20 @@ pub fn vote_request(last_index: LogIndex, last_term: Term, transfer: bool) -> Me
     }
 }
 
+/// The indexes of the entries a `Ready` hands over to apply.
+pub fn committed_indexes(ready: &Ready<Message>) -> Vec<LogIndex> {
+    ready.committed_entries.iter().map(|e| e.index).collect()
+}
+
+/// A (pre-)vote answer as [`sent`] lists it: `(to, term, kind)`.
+pub fn vote_response(to: NodeId, term: Term, granted: bool) -> (NodeId, Term, MessageKind) {
+    (to, term, MessageKind::VoteResponse { granted })
+}
+
+pub fn pre_vote_response(to: NodeId, term: Term, granted: bool) -> (NodeId, Term, MessageKind) {
+    (to, term, MessageKind::PreVoteResponse { granted })
+}
+
 /// Steps `message` into `node`, handles the `Ready` that follows and asserts that it sends exactly
 /// `want` (as `(to, term, kind)`). Returns the `Ready` for further checks.
 pub fn step_expecting(
