@@ -146,6 +146,22 @@ enum Raced<T> {
     Interrupted,
 }
 
+/// The answer to a Lock or Campaign `call` on `name`, raced against the session's loss and an
+/// interrupt; otherwise what the command exits with (once it has closed the session).
+async fn answer<T>(
+    session: &Session,
+    call: impl Future<Output = Result<T, tonic::Status>>,
+    what: &str,
+    name: &str,
+) -> Result<T, Result<i32, String>> {
+    match race(session, call).await {
+        Raced::Done(Ok(response)) => Ok(response),
+        Raced::Done(Err(e)) => Err(Err(format!("{what} {name}: {}", e.message()))),
+        Raced::Lost(reason) => Err(Err(reason)),
+        Raced::Interrupted => Err(Ok(INTERRUPTED_EXIT)),
+    }
+}
+
 async fn race<T>(session: &Session, work: impl Future<Output = T>) -> Raced<T> {
     tokio::select! {
         done = work => Raced::Done(done),
@@ -178,19 +194,11 @@ async fn lock_main(args: LockArgs) -> Result<i32, String> {
         lease: session.lease_id(),
     };
     let mut lock_client = LockClient::new(client.channel());
-    let granted = match race(&session, lock_client.lock(request)).await {
-        Raced::Done(Ok(response)) => response.into_inner(),
-        Raced::Done(Err(e)) => {
+    let granted = match answer(&session, lock_client.lock(request), "lock", &args.name).await {
+        Ok(response) => response.into_inner(),
+        Err(exit) => {
             close(session).await;
-            return Err(format!("lock {}: {}", args.name, e.message()));
-        }
-        Raced::Lost(reason) => {
-            close(session).await;
-            return Err(reason);
-        }
-        Raced::Interrupted => {
-            close(session).await;
-            return Ok(INTERRUPTED_EXIT);
+            return exit;
         }
     };
     let token = match fencing_token(&client, &granted.key).await {
@@ -288,19 +296,11 @@ async fn campaign_main(args: ElectArgs, proposal: String) -> Result<i32, String>
         value: proposal.clone().into_bytes(),
     };
     let mut election = ElectionClient::new(client.channel());
-    let leader = match race(&session, election.campaign(request)).await {
-        Raced::Done(Ok(response)) => response.into_inner().leader,
-        Raced::Done(Err(e)) => {
+    let leader = match answer(&session, election.campaign(request), "campaign", &args.name).await {
+        Ok(response) => response.into_inner().leader,
+        Err(exit) => {
             close(session).await;
-            return Err(format!("campaign {}: {}", args.name, e.message()));
-        }
-        Raced::Lost(reason) => {
-            close(session).await;
-            return Err(reason);
-        }
-        Raced::Interrupted => {
-            close(session).await;
-            return Ok(INTERRUPTED_EXIT);
+            return exit;
         }
     };
     let leader = leader.ok_or("campaign answered without a leader key")?;

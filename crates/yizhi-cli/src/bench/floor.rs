@@ -90,54 +90,54 @@ pub fn measure(dir: &Path, samples: usize) -> Result<Floor, String> {
 }
 
 fn fsync_appends(dir: &Path, samples: usize) -> Result<Histogram<u64>, String> {
-    let path = dir.join(format!("yizhi-bench-floor-{}.append", std::process::id()));
-    let err = |e: std::io::Error| format!("{}: {e}", path.display());
-    let mut file = OpenOptions::new()
-        .create_new(true)
-        .append(true)
-        .open(&path)
-        .map_err(err)?;
     let block = [0x5au8; BLOCK_BYTES];
-    let mut h = new_histogram();
-    let outcome = (|| {
+    on_scratch_file(dir, "append", OpenOptions::new().append(true), |file, h| {
         for _ in 0..samples {
             let started = Instant::now();
             file.write_all(&block)?;
             file.sync_data()?;
-            record(&mut h, started);
+            record(h, started);
         }
         Ok(())
-    })();
-    let _ = std::fs::remove_file(&path);
-    outcome.map_err(err)?;
-    Ok(h)
+    })
 }
 
 fn fsync_overwrites(dir: &Path, samples: usize) -> Result<Histogram<u64>, String> {
-    let path = dir.join(format!("yizhi-bench-floor-{}.overwrite", std::process::id()));
-    let err = |e: std::io::Error| format!("{}: {e}", path.display());
-    let mut file = OpenOptions::new()
-        .create_new(true)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(err)?;
     let block = [0xa5u8; BLOCK_BYTES];
+    on_scratch_file(
+        dir,
+        "overwrite",
+        OpenOptions::new().read(true).write(true),
+        |file, h| {
+            for _ in 0..samples {
+                file.write_all(&block)?;
+            }
+            file.sync_all()?;
+            file.seek(SeekFrom::Start(0))?;
+            for _ in 0..samples {
+                let started = Instant::now();
+                file.write_all(&block)?;
+                file.sync_data()?;
+                record(h, started);
+            }
+            Ok(())
+        },
+    )
+}
+
+/// Runs `measure` on a new file `yizhi-bench-floor-<pid>.<suffix>` in `dir` (opened with
+/// `options`), removed afterwards whatever happened; the histogram `measure` filled.
+fn on_scratch_file(
+    dir: &Path,
+    suffix: &str,
+    options: &mut OpenOptions,
+    measure: impl FnOnce(&mut std::fs::File, &mut Histogram<u64>) -> std::io::Result<()>,
+) -> Result<Histogram<u64>, String> {
+    let path = dir.join(format!("yizhi-bench-floor-{}.{suffix}", std::process::id()));
+    let err = |e: std::io::Error| format!("{}: {e}", path.display());
+    let mut file = options.create_new(true).open(&path).map_err(err)?;
     let mut h = new_histogram();
-    let outcome = (|| {
-        for _ in 0..samples {
-            file.write_all(&block)?;
-        }
-        file.sync_all()?;
-        file.seek(SeekFrom::Start(0))?;
-        for _ in 0..samples {
-            let started = Instant::now();
-            file.write_all(&block)?;
-            file.sync_data()?;
-            record(&mut h, started);
-        }
-        Ok(())
-    })();
+    let outcome = measure(&mut file, &mut h);
     let _ = std::fs::remove_file(&path);
     outcome.map_err(err)?;
     Ok(h)

@@ -12,7 +12,7 @@ use crate::client::Client;
 use crate::error::Result;
 use crate::kv::{DeleteOptions, GetOptions};
 use crate::session::Session;
-use crate::watch::{EventType, WatchOptions};
+use crate::watch::EventType;
 
 use super::create_leased_key;
 
@@ -48,12 +48,6 @@ impl Barrier {
             return Ok(());
         }
         let read_at = crate::kv::header_revision(response.header.as_ref(), "range")?;
-        let mut watcher = client
-            .watch(
-                self.key.clone(),
-                WatchOptions::new().start_revision(read_at + 1).no_put(),
-            )
-            .await?;
-        super::wait_event(&mut watcher, EventType::Delete, None).await
+        super::wait_for_event(client, self.key.clone(), read_at, EventType::Delete, None).await
     }
 }

@@ -15,12 +15,12 @@
 //! leftover `ready` key (of a crashed participant, until its lease ends) would open the next
 //! round early.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::kv::{Compare, CompareOp, DeleteOptions, GetOptions, Op, PutOptions, SortOrder, SortTarget, Txn};
 use crate::session::Session;
-use crate::watch::{EventType, WatchOptions};
+use crate::watch::EventType;
 
-use super::{create_leased_key, delete_own_key, dir, lease_key, wait_delete, wait_event};
+use super::{create_leased_key, delete_own_key, dir, lease_key, wait_delete, wait_for_event};
 
 /// The most participants a double barrier takes (a bound on the waiter listing).
 pub const MAX_PARTICIPANTS: i64 = 1_000;
@@ -34,11 +34,7 @@ pub struct DoubleBarrier {
 
 impl DoubleBarrier {
     pub fn new(prefix: impl AsRef<[u8]>, count: i64) -> Result<Self> {
-        if !(1..=MAX_PARTICIPANTS).contains(&count) {
-            return Err(Error::InvalidArgument(format!(
-                "{count} participants (1..={MAX_PARTICIPANTS})"
-            )));
-        }
+        super::check_size(count, MAX_PARTICIPANTS, "participants")?;
         let base = dir(prefix.as_ref());
         let mut waiters = base.clone();
         waiters.extend_from_slice(b"waiters/");
@@ -76,13 +72,7 @@ impl DoubleBarrier {
             return Ok(());
         }
         let read_at = crate::kv::header_revision(response.header.as_ref(), "range")?;
-        let mut watcher = client
-            .watch(
-                self.ready.clone(),
-                WatchOptions::new().start_revision(read_at + 1).no_delete(),
-            )
-            .await?;
-        wait_event(&mut watcher, EventType::Put, Some(session)).await
+        wait_for_event(client, self.ready.clone(), read_at, EventType::Put, Some(session)).await
     }
 
     /// Returns once every participant has left (or crashed out).

@@ -109,9 +109,33 @@ pub(crate) async fn newest_before(
 /// Waits until `key`, seen alive at revision `seen_at`, is deleted; fails if the session is lost
 /// first.
 pub(crate) async fn wait_delete(session: &Session, key: &[u8], seen_at: i64) -> Result<()> {
-    let options = WatchOptions::new().start_revision(seen_at + 1).no_put();
-    let mut watcher = session.client().watch(key, options).await?;
-    wait_event(&mut watcher, EventType::Delete, Some(session)).await
+    wait_for_event(session.client(), key, seen_at, EventType::Delete, Some(session)).await
+}
+
+/// Waits for an event of type `kind` on `key` after revision `seen_at` (the server filters out
+/// the other type); with a session, fails once the session is lost.
+pub(crate) async fn wait_for_event(
+    client: &Client,
+    key: impl Into<Vec<u8>>,
+    seen_at: i64,
+    kind: EventType,
+    session: Option<&Session>,
+) -> Result<()> {
+    let options = WatchOptions::new().start_revision(seen_at + 1);
+    let options = match kind {
+        EventType::Delete => options.no_put(),
+        EventType::Put => options.no_delete(),
+    };
+    let mut watcher = client.watch(key, options).await?;
+    wait_event(&mut watcher, kind, session).await
+}
+
+/// Refuses a recipe's size parameter outside `1..=max` (`what` names its unit).
+pub(crate) fn check_size(value: i64, max: i64, what: &str) -> Result<()> {
+    if !(1..=max).contains(&value) {
+        return Err(Error::InvalidArgument(format!("{value} {what} (1..={max})")));
+    }
+    Ok(())
 }
 
 /// Waits until `watcher` delivers an event of type `kind`. With a session, fails once the session

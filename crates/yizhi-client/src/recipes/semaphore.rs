@@ -11,7 +11,7 @@
 //! arrival (`create_revision`) order; a crashed holder's permit returns when its lease expires.
 //! All N must agree on N: the semaphore does not store it.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::kv::GetOptions;
 use crate::session::Session;
 use crate::watch::{EventType, WatchOptions};
@@ -37,11 +37,7 @@ pub struct Permit {
 
 impl Semaphore {
     pub fn new(prefix: impl AsRef<[u8]>, permits: i64) -> Result<Self> {
-        if !(1..=MAX_PERMITS).contains(&permits) {
-            return Err(Error::InvalidArgument(format!(
-                "{permits} permits (1..={MAX_PERMITS})"
-            )));
-        }
+        super::check_size(permits, MAX_PERMITS, "permits")?;
         Ok(Semaphore {
             dir: dir(prefix.as_ref()),
             permits,
