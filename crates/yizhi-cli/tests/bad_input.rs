@@ -32,6 +32,13 @@ fn cluster() -> &'static Cluster {
     })
 }
 
+/// Runs `test` on the shared cluster; the members' logs are shown if it panics.
+fn on_cluster<F: std::future::Future>(test: impl FnOnce(&'static Cluster) -> F) -> F::Output {
+    let cluster = cluster();
+    let _logs = cluster.logs_on_panic();
+    block_on(test(cluster))
+}
+
 fn put_request(key: &str, value: &[u8]) -> pb::PutRequest {
     pb::PutRequest {
         key: key.as_bytes().to_vec(),
@@ -46,13 +53,9 @@ async fn put(cluster: &Cluster, index: usize, request: pb::PutRequest) -> Result
 }
 
 async fn get(cluster: &Cluster, index: usize, key: &str) -> Option<Vec<u8>> {
-    let request = pb::RangeRequest {
-        key: key.as_bytes().to_vec(),
-        ..Default::default()
-    };
     let response = cluster
         .kv_client(index)
-        .range(request)
+        .range(yizhi_testkit::kv::range_request(key))
         .await
         .unwrap_or_else(|s| panic!("get {key} on member {index}: {s}"))
         .into_inner();
@@ -88,9 +91,7 @@ async fn assert_serving(cluster: &Cluster, tag: &str) {
 
 #[test]
 fn oversize_put_is_refused_and_the_member_keeps_serving() {
-    let cluster = cluster();
-    let _logs = cluster.logs_on_panic();
-    block_on(async {
+    on_cluster(|cluster| async move {
         let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
         let follower = (leader + 1) % cluster.size();
         for index in [leader, follower] {
@@ -126,9 +127,7 @@ fn oversize_put_is_refused_and_the_member_keeps_serving() {
 
 #[test]
 fn empty_keys_unknown_leases_and_oversize_txns_get_etcds_errors() {
-    let cluster = cluster();
-    let _logs = cluster.logs_on_panic();
-    block_on(async {
+    on_cluster(|cluster| async move {
         assert_status(
             put(cluster, 0, put_request("", b"v")).await,
             Code::InvalidArgument,
@@ -198,9 +197,7 @@ fn empty_keys_unknown_leases_and_oversize_txns_get_etcds_errors() {
 
 #[test]
 fn reads_below_the_compaction_or_beyond_the_head_are_out_of_range() {
-    let cluster = cluster();
-    let _logs = cluster.logs_on_panic();
-    block_on(async {
+    on_cluster(|cluster| async move {
         let r1 = put(cluster, 0, put_request("cmp/k", b"1")).await.expect("put");
         let r2 = put(cluster, 0, put_request("cmp/k", b"2")).await.expect("put");
         let compact = pb::CompactionRequest {
@@ -209,26 +206,23 @@ fn reads_below_the_compaction_or_beyond_the_head_are_out_of_range() {
         };
         cluster.kv_client(1).compact(compact).await.expect("compact");
         for index in 0..cluster.size() {
-            let old = pb::RangeRequest {
-                key: b"cmp/k".to_vec(),
-                revision: r1,
-                ..Default::default()
-            };
-            assert_status(
-                cluster.kv_client(index).range(old).await,
-                Code::OutOfRange,
-                "etcdserver: mvcc: required revision has been compacted",
-            );
-            let future = pb::RangeRequest {
-                key: b"cmp/k".to_vec(),
-                revision: 1 << 40,
-                ..Default::default()
-            };
-            assert_status(
-                cluster.kv_client(index).range(future).await,
-                Code::OutOfRange,
-                "etcdserver: mvcc: required revision is a future revision",
-            );
+            for (revision, text) in [
+                (r1, "etcdserver: mvcc: required revision has been compacted"),
+                (
+                    1 << 40,
+                    "etcdserver: mvcc: required revision is a future revision",
+                ),
+            ] {
+                let request = pb::RangeRequest {
+                    revision,
+                    ..yizhi_testkit::kv::range_request("cmp/k")
+                };
+                assert_status(
+                    cluster.kv_client(index).range(request).await,
+                    Code::OutOfRange,
+                    text,
+                );
+            }
         }
         let again = pb::CompactionRequest {
             revision: r1,
@@ -501,9 +495,7 @@ async fn raw_call(url: &str, path: &'static str, body: Vec<u8>) -> Result<Vec<u8
 
 #[test]
 fn malformed_protobuf_on_the_client_port_is_an_error_not_a_crash() {
-    let cluster = cluster();
-    let _logs = cluster.logs_on_panic();
-    block_on(async {
+    on_cluster(|cluster| async move {
         let url = cluster.client_url(0);
         let bodies: [(&str, Vec<u8>); 4] = [
             ("wire type 7", vec![0xff; 16]),

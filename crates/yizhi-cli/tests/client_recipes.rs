@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex as AsyncMutex;
 use yizhi_client::recipes::barrier::Barrier;
 use yizhi_client::recipes::double_barrier::DoubleBarrier;
-use yizhi_client::recipes::election::Election;
+use yizhi_client::recipes::election::{Election, Leadership};
 use yizhi_client::recipes::mutex::Mutex;
 use yizhi_client::recipes::priority_queue::PriorityQueue;
 use yizhi_client::recipes::queue::Queue;
@@ -40,6 +40,17 @@ async fn wait_lease_gone(client: &Client, lease_id: i64) {
     .await;
 }
 
+/// Asserts no key is left under `prefix` (`what` names them in the failure).
+async fn assert_none_left(client: &Client, prefix: &str, what: &str) {
+    let left = client.get(prefix, GetOptions::new().prefix()).await.expect("get");
+    assert!(left.kvs.is_empty(), "{what} left: {:?}", left.kvs);
+}
+
+/// A queue item written as a decimal number.
+fn number(value: Vec<u8>) -> usize {
+    String::from_utf8(value).expect("utf8").parse().expect("number")
+}
+
 fn token_text(token: i64) -> String {
     format!("{token:020}")
 }
@@ -57,15 +68,36 @@ fn shared_cluster() -> &'static Cluster {
     CLUSTER.get_or_init(|| block_on_multi_thread(Cluster::start(3, &[])))
 }
 
-async fn client(cluster: &Cluster) -> Client {
-    Client::connect(&cluster.client_urls()).await.expect("client")
+/// Runs `test` with a client of the shared cluster, on a runtime whose workers run the tasks
+/// it spawns while it waits.
+fn with_client<F: std::future::Future<Output = ()>>(test: impl FnOnce(Client) -> F) {
+    let cluster = shared_cluster();
+    block_on_multi_thread(async {
+        let client = Client::connect(&cluster.client_urls()).await.expect("client");
+        test(client).await;
+    });
+}
+
+/// `task`'s output, which must come within [`TEST_DEADLINE`]; `what` names it if not.
+async fn finish<T>(task: tokio::task::JoinHandle<T>, what: &str) -> T {
+    tokio::time::timeout(TEST_DEADLINE, task)
+        .await
+        .expect(what)
+        .expect("task")
+}
+
+/// [`finish`] of every task, in order.
+async fn finish_all<T>(tasks: Vec<tokio::task::JoinHandle<T>>, what: &str) -> Vec<T> {
+    let mut outputs = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        outputs.push(finish(task, what).await);
+    }
+    outputs
 }
 
 #[test]
 fn session_lost_signal_and_close() {
-    let cluster = shared_cluster();
-    block_on_multi_thread(async {
-        let client = client(cluster).await;
+    with_client(|client| async move {
         let revoked = session(&client, LIVE_TTL_SECS).await;
         assert!(revoked.is_alive());
         // Someone else revokes the lease: the next keep-alive hears TTL 0.
@@ -95,9 +127,7 @@ fn session_lost_signal_and_close() {
 fn mutex_counter_fencing_and_crashed_holder() {
     const WORKERS: usize = 4;
     const ROUNDS: usize = 4;
-    let cluster = shared_cluster();
-    block_on_multi_thread(async {
-        let client = client(cluster).await;
+    with_client(|client| async move {
         client
             .put("t/mutex/counter", "0", PutOptions::new())
             .await
@@ -141,12 +171,7 @@ fn mutex_counter_fencing_and_crashed_holder() {
                 session.close().await.expect("close");
             }));
         }
-        for worker in workers {
-            tokio::time::timeout(TEST_DEADLINE, worker)
-                .await
-                .expect("workers finish")
-                .expect("worker");
-        }
+        finish_all(workers, "workers finish").await;
         wait_lease_gone(&client, victim_lease).await;
 
         let (count, _) = read_i64(&client, "t/mutex/counter").await;
@@ -172,11 +197,7 @@ fn mutex_counter_fencing_and_crashed_holder() {
             !client.txn(stale).await.expect("txn").succeeded,
             "a stale holder's write passed the fence"
         );
-        let left = client
-            .get("t/mutex/lock/", GetOptions::new().prefix())
-            .await
-            .expect("get");
-        assert!(left.kvs.is_empty(), "lock keys left: {:?}", left.kvs);
+        assert_none_left(&client, "t/mutex/lock/", "lock keys").await;
     });
 }
 
@@ -184,9 +205,7 @@ fn mutex_counter_fencing_and_crashed_holder() {
 /// the lock together, and a later writer holds it alone.
 #[test]
 fn rwlock_readers_share_writers_exclude_after_crashed_writer() {
-    let cluster = shared_cluster();
-    block_on_multi_thread(async {
-        let client = client(cluster).await;
+    with_client(|client| async move {
         let lock = RwLock::new("t/rwlock");
         let victim = session(&client, VICTIM_TTL_SECS).await;
         let _held = lock.write(&victim).await.expect("victim writes");
@@ -229,12 +248,7 @@ fn rwlock_readers_share_writers_exclude_after_crashed_writer() {
                 session.close().await.expect("close");
             }));
         }
-        for task in tasks {
-            tokio::time::timeout(TEST_DEADLINE, task)
-                .await
-                .expect("finish")
-                .expect("task");
-        }
+        finish_all(tasks, "finish").await;
         wait_lease_gone(&client, victim_lease).await;
         assert!(
             max_readers.load(Ordering::SeqCst) >= 2,
@@ -248,9 +262,7 @@ fn rwlock_readers_share_writers_exclude_after_crashed_writer() {
 #[test]
 fn semaphore_never_exceeds_n_with_a_crashed_holder() {
     const PERMITS: i64 = 2;
-    let cluster = shared_cluster();
-    block_on_multi_thread(async {
-        let client = client(cluster).await;
+    with_client(|client| async move {
         let semaphore = Semaphore::new("t/semaphore", PERMITS).expect("semaphore");
         let victim = session(&client, VICTIM_TTL_SECS).await;
         let _permit = semaphore.acquire(&victim).await.expect("victim acquires");
@@ -297,12 +309,7 @@ fn semaphore_never_exceeds_n_with_a_crashed_holder() {
         }
         wait_lease_gone(&client, victim_lease).await;
         victim_gone.store(true, Ordering::SeqCst);
-        for task in tasks {
-            tokio::time::timeout(TEST_DEADLINE, task)
-                .await
-                .expect("finish")
-                .expect("task");
-        }
+        finish_all(tasks, "finish").await;
         assert_eq!(
             max_inside.load(Ordering::SeqCst) as i64,
             PERMITS,
@@ -316,9 +323,7 @@ fn semaphore_never_exceeds_n_with_a_crashed_holder() {
 /// every leader and value in order.
 #[test]
 fn election_single_leader_and_takeover_after_crash() {
-    let cluster = shared_cluster();
-    block_on_multi_thread(async {
-        let client = client(cluster).await;
+    with_client(|client| async move {
         let election = Election::new("t/election");
         let mut observer = election.observe(&client).await.expect("observe");
 
@@ -327,14 +332,7 @@ fn election_single_leader_and_takeover_after_crash() {
         let leaders = Arc::new(AtomicI64::new(1));
 
         let b = Arc::new(session(&client, LIVE_TTL_SECS).await);
-        let b_campaign = {
-            let (election, b, leaders) = (election.clone(), b.clone(), leaders.clone());
-            tokio::spawn(async move {
-                let lead = election.campaign(&b, "b").await.expect("b campaigns");
-                assert_eq!(leaders.fetch_add(1, Ordering::SeqCst), 0, "two leaders");
-                lead
-            })
-        };
+        let b_campaign = spawn_campaign(&election, &b, "b", &leaders);
         // c lines up after b.
         eventually(Duration::from_secs(10), "b is in line", || async {
             let keys = client
@@ -345,14 +343,7 @@ fn election_single_leader_and_takeover_after_crash() {
         })
         .await;
         let c = Arc::new(session(&client, LIVE_TTL_SECS).await);
-        let c_campaign = {
-            let (election, c, leaders) = (election.clone(), c.clone(), leaders.clone());
-            tokio::spawn(async move {
-                let lead = election.campaign(&c, "c").await.expect("c campaigns");
-                assert_eq!(leaders.fetch_add(1, Ordering::SeqCst), 0, "two leaders");
-                lead
-            })
-        };
+        let c_campaign = spawn_campaign(&election, &c, "c", &leaders);
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(
             !b_campaign.is_finished() && !c_campaign.is_finished(),
@@ -362,10 +353,7 @@ fn election_single_leader_and_takeover_after_crash() {
         let crashed_at = Instant::now();
         let a_lease = a.abandon();
         leaders.fetch_sub(1, Ordering::SeqCst);
-        let b_lead = tokio::time::timeout(TEST_DEADLINE, b_campaign)
-            .await
-            .expect("b takes over")
-            .expect("b");
+        let b_lead = finish(b_campaign, "b takes over").await;
         eprintln!("takeover after the leader's crash: {:?}", crashed_at.elapsed());
         assert!(!c_campaign.is_finished(), "c leads beside b");
         wait_lease_gone(&client, a_lease).await;
@@ -381,10 +369,7 @@ fn election_single_leader_and_takeover_after_crash() {
             .expect("b proclaims");
         leaders.fetch_sub(1, Ordering::SeqCst);
         election.resign(&client, b_lead).await.expect("b resigns");
-        let c_lead = tokio::time::timeout(TEST_DEADLINE, c_campaign)
-            .await
-            .expect("c takes over")
-            .expect("c");
+        let c_lead = finish(c_campaign, "c takes over").await;
         let leader = election
             .leader(&client)
             .await
@@ -414,13 +399,29 @@ fn election_single_leader_and_takeover_after_crash() {
     });
 }
 
+/// A task campaigning for `session` with `value`; once it leads, `leaders` must have been 0.
+fn spawn_campaign(
+    election: &Election,
+    session: &Arc<Session>,
+    value: &'static str,
+    leaders: &Arc<AtomicI64>,
+) -> tokio::task::JoinHandle<Leadership> {
+    let (election, session, leaders) = (election.clone(), session.clone(), leaders.clone());
+    tokio::spawn(async move {
+        let lead = election
+            .campaign(&session, value)
+            .await
+            .unwrap_or_else(|e| panic!("{value} campaigns: {e:?}"));
+        assert_eq!(leaders.fetch_add(1, Ordering::SeqCst), 0, "two leaders");
+        lead
+    })
+}
+
 /// A barrier released by its holder, then one whose holder crashes: every waiter passes, together,
 /// only after the release or the expiry.
 #[test]
 fn barrier_releases_all_waiters_on_release_and_on_holder_crash() {
-    let cluster = shared_cluster();
-    block_on_multi_thread(async {
-        let client = client(cluster).await;
+    with_client(|client| async move {
         for (round, crash) in [(1, false), (2, true)] {
             let barrier = Barrier::new(format!("t/barrier/{round}"));
             let holder = session(&client, VICTIM_TTL_SECS).await;
@@ -445,15 +446,7 @@ fn barrier_releases_all_waiters_on_release_and_on_holder_crash() {
                 barrier.release(&client).await.expect("release");
                 holder.close().await.expect("close");
             }
-            let mut passed = Vec::new();
-            for waiter in waiters {
-                passed.push(
-                    tokio::time::timeout(TEST_DEADLINE, waiter)
-                        .await
-                        .expect("passes")
-                        .expect("waiter"),
-                );
-            }
+            let passed = finish_all(waiters, "passes").await;
             let first = *passed.iter().min().expect("waiters");
             let last = *passed.iter().max().expect("waiters");
             assert!(first >= opened_at);
@@ -474,9 +467,7 @@ fn barrier_releases_all_waiters_on_release_and_on_holder_crash() {
 /// expired.
 #[test]
 fn double_barrier_enters_together_and_leaves_past_a_crashed_party() {
-    let cluster = shared_cluster();
-    block_on_multi_thread(async {
-        let client = client(cluster).await;
+    with_client(|client| async move {
         let barrier = DoubleBarrier::new("t/double", 3).expect("barrier");
         let mut parties = Vec::new();
         for _ in 0..2 {
@@ -499,15 +490,7 @@ fn double_barrier_enters_together_and_leaves_past_a_crashed_party() {
         // The third party crashes inside the barrier.
         let crashed_at = Instant::now();
         let third_lease = third.abandon();
-        let mut times = Vec::new();
-        for party in parties {
-            times.push(
-                tokio::time::timeout(TEST_DEADLINE, party)
-                    .await
-                    .expect("done")
-                    .expect("party"),
-            );
-        }
+        let times = finish_all(parties, "done").await;
         for (entered, left) in &times {
             assert!(*entered >= third_enters, "entered before the third party arrived");
             assert!(*left >= crashed_at);
@@ -515,11 +498,7 @@ fn double_barrier_enters_together_and_leaves_past_a_crashed_party() {
         let spread = times[0].1.max(times[1].1) - times[0].1.min(times[1].1);
         assert!(spread < Duration::from_secs(2), "left {spread:?} apart");
         wait_lease_gone(&client, third_lease).await;
-        let left = client
-            .get("t/double/", GetOptions::new().prefix())
-            .await
-            .expect("get");
-        assert!(left.kvs.is_empty(), "keys left: {:?}", left.kvs);
+        assert_none_left(&client, "t/double/", "keys").await;
     });
 }
 
@@ -529,9 +508,7 @@ fn double_barrier_enters_together_and_leaves_past_a_crashed_party() {
 fn queue_fifo_and_each_item_once_with_a_killed_consumer() {
     const ITEMS: usize = 30;
     const CONSUMERS: usize = 3;
-    let cluster = shared_cluster();
-    block_on_multi_thread(async {
-        let client = client(cluster).await;
+    with_client(|client| async move {
         let queue = Arc::new(Queue::new("t/queue"));
         for i in 0..5 {
             queue
@@ -582,20 +559,13 @@ fn queue_fifo_and_each_item_once_with_a_killed_consumer() {
         }
         let mut all = Vec::new();
         for consumer in consumers {
-            let got = tokio::time::timeout(TEST_DEADLINE, consumer)
-                .await
-                .expect("done")
-                .expect("consumer");
+            let got = finish(consumer, "done").await;
             assert!(got.windows(2).all(|w| w[0] < w[1]), "out of order: {got:?}");
             all.extend(got);
         }
         all.sort_unstable();
         assert_eq!(all, (0..ITEMS).collect::<Vec<_>>(), "each item exactly once");
-        let left = client
-            .get("t/queue/", GetOptions::new().prefix())
-            .await
-            .expect("get");
-        assert!(left.kvs.is_empty());
+        assert_none_left(&client, "t/queue/", "queue keys").await;
     });
 }
 
@@ -604,9 +574,7 @@ fn queue_fifo_and_each_item_once_with_a_killed_consumer() {
 #[test]
 fn priority_queue_order_and_each_item_once() {
     const ITEMS: usize = 24;
-    let cluster = shared_cluster();
-    block_on_multi_thread(async {
-        let client = client(cluster).await;
+    with_client(|client| async move {
         let queue = Arc::new(PriorityQueue::new("t/pq"));
         let priority_of = |i: usize| ((i * 7) % 4) as u16;
         for i in 0..ITEMS {
@@ -620,13 +588,7 @@ fn priority_queue_order_and_each_item_once() {
         let mut got = Vec::new();
         for _ in 0..ITEMS {
             let (priority, value) = queue.dequeue(&client).await.expect("dequeue");
-            got.push((
-                priority,
-                String::from_utf8(value)
-                    .expect("utf8")
-                    .parse::<usize>()
-                    .expect("number"),
-            ));
+            got.push((priority, number(value)));
         }
         assert_eq!(got, expected, "priority order, FIFO within a priority");
 
@@ -650,23 +612,14 @@ fn priority_queue_order_and_each_item_once() {
                 let mut got = Vec::new();
                 while taken.fetch_add(1, Ordering::SeqCst) < ITEMS {
                     let (priority, value) = queue.dequeue(&client).await.expect("dequeue");
-                    got.push((
-                        priority,
-                        String::from_utf8(value)
-                            .expect("utf8")
-                            .parse::<usize>()
-                            .expect("n"),
-                    ));
+                    got.push((priority, number(value)));
                 }
                 got
             }));
         }
         let mut all = Vec::new();
         for consumer in consumers {
-            let got = tokio::time::timeout(TEST_DEADLINE, consumer)
-                .await
-                .expect("done")
-                .expect("consumer");
+            let got = finish(consumer, "done").await;
             assert!(
                 got.windows(2).all(|w| w[0].0 <= w[1].0),
                 "priority went back: {got:?}"

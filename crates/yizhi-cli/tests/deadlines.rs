@@ -94,24 +94,20 @@ fn assert_answered_like_etcd(what: &str, status: &Status, took: Duration) {
     assert!(took < ANSWER_WITHIN, "{what}: answered after {took:?}");
 }
 
-/// A follower cut off from the rest keeps forwarding to the leader it last heard of; its clients
-/// hear "request timed out" at their deadline, and once the others resume, the forwarded copies
-/// reach the leader past their deadline and are refused: none of those writes ever applies.
-#[test]
-fn raft_a_cut_off_member_answers_at_the_deadline_and_its_late_forwards_never_apply() {
-    yizhi_testkit::block_on(cut_off_member(&["--engine", "raft"]));
-}
-
-/// The same through Multi-Paxos, whose followers also ask the leader for read indexes (frames).
-#[test]
-fn paxos_a_cut_off_member_answers_at_the_deadline_and_its_late_forwards_never_apply() {
-    yizhi_testkit::block_on(cut_off_member(&["--engine", "paxos"]));
-}
+yizhi_testkit::test_each_engine!(
+    /// A follower cut off from the rest keeps forwarding to the leader it last heard of; its
+    /// clients hear "request timed out" at their deadline, and once the others resume, the
+    /// forwarded copies reach the leader past their deadline and are refused: none of those writes
+    /// ever applies.
+    raft_a_cut_off_member_answers_at_the_deadline_and_its_late_forwards_never_apply,
+    /// The same through Multi-Paxos, whose followers also ask the leader for read indexes (frames).
+    paxos_a_cut_off_member_answers_at_the_deadline_and_its_late_forwards_never_apply,
+    cut_off_member
+);
 
 async fn cut_off_member(engine_flags: &[&str]) {
-    let cluster = Cluster::start(3, engine_flags).await;
+    let (cluster, leader) = Cluster::start_with_leader(3, engine_flags, SETTLE).await;
     let _logs = cluster.logs_on_panic();
-    let leader = cluster.wait_for_leader(SETTLE).await;
     let (follower, other) = ((leader + 1) % 3, (leader + 2) % 3);
     let mut client = bare_kv_client(&cluster.client_url(follower)).await;
     let (healthy, _) = timed_put(&mut client, "deadline/healthy").await;

@@ -54,32 +54,23 @@ fn put_and_get_with_ranges_revisions_sorting_and_output_formats() {
         ["pg/a", "1", "pg/b", "2"]
     );
     assert!(cluster.etcdctl(&["get", "pg/none"]).ok().stdout.is_empty());
-    assert_eq!(
+    // The same prefix, sorted descending by each of two targets.
+    let sorted_lines = |target: &str, output: &str| {
+        let args = ["get", "--prefix", "pg/", target, "--order=DESCEND", output];
         cluster
-            .etcdctl(&[
-                "get",
-                "--prefix",
-                "pg/",
-                "--sort-by=MODIFY",
-                "--order=DESCEND",
-                "--keys-only"
-            ])
+            .etcdctl(&args)
             .ok()
-            .lines(),
+            .stdout
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        sorted_lines("--sort-by=MODIFY", "--keys-only"),
         ["pg/d", "", "pg/c", "", "pg/b", "", "pg/a", ""]
     );
     assert_eq!(
-        cluster
-            .etcdctl(&[
-                "get",
-                "--prefix",
-                "pg/",
-                "--sort-by=VALUE",
-                "--order=DESCEND",
-                "--print-value-only"
-            ])
-            .ok()
-            .lines(),
+        sorted_lines("--sort-by=VALUE", "--print-value-only"),
         ["4", "3", "2", "1"]
     );
     assert_eq!(

@@ -8,20 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use tonic::Request;
 use yizhi_client::{Client, ClientOptions, GetOptions, PutOptions};
 use yizhi_proto::etcdserverpb as pb;
-use yizhi_testkit::Cluster;
+use yizhi_testkit::{Cluster, kv};
 
-fn tagged<T>(message: T, tag: &[(&'static str, &str)]) -> Request<T> {
-    let mut request = Request::new(message);
-    for (k, v) in tag {
-        request
-            .metadata_mut()
-            .insert(*k, v.parse().expect("ascii metadata"));
-    }
-    request
-}
+use yizhi_testkit::kv::with_metadata as tagged;
 
 fn put_request(key: &str, value: &str) -> pb::PutRequest {
     pb::PutRequest {
@@ -34,9 +25,8 @@ fn put_request(key: &str, value: &str) -> pb::PutRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_tagged_write_is_answered_from_the_table_and_applied_once() {
-    let cluster = Cluster::start(3, &[]).await;
+    let (cluster, leader) = Cluster::start_with_leader(3, &[], Duration::from_secs(10)).await;
     let _logs = cluster.logs_on_panic();
-    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
     let follower = (leader + 1) % 3;
     let tag = [("yizhi-client-id", "77"), ("yizhi-seq", "1")];
 
@@ -71,16 +61,8 @@ async fn a_repeated_tagged_write_is_answered_from_the_table_and_applied_once() {
         first.header.expect("header").revision
     );
     assert_eq!(repeat.prev_kv, first.prev_kv);
-    let now = cluster
-        .kv_client(follower)
-        .range(pb::RangeRequest {
-            key: b"once/k".to_vec(),
-            ..Default::default()
-        })
-        .await
-        .expect("get")
-        .into_inner();
-    let kv = &now.kvs[0];
+    let now = kv::get(&mut cluster.kv_client(follower), "once/k").await;
+    let kv = &now[0];
     assert_eq!(
         (kv.value.as_slice(), kv.version),
         (&b"b"[..], 2),
@@ -138,25 +120,16 @@ async fn a_repeated_tagged_write_is_answered_from_the_table_and_applied_once() {
             .expect_err("bad tag");
         assert_eq!(status.code(), tonic::Code::InvalidArgument, "{bad:?}: {status}");
     }
-    let after = cluster
-        .kv_client(leader)
-        .range(pb::RangeRequest {
-            key: b"once/k".to_vec(),
-            ..Default::default()
-        })
-        .await
-        .expect("get")
-        .into_inner();
-    assert_eq!(after.kvs[0].version, 2, "refused writes applied nothing");
+    let after = kv::get(&mut cluster.kv_client(leader), "once/k").await;
+    assert_eq!(after[0].version, 2, "refused writes applied nothing");
 }
 
 const COUNTERS: usize = 4;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_counter_ends_at_exactly_its_acknowledged_increments_across_a_leader_kill() {
-    let cluster = Cluster::start(3, &[]).await;
+    let (cluster, leader) = Cluster::start_with_leader(3, &[], Duration::from_secs(10)).await;
     let _logs = cluster.logs_on_panic();
-    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
     let options = ClientOptions {
         request_timeout: Duration::from_secs(3),
         max_attempts: 30,
@@ -218,14 +191,18 @@ async fn a_counter_ends_at_exactly_its_acknowledged_increments_across_a_leader_k
 }
 
 fn scrape(addr: &str) -> String {
+    let text = http_get(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    text
+}
+
+/// Sends `request` to the metrics port at `addr`; the whole answer.
+fn http_get(addr: &str, request: &[u8]) -> String {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).expect("metrics port");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .expect("request");
+    stream.write_all(request).expect("request");
     let mut text = String::new();
     stream.read_to_string(&mut text).expect("response");
-    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
     text
 }
 
@@ -261,12 +238,6 @@ async fn the_session_table_is_counted_in_the_metrics() {
     assert!(metric(&after, "yizhi_session_stored_bytes") > 0);
     assert_eq!(metric(&after, "yizhi_server_is_leader"), 1);
     assert!(metric(&after, "yizhi_server_applied_index") > metric(&before, "yizhi_server_applied_index"));
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(&addr).expect("metrics port");
-    stream
-        .write_all(b"GET /secrets HTTP/1.1\r\n\r\n")
-        .expect("request");
-    let mut text = String::new();
-    stream.read_to_string(&mut text).expect("response");
+    let text = http_get(&addr, b"GET /secrets HTTP/1.1\r\n\r\n");
     assert!(text.starts_with("HTTP/1.1 404"), "{text}");
 }

@@ -47,6 +47,16 @@ impl Load {
     fn acks(&self) -> Vec<Ack> {
         self.acks.lock().expect("acks").clone()
     }
+
+    /// Keeps the load on until `more` further writes are acknowledged, then stops the writers.
+    async fn stop_after(&self, what: &str, more: usize, writers: Vec<tokio::task::JoinHandle<()>>) {
+        let acked_before = self.ack_count();
+        wait_until(what, || self.ack_count() >= acked_before + more).await;
+        self.stop.store(true, Ordering::Relaxed);
+        for w in writers {
+            w.await.expect("writer task");
+        }
+    }
 }
 
 /// Writes `<prefix><writer>/<seq>` = `v<seq>` one after another, retrying each write (same key,
@@ -184,15 +194,7 @@ async fn leader_kill_under_write_load_loses_no_acknowledged_write() {
         .min()
         .expect("an ack after the kill");
     // Keep the load on the new leader for a while before checking.
-    let acked_before = load.ack_count();
-    wait_until("writes on the new leader", || {
-        load.ack_count() >= acked_before + 200
-    })
-    .await;
-    load.stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        w.await.expect("writer task");
-    }
+    load.stop_after("writes on the new leader", 200, writers).await;
     let new_leader = cluster.wait_for_leader(DEADLINE).await;
     let acks = load.acks();
     let errors = load.errors.lock().expect("errors").len();
@@ -307,15 +309,7 @@ async fn watch_resumes_on_another_member_without_gaps() {
         last_revision + 1,
         seen.clone(),
     ));
-    let acked_before = load.ack_count();
-    wait_until("writes after the failover", || {
-        load.ack_count() >= acked_before + 100
-    })
-    .await;
-    load.stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        w.await.expect("writer task");
-    }
+    load.stop_after("writes after the failover", 100, writers).await;
     let acks = load.acks();
     let max_revision = acks.iter().map(|a| a.revision).max().expect("acks");
     wait_until("the resumed watch to reach the last acknowledged write", || {

@@ -100,9 +100,7 @@ async fn wait_revoked(cluster: &Cluster, member: usize, id: i64, deadline: Insta
 /// The leases these tests keep alive live this long.
 const TTL_SECS: i64 = 6;
 
-fn ttl() -> Duration {
-    Duration::from_secs(TTL_SECS as u64)
-}
+const TTL: Duration = Duration::from_secs(TTL_SECS as u64);
 
 /// A 3-member cluster whose leader has taken over the leases, one lease granted on it, and a
 /// keep-alive stream to the leader and one through a follower (which forwards to the leader).
@@ -113,18 +111,20 @@ struct LeasedCluster {
     granted_at: Instant,
     stream: KeepAlives,
     via_follower: KeepAlives,
+    /// The leader's Raft index once all this is set up.
+    index_at_start: u64,
 }
 
 impl LeasedCluster {
     async fn start() -> LeasedCluster {
-        let cluster = Cluster::start(3, &[]).await;
-        let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
+        let (cluster, leader) = Cluster::start_with_leader(3, &[], Duration::from_secs(10)).await;
         // The new leader's lessor takes over the leases after applying its log; give it a round.
         tokio::time::sleep(LESSOR_INTERVAL * 3).await;
         let id = grant(&cluster, leader, TTL_SECS).await;
         let granted_at = Instant::now();
         let stream = KeepAlives::open(&cluster.client_url(leader)).await;
         let via_follower = KeepAlives::open(&cluster.client_url((leader + 1) % 3)).await;
+        let index_at_start = raft_index(&cluster, leader).await;
         LeasedCluster {
             cluster,
             leader,
@@ -132,6 +132,7 @@ impl LeasedCluster {
             granted_at,
             stream,
             via_follower,
+            index_at_start,
         }
     }
 }
@@ -148,10 +149,9 @@ async fn keep_alives_on_the_leader_add_no_log_entries_and_extend_the_lease() {
         granted_at,
         mut stream,
         mut via_follower,
+        index_at_start: before,
     } = LeasedCluster::start().await;
     let _logs = cluster.logs_on_panic();
-    let (ttl_secs, ttl) = (TTL_SECS, ttl());
-    let before = raft_index(&cluster, leader).await;
     let mut last_keep_alive = Instant::now();
     for i in 0..40 {
         last_keep_alive = Instant::now();
@@ -160,12 +160,12 @@ async fn keep_alives_on_the_leader_add_no_log_entries_and_extend_the_lease() {
         } else {
             &mut via_follower
         };
-        assert_eq!(to.keep_alive(id).await, ttl_secs);
+        assert_eq!(to.keep_alive(id).await, TTL_SECS);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let after = raft_index(&cluster, leader).await;
     assert!(
-        granted_at.elapsed() < ttl / 2,
+        granted_at.elapsed() < TTL / 2,
         "the keep-alives took too long to test the in-memory path"
     );
     assert!(
@@ -173,8 +173,8 @@ async fn keep_alives_on_the_leader_add_no_log_entries_and_extend_the_lease() {
         "40 keep-alives within half a TTL grew the log from {before} to {after}"
     );
     // The lease lives until the last keep-alive + TTL, past its replicated expiry (grant + TTL).
-    let alive_until = last_keep_alive + ttl - MARGIN;
-    tokio::time::sleep_until((granted_at + ttl + MARGIN).into()).await;
+    let alive_until = last_keep_alive + TTL - MARGIN;
+    tokio::time::sleep_until((granted_at + TTL + MARGIN).into()).await;
     assert!(
         time_to_live(&cluster, leader, id).await >= 0,
         "lease revoked at its replicated expiry"
@@ -188,16 +188,16 @@ async fn keep_alives_on_the_leader_add_no_log_entries_and_extend_the_lease() {
         &cluster,
         leader,
         id,
-        last_keep_alive + ttl + LESSOR_INTERVAL + SLACK,
+        last_keep_alive + TTL + LESSOR_INTERVAL + SLACK,
     )
     .await;
-    assert!(gone_at >= last_keep_alive + ttl - MARGIN);
+    assert!(gone_at >= last_keep_alive + TTL - MARGIN);
 
     // Past half the TTL the keep-alive goes through the log again.
-    let id = grant(&cluster, leader, ttl_secs).await;
-    tokio::time::sleep(ttl / 2 + MARGIN).await;
+    let id = grant(&cluster, leader, TTL_SECS).await;
+    tokio::time::sleep(TTL / 2 + MARGIN).await;
     let before = raft_index(&cluster, leader).await;
-    assert_eq!(stream.keep_alive(id).await, ttl_secs);
+    assert_eq!(stream.keep_alive(id).await, TTL_SECS);
     let after = raft_index(&cluster, leader).await;
     assert!(
         after > before,
@@ -211,6 +211,7 @@ async fn keep_alives_on_the_leader_add_no_log_entries_and_extend_the_lease() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_kept_alive_from_memory_survives_a_leader_crash() {
     let LeasedCluster {
+        index_at_start: before,
         cluster,
         leader,
         id,
@@ -219,13 +220,11 @@ async fn a_lease_kept_alive_from_memory_survives_a_leader_crash() {
         ..
     } = LeasedCluster::start().await;
     let _logs = cluster.logs_on_panic();
-    let (ttl_secs, ttl) = (TTL_SECS, ttl());
-    let before = raft_index(&cluster, leader).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(stream.keep_alive(id).await, ttl_secs);
+    assert_eq!(stream.keep_alive(id).await, TTL_SECS);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let last_keep_alive = Instant::now();
-    assert_eq!(via_follower.keep_alive(id).await, ttl_secs);
+    assert_eq!(via_follower.keep_alive(id).await, TTL_SECS);
     assert_eq!(
         raft_index(&cluster, leader).await,
         before,
@@ -235,11 +234,11 @@ async fn a_lease_kept_alive_from_memory_survives_a_leader_crash() {
     let new_leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
     assert_ne!(new_leader, leader);
     // The replicated expiry (grant + TTL) passes; the lease must outlive it.
-    tokio::time::sleep_until((last_keep_alive + ttl - MARGIN).into()).await;
+    tokio::time::sleep_until((last_keep_alive + TTL - MARGIN).into()).await;
     assert!(
         time_to_live(&cluster, new_leader, id).await >= 0,
         "the new leader revoked a lease before its last acknowledged keep-alive + TTL"
     );
-    let bound = ttl + ttl / 2 + Duration::from_millis(ELECTION_TIMEOUT_MS) + LESSOR_INTERVAL + SLACK;
+    let bound = TTL + TTL / 2 + Duration::from_millis(ELECTION_TIMEOUT_MS) + LESSOR_INTERVAL + SLACK;
     wait_revoked(&cluster, new_leader, id, last_keep_alive + bound).await;
 }

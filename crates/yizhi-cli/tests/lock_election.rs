@@ -101,17 +101,8 @@ async fn unlock(channel: &Channel, key: &[u8]) {
 }
 
 async fn get(channel: &Channel, key: &[u8]) -> Option<yizhi_proto::mvccpb::KeyValue> {
-    KvClient::new(channel.clone())
-        .range(pb::RangeRequest {
-            key: key.to_vec(),
-            ..Default::default()
-        })
-        .await
-        .expect("range")
-        .into_inner()
-        .kvs
-        .into_iter()
-        .next()
+    let mut kv = KvClient::new(channel.clone());
+    yizhi_testkit::kv::get(&mut kv, key).await.into_iter().next()
 }
 
 async fn keys_under(channel: &Channel, prefix: &str) -> Vec<yizhi_proto::mvccpb::KeyValue> {

@@ -23,7 +23,7 @@ use yizhi_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use yizhi_proto::grpc_health_v1::health_check_response::ServingStatus;
 use yizhi_proto::grpc_health_v1::health_client::HealthClient;
 use yizhi_proto::grpc_health_v1::{HealthCheckRequest, HealthCheckResponse};
-use yizhi_testkit::{CtlOutput, etcdctl_available, run_etcdctl};
+use yizhi_testkit::{CtlOutput, etcdctl_available, kv, run_etcdctl};
 
 const MEMBERS: usize = 3;
 /// Generous: the machine has 2 cores shared with parallel builds and tests.
@@ -242,25 +242,9 @@ async fn hash_kv_agrees_across_members(cluster: &Cluster, with_etcdctl: bool) {
     let mut kv = KvClient::new(channel(&cluster.members[0]).await);
     let mut revision = 0;
     for i in 0..20 {
-        let put = pb::PutRequest {
-            key: format!("hash/{i}").into_bytes(),
-            value: format!("value {i}").into_bytes(),
-            ..Default::default()
-        };
-        revision = kv
-            .put(put)
-            .await
-            .expect("put")
-            .into_inner()
-            .header
-            .expect("header")
-            .revision;
+        revision = kv::put(&mut kv, &format!("hash/{i}"), &format!("value {i}")).await;
     }
-    let delete = pb::DeleteRangeRequest {
-        key: b"hash/3".to_vec(),
-        ..Default::default()
-    };
-    kv.delete_range(delete).await.expect("delete");
+    kv::delete(&mut kv, "hash/3").await;
     let last = revision + 1;
     let mut hashes = Vec::new();
     for m in &cluster.members {
@@ -341,12 +325,7 @@ fn etcdctl_endpoint_commands(cluster: &Cluster) {
 async fn etcdctl_snapshot_save(cluster: &Cluster) {
     let first = &cluster.members[0];
     let mut kv = KvClient::new(channel(first).await);
-    let marker = pb::PutRequest {
-        key: b"snapshot/marker".to_vec(),
-        value: b"written before the snapshot".to_vec(),
-        ..Default::default()
-    };
-    kv.put(marker).await.expect("put");
+    kv::put(&mut kv, "snapshot/marker", "written before the snapshot").await;
     let path = cluster.root.join("saved.db");
     let path_text = path.to_string_lossy().into_owned();
     let out = etcdctl_ok(&[first], &["snapshot", "save", &path_text]);
@@ -506,18 +485,8 @@ async fn defragment_keeps_every_member_serving(cluster: &Cluster, with_etcdctl: 
     }
     let mut revision = 0;
     for i in (0..KEYS).filter(|i| i % KEPT_EVERY != 0) {
-        let delete = pb::DeleteRangeRequest {
-            key: format!("defrag/{i:02}").into_bytes(),
-            ..Default::default()
-        };
-        revision = kv
-            .delete_range(delete)
-            .await
-            .expect("delete")
-            .into_inner()
-            .header
-            .expect("header")
-            .revision;
+        let deleted = kv::delete(&mut kv, format!("defrag/{i:02}")).await;
+        revision = deleted.header.expect("header").revision;
     }
     kv.compact(pb::CompactionRequest {
         revision,
@@ -569,12 +538,8 @@ async fn defragment_keeps_every_member_serving(cluster: &Cluster, with_etcdctl: 
         );
     }
 
-    let late = pb::PutRequest {
-        key: b"defrag/late".to_vec(),
-        value: b"after defrag".to_vec(),
-        ..Default::default()
-    };
-    kv.put(late).await.expect("a write after defragment");
+    // A write after defragment.
+    kv::put(&mut kv, "defrag/late", "after defrag").await;
     let mut expected = expected;
     expected.push(("defrag/late".to_string(), b"after defrag".to_vec()));
     for m in &cluster.members {
@@ -595,12 +560,20 @@ async fn defragment_keeps_every_member_serving(cluster: &Cluster, with_etcdctl: 
     }
 }
 
-fn alarm_request(action: AlarmAction, member_id: u64) -> pb::AlarmRequest {
-    pb::AlarmRequest {
+/// The alarms answered to a NOSPACE `action` (on `member_id`; 0: every member); `what` names the
+/// call if it fails.
+async fn alarm(
+    client: &mut MaintenanceClient<Channel>,
+    action: AlarmAction,
+    member_id: u64,
+    what: &str,
+) -> Vec<pb::AlarmMember> {
+    let request = pb::AlarmRequest {
         action: action as i32,
         member_id,
         alarm: pb::AlarmType::Nospace as i32,
-    }
+    };
+    client.alarm(request).await.expect(what).into_inner().alarms
 }
 
 async fn quota_raises_a_member_local_nospace_alarm(cluster: &Cluster, with_etcdctl: bool) {
@@ -623,12 +596,7 @@ async fn quota_raises_a_member_local_nospace_alarm(cluster: &Cluster, with_etcdc
     assert_eq!(refused.message(), "etcdserver: mvcc: database space exceeded");
 
     let mut small_maintenance = maintenance(small).await;
-    let alarms = small_maintenance
-        .alarm(alarm_request(AlarmAction::Get, 0))
-        .await
-        .expect("alarm list")
-        .into_inner()
-        .alarms;
+    let alarms = alarm(&mut small_maintenance, AlarmAction::Get, 0, "alarm list").await;
     assert_eq!(
         alarms,
         vec![pb::AlarmMember {
@@ -665,13 +633,9 @@ async fn quota_raises_a_member_local_nospace_alarm(cluster: &Cluster, with_etcdc
         .put(put)
         .await
         .expect("member 1 has the default quota");
-    let elsewhere = maintenance(&cluster.members[0])
-        .await
-        .alarm(alarm_request(AlarmAction::Get, 0))
-        .await
-        .expect("alarm list")
-        .into_inner();
-    assert!(elsewhere.alarms.is_empty(), "{elsewhere:?}");
+    let mut elsewhere_maintenance = maintenance(&cluster.members[0]).await;
+    let elsewhere = alarm(&mut elsewhere_maintenance, AlarmAction::Get, 0, "alarm list").await;
+    assert!(elsewhere.is_empty(), "{elsewhere:?}");
 
     if with_etcdctl {
         let out = etcdctl_ok(&[small], &["alarm", "list"]);
@@ -682,18 +646,8 @@ async fn quota_raises_a_member_local_nospace_alarm(cluster: &Cluster, with_etcdc
             "{out:#?}"
         );
     }
-    let disarmed = small_maintenance
-        .alarm(alarm_request(AlarmAction::Deactivate, 3))
-        .await
-        .expect("disarm")
-        .into_inner()
-        .alarms;
+    let disarmed = alarm(&mut small_maintenance, AlarmAction::Deactivate, 3, "disarm").await;
     assert_eq!(disarmed.len(), 1);
-    let alarms = small_maintenance
-        .alarm(alarm_request(AlarmAction::Get, 0))
-        .await
-        .expect("alarm list")
-        .into_inner()
-        .alarms;
+    let alarms = alarm(&mut small_maintenance, AlarmAction::Get, 0, "alarm list").await;
     assert!(alarms.is_empty(), "{alarms:?}");
 }

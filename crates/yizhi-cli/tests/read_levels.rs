@@ -8,20 +8,10 @@ use std::time::{Duration, Instant};
 
 use tonic::Request;
 use yizhi_proto::etcdserverpb as pb;
-use yizhi_proto::etcdserverpb::kv_client::KvClient;
-use yizhi_testkit::Cluster;
+use yizhi_testkit::{Cluster, kv};
 
 fn get(key: &str, metadata: &[(&'static str, &str)]) -> Request<pb::RangeRequest> {
-    let mut request = Request::new(pb::RangeRequest {
-        key: key.as_bytes().to_vec(),
-        ..Default::default()
-    });
-    for (k, v) in metadata {
-        request
-            .metadata_mut()
-            .insert(*k, v.parse().expect("ascii metadata"));
-    }
-    request
+    kv::with_metadata(kv::range_request(key), metadata)
 }
 
 fn value_of(response: &pb::RangeResponse) -> Option<String> {
@@ -31,29 +21,15 @@ fn value_of(response: &pb::RangeResponse) -> Option<String> {
         .map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
 }
 
-async fn put(kv: &mut KvClient<tonic::transport::Channel>, key: &str, value: &str) -> i64 {
-    let response = kv
-        .put(pb::PutRequest {
-            key: key.as_bytes().to_vec(),
-            value: value.as_bytes().to_vec(),
-            ..Default::default()
-        })
-        .await
-        .expect("put")
-        .into_inner();
-    response.header.expect("header").revision
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_level_reads_a_write_acknowledged_before_it_and_bad_metadata_is_refused() {
-    let cluster = Cluster::start(3, &[]).await;
+    let (cluster, leader) = Cluster::start_with_leader(3, &[], Duration::from_secs(10)).await;
     let _logs = cluster.logs_on_panic();
-    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
-    let follower = (leader + 1) % 3;
     let mut on_leader = cluster.kv_client(leader);
+    let follower = (leader + 1) % 3;
     let mut on_follower = cluster.kv_client(follower);
 
-    let revision = put(&mut on_leader, "level/k", "v1").await;
+    let revision = kv::put(&mut on_leader, "level/k", "v1").await;
     for metadata in [
         &[][..],
         &[("yizhi-consistency", "linearizable")][..],
@@ -73,12 +49,9 @@ async fn each_level_reads_a_write_acknowledged_before_it_and_bad_metadata_is_ref
         );
     }
     // A serializable read may be stale, but on the leader that wrote it the write is applied.
-    let response = on_leader
-        .range(get("level/k", &[("yizhi-consistency", "serializable")]))
-        .await
-        .expect("serializable get")
-        .into_inner();
-    assert_eq!(value_of(&response).as_deref(), Some("v1"));
+    let serializable = get("level/k", &[("yizhi-consistency", "serializable")]);
+    let response = on_leader.range(serializable).await.expect("serializable get");
+    assert_eq!(value_of(response.get_ref()).as_deref(), Some("v1"));
 
     for (metadata, text) in [
         (
@@ -114,12 +87,11 @@ async fn each_level_reads_a_write_acknowledged_before_it_and_bad_metadata_is_ref
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_without_quorum_serves_serializable_and_fresh_bounded_reads_only() {
-    let cluster = Cluster::start(3, &[]).await;
+    let (cluster, leader) = Cluster::start_with_leader(3, &[], Duration::from_secs(10)).await;
     let _logs = cluster.logs_on_panic();
-    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
     let survivor = (leader + 1) % 3;
     let mut kv = cluster.kv_client(survivor);
-    put(&mut kv, "level/q", "before").await;
+    kv::put(&mut kv, "level/q", "before").await;
     // A linearizable read completes a barrier on the survivor: bounded reads may lean on it.
     kv.range(get("level/q", &[])).await.expect("linearizable get");
     let barrier_done = Instant::now();

@@ -58,9 +58,8 @@ async fn open_watch(
 #[test]
 fn a_member_without_a_leader_ends_leader_requiring_watches_and_refuses_new_ones() {
     yizhi_testkit::block_on(async {
-        let cluster = Cluster::start(3, &[]).await;
+        let (cluster, leader) = Cluster::start_with_leader(3, &[], Duration::from_secs(20)).await;
         let _logs = cluster.logs_on_panic();
-        let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
         let follower = (0..3).find(|&i| i != leader).expect("a follower");
         let url = cluster.client_url(follower);
         let mut requiring = open_watch(&url, true)
@@ -89,15 +88,11 @@ fn a_member_without_a_leader_ends_leader_requiring_watches_and_refuses_new_ones(
     });
 }
 
-#[test]
-fn raft_a_member_cut_off_from_the_leader_refuses_writes_and_reads_at_once() {
-    yizhi_testkit::block_on(cut_off_member_refuses_at_once(&["--engine", "raft"]));
-}
-
-#[test]
-fn paxos_a_member_cut_off_from_the_leader_refuses_writes_and_reads_at_once() {
-    yizhi_testkit::block_on(cut_off_member_refuses_at_once(&["--engine", "paxos"]));
-}
+yizhi_testkit::test_each_engine!(
+    raft_a_member_cut_off_from_the_leader_refuses_writes_and_reads_at_once,
+    paxos_a_member_cut_off_from_the_leader_refuses_writes_and_reads_at_once,
+    cut_off_member_refuses_at_once
+);
 
 /// Holds every byte between one follower and the others (a black hole, as `iptables -j DROP`:
 /// connections stay open, so no connection-lost hint helps), waits until the follower reports no

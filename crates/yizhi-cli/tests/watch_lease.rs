@@ -38,6 +38,13 @@ impl Cluster {
         Cluster(yizhi_testkit::Cluster::start(size, &flags).await)
     }
 
+    /// One member, and a KV client of it.
+    async fn single(extra_flags: &[&str]) -> (Cluster, KvClient<Channel>) {
+        let cluster = Cluster::start(1, extra_flags).await;
+        let kv = cluster.kv(0).await;
+        (cluster, kv)
+    }
+
     async fn channel(&self, member: usize) -> Channel {
         Channel::from_shared(self.0.client_url(member))
             .expect("url")
@@ -128,34 +135,19 @@ fn watch_prefix(prefix: &str, start_revision: i64) -> pb::WatchCreateRequest {
     }
 }
 
+async fn grant(lease: &mut LeaseClient<Channel>, ttl: i64) -> pb::LeaseGrantResponse {
+    lease
+        .lease_grant(pb::LeaseGrantRequest { ttl, id: 0 })
+        .await
+        .expect("grant")
+        .into_inner()
+}
+
 fn revision(header: &Option<pb::ResponseHeader>) -> i64 {
     header.as_ref().expect("response header").revision
 }
 
-async fn put(kv: &mut KvClient<Channel>, key: &str, value: &str, lease: i64) -> i64 {
-    let response = kv
-        .put(pb::PutRequest {
-            key: key.into(),
-            value: value.into(),
-            lease,
-            ..Default::default()
-        })
-        .await
-        .expect("put")
-        .into_inner();
-    revision(&response.header)
-}
-
-async fn get(kv: &mut KvClient<Channel>, key: &str) -> Vec<mvccpb::KeyValue> {
-    kv.range(pb::RangeRequest {
-        key: key.into(),
-        ..Default::default()
-    })
-    .await
-    .expect("range")
-    .into_inner()
-    .kvs
-}
+use yizhi_testkit::kv::{get, put_leased as put};
 
 /// One txn putting `burst/t000`..`burst/t099`, all at one revision; returns that revision.
 async fn txn_put_100(kv: &mut KvClient<Channel>, value: &str) -> i64 {
@@ -182,6 +174,11 @@ async fn txn_put_100(kv: &mut KvClient<Channel>, value: &str) -> i64 {
 /// An event as the tests compare them: (revision, type, key, value).
 type Seen = (i64, i32, String, String);
 
+/// A response's watch id and what its events say.
+fn id_and_events(response: &pb::WatchResponse) -> (i64, Vec<Seen>) {
+    (response.watch_id, response.events.iter().map(seen).collect())
+}
+
 fn seen(event: &mvccpb::Event) -> Seen {
     let kv = event.kv.as_ref().expect("event kv");
     (
@@ -200,8 +197,7 @@ fn seen(event: &mvccpb::Event) -> Seen {
 /// exactly once, in revision order, one response per revision.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn historical_prefix_watch_sees_every_event_once_in_order_across_a_burst() {
-    let cluster = Cluster::start(1, &[]).await;
-    let mut kv = cluster.kv(0).await;
+    let (cluster, mut kv) = Cluster::single(&[]).await;
     let mut expected: Vec<Seen> = Vec::new();
     let first = put(&mut kv, "burst/a", "0", 0).await;
     expected.push((first, PUT, "burst/a".into(), "0".into()));
@@ -228,14 +224,7 @@ async fn historical_prefix_watch_sees_every_event_once_in_order_across_a_burst()
             expected.push((rev, PUT, "burst/a".into(), round.to_string()));
         }
     }
-    let deleted = kv
-        .delete_range(pb::DeleteRangeRequest {
-            key: b"burst/b".to_vec(),
-            ..Default::default()
-        })
-        .await
-        .expect("delete")
-        .into_inner();
+    let deleted = yizhi_testkit::kv::delete(&mut kv, "burst/b").await;
     let last = revision(&deleted.header);
     expected.push((last, DELETE, "burst/b".into(), String::new()));
 
@@ -261,8 +250,7 @@ async fn historical_prefix_watch_sees_every_event_once_in_order_across_a_burst()
 /// NOPUT filter, cancel, and a stream-wide progress request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watches_share_a_stream_and_cancel_one_by_one() {
-    let cluster = Cluster::start(1, &[]).await;
-    let mut kv = cluster.kv(0).await;
+    let (cluster, mut kv) = Cluster::single(&[]).await;
     let mut watch = cluster.watch(0).await;
     let single = pb::WatchCreateRequest {
         key: b"a".to_vec(),
@@ -289,19 +277,13 @@ async fn watches_share_a_stream_and_cancel_one_by_one() {
     let rev_a = put(&mut kv, "a", "1", 0).await;
     let response = watch.next().await;
     assert_eq!(
-        (
-            response.watch_id,
-            response.events.iter().map(seen).collect::<Vec<_>>()
-        ),
+        id_and_events(&response),
         (7, vec![(rev_a, PUT, "a".into(), "1".into())])
     );
     let rev_b = put(&mut kv, "b1", "1", 0).await;
     let response = watch.next().await;
     assert_eq!(
-        (
-            response.watch_id,
-            response.events.iter().map(seen).collect::<Vec<_>>()
-        ),
+        id_and_events(&response),
         (0, vec![(rev_b, PUT, "b1".into(), "1".into())])
     );
 
@@ -315,14 +297,7 @@ async fn watches_share_a_stream_and_cancel_one_by_one() {
     assert_eq!(cancelled.watch_id, 7);
 
     put(&mut kv, "a", "2", 0).await; // Nobody watches it now.
-    let deleted = kv
-        .delete_range(pb::DeleteRangeRequest {
-            key: b"b1".to_vec(),
-            ..Default::default()
-        })
-        .await
-        .expect("delete")
-        .into_inner();
+    let deleted = yizhi_testkit::kv::delete(&mut kv, "b1").await;
     let rev_del = revision(&deleted.header);
     let mut by_watch = std::collections::BTreeMap::new();
     for _ in 0..2 {
@@ -353,8 +328,7 @@ async fn watches_share_a_stream_and_cancel_one_by_one() {
 /// revision; `prev_kv` carries the previous value; a big revision is fragmented on request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compacted_start_is_cancelled_prev_kv_is_carried_and_big_responses_fragment() {
-    let cluster = Cluster::start(1, &["--max-request-bytes", "1024"]).await;
-    let mut kv = cluster.kv(0).await;
+    let (cluster, mut kv) = Cluster::single(&["--max-request-bytes", "1024"]).await;
     let first = put(&mut kv, "c", "1", 0).await;
     let compact_at = put(&mut kv, "c", "2", 0).await;
     kv.compact(pb::CompactionRequest {
@@ -433,8 +407,7 @@ async fn compacted_start_is_cancelled_prev_kv_is_carried_and_big_responses_fragm
 /// A quiet `progress_notify` watch hears the current revision after one interval (10 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quiet_progress_notify_watch_hears_the_revision() {
-    let cluster = Cluster::start(1, &[]).await;
-    let mut kv = cluster.kv(0).await;
+    let (cluster, mut kv) = Cluster::single(&[]).await;
     let rev = put(&mut kv, "p", "1", 0).await;
     let mut watch = cluster.watch(0).await;
     let id = watch
@@ -458,14 +431,9 @@ async fn quiet_progress_notify_watch_hears_the_revision() {
 /// watcher saw both deletes at one revision, and the unknown lease gets etcd's answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoking_a_lease_deletes_its_keys_and_watchers_see_it() {
-    let cluster = Cluster::start(1, &[]).await;
-    let mut kv = cluster.kv(0).await;
+    let (cluster, mut kv) = Cluster::single(&[]).await;
     let mut lease = cluster.lease(0).await;
-    let granted = lease
-        .lease_grant(pb::LeaseGrantRequest { ttl: 60, id: 0 })
-        .await
-        .expect("grant")
-        .into_inner();
+    let granted = grant(&mut lease, 60).await;
     assert_eq!(granted.ttl, 60);
     let id = granted.id;
     assert!(id > 0);
@@ -520,12 +488,7 @@ async fn revoking_a_lease_deletes_its_keys_and_watchers_see_it() {
     assert_eq!(error.message(), "etcdserver: requested lease not found");
 
     // One stream serves every lease of a client; answers are matched by id.
-    let other = lease
-        .lease_grant(pb::LeaseGrantRequest { ttl: 30, id: 0 })
-        .await
-        .expect("grant")
-        .into_inner()
-        .id;
+    let other = grant(&mut lease, 30).await.id;
     let (tx, rx) = mpsc::channel(2);
     let mut answers = lease
         .lease_keep_alive(ReceiverStream::new(rx))
@@ -554,15 +517,9 @@ async fn revoking_a_lease_deletes_its_keys_and_watchers_see_it() {
 /// stops, the lessor revokes it and the key disappears.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alives_hold_a_lease_past_its_ttl_then_it_expires() {
-    let cluster = Cluster::start(1, &[]).await;
-    let mut kv = cluster.kv(0).await;
+    let (cluster, mut kv) = Cluster::single(&[]).await;
     let mut lease = cluster.lease(0).await;
-    let id = lease
-        .lease_grant(pb::LeaseGrantRequest { ttl: 3, id: 0 })
-        .await
-        .expect("grant")
-        .into_inner()
-        .id;
+    let id = grant(&mut lease, 3).await.id;
     put(&mut kv, "ka", "alive", id).await;
 
     let (tx, rx) = mpsc::channel(4);
@@ -610,12 +567,7 @@ async fn leases_expire_on_a_three_member_cluster_asked_from_followers() {
     let mut leases = Vec::new();
     for member in 0..3 {
         let mut lease = cluster.lease(member).await;
-        let id = lease
-            .lease_grant(pb::LeaseGrantRequest { ttl: 2, id: 0 })
-            .await
-            .expect("grant")
-            .into_inner()
-            .id;
+        let id = grant(&mut lease, 2).await.id;
         let mut kv = cluster.kv(member).await;
         put(&mut kv, &format!("exp/{member}"), "v", id).await;
         leases.push(id);

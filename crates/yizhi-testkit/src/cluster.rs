@@ -89,6 +89,13 @@ impl Cluster {
         Cluster::start_each(&vec![extra_flags; size]).await
     }
 
+    /// [`Cluster::start`], then the index of the leader a majority agrees on (waiting up to `within`).
+    pub async fn start_with_leader(size: usize, extra_flags: &[&str], within: Duration) -> (Cluster, usize) {
+        let cluster = Cluster::start(size, extra_flags).await;
+        let leader = cluster.wait_for_leader(within).await;
+        (cluster, leader)
+    }
+
     /// Like [`Cluster::start`], with flags of its own for each member (`member_flags[i]` for member
     /// `i`; the cluster has `member_flags.len()` members).
     pub async fn start_each(member_flags: &[&[&str]]) -> Cluster {

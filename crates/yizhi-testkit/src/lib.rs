@@ -5,6 +5,7 @@
 //! - [`PeerProxy`]: the members' peer traffic through a proxy that can hold or reset each link
 //!   (a partition without root).
 //! - [`etcdctl`]: Debian's stock `etcdctl` against a cluster.
+//! - [`kv`]: raw KV calls through the generated tonic client.
 //!
 //! **The binary.** The members run the `yizhi` binary of crate `yizhi-cli`. The tests that start
 //! them live in that crate (`crates/yizhi-cli/tests`), because cargo builds a package's binary
@@ -15,6 +16,7 @@
 
 pub mod cluster;
 pub mod etcdctl;
+pub mod kv;
 pub mod peer_proxy;
 pub mod ports;
 
@@ -74,6 +76,26 @@ pub fn block_on_multi_thread<F: std::future::Future>(f: F) -> F::Output {
         .build()
         .expect("tokio runtime")
         .block_on(f)
+}
+
+/// Two tests of one scenario, one per engine: `$raft` runs `$scenario(&["--engine", "raft"])`
+/// and `$paxos` the same with `paxos`, each on [`block_on`]. Doc comments before a name document
+/// that test.
+#[macro_export]
+macro_rules! test_each_engine {
+    ($(#[$raft_doc:meta])* $raft:ident, $(#[$paxos_doc:meta])* $paxos:ident, $scenario:path) => {
+        $(#[$raft_doc])*
+        #[test]
+        fn $raft() {
+            $crate::block_on($scenario(&["--engine", "raft"]));
+        }
+
+        $(#[$paxos_doc])*
+        #[test]
+        fn $paxos() {
+            $crate::block_on($scenario(&["--engine", "paxos"]));
+        }
+    };
 }
 
 /// Polls `condition` every 50 ms until it holds; panics naming `what` after `within`.

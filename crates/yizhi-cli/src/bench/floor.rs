@@ -92,13 +92,7 @@ pub fn measure(dir: &Path, samples: usize) -> Result<Floor, String> {
 fn fsync_appends(dir: &Path, samples: usize) -> Result<Histogram<u64>, String> {
     let block = [0x5au8; BLOCK_BYTES];
     on_scratch_file(dir, "append", OpenOptions::new().append(true), |file, h| {
-        for _ in 0..samples {
-            let started = Instant::now();
-            file.write_all(&block)?;
-            file.sync_data()?;
-            record(h, started);
-        }
-        Ok(())
+        timed_writes(file, &block, samples, h)
     })
 }
 
@@ -114,15 +108,25 @@ fn fsync_overwrites(dir: &Path, samples: usize) -> Result<Histogram<u64>, String
             }
             file.sync_all()?;
             file.seek(SeekFrom::Start(0))?;
-            for _ in 0..samples {
-                let started = Instant::now();
-                file.write_all(&block)?;
-                file.sync_data()?;
-                record(h, started);
-            }
-            Ok(())
+            timed_writes(file, &block, samples, h)
         },
     )
+}
+
+/// `samples` times: write `block` and fdatasync it, timing the two together.
+fn timed_writes(
+    file: &mut std::fs::File,
+    block: &[u8],
+    samples: usize,
+    h: &mut Histogram<u64>,
+) -> std::io::Result<()> {
+    for _ in 0..samples {
+        let started = Instant::now();
+        file.write_all(block)?;
+        file.sync_data()?;
+        record(h, started);
+    }
+    Ok(())
 }
 
 /// Runs `measure` on a new file `yizhi-bench-floor-<pid>.<suffix>` in `dir` (opened with
