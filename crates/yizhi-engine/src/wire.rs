@@ -390,6 +390,57 @@ pub fn measure(write: impl FnOnce(&mut Measure)) -> usize {
 
 // ---- Decoding ----
 
+/// Why the bytes where a varint should start do not hold one; each reader turns this into its
+/// own error, naming the field (and, for the engines, the offset).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VarintFault {
+    /// The input ends after `at` bytes of the varint.
+    Truncated {
+        at: usize,
+    },
+    AboveU64,
+    /// A longer form than the value needs: refused only when reading minimal varints.
+    NotShortest,
+    LongerThanTenBytes,
+}
+
+impl VarintFault {
+    pub fn reason(self) -> &'static str {
+        match self {
+            VarintFault::Truncated { .. } => "truncated",
+            VarintFault::AboveU64 => "value above u64",
+            VarintFault::NotShortest => "not in its shortest form",
+            VarintFault::LongerThanTenBytes => "longer than 10 bytes",
+        }
+    }
+}
+
+/// The LEB128 varint at the start of `input`, and how many bytes it takes. With `minimal`, a longer
+/// form than the value needs is refused (the engines' messages: one value, one encoding). The kv
+/// codecs read without it, as they always have: entries already in logs and snapshots must stay
+/// readable, whatever form they were written in.
+pub fn read_varint(input: &[u8], minimal: bool) -> Result<(u64, usize), VarintFault> {
+    let mut value = 0u64;
+    for i in 0..MAX_VARINT_BYTES {
+        let Some(&byte) = input.get(i) else {
+            return Err(VarintFault::Truncated { at: i });
+        };
+        let group = u64::from(byte & 0x7f);
+        if i == MAX_VARINT_BYTES - 1 && group > 1 {
+            return Err(VarintFault::AboveU64);
+        }
+        value |= group << (7 * i);
+        if byte & 0x80 == 0 {
+            // A zero last group (beyond the first) means a longer form than needed.
+            if minimal && i > 0 && group == 0 {
+                return Err(VarintFault::NotShortest);
+            }
+            return Ok((value, i + 1));
+        }
+    }
+    Err(VarintFault::LongerThanTenBytes)
+}
+
 /// The index shape a message promises for its entries (checked by [`Reader::ordered_entries`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EntryOrder {
@@ -478,26 +529,26 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A varint in its shortest form only (one value, one encoding).
     pub fn varint(&mut self, what: &'static str) -> Result<u64, WireError> {
         let offset = self.offset;
-        let bad = |reason| WireError::BadVarint { what, offset, reason };
-        let mut value = 0u64;
-        for i in 0..MAX_VARINT_BYTES {
-            let byte = self.u8(what)?;
-            let group = u64::from(byte & 0x7f);
-            if i == MAX_VARINT_BYTES - 1 && group > 1 {
-                return Err(bad("value above u64"));
+        match read_varint(&self.input[offset..], true) {
+            Ok((value, len)) => {
+                self.offset += len;
+                Ok(value)
             }
-            value |= group << (7 * i);
-            if byte & 0x80 == 0 {
-                // A zero last group (beyond the first) means a longer form than needed.
-                if i > 0 && group == 0 {
-                    return Err(bad("not in its shortest form"));
-                }
-                return Ok(value);
-            }
+            Err(VarintFault::Truncated { at }) => Err(WireError::Truncated {
+                what,
+                offset: offset + at,
+                needed: 1,
+                remaining: 0,
+            }),
+            Err(fault) => Err(WireError::BadVarint {
+                what,
+                offset,
+                reason: fault.reason(),
+            }),
         }
-        Err(bad("longer than 10 bytes"))
     }
 
     pub fn u32_le(&mut self, what: &'static str) -> Result<u32, WireError> {

@@ -5,10 +5,9 @@
 
 use bytes::Bytes;
 use thiserror::Error;
-use yizhi_engine::wire::{flags_byte, put_bytes, put_u8, put_varint, unzigzag, zigzag};
-
-/// A u64 needs at most ten 7-bit groups.
-const MAX_VARINT_BYTES: usize = 10;
+use yizhi_engine::wire::{
+    MAX_VARINT_BYTES, VarintFault, flags_byte, put_bytes, put_u8, put_varint, read_varint, unzigzag, zigzag,
+};
 
 // Operation tags, shared by the command codec and the response codec: a response is tagged like
 // the command it answers.
@@ -118,20 +117,20 @@ impl<'a> Reader<'a> {
         Ok(self.take(what, 1)?[0])
     }
 
+    /// A varint in any form, shortest or not (see [`read_varint`]).
     pub fn varint(&mut self, what: &'static str) -> Result<u64, DecodeError> {
-        let mut value = 0u64;
-        for i in 0..MAX_VARINT_BYTES {
-            let byte = self.u8(what)?;
-            let group = u64::from(byte & 0x7f);
-            if i == MAX_VARINT_BYTES - 1 && group > 1 {
-                return Err(DecodeError::VarintOverflow);
+        match read_varint(self.data, false) {
+            Ok((value, len)) => {
+                self.data = &self.data[len..];
+                Ok(value)
             }
-            value |= group << (7 * i);
-            if byte & 0x80 == 0 {
-                return Ok(value);
-            }
+            Err(VarintFault::Truncated { .. }) => Err(DecodeError::Truncated {
+                what,
+                needed: 1,
+                remaining: 0,
+            }),
+            Err(_) => Err(DecodeError::VarintOverflow),
         }
-        Err(DecodeError::VarintOverflow)
     }
 
     pub fn i64(&mut self, what: &'static str) -> Result<i64, DecodeError> {
@@ -230,6 +229,18 @@ mod tests {
         assert_eq!(
             Reader::new(&too_big).varint("v"),
             Err(DecodeError::VarintOverflow)
+        );
+        // Unlike the engines' messages, command and snapshot bytes may hold a varint in a longer
+        // form than needed: it reads as its value.
+        assert_eq!(Reader::new(&[0x80, 0x00]).varint("v"), Ok(0));
+        assert_eq!(Reader::new(&[0xff, 0x80, 0x00]).varint("v"), Ok(127));
+        assert_eq!(
+            Reader::new(&[0x80]).varint("v"),
+            Err(DecodeError::Truncated {
+                what: "v",
+                needed: 1,
+                remaining: 0
+            })
         );
     }
 }

@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::*;
-use yizhi_engine::{Engine, NodeId, Role, SeededRng};
+use yizhi_engine::{Engine, NodeId, Role, SeededRng, Term};
 use yizhi_raft::testkit::MemCluster;
 use yizhi_raft::{
     CONNECTION_LOST_CAMPAIGN_TICKS_MAX, MessageKind, ProgressState, RaftConfig, RaftNode, ReadMode,
@@ -19,6 +19,19 @@ const VOTERS: [NodeId; 3] = [1, 2, 3];
 const ELECTION_TIMEOUT_TICKS: u64 = 10;
 
 type Tune = fn(&mut RaftConfig);
+
+/// Asserts that a campaign came only after a whole election timeout (`ticks` of them): no hint
+/// shortened it. `why` names the case in the failure message.
+fn assert_full_timeout(ticks: u64, why: &str) {
+    assert!(ticks >= ELECTION_TIMEOUT_TICKS, "{why}, {ticks} ticks");
+}
+
+/// A healthy cluster: node 1 leads, every link up. Returns it with the leader's term.
+fn healthy_cluster() -> (MemCluster, Term) {
+    let cluster = MemCluster::new(&VOTERS, &[], 11, |_| {}).elected(1);
+    let term = cluster.node(1).term();
+    (cluster, term)
+}
 
 fn lease_reads(config: &mut RaftConfig) {
     config.read_mode = ReadMode::LeaseBased;
@@ -151,10 +164,7 @@ fn the_leaders_next_message_restores_the_follower_and_its_full_timeout() {
         node.step(envelope(1, 2, 1, MessageKind::Heartbeat { commit: 0, round: 2 }));
         assert_eq!(node.leader(), Some(1));
         let ticks = tick_until_campaign(&mut node);
-        assert!(
-            ticks >= ELECTION_TIMEOUT_TICKS,
-            "seed {seed}: heartbeat first, {ticks} ticks"
-        );
+        assert_full_timeout(ticks, &format!("seed {seed}: heartbeat first"));
 
         let mut node = follower_of_1(seed, defaults);
         node.report_connection_lost(1);
@@ -163,10 +173,7 @@ fn the_leaders_next_message_restores_the_follower_and_its_full_timeout() {
         node.step(envelope(1, 2, 1, MessageKind::Heartbeat { commit: 0, round: 2 }));
         assert_eq!((node.role(), node.leader()), (Role::Follower, Some(1)));
         let ticks = tick_until_campaign(&mut node);
-        assert!(
-            ticks >= ELECTION_TIMEOUT_TICKS,
-            "seed {seed}: pre-candidate first, {ticks} ticks"
-        );
+        assert_full_timeout(ticks, &format!("seed {seed}: pre-candidate first"));
     }
 }
 
@@ -175,8 +182,7 @@ fn the_leaders_next_message_restores_the_follower_and_its_full_timeout() {
 /// leader's next heartbeat brings the pre-candidate back.
 #[test]
 fn a_wrong_hint_on_one_follower_does_not_disrupt_a_healthy_leader() {
-    let mut cluster = MemCluster::new(&VOTERS, &[], 11, |_| {}).elected(1);
-    let term = cluster.node(1).term();
+    let (mut cluster, term) = healthy_cluster();
 
     cluster.node_mut(2).report_connection_lost(1);
     let ticks = tick_until_campaign(cluster.node_mut(2));
@@ -270,10 +276,7 @@ fn leader_lost_with_hints_a_new_leader_is_elected_within_four_ticks() {
             "seed {seed}: one election"
         );
         let rounds = rounds_until_2_or_3_leads(&mut unhinted);
-        assert!(
-            rounds >= ELECTION_TIMEOUT_TICKS,
-            "seed {seed}: unhinted, {rounds} ticks"
-        );
+        assert_full_timeout(rounds, &format!("seed {seed}: unhinted"));
     }
 }
 
@@ -281,8 +284,7 @@ fn leader_lost_with_hints_a_new_leader_is_elected_within_four_ticks() {
 /// lost, so it probes before sending a window again. Its own role and term are untouched.
 #[test]
 fn a_leader_probes_a_follower_whose_connection_closed() {
-    let mut cluster = MemCluster::new(&VOTERS, &[], 11, |_| {}).elected(1);
-    let term = cluster.node(1).term();
+    let (mut cluster, term) = healthy_cluster();
     let state = |cluster: &MemCluster| cluster.node(1).progress_of(2).map(|p| p.state);
     assert_eq!(state(&cluster), Some(ProgressState::Replicate));
     cluster.node_mut(1).report_connection_lost(2);
