@@ -3,39 +3,17 @@
 //! libFuzzer: no input panics, a decoded command survives encode → decode, a refused snapshot
 //! leaves the store as it was, and an installed one re-snapshots to the same state.
 
-use std::path::PathBuf;
+mod common;
+#[path = "../../yizhi-storage/tests/common/corpus.rs"]
+mod corpus;
 
 use bytes::Bytes;
+use corpus::{corpus, corpus_dir};
 use yizhi_kv::{
     ClientSeq, Command, CompactionRequest, Compare, CompareResult, CompareTarget, DeleteRangeRequest,
     KvConfig, LeaseGrantRequest, MemBackend, MvccStore, PutRequest, RangeRequest, RequestOp, SortOrder,
     SortTarget, TxnRequest, decode_command, encode_command,
 };
-
-fn corpus_dir(target: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fuzz/corpus")
-        .join(target)
-}
-
-/// Every file of a target's corpus, which must exist and hold at least `min_files`.
-fn corpus(target: &str, min_files: usize) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut files: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(corpus_dir(target))
-        .expect("the seed corpus is checked in")
-        .map(|entry| {
-            let path = entry.expect("readable corpus directory").path();
-            let bytes = std::fs::read(&path).expect("readable corpus file");
-            (path, bytes)
-        })
-        .collect();
-    files.sort();
-    assert!(
-        files.len() >= min_files,
-        "{target}: only {} corpus files",
-        files.len()
-    );
-    files
-}
 
 fn fresh() -> MvccStore<MemBackend> {
     MvccStore::open(MemBackend::new(), KvConfig::default()).expect("an empty store opens")
@@ -241,15 +219,7 @@ fn write_seed_corpus() {
 
 /// Deduplicated commands (codec version 2), wrapping a few kinds of command.
 fn sample_deduped_commands() -> Vec<Command> {
-    let wrap = |client_id, seq, acked_below, now_ms, command| Command::Deduped {
-        request: ClientSeq {
-            client_id,
-            seq,
-            acked_below,
-        },
-        now_ms,
-        command: Box::new(command),
-    };
+    let wrap = common::deduped;
     let commands = sample_commands();
     vec![
         wrap(1, 1, 1, 1_700_000_000_000, commands[1].clone()),

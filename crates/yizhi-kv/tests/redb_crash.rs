@@ -6,12 +6,11 @@
 //! durable, whose state is exactly the in-memory reference's after entry `i` — never a mix.
 
 mod common;
+#[path = "../../yizhi-storage/tests/common/kill9.rs"]
+mod kill9;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
 
 use common::workload;
 use yizhi_engine::{LogIndex, SeededRng};
@@ -78,30 +77,8 @@ fn crash_child() {
 /// Runs one child for `run_ms`, kills it with SIGKILL, returns the highest index it reported
 /// durable.
 fn run_and_kill(path: &Path, run_ms: u64) -> Option<LogIndex> {
-    let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD_PATH_ENV, path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn child");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (sender, receiver) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    // Real time is the point here: the kill must land at an arbitrary moment of real IO.
-    std::thread::sleep(Duration::from_millis(run_ms));
-    child.kill().expect("kill -9 the child");
-    let status = child.wait().expect("reap child");
-    reader.join().expect("reader thread");
-    assert!(!status.success(), "the child must die by the signal: {status:?}");
-    receiver
-        .try_iter()
+    kill9::run_and_kill("crash_child", &[(CHILD_PATH_ENV, path.as_os_str())], run_ms)
+        .iter()
         .filter_map(|line| line.strip_prefix("durable ")?.parse().ok())
         .max()
 }

@@ -10,18 +10,6 @@ use yizhi_kv::*;
 
 const T0_MS: u64 = 1_700_000_000_000;
 
-fn deduped(client_id: u64, seq: u64, acked_below: u64, now_ms: u64, command: Command) -> Command {
-    Command::Deduped {
-        request: ClientSeq {
-            client_id,
-            seq,
-            acked_below,
-        },
-        now_ms,
-        command: Box::new(command),
-    }
-}
-
 fn put(key: &str, value: &str) -> Command {
     Command::Put(PutRequest {
         key: b(key),

@@ -2,27 +2,22 @@
 //! at the very tail it is cut with a warning, a whole batch (one append) at a time; a damaged
 //! snapshot is refused with the reason.
 
+mod common;
+
 use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use yizhi_engine::{Entry, EntryPayload, LogIndex, LogStorage, Membership};
 use yizhi_storage::codec::{Frame, SEGMENT_HEADER_BYTES, decode_frame};
-use yizhi_storage::{WalConfig, WalError, WalStorage, WalStorageConfig};
+use yizhi_storage::{WalError, WalStorage, WalStorageConfig};
 
 const ENTRIES: LogIndex = 60;
 /// Entries per append: each append is one batch on disk.
 const BATCH_ENTRIES: LogIndex = 3;
 
 fn config() -> WalStorageConfig {
-    WalStorageConfig {
-        wal: WalConfig {
-            segment_bytes: 16 * 1024,
-            max_record_bytes: 4 * 1024,
-            ..WalConfig::default()
-        },
-        max_cached_entry_bytes: 4 * 1024,
-    }
+    common::small_wal_config(16, 4, 4)
 }
 
 fn entry(index: LogIndex) -> Entry {
@@ -53,6 +48,11 @@ fn written_wal(dir: &Path) -> Vec<PathBuf> {
         paths.len()
     );
     paths
+}
+
+/// [`written_wal`]'s newest segment, the one a torn write can reach.
+fn written_wal_last_segment(dir: &Path) -> PathBuf {
+    written_wal(dir).pop().expect("segments")
 }
 
 /// Byte offsets of the frames (records and batch headers) in a segment file.
@@ -120,8 +120,7 @@ fn flipped_byte_in_an_older_segment_names_file_and_offset() {
 #[test]
 fn flipped_byte_mid_last_segment_is_corruption_not_a_torn_tail() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let paths = written_wal(dir.path());
-    let last = paths.last().expect("segments");
+    let last = &written_wal_last_segment(dir.path());
     let offsets = frame_offsets(last);
     assert!(offsets.len() >= 3, "last segment holds {} records", offsets.len());
     flip_byte(last, offsets[1] + 3);
@@ -159,8 +158,7 @@ fn corrupt_batch_header_mid_log_names_file_and_offset() {
 #[test]
 fn damaged_final_record_cuts_its_whole_batch_with_a_warning() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let paths = written_wal(dir.path());
-    let last = paths.last().expect("segments");
+    let last = &written_wal_last_segment(dir.path());
     let final_record = *frame_offsets(last).last().expect("records");
     let final_batch = *batch_header_offsets(last).last().expect("batches");
     flip_byte(last, final_record + 30);
@@ -193,8 +191,7 @@ fn damaged_final_record_cuts_its_whole_batch_with_a_warning() {
 #[test]
 fn truncated_or_garbage_tail_recovers_every_complete_record() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let paths = written_wal(dir.path());
-    let last = paths.last().expect("segments");
+    let last = &written_wal_last_segment(dir.path());
     let final_record = *frame_offsets(last).last().expect("records");
     let file = OpenOptions::new().write(true).open(last).expect("open");
     file.set_len(final_record as u64 + 7)

@@ -3,15 +3,15 @@
 //! at a random moment, reopens the WAL and checks that every acknowledged entry is there, in order,
 //! and that every entry present is one the child really wrote (nothing invented after a torn tail).
 
-use std::io::{BufRead, BufReader, Write};
+mod common;
+
+use std::ffi::OsStr;
+use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use yizhi_engine::{Entry, EntryPayload, HardState, LogIndex, LogStorage, Membership, SeededRng, Term};
-use yizhi_storage::{WalConfig, WalStorage, WalStorageConfig};
+use yizhi_storage::{WalStorage, WalStorageConfig};
 
 const CHILD_DIR_ENV: &str = "YIZHI_STORAGE_CRASH_CHILD_DIR";
 const CHILD_TERM_ENV: &str = "YIZHI_STORAGE_CRASH_CHILD_TERM";
@@ -26,14 +26,7 @@ const COMPACT_EVERY_BATCHES: u64 = 40;
 const ENTRIES_KEPT_AFTER_COMPACTION: u64 = 50;
 
 fn config() -> WalStorageConfig {
-    WalStorageConfig {
-        wal: WalConfig {
-            segment_bytes: 128 * 1024,
-            max_record_bytes: 8 * 1024,
-            ..WalConfig::default()
-        },
-        max_cached_entry_bytes: 32 * 1024,
-    }
+    common::small_wal_config(128, 8, 32)
 }
 
 /// What the child writes at `index` in `term`: a pure function, so the parent can tell real entries
@@ -97,31 +90,14 @@ struct Ack {
 }
 
 fn run_and_kill(dir: &Path, term: Term, run_ms: u64) -> (Vec<Ack>, bool) {
-    let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD_DIR_ENV, dir)
-        .env(CHILD_TERM_ENV, term.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn child");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (sender, receiver) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    // Real time is the point here: the kill must land at an arbitrary moment of real IO.
-    std::thread::sleep(Duration::from_millis(run_ms));
-    child.kill().expect("kill -9 the child");
-    let status = child.wait().expect("reap child");
-    reader.join().expect("reader thread");
+    let term_text = term.to_string();
+    let env = [
+        (CHILD_DIR_ENV, dir.as_os_str()),
+        (CHILD_TERM_ENV, OsStr::new(&term_text)),
+    ];
     let mut acks = Vec::new();
     let mut torn = false;
-    for line in receiver.try_iter() {
+    for line in common::kill9::run_and_kill("crash_child", &env, run_ms) {
         let fields: Vec<&str> = line.split_whitespace().collect();
         match fields.as_slice() {
             ["ack", first, last, term, commit] => acks.push(Ack {
@@ -134,10 +110,6 @@ fn run_and_kill(dir: &Path, term: Term, run_ms: u64) -> (Vec<Ack>, bool) {
             _ => {}
         }
     }
-    assert!(
-        !status.success(),
-        "the child must die by the signal, not finish: {status:?}"
-    );
     (acks, torn)
 }
 

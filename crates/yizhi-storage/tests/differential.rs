@@ -2,11 +2,13 @@
 //! compactions and snapshot installs is applied to `MemStorage` (the reference) and to `WalStorage`,
 //! which is reopened from disk at random points. Every `LogStorage` query must answer identically.
 
+mod common;
+
 use bytes::Bytes;
 use yizhi_engine::{
     Entry, EntryPayload, HardState, LogStorage, MemStorage, Membership, SeededRng, Snapshot, SnapshotMeta,
 };
-use yizhi_storage::{WalConfig, WalStorage, WalStorageConfig};
+use yizhi_storage::{WalStorage, WalStorageConfig};
 
 const SEEDS: u64 = 8;
 const OPS_PER_SEED: usize = 150;
@@ -15,14 +17,7 @@ const MAX_PAYLOAD_BYTES: u64 = 3000;
 
 /// Small segments and a tiny cache, so that rolls, releases and reads from segments all happen.
 fn config() -> WalStorageConfig {
-    WalStorageConfig {
-        wal: WalConfig {
-            segment_bytes: 16 * 1024,
-            max_record_bytes: 4 * 1024,
-            ..WalConfig::default()
-        },
-        max_cached_entry_bytes: 8 * 1024,
-    }
+    common::small_wal_config(16, 4, 8)
 }
 
 fn random_payload(rng: &mut SeededRng) -> EntryPayload {

@@ -2,7 +2,9 @@
 //! `fuzz/corpus/snapshot_file`) with the same checks as the fuzz targets, because CI cannot run
 //! libFuzzer: no input panics, and whatever decodes re-encodes to exactly the bytes it came from.
 
-use std::path::PathBuf;
+mod common;
+
+use common::corpus::{corpus, corpus_dir};
 
 use bytes::Bytes;
 use yizhi_engine::wire::testkit::{random_entries, random_membership};
@@ -13,31 +15,6 @@ use yizhi_storage::codec::{
 };
 use yizhi_storage::recovery::scan_segment;
 use yizhi_storage::snapshot_file::{self, decode_snapshot, encode_snapshot};
-
-fn corpus_dir(target: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fuzz/corpus")
-        .join(target)
-}
-
-/// Every file of a target's corpus, which must exist and hold at least `min_files`.
-fn corpus(target: &str, min_files: usize) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut files: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(corpus_dir(target))
-        .expect("the seed corpus is checked in")
-        .map(|entry| {
-            let path = entry.expect("readable corpus directory").path();
-            let bytes = std::fs::read(&path).expect("readable corpus file");
-            (path, bytes)
-        })
-        .collect();
-    files.sort();
-    assert!(
-        files.len() >= min_files,
-        "{target}: only {} corpus files",
-        files.len()
-    );
-    files
-}
 
 /// The `wal_record` fuzz target's check.
 fn check_wal_record(data: &[u8]) -> bool {

@@ -4,13 +4,15 @@
 //! the old log and promise or the new ones, never the new slot 3 without the new slots 4..=6 (a log
 //! that lost slots the acceptor had held).
 
+mod common;
+
 use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use yizhi_engine::{Entry, EntryPayload, HardState, LogIndex, LogStorage, Membership, Ready, Term};
 use yizhi_storage::codec::{SEGMENT_HEADER_BYTES, decode_frame};
-use yizhi_storage::{WalConfig, WalStorage, WalStorageConfig};
+use yizhi_storage::{WalStorage, WalStorageConfig};
 
 const OLD_TERM: Term = 1;
 const NEW_TERM: Term = 2;
@@ -18,14 +20,7 @@ const SLOTS: LogIndex = 6;
 const REWRITTEN_FROM: LogIndex = 3;
 
 fn config() -> WalStorageConfig {
-    WalStorageConfig {
-        wal: WalConfig {
-            segment_bytes: 16 * 1024,
-            max_record_bytes: 4 * 1024,
-            ..WalConfig::default()
-        },
-        max_cached_entry_bytes: 64 * 1024,
-    }
+    common::small_wal_config(16, 4, 64)
 }
 
 fn entry(index: LogIndex, term: Term) -> Entry {

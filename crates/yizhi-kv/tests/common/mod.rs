@@ -10,6 +10,19 @@ pub fn b(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
 }
 
+/// `command` wrapped for exactly-once application as `(client_id, seq)`.
+pub fn deduped(client_id: u64, seq: u64, acked_below: u64, now_ms: u64, command: Command) -> Command {
+    Command::Deduped {
+        request: ClientSeq {
+            client_id,
+            seq,
+            acked_below,
+        },
+        now_ms,
+        command: Box::new(command),
+    }
+}
+
 #[derive(Debug)]
 pub struct Kv {
     pub store: MvccStore<MemBackend>,
