@@ -109,6 +109,15 @@ impl Default for Meta {
 }
 
 /// Everything one applied command changes.
+/// A store's whole content, as a snapshot carries it and [`Backend::replace_all`] installs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FullState {
+    pub meta: Meta,
+    pub records: Vec<(Revision, RevisionRecord)>,
+    pub leases: Vec<LeaseRecord>,
+    pub sessions: SessionRows,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WriteBatch {
     pub put_records: Vec<(Revision, RevisionRecord)>,
@@ -168,13 +177,7 @@ pub trait Backend {
     /// Applies `batch` atomically; `batch.meta.applied_index` is the log index it came from.
     fn apply(&mut self, batch: WriteBatch) -> Result<(), BackendError>;
     /// Replaces the whole content (snapshot install), atomically.
-    fn replace_all(
-        &mut self,
-        records: Vec<(Revision, RevisionRecord)>,
-        leases: Vec<LeaseRecord>,
-        sessions: SessionRows,
-        meta: Meta,
-    ) -> Result<(), BackendError>;
+    fn replace_all(&mut self, state: FullState) -> Result<(), BackendError>;
 
     /// Writes out whatever `apply` kept in memory; with `durable`, also makes everything applied
     /// so far survive a crash. Backends without a memory tier (or without a disk) do nothing.
@@ -280,18 +283,12 @@ impl Backend for MemBackend {
         Ok(())
     }
 
-    fn replace_all(
-        &mut self,
-        records: Vec<(Revision, RevisionRecord)>,
-        leases: Vec<LeaseRecord>,
-        sessions: SessionRows,
-        meta: Meta,
-    ) -> Result<(), BackendError> {
-        self.records = records.into_iter().collect();
-        self.leases = leases.into_iter().map(|l| (l.id, l)).collect();
-        self.session_clients = sessions.clients.into_iter().collect();
-        self.session_responses = sessions.responses.into_iter().collect();
-        self.meta = meta;
+    fn replace_all(&mut self, state: FullState) -> Result<(), BackendError> {
+        self.records = state.records.into_iter().collect();
+        self.leases = state.leases.into_iter().map(|l| (l.id, l)).collect();
+        self.session_clients = state.sessions.clients.into_iter().collect();
+        self.session_responses = state.sessions.responses.into_iter().collect();
+        self.meta = state.meta;
         Ok(())
     }
 }

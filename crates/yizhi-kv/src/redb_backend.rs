@@ -44,8 +44,8 @@ use redb::{
 use yizhi_engine::LogIndex;
 
 use crate::backend::{
-    Backend, BackendError, ClientRecord, DefragmentReport, LeaseRecord, Meta, RecordVisitor, ResponseKey,
-    RevisionRecord, SessionRows, StoredResponse, WriteBatch, check_record_shape,
+    Backend, BackendError, ClientRecord, DefragmentReport, FullState, LeaseRecord, Meta, RecordVisitor,
+    ResponseKey, RevisionRecord, SessionRows, StoredResponse, WriteBatch, check_record_shape,
 };
 use crate::response_codec::{decode_stored, encode_stored};
 use crate::revision::Revision;
@@ -542,13 +542,13 @@ impl Backend for RedbBackend {
         Ok(())
     }
 
-    fn replace_all(
-        &mut self,
-        records: Vec<(Revision, RevisionRecord)>,
-        leases: Vec<LeaseRecord>,
-        sessions: SessionRows,
-        meta: Meta,
-    ) -> Result<(), BackendError> {
+    fn replace_all(&mut self, state: FullState) -> Result<(), BackendError> {
+        let FullState {
+            meta,
+            records,
+            leases,
+            sessions,
+        } = state;
         let mut txn = self.db.begin_write().map_err(|e| self.error("begin write", e))?;
         // Durable: the server may drop its log up to the snapshot as soon as this returns.
         self.set_durability(&mut txn, true)?;

@@ -13,7 +13,8 @@ use bytes::Bytes;
 use thiserror::Error;
 
 use crate::backend::{
-    Backend, BackendError, ClientRecord, LeaseRecord, Meta, RevisionRecord, SessionRows, check_record_shape,
+    Backend, BackendError, ClientRecord, FullState, LeaseRecord, Meta, RevisionRecord, SessionRows,
+    check_record_shape,
 };
 use crate::response_codec::{decode_stored, encode_stored};
 use crate::revision::Revision;
@@ -33,13 +34,6 @@ pub enum SnapshotError {
     Decode(#[from] DecodeError),
     #[error(transparent)]
     Backend(#[from] BackendError),
-}
-
-struct SnapshotContent {
-    meta: Meta,
-    records: Vec<(Revision, RevisionRecord)>,
-    leases: Vec<LeaseRecord>,
-    sessions: SessionRows,
 }
 
 impl<B: Backend> MvccStore<B> {
@@ -110,8 +104,7 @@ impl<B: Backend> MvccStore<B> {
         );
         let content = decode_snapshot(data)?;
         let meta = content.meta;
-        self.backend
-            .replace_all(content.records, content.leases, content.sessions, content.meta)?;
+        self.backend.replace_all(content)?;
         self.load()?;
         assert_eq!(
             self.meta, meta,
@@ -131,7 +124,7 @@ impl<B: Backend> MvccStore<B> {
     }
 }
 
-fn decode_snapshot(data: &[u8]) -> Result<SnapshotContent, DecodeError> {
+fn decode_snapshot(data: &[u8]) -> Result<FullState, DecodeError> {
     let min_len = SNAPSHOT_MAGIC.len() + 1 + CHECKSUM_BYTES;
     if data.len() < min_len || !data.starts_with(SNAPSHOT_MAGIC) {
         return Err(DecodeError::BadMagic {
@@ -185,7 +178,7 @@ fn decode_snapshot(data: &[u8]) -> Result<SnapshotContent, DecodeError> {
         what: "snapshot",
         detail,
     })?;
-    Ok(SnapshotContent {
+    Ok(FullState {
         meta,
         records,
         leases,

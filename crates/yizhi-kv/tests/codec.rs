@@ -174,16 +174,24 @@ fn every_strict_prefix_and_any_trailing_byte_is_refused() {
     let mut rng = SeededRng::new(2);
     for _ in 0..300 {
         let encoded = encode_command(&command(&mut rng));
-        for cut in 0..encoded.len() {
-            assert!(decode_command(&encoded[..cut]).is_err(), "prefix of {cut} bytes");
-        }
-        let mut longer = encoded.clone();
-        longer.push(0);
-        assert!(matches!(
-            decode_command(&longer),
-            Err(DecodeError::TrailingBytes { count: 1, .. })
-        ));
+        assert_only_the_whole_encoding_decodes(&encoded, decode_command);
     }
+}
+
+/// Every strict prefix of `encoded` is refused, and so is `encoded` with one byte more.
+fn assert_only_the_whole_encoding_decodes<T: std::fmt::Debug>(
+    encoded: &[u8],
+    decode: impl Fn(&[u8]) -> Result<T, DecodeError>,
+) {
+    for cut in 0..encoded.len() {
+        assert!(decode(&encoded[..cut]).is_err(), "prefix of {cut} bytes");
+    }
+    let mut longer = encoded.to_vec();
+    longer.push(0);
+    assert!(matches!(
+        decode(&longer),
+        Err(DecodeError::TrailingBytes { count: 1, .. })
+    ));
 }
 
 #[test]
@@ -424,15 +432,7 @@ fn every_response_round_trips_and_malformed_responses_are_errors() {
         let encoded = encode_response(&r);
         assert_eq!(encoded[0], RESPONSE_CODEC_VERSION);
         assert_eq!(decode_response(&encoded), Ok(r));
-        for cut in 0..encoded.len() {
-            assert!(decode_response(&encoded[..cut]).is_err(), "prefix of {cut} bytes");
-        }
-        let mut longer = encoded.clone();
-        longer.push(0);
-        assert!(matches!(
-            decode_response(&longer),
-            Err(DecodeError::TrailingBytes { count: 1, .. })
-        ));
+        assert_only_the_whole_encoding_decodes(&encoded, decode_response);
         let mut mutated = encoded;
         let at = rng.below(mutated.len() as u64) as usize;
         mutated[at] = rng.below(256) as u8;

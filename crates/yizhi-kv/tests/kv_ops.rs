@@ -180,8 +180,10 @@ fn range_end_selects_single_key_half_open_range_from_key_and_everything() {
         keys("c", "a").is_empty(),
         "an inverted range is empty, as in etcd"
     );
-    let err = kv.range("", "", 0).unwrap_err().to_string();
-    assert_eq!(err, "etcdserver: key is not provided");
+    assert_eq!(
+        kv.range("", "", 0).unwrap_err().to_string(),
+        "etcdserver: key is not provided"
+    );
 }
 
 #[test]
@@ -330,8 +332,10 @@ fn range_at_a_past_revision_sees_history_and_future_revisions_fail() {
         4,
         "header is the current revision"
     );
-    let err = kv.range("a", "", 5).unwrap_err().to_string();
-    assert_eq!(err, "mvcc: required revision is a future revision");
+    assert_eq!(
+        kv.range("a", "", 5).unwrap_err().to_string(),
+        "mvcc: required revision is a future revision"
+    );
 }
 
 #[test]

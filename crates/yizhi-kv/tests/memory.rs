@@ -223,14 +223,8 @@ impl Backend for StreamingOnly {
     fn apply(&mut self, batch: backend::WriteBatch) -> Result<(), BackendError> {
         self.inner.apply(batch)
     }
-    fn replace_all(
-        &mut self,
-        records: Vec<(Revision, backend::RevisionRecord)>,
-        leases: Vec<backend::LeaseRecord>,
-        sessions: backend::SessionRows,
-        meta: backend::Meta,
-    ) -> Result<(), BackendError> {
-        self.inner.replace_all(records, leases, sessions, meta)
+    fn replace_all(&mut self, state: backend::FullState) -> Result<(), BackendError> {
+        self.inner.replace_all(state)
     }
 }
 

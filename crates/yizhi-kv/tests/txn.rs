@@ -207,23 +207,24 @@ fn overlapping_writes_in_one_list_are_duplicates() {
 fn a_failing_op_on_the_chosen_path_fails_the_whole_txn_and_writes_nothing() {
     let mut kv = Kv::new();
     let before = kv.store.state_hash().unwrap();
-    let bad_lease = RequestOp::Put(PutRequest {
+    // A put of "a", then `failing`, on the success path.
+    let refuse_after_a_put = |kv: &mut Kv, failing: RequestOp| {
+        kv.txn(txn(vec![], vec![put_op("a", "1"), failing], vec![]))
+            .unwrap_err()
+    };
+    let bad_lease = PutRequest {
         key: b("b"),
         lease: 99,
         ..Default::default()
-    });
-    let err = kv
-        .txn(txn(vec![], vec![put_op("a", "1"), bad_lease], vec![]))
-        .unwrap_err();
+    };
+    let err = refuse_after_a_put(&mut kv, RequestOp::Put(bad_lease));
     assert_eq!(err.to_string(), "etcdserver: requested lease not found");
-    let future_read = RequestOp::Range(RangeRequest {
+    let future_read = RangeRequest {
         key: b("a"),
         revision: 50,
         ..Default::default()
-    });
-    let err = kv
-        .txn(txn(vec![], vec![put_op("a", "1"), future_read], vec![]))
-        .unwrap_err();
+    };
+    let err = refuse_after_a_put(&mut kv, RequestOp::Range(future_read));
     assert_eq!(err, KvError::FutureRevision);
     let empty_key = RequestOp::DeleteRange(DeleteRangeRequest::default());
     let err = kv.txn(txn(vec![], vec![], vec![empty_key])).unwrap_err();
