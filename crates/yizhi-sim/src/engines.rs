@@ -10,16 +10,8 @@ use crate::clock::TICK_SKEW_PCT_MAX;
 pub trait EngineFactory {
     type E: Engine<Storage = MemStorage>;
     fn name(&self) -> &'static str;
-    /// A node starting (or restarting) from `storage`, whose state machine is at `applied`.
-    /// `tuning` decides the engine's settings (the same for every node).
-    fn build(
-        &self,
-        id: NodeId,
-        storage: MemStorage,
-        applied: LogIndex,
-        tuning: EngineTuning,
-        rng: SeededRng,
-    ) -> Self::E;
+    /// A node starting (or restarting).
+    fn build(&self, start: EngineStart) -> Self::E;
     /// Snapshot messages are reported back to the sender when delivered or lost, as a transport
     /// streaming them would.
     fn is_snapshot(&self, msg: &<Self::E as Engine>::Message) -> bool;
@@ -36,6 +28,24 @@ pub trait EngineFactory {
     fn refuses_votes(&self, _engine: &Self::E) -> Option<bool> {
         None
     }
+}
+
+/// What a node starts (or restarts) its engine from.
+#[derive(Debug)]
+pub struct EngineStart {
+    pub id: NodeId,
+    /// The node's durable log, hard state and snapshot.
+    pub storage: MemStorage,
+    /// Where the node's state machine stands.
+    pub applied: LogIndex,
+    /// Decides the engine's settings (the same for every node).
+    pub tuning: EngineTuning,
+    pub rng: SeededRng,
+}
+
+/// An engine that refuses the durable state the simulator kept for it: a bug of one or the other.
+fn refused_durable_state(id: NodeId, error: impl std::fmt::Display) -> ! {
+    panic!("node {id}: the engine refused its durable state: {error}")
 }
 
 /// Where a run's engine settings come from (the same on every node).
@@ -59,6 +69,23 @@ struct SharedTuning {
     max_msg_bytes: u64,
     heartbeat_interval_ticks: u64,
     election_timeout_ticks: u64,
+}
+
+impl EngineTuning {
+    /// The settings both engines share, and the stream the engine's own settings are drawn from
+    /// next; `None` for the engines' defaults.
+    fn draw_shared(self) -> Option<(SharedTuning, SeededRng)> {
+        let EngineTuning::Drawn {
+            seed,
+            shortest_timeout,
+        } = self
+        else {
+            return None;
+        };
+        let mut rng = SeededRng::new(seed);
+        let shared = SharedTuning::draw(&mut rng, shortest_timeout);
+        Some((shared, rng))
+    }
 }
 
 impl SharedTuning {
@@ -88,13 +115,7 @@ impl SharedTuning {
 fn tuned_raft_config(id: NodeId, applied: LogIndex, tuning: EngineTuning, lease: bool) -> RaftConfig {
     let mut config = RaftConfig::new(id);
     config.applied = applied;
-    if let EngineTuning::Drawn {
-        seed,
-        shortest_timeout,
-    } = tuning
-    {
-        let mut rng = SeededRng::new(seed);
-        let shared = SharedTuning::draw(&mut rng, shortest_timeout);
+    if let Some((shared, mut rng)) = tuning.draw_shared() {
         config.max_inflight_msgs = shared.max_inflight_msgs;
         config.max_msg_bytes = shared.max_msg_bytes;
         config.heartbeat_interval_ticks = shared.heartbeat_interval_ticks;
@@ -136,17 +157,9 @@ impl EngineFactory for RaftFactory {
         if self.lease_reads { "raft-lease" } else { "raft" }
     }
 
-    fn build(
-        &self,
-        id: NodeId,
-        storage: MemStorage,
-        applied: LogIndex,
-        tuning: EngineTuning,
-        rng: SeededRng,
-    ) -> Self::E {
-        let config = tuned_raft_config(id, applied, tuning, self.lease_reads);
-        RaftNode::new(config, storage, rng)
-            .unwrap_or_else(|e| panic!("node {id}: the engine refused its durable state: {e}"))
+    fn build(&self, start: EngineStart) -> Self::E {
+        let config = tuned_raft_config(start.id, start.applied, start.tuning, self.lease_reads);
+        RaftNode::new(config, start.storage, start.rng).unwrap_or_else(|e| refused_durable_state(start.id, e))
     }
 
     fn is_snapshot(&self, msg: &Message) -> bool {
@@ -163,12 +176,7 @@ impl EngineFactory for RaftFactory {
 fn tuned_paxos_config(id: NodeId, applied: LogIndex, tuning: EngineTuning) -> PaxosConfig {
     let mut config = PaxosConfig::new(id);
     config.applied = applied;
-    if let EngineTuning::Drawn {
-        seed,
-        shortest_timeout,
-    } = tuning
-    {
-        let shared = SharedTuning::draw(&mut SeededRng::new(seed), shortest_timeout);
+    if let Some((shared, _)) = tuning.draw_shared() {
         config.max_inflight_msgs = shared.max_inflight_msgs;
         config.max_msg_bytes = shared.max_msg_bytes;
         config.heartbeat_interval_ticks = shared.heartbeat_interval_ticks;
@@ -188,17 +196,10 @@ impl EngineFactory for PaxosFactory {
         "paxos"
     }
 
-    fn build(
-        &self,
-        id: NodeId,
-        storage: MemStorage,
-        applied: LogIndex,
-        tuning: EngineTuning,
-        rng: SeededRng,
-    ) -> Self::E {
-        let config = tuned_paxos_config(id, applied, tuning);
-        PaxosNode::new(config, storage, rng)
-            .unwrap_or_else(|e| panic!("node {id}: the engine refused its durable state: {e}"))
+    fn build(&self, start: EngineStart) -> Self::E {
+        let config = tuned_paxos_config(start.id, start.applied, start.tuning);
+        PaxosNode::new(config, start.storage, start.rng)
+            .unwrap_or_else(|e| refused_durable_state(start.id, e))
     }
 
     fn is_snapshot(&self, msg: &yizhi_paxos::Message) -> bool {

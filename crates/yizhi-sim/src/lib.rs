@@ -92,7 +92,7 @@ pub mod sim;
 pub mod throughput;
 pub mod trace;
 
-pub use engines::{EngineFactory, PaxosFactory, RaftFactory};
+pub use engines::{EngineFactory, EngineStart, PaxosFactory, RaftFactory};
 pub use report::{RunOptions, RunReport, WindowStats};
 pub use run::{check_determinism, run_seed, run_throughput, shrink};
 pub use throughput::ThroughputScenario;

@@ -96,13 +96,18 @@ fn parse_args(mut raw: impl Iterator<Item = String>) -> Result<Args, String> {
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
-    if args.engine != "both" && !ENGINE_NAMES.contains(&args.engine.as_str()) {
+    check_engine(&args.engine, "")?;
+    Ok(args)
+}
+
+/// `--engine` names one of [`ENGINE_NAMES`] or "both"; `or_both` is what the error adds to the list.
+fn check_engine(engine: &str, or_both: &str) -> Result<(), String> {
+    if engine != "both" && !ENGINE_NAMES.contains(&engine) {
         return Err(format!(
-            "unknown engine {:?} (one of {ENGINE_NAMES:?})",
-            args.engine
+            "unknown engine {engine:?} (one of {ENGINE_NAMES:?}{or_both})"
         ));
     }
-    Ok(args)
+    Ok(())
 }
 
 /// What `yizhi-sim throughput` measures: every engine × cluster size × loss rate, over the seeds.
@@ -152,12 +157,7 @@ fn parse_throughput_args(mut raw: impl Iterator<Item = String>) -> Result<Throug
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
-    if args.engine != "both" && !ENGINE_NAMES.contains(&args.engine.as_str()) {
-        return Err(format!(
-            "unknown engine {:?} (one of {ENGINE_NAMES:?} or both)",
-            args.engine
-        ));
-    }
+    check_engine(&args.engine, " or both")?;
     if args.seeds.is_empty() {
         return Err("--seeds: no seeds".into());
     }

@@ -235,10 +235,14 @@ mod tests {
         }
     }
 
+    /// Nodes 1 and 2 over links of `link`, and the run's random stream.
+    fn two_nodes(link: LinkParams, seed: u64) -> (Network, SeededRng) {
+        (Network::new(&[1, 2], |_, _| link), SeededRng::new(seed))
+    }
+
     #[test]
     fn delays_stay_in_range_and_copies_are_counted() {
-        let mut net = Network::new(&[1, 2], |_, _| params(0, PPM));
-        let mut rng = SeededRng::new(1);
+        let (mut net, mut rng) = two_nodes(params(0, PPM), 1);
         let SendOutcome::Deliver(times) = net.send(1, 2, 100, &mut rng) else {
             panic!("dropped")
         };
@@ -251,8 +255,7 @@ mod tests {
 
     #[test]
     fn stream_frames_are_never_duplicated() {
-        let mut net = Network::new(&[1, 2], |_, _| params(0, PPM));
-        let mut rng = SeededRng::new(1);
+        let (mut net, mut rng) = two_nodes(params(0, PPM), 1);
         let SendOutcome::Deliver(times) = net.send_once(1, 2, 100, &mut rng) else {
             panic!("dropped")
         };
@@ -260,11 +263,16 @@ mod tests {
         assert_eq!(net.in_flight_total(), 1);
     }
 
+    /// A lossless link from node 1 to node 2 with one message on it.
+    fn two_nodes_one_message_sent(seed: u64) -> (Network, SeededRng) {
+        let (mut net, mut rng) = two_nodes(params(0, 0), seed);
+        assert!(matches!(net.send(1, 2, 0, &mut rng), SendOutcome::Deliver(_)));
+        (net, rng)
+    }
+
     #[test]
     fn a_holding_partition_keeps_messages_until_it_heals() {
-        let mut net = Network::new(&[1, 2], |_, _| params(0, 0));
-        let mut rng = SeededRng::new(5);
-        assert!(matches!(net.send(1, 2, 0, &mut rng), SendOutcome::Deliver(_)));
+        let (mut net, mut rng) = two_nodes_one_message_sent(5);
         net.set_blocked(&BTreeSet::from([(1, 2)]), true);
         assert!(
             matches!(net.send(1, 2, 0, &mut rng), SendOutcome::Deliver(_)),
@@ -280,9 +288,7 @@ mod tests {
 
     #[test]
     fn partition_drops_at_send_and_at_arrival() {
-        let mut net = Network::new(&[1, 2], |_, _| params(0, 0));
-        let mut rng = SeededRng::new(2);
-        assert!(matches!(net.send(1, 2, 0, &mut rng), SendOutcome::Deliver(_)));
+        let (mut net, mut rng) = two_nodes_one_message_sent(2);
         net.set_blocked(&BTreeSet::from([(1, 2)]), false);
         assert_eq!(
             net.send(1, 2, 0, &mut rng),
@@ -303,8 +309,7 @@ mod tests {
 
     #[test]
     fn total_loss_drops_and_clog_delays() {
-        let mut net = Network::new(&[1, 2], |_, _| params(PPM, 0));
-        let mut rng = SeededRng::new(3);
+        let (mut net, mut rng) = two_nodes(params(PPM, 0), 3);
         assert_eq!(
             net.send(1, 2, 0, &mut rng),
             SendOutcome::Dropped(DropReason::Loss)
@@ -319,8 +324,7 @@ mod tests {
 
     #[test]
     fn full_link_drops() {
-        let mut net = Network::new(&[1, 2], |_, _| params(0, 0));
-        let mut rng = SeededRng::new(4);
+        let (mut net, mut rng) = two_nodes(params(0, 0), 4);
         for _ in 0..MAX_IN_FLIGHT_PER_LINK {
             assert!(matches!(net.send(1, 2, 0, &mut rng), SendOutcome::Deliver(_)));
         }

@@ -27,7 +27,7 @@ use yizhi_member::{
 use crate::client::{ClientReply, ClientRequest, ReadLevel, Reply, Request};
 use crate::clock::TICK_INTERVAL_MS;
 use crate::disk::{self, Disk, DiskWrite};
-use crate::engines::{EngineFactory, EngineTuning};
+use crate::engines::{EngineFactory, EngineStart, EngineTuning};
 use crate::invariants::{Checker, Violation};
 use crate::kv::{self, Store};
 use crate::trace::Trace;
@@ -377,40 +377,14 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
         Ok(out)
     }
 
-    pub fn step(
+    /// Hands the engine one input that needs no more of the node (a message, a report about a
+    /// peer or a snapshot) and does what the engine then asks.
+    pub fn feed(
         &mut self,
-        envelope: Envelope<E::Message>,
+        input: impl FnOnce(&mut E),
         ctx: &mut Ctx<'_>,
     ) -> Result<Outputs<E::Message>, Violation> {
-        self.engine_mut().step(envelope);
-        self.pump(ctx)
-    }
-
-    pub fn report_snapshot(
-        &mut self,
-        peer: NodeId,
-        status: yizhi_engine::SnapshotStatus,
-        ctx: &mut Ctx<'_>,
-    ) -> Result<Outputs<E::Message>, Violation> {
-        self.engine_mut().report_snapshot(peer, status);
-        self.pump(ctx)
-    }
-
-    pub fn report_unreachable(
-        &mut self,
-        peer: NodeId,
-        ctx: &mut Ctx<'_>,
-    ) -> Result<Outputs<E::Message>, Violation> {
-        self.engine_mut().report_unreachable(peer);
-        self.pump(ctx)
-    }
-
-    pub fn report_connection_lost(
-        &mut self,
-        peer: NodeId,
-        ctx: &mut Ctx<'_>,
-    ) -> Result<Outputs<E::Message>, Violation> {
-        self.engine_mut().report_connection_lost(peer);
+        input(self.engine_mut());
         self.pump(ctx)
     }
 
@@ -996,7 +970,13 @@ impl<E: Engine<Storage = MemStorage>> Node<E> {
             .unwrap_or_else(|e| panic!("node {}: durable snapshot does not restore: {e}", self.id));
         self.applied = snapshot.meta.index;
         checker.observe_restart(self.id, self.applied);
-        self.engine = Some(factory.build(self.id, durable, self.applied, tuning, rng));
+        self.engine = Some(factory.build(EngineStart {
+            id: self.id,
+            storage: durable,
+            applied: self.applied,
+            tuning,
+            rng,
+        }));
     }
 
     /// Records role, term and leader changes in the trace; returns the status for the checks.

@@ -27,7 +27,7 @@ impl<F: EngineFactory> Sim<'_, F> {
         }
         let what = format!("connection to {peer} lost{}", if wrong { " (wrong)" } else { "" });
         self.with_node(node, incarnation, &what, |n, ctx| {
-            n.report_connection_lost(peer, ctx)
+            n.feed(|e| e.report_connection_lost(peer), ctx)
         })
     }
 

@@ -3,7 +3,7 @@
 //! does), replies take the client link, and what arrives is handed to the process running at the
 //! receiving node when it arrives.
 
-use yizhi_engine::{Envelope, NodeId, SnapshotStatus};
+use yizhi_engine::{Engine, Envelope, NodeId, SnapshotStatus};
 
 use crate::client::{ClientRequest, Request};
 use crate::config::CLIENT_DELAY_MS_MAX;
@@ -36,7 +36,7 @@ impl<F: EngineFactory> Sim<'_, F> {
         }
         self.trace
             .record(self.now_ms, Some(to), format_args!("recv {:?}", envelope.msg));
-        self.drive_node(to, |n, ctx| n.step(envelope, ctx))?;
+        self.drive_node(to, |n, ctx| n.feed(|e| e.step(envelope), ctx))?;
         if snapshot {
             self.report_snapshot_later(from, to, SnapshotStatus::Finished, 0);
         }
@@ -172,7 +172,7 @@ impl<F: EngineFactory> Sim<'_, F> {
     ) -> Result<(), Violation> {
         let what = format!("snapshot to {peer} {status:?}");
         self.with_node(node, incarnation, &what, |n, ctx| {
-            n.report_snapshot(peer, status, ctx)
+            n.feed(|e| e.report_snapshot(peer, status), ctx)
         })
     }
 

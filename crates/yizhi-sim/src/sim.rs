@@ -17,7 +17,7 @@ use crate::clock::TICK_SKEW_PCT_MAX;
 use crate::config::SimConfig;
 use crate::counter::CounterClient;
 use crate::disk::Disk;
-use crate::engines::EngineFactory;
+use crate::engines::{EngineFactory, EngineStart};
 use crate::faults::{FaultState, Phase};
 use crate::invariants::{Checker, Violation};
 use crate::network::Network;
@@ -124,7 +124,13 @@ fn boot_nodes<F: EngineFactory>(
         .iter()
         .map(|nc| {
             let storage = yizhi_engine::MemStorage::new_with_membership(membership.clone());
-            let engine = factory.build(nc.id, storage.clone(), 0, config.engine_tuning, rng.fork());
+            let engine = factory.build(EngineStart {
+                id: nc.id,
+                storage: storage.clone(),
+                applied: 0,
+                tuning: config.engine_tuning,
+                rng: rng.fork(),
+            });
             let timing = (nc.tick_interval_ms, nc.fsync_ms_max);
             let boot_id = rng.next_u64().max(1);
             let mut node = Node::new(
@@ -348,7 +354,9 @@ impl<'f, F: EngineFactory> Sim<'f, F> {
                 peer,
             } => {
                 let what = format!("unreachable {peer}");
-                self.with_node(node, incarnation, &what, |n, ctx| n.report_unreachable(peer, ctx))
+                self.with_node(node, incarnation, &what, |n, ctx| {
+                    n.feed(|e| e.report_unreachable(peer), ctx)
+                })
             }
             Event::ConnectionLost {
                 node,

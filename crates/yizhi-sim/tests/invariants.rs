@@ -19,6 +19,14 @@ fn log(entries: &[Entry]) -> MemStorage {
     s
 }
 
+/// A checker that saw node 1 commit "a" and "b" at indexes 1 and 2 in term 1.
+fn committed_a_b() -> Checker {
+    let mut c = Checker::default();
+    c.observe_committed(1, 1, &[entry(1, 1, "a"), entry(2, 1, "b")])
+        .unwrap();
+    c
+}
+
 #[test]
 fn two_leaders_in_one_term_are_reported() {
     let mut c = Checker::default();
@@ -37,9 +45,7 @@ fn two_leaders_in_one_term_are_reported() {
 
 #[test]
 fn disagreeing_committed_entries_are_reported() {
-    let mut c = Checker::default();
-    c.observe_committed(1, 1, &[entry(1, 1, "a"), entry(2, 1, "b")])
-        .unwrap();
+    let mut c = committed_a_b();
     c.observe_committed(2, 1, &[entry(1, 1, "a")]).unwrap();
     let err = c.observe_committed(3, 2, &[entry(2, 2, "c")]).unwrap_err();
     assert!(
@@ -57,9 +63,7 @@ fn disagreeing_committed_entries_are_reported() {
 
 #[test]
 fn a_non_prefix_applied_sequence_is_reported() {
-    let mut c = Checker::default();
-    c.observe_committed(1, 1, &[entry(1, 1, "a"), entry(2, 1, "b")])
-        .unwrap();
+    let mut c = committed_a_b();
     c.observe_applied(2, &entry(1, 1, "a")).unwrap();
     let wrong = c.observe_applied(2, &entry(2, 1, "x")).unwrap_err();
     assert!(
@@ -193,9 +197,7 @@ fn log_matching_catches_a_divergent_prefix() {
 
 #[test]
 fn snapshot_with_wrong_term_is_reported() {
-    let mut c = Checker::default();
-    c.observe_committed(1, 1, &[entry(1, 1, "a"), entry(2, 1, "b")])
-        .unwrap();
+    let mut c = committed_a_b();
     assert_eq!(c.observe_snapshot_installed(2, 2, 1), Ok(()));
     c.observe_applied(2, &entry(3, 1, "c")).unwrap_err();
     assert!(c.observe_snapshot_installed(3, 2, 5).is_err());

@@ -10,11 +10,9 @@ use yizhi_sim::{EngineFactory, RaftFactory, RunOptions, run_seed};
 /// Seeds tried before giving up on finding the bug.
 const MAX_SEEDS: u64 = 1_000;
 
-/// The first seed whose run reports a violation, with that violation.
-fn first_violation(mutation: Mutation, profile: FaultProfile) -> Option<(u64, Violation)> {
-    first_violation_of(&RaftFactory::SAFE_READS, mutation, profile)
-}
+const RAFT: RaftFactory = RaftFactory::SAFE_READS;
 
+/// The first seed whose run reports a violation, with that violation.
 fn first_violation_of<F: EngineFactory>(
     factory: &F,
     mutation: Mutation,
@@ -31,33 +29,41 @@ fn first_violation_of<F: EngineFactory>(
     })
 }
 
+/// Some seed's run of `factory` with `mutation` under `profile` reports a violation that
+/// `expected` accepts.
+fn assert_caught<F: EngineFactory>(
+    factory: &F,
+    mutation: Mutation,
+    profile: FaultProfile,
+    expected: fn(&Violation) -> bool,
+) {
+    let found = first_violation_of(factory, mutation, profile);
+    assert!(
+        found.as_ref().is_some_and(|(_, v)| expected(v)),
+        "{mutation:?}: {found:?}"
+    );
+}
+
 #[test]
 fn acknowledging_writes_before_commit_is_caught() {
-    let found = first_violation(Mutation::AckOnPropose, PROFILE_STANDARD);
-    assert!(
+    assert_caught(&RAFT, Mutation::AckOnPropose, PROFILE_STANDARD, |v| {
         matches!(
-            found,
-            Some((
-                _,
-                Violation::AckedWriteLost { .. } | Violation::NotLinearizable { .. }
-            ))
-        ),
-        "{found:?}"
-    );
+            v,
+            Violation::AckedWriteLost { .. } | Violation::NotLinearizable { .. }
+        )
+    });
 }
 
 #[test]
 fn reads_without_read_index_are_caught_by_linearizability() {
-    let found = first_violation(Mutation::StaleReads, PROFILE_STANDARD);
-    assert!(
-        matches!(found, Some((_, Violation::NotLinearizable { .. }))),
-        "{found:?}"
-    );
+    assert_caught(&RAFT, Mutation::StaleReads, PROFILE_STANDARD, |v| {
+        matches!(v, Violation::NotLinearizable { .. })
+    });
 }
 
 #[test]
 fn sending_before_fsync_is_caught() {
-    let found = first_violation(Mutation::SendBeforeSync, PROFILE_STANDARD);
+    let found = first_violation_of(&RAFT, Mutation::SendBeforeSync, PROFILE_STANDARD);
     assert!(
         found.is_some(),
         "no seed noticed messages leaving before their fsync"
@@ -66,11 +72,9 @@ fn sending_before_fsync_is_caught() {
 
 #[test]
 fn forgetting_the_vote_in_a_crash_elects_two_leaders() {
-    let found = first_violation(Mutation::ForgetVote, PROFILE_HARSH);
-    assert!(
-        matches!(found, Some((_, Violation::TwoLeaders { .. }))),
-        "{found:?}"
-    );
+    assert_caught(&RAFT, Mutation::ForgetVote, PROFILE_HARSH, |v| {
+        matches!(v, Violation::TwoLeaders { .. })
+    });
 }
 
 /// Paxos keeps its promise in the hard state's term; an acceptor that forgets it can accept below
@@ -92,28 +96,25 @@ fn mutation_none_is_the_default() {
 
 #[test]
 fn bounded_reads_that_ignore_their_bound_are_caught() {
-    let found = first_violation(Mutation::BoundedIgnoresBound, PROFILE_STANDARD);
-    assert!(
-        matches!(found, Some((_, Violation::BoundedReadTooStale { .. }))),
-        "{found:?}"
-    );
+    assert_caught(&RAFT, Mutation::BoundedIgnoresBound, PROFILE_STANDARD, |v| {
+        matches!(v, Violation::BoundedReadTooStale { .. })
+    });
 }
 
 #[test]
 fn serializable_reads_from_an_older_state_are_caught_by_the_session() {
-    let found = first_violation(Mutation::SerializableGoesBack, PROFILE_STANDARD);
-    assert!(
-        matches!(found, Some((_, Violation::ReadWentBackwards { .. }))),
-        "{found:?}"
-    );
+    assert_caught(&RAFT, Mutation::SerializableGoesBack, PROFILE_STANDARD, |v| {
+        matches!(v, Violation::ReadWentBackwards { .. })
+    });
 }
 
 #[test]
 fn serializable_reads_claiming_a_revision_they_do_not_show_are_caught_for_paxos() {
-    let found = first_violation_of(&PaxosFactory, Mutation::SerializableMisdated, PROFILE_STANDARD);
-    assert!(
-        matches!(found, Some((_, Violation::ReadStateNeverExisted { .. }))),
-        "{found:?}"
+    assert_caught(
+        &PaxosFactory,
+        Mutation::SerializableMisdated,
+        PROFILE_STANDARD,
+        |v| matches!(v, Violation::ReadStateNeverExisted { .. }),
     );
 }
 
@@ -122,19 +123,12 @@ fn serializable_reads_claiming_a_revision_they_do_not_show_are_caught_for_paxos(
 /// above the acknowledged count.
 #[test]
 fn retries_applied_twice_without_dedupe_are_caught_by_the_counter() {
-    for found in [
-        first_violation(Mutation::NoDedupe, PROFILE_STANDARD),
-        first_violation_of(&PaxosFactory, Mutation::NoDedupe, PROFILE_STANDARD),
-    ] {
-        assert!(
-            matches!(
-                found,
-                Some((
-                    _,
-                    Violation::CounterNotExact { .. } | Violation::WrittenTwice { .. }
-                ))
-            ),
-            "{found:?}"
-        );
-    }
+    let applied_twice = |v: &Violation| {
+        matches!(
+            v,
+            Violation::CounterNotExact { .. } | Violation::WrittenTwice { .. }
+        )
+    };
+    assert_caught(&RAFT, Mutation::NoDedupe, PROFILE_STANDARD, applied_twice);
+    assert_caught(&PaxosFactory, Mutation::NoDedupe, PROFILE_STANDARD, applied_twice);
 }
