@@ -5,28 +5,28 @@ use yizhi_lincheck::{CheckResult, Operation, Outcome, check_operations};
 
 const MAX_STEPS: u64 = 100_000;
 
-fn done(
-    client_id: u64,
-    input: MvccInput,
-    invoke_time: u64,
-    return_time: u64,
-    output: MvccOutput,
-) -> Operation<MvccInput, MvccOutput> {
+type Op = Operation<MvccInput, MvccOutput>;
+
+fn op(client_id: u64, input: MvccInput, invoke_time: u64, outcome: Outcome<MvccOutput>) -> Op {
     Operation {
         client_id,
         input,
         invoke_time,
-        outcome: Outcome::Returned { output, return_time },
+        outcome,
     }
 }
 
-fn timed_out(client_id: u64, input: MvccInput, invoke_time: u64) -> Operation<MvccInput, MvccOutput> {
-    Operation {
+fn done(client_id: u64, input: MvccInput, invoke_time: u64, return_time: u64, output: MvccOutput) -> Op {
+    op(
         client_id,
         input,
         invoke_time,
-        outcome: Outcome::Unknown,
-    }
+        Outcome::Returned { output, return_time },
+    )
+}
+
+fn timed_out(client_id: u64, input: MvccInput, invoke_time: u64) -> Op {
+    op(client_id, input, invoke_time, Outcome::Unknown)
 }
 
 fn put(key: &str, value: &str) -> MvccInput {
@@ -146,18 +146,8 @@ fn cas_on_mod_revision_loses_to_a_concurrent_put() {
     assert!(matches!(check(&won_too), CheckResult::NotLinearizable { .. }));
 }
 
-fn unacknowledged(
-    client_id: u64,
-    input: MvccInput,
-    invoke_time: u64,
-    output: MvccOutput,
-) -> Operation<MvccInput, MvccOutput> {
-    Operation {
-        client_id,
-        input,
-        invoke_time,
-        outcome: Outcome::Unacknowledged { output },
-    }
+fn unacknowledged(client_id: u64, input: MvccInput, invoke_time: u64, output: MvccOutput) -> Op {
+    op(client_id, input, invoke_time, Outcome::Unacknowledged { output })
 }
 
 #[test]

@@ -62,6 +62,13 @@ fn only_field<M: Message + std::fmt::Debug>(msg: &M) -> (u64, u8) {
     found[0]
 }
 
+/// Each message sets one variant of a oneof, which must be a message field (LEN) numbered as given.
+fn assert_variant_numbers<M: Message + std::fmt::Debug>(messages: &[(M, u64)]) {
+    for (msg, number) in messages {
+        assert_eq!(only_field(msg), (*number, LEN), "{msg:?}");
+    }
+}
+
 /// One row of the table: a message with one field set, etcd's field number and wire type.
 macro_rules! wire {
     ($($ty:ident)::+ { $($field:ident : $value:expr),+ $(,)? } => $number:expr, $wire:expr) => {{
@@ -124,14 +131,16 @@ fn range_request_all_thirteen_fields() {
         ),
         (0, 1, 2)
     );
-    let targets = [
-        SortTarget::Key,
-        SortTarget::Version,
-        SortTarget::Create,
-        SortTarget::Mod,
-        SortTarget::Value,
-    ];
-    assert_eq!(targets.map(|t| t as i32), [0, 1, 2, 3, 4]);
+    assert_eq!(
+        (
+            SortTarget::Key as i32,
+            SortTarget::Version as i32,
+            SortTarget::Create as i32,
+            SortTarget::Mod as i32,
+            SortTarget::Value as i32
+        ),
+        (0, 1, 2, 3, 4)
+    );
 }
 
 #[test]
@@ -197,36 +206,22 @@ fn request_op_response_op_and_txn() {
     let op = |request| pb::RequestOp {
         request: Some(request),
     };
-    assert_eq!(
-        only_field(&op(Request::RequestRange(Default::default()))),
-        (1, LEN)
-    );
-    assert_eq!(only_field(&op(Request::RequestPut(Default::default()))), (2, LEN));
-    assert_eq!(
-        only_field(&op(Request::RequestDeleteRange(Default::default()))),
-        (3, LEN)
-    );
-    assert_eq!(only_field(&op(Request::RequestTxn(Default::default()))), (4, LEN));
+    assert_variant_numbers(&[
+        (op(Request::RequestRange(Default::default())), 1),
+        (op(Request::RequestPut(Default::default())), 2),
+        (op(Request::RequestDeleteRange(Default::default())), 3),
+        (op(Request::RequestTxn(Default::default())), 4),
+    ]);
 
     let resp = |response| pb::ResponseOp {
         response: Some(response),
     };
-    assert_eq!(
-        only_field(&resp(Response::ResponseRange(Default::default()))),
-        (1, LEN)
-    );
-    assert_eq!(
-        only_field(&resp(Response::ResponsePut(Default::default()))),
-        (2, LEN)
-    );
-    assert_eq!(
-        only_field(&resp(Response::ResponseDeleteRange(Default::default()))),
-        (3, LEN)
-    );
-    assert_eq!(
-        only_field(&resp(Response::ResponseTxn(Default::default()))),
-        (4, LEN)
-    );
+    assert_variant_numbers(&[
+        (resp(Response::ResponseRange(Default::default())), 1),
+        (resp(Response::ResponsePut(Default::default())), 2),
+        (resp(Response::ResponseDeleteRange(Default::default())), 3),
+        (resp(Response::ResponseTxn(Default::default())), 4),
+    ]);
 
     wire!(pb::TxnRequest { compare: vec![pb::Compare::default()] } => 1, LEN);
     wire!(pb::TxnRequest { success: vec![pb::RequestOp::default()] } => 2, LEN);
@@ -247,18 +242,11 @@ fn watch_messages() {
     let req = |union| pb::WatchRequest {
         request_union: Some(union),
     };
-    assert_eq!(
-        only_field(&req(RequestUnion::CreateRequest(Default::default()))),
-        (1, LEN)
-    );
-    assert_eq!(
-        only_field(&req(RequestUnion::CancelRequest(Default::default()))),
-        (2, LEN)
-    );
-    assert_eq!(
-        only_field(&req(RequestUnion::ProgressRequest(Default::default()))),
-        (3, LEN)
-    );
+    assert_variant_numbers(&[
+        (req(RequestUnion::CreateRequest(Default::default())), 1),
+        (req(RequestUnion::CancelRequest(Default::default())), 2),
+        (req(RequestUnion::ProgressRequest(Default::default())), 3),
+    ]);
 
     wire!(pb::WatchCreateRequest { key: b"a".to_vec() } => 1, LEN);
     wire!(pb::WatchCreateRequest { range_end: b"b".to_vec() } => 2, LEN);
