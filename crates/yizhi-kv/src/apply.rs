@@ -4,10 +4,8 @@
 use yizhi_engine::LogIndex;
 
 use crate::backend::{Backend, BackendError};
+use crate::command::{Applied, Command, CommandResponse};
 use crate::error::KvError;
-// codec.rs names `Command` here; it lives in `command` with the response types.
-pub(crate) use crate::command::Command;
-use crate::command::{Applied, CommandResponse};
 use crate::store::MvccStore;
 use crate::types::ClientSeq;
 

@@ -12,9 +12,9 @@
 //!
 //! Responses kept by the session table have their own encoding: [`encode_response`].
 
-use crate::apply::Command;
+use crate::command::Command;
+use crate::config::MAX_TXN_DEPTH;
 pub use crate::response_codec::{RESPONSE_CODEC_VERSION, decode_response, encode_response};
-use crate::store::MAX_TXN_DEPTH;
 use crate::types::{
     ClientSeq, CompactionRequest, Compare, CompareResult, CompareTarget, DeleteRangeRequest,
     LeaseGrantRequest, PutRequest, RangeRequest, RequestOp, SortOrder, SortTarget, TxnRequest,

@@ -10,8 +10,6 @@ use crate::backend::{
     check_record_shape,
 };
 use crate::config::KvConfig;
-// codec.rs names the depth limit here; it lives in `config` with the other limits.
-pub(crate) use crate::config::MAX_TXN_DEPTH;
 use crate::error::KvError;
 use crate::index::{IndexEntry, IndexKey, KeyIndex, KeyRange};
 use crate::revision::Revision;

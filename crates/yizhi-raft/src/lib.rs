@@ -14,6 +14,7 @@
 
 mod codec;
 mod config;
+mod config_log;
 mod election;
 mod log;
 mod membership;
@@ -27,8 +28,9 @@ mod replication;
 
 pub use codec::RAFT_WIRE_VERSION;
 pub use config::{ConfigError, RaftConfig, ReadMode};
+pub use config_log::MAX_UNCOMMITTED_CONFIGS;
 pub use election::CONNECTION_LOST_CAMPAIGN_TICKS_MAX;
-pub use membership::{ConfChangeProposeError, MAX_UNCOMMITTED_CONFIGS};
+pub use membership::ConfChangeProposeError;
 pub use message::{Message, MessageKind, RejectHint};
 pub use progress::{Progress, ProgressState};
 pub use raft::{MAX_OUTBOX_MSGS, RaftError, RaftNode};

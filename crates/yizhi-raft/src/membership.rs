@@ -10,15 +10,12 @@
 use yizhi_engine::quorum::JointConfig;
 use yizhi_engine::{
     ConfChange, ConfChangeError, Entry, EntryPayload, LogIndex, LogPosition, LogStorage, Membership,
-    ProposeError, Role, StorageError, Term,
+    ProposeError, Role, StorageError,
 };
 
+use crate::config_log::ConfigLog;
 use crate::progress::Progress;
 use crate::raft::RaftNode;
-
-/// Configuration entries the log may hold past its commit index before the node refuses to track
-/// more: each leader allows one uncommitted change at a time, so a longer list is a bug.
-pub const MAX_UNCOMMITTED_CONFIGS: usize = 1 << 10;
 
 /// Why a configuration change was not proposed. Nothing changed when one is returned.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -35,74 +32,6 @@ pub enum ConfChangeProposeError {
     LeaderNotReady,
     #[error(transparent)]
     Invalid(#[from] ConfChangeError),
-}
-
-/// The configurations of the log: the one in force at `base_index` (committed; from the
-/// snapshot or the log) and every configuration entry after it, in index order.
-#[derive(Clone, Debug)]
-pub(crate) struct ConfigLog {
-    base: Membership,
-    base_index: LogIndex,
-    entries: Vec<(LogPosition, Membership)>,
-}
-
-impl ConfigLog {
-    pub(crate) fn new(base: Membership, base_index: LogIndex) -> Self {
-        ConfigLog {
-            base,
-            base_index,
-            entries: Vec::new(),
-        }
-    }
-
-    /// The configuration in force: the last one in the log.
-    pub(crate) fn in_force(&self) -> &Membership {
-        self.entries.last().map_or(&self.base, |(_, m)| m)
-    }
-
-    /// The index of the last configuration entry, if one is past the base.
-    pub(crate) fn last_index(&self) -> Option<LogIndex> {
-        self.entries.last().map(|(position, _)| position.index)
-    }
-
-    /// Every configuration entry up to this index is tracked (or folded into the base).
-    pub(crate) fn tracked_through(&self) -> LogIndex {
-        self.last_index().unwrap_or(self.base_index)
-    }
-
-    pub(crate) fn push(&mut self, position: LogPosition, membership: Membership) {
-        assert!(
-            position.index > self.last_index().unwrap_or(self.base_index),
-            "configuration entry {position:?} out of order: {self:?}"
-        );
-        assert!(
-            self.entries.len() < MAX_UNCOMMITTED_CONFIGS,
-            "more than {MAX_UNCOMMITTED_CONFIGS} configuration entries past the commit index"
-        );
-        self.entries.push((position, membership));
-    }
-
-    /// Forgets the configuration entries a truncation removed: those whose term the log no longer
-    /// holds at their index (Log Matching: same index and term, same entry).
-    pub(crate) fn keep_held(&mut self, term_at: impl Fn(LogIndex) -> Option<Term>) {
-        let held = self
-            .entries
-            .iter()
-            .take_while(|(position, _)| term_at(position.index) == Some(position.term))
-            .count();
-        self.entries.truncate(held);
-    }
-
-    /// Folds the committed entries into the base: no truncation reaches them any more.
-    pub(crate) fn committed_to(&mut self, commit: LogIndex) {
-        let committed = self
-            .entries
-            .partition_point(|(position, _)| position.index <= commit);
-        if let Some((position, membership)) = self.entries.drain(..committed).next_back() {
-            self.base = membership;
-            self.base_index = position.index;
-        }
-    }
 }
 
 /// The configuration entries among `entries`, with their positions.
@@ -198,7 +127,7 @@ impl<S: LogStorage> RaftNode<S> {
 
     /// A snapshot replaced the log: its configuration is the base, nothing is past it.
     pub(crate) fn restore_configs(&mut self, membership: Membership, index: LogIndex) {
-        self.configs = crate::membership::ConfigLog::new(membership, index);
+        self.configs = ConfigLog::new(membership, index);
         self.config_changed();
     }
 

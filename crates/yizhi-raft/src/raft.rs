@@ -11,8 +11,8 @@ use yizhi_engine::{
 };
 
 use crate::config::{ConfigError, RaftConfig};
+use crate::config_log::ConfigLog;
 use crate::log::RaftLog;
-use crate::membership::ConfigLog;
 use crate::message::{Message, MessageKind};
 use crate::progress::Progress;
 use crate::read_index::ReadTracker;
