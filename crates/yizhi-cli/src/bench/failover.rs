@@ -33,12 +33,7 @@ pub struct FailoverOutcome {
 
 impl FailoverOutcome {
     pub fn to_json(&self) -> Value {
-        let errors: Vec<Value> = self
-            .attempt_errors
-            .by_message
-            .iter()
-            .map(|(message, count)| json!({ "message": message, "count": count }))
-            .collect();
+        let errors = self.attempt_errors.to_json();
         json!({
             "workload": "failover",
             "killed_index": self.killed_index,

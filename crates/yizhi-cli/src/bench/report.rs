@@ -32,6 +32,14 @@ pub struct ErrorLog {
 }
 
 impl ErrorLog {
+    /// Each message with its count, as the JSON reports list them.
+    pub fn to_json(&self) -> Vec<Value> {
+        self.by_message
+            .iter()
+            .map(|(message, count)| json!({ "message": message, "count": count }))
+            .collect()
+    }
+
     pub fn record(&mut self, message: &str) {
         self.record_n(message, 1);
     }
@@ -95,12 +103,7 @@ impl Report {
         let h = &self.latency_us;
         let settings: serde_json::Map<String, Value> = self.settings.iter().cloned().collect();
         let extra: serde_json::Map<String, Value> = self.extra.iter().cloned().collect();
-        let errors: Vec<Value> = self
-            .errors
-            .by_message
-            .iter()
-            .map(|(message, count)| json!({ "message": message, "count": count }))
-            .collect();
+        let errors = self.errors.to_json();
         json!({
             "workload": self.workload,
             "settings": settings,

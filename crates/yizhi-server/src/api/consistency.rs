@@ -116,16 +116,13 @@ mod tests {
 
     #[test]
     fn bad_metadata_is_invalid_argument_with_a_clear_text() {
-        for pairs in [
+        let cases = [
             &[(CONSISTENCY_KEY, "strong")][..],
             &[(CONSISTENCY_KEY, "bounded")][..],
             &[(MAX_STALENESS_KEY, "-5")][..],
             &[(MAX_STALENESS_KEY, "3600001")][..],
             &[(CONSISTENCY_KEY, "serializable"), (MAX_STALENESS_KEY, "5")][..],
-        ] {
-            let status = read_level(&metadata(pairs), false).unwrap_err();
-            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{pairs:?}");
-            assert!(status.message().starts_with("yizhi: "), "{}", status.message());
-        }
+        ];
+        crate::api::assert_metadata_refused(&cases, |metadata| read_level(metadata, false));
     }
 }

@@ -6,13 +6,13 @@
 //! a level too, bounded staleness included ([`consistency`]). Writes tagged with a client id and
 //! sequence number apply at most once ([`exactly_once`]).
 
-use tonic::{Request, Response, Status};
-use yizhi_kv::{ClientSeq, Command, CommandResponse};
+use tonic::{Request, Response};
+use yizhi_kv::{Command, CommandResponse};
 use yizhi_proto::etcdserverpb as pb;
 
 use super::consistency::{self, ReadLevel};
 use super::exactly_once;
-use super::{Answer, Api, Deadline, convert, kv_status, maintenance, propose_status, unexpected};
+use super::{Answer, Api, convert, kv_status, maintenance, propose_status, unexpected};
 
 #[derive(Debug)]
 pub struct KvService {
@@ -22,17 +22,6 @@ pub struct KvService {
 impl KvService {
     pub fn new(api: Api) -> Self {
         KvService { api }
-    }
-
-    async fn write(
-        &self,
-        command: Command,
-        tag: Option<ClientSeq>,
-        deadline: Deadline,
-    ) -> Result<CommandResponse, Status> {
-        let command = exactly_once::wrap(command, tag);
-        let applied = self.api.propose(&command, deadline).await?;
-        applied.map_err(|e| kv_status(&e))
     }
 }
 
@@ -66,7 +55,7 @@ impl pb::kv_server::Kv for KvService {
         }
         maintenance::check_space(&self.api, maintenance::put_cost(&request))?;
         let command = Command::Put(convert::put_request(request));
-        let CommandResponse::Put(r) = self.write(command, tag, deadline).await? else {
+        let CommandResponse::Put(r) = self.api.write(command, tag, deadline).await? else {
             return Err(unexpected("put"));
         };
         let header = self.api.header(r.revision);
@@ -82,7 +71,7 @@ impl pb::kv_server::Kv for KvService {
             return Err(kv_status(&yizhi_kv::KvError::EmptyKey));
         }
         let command = Command::DeleteRange(convert::delete_request(request));
-        let CommandResponse::DeleteRange(r) = self.write(command, tag, deadline).await? else {
+        let CommandResponse::DeleteRange(r) = self.api.write(command, tag, deadline).await? else {
             return Err(unexpected("delete"));
         };
         let header = self.api.header(r.revision);
@@ -93,7 +82,7 @@ impl pb::kv_server::Kv for KvService {
         let (request, tag, deadline) = self.api.accept_write(request)?;
         maintenance::check_space(&self.api, maintenance::txn_cost(&request))?;
         let request = convert::txn_request(request)?;
-        let CommandResponse::Txn(r) = self.write(Command::Txn(request), tag, deadline).await? else {
+        let CommandResponse::Txn(r) = self.api.write(Command::Txn(request), tag, deadline).await? else {
             return Err(unexpected("txn"));
         };
         let header = self.api.header(r.revision);
@@ -107,7 +96,7 @@ impl pb::kv_server::Kv for KvService {
             revision: request.revision,
             physical: request.physical,
         });
-        match self.write(command, None, deadline).await? {
+        match self.api.write(command, None, deadline).await? {
             CommandResponse::Compact(r) => Ok(Response::new(pb::CompactionResponse {
                 header: Some(self.api.header(r.revision)),
             })),

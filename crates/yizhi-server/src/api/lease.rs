@@ -133,24 +133,16 @@ impl pb::lease_server::Lease for LeaseService {
             ttl_secs: request.ttl,
             now_ms: wall_clock_ms(),
         });
-        let command = exactly_once::wrap(command, tag);
-        match self
-            .api
-            .propose(&command, deadline)
-            .await?
-            .map_err(|e| kv_status(&e))?
-        {
-            CommandResponse::LeaseGrant(r) => {
-                let response = pb::LeaseGrantResponse {
-                    header: Some(self.api.header(r.revision)),
-                    id: r.id,
-                    ttl: r.ttl_secs,
-                    error: String::new(),
-                };
-                Ok(exactly_once::confirmed(response, tag))
-            }
-            _ => Err(unexpected("lease grant")),
-        }
+        let CommandResponse::LeaseGrant(r) = self.api.write(command, tag, deadline).await? else {
+            return Err(unexpected("lease grant"));
+        };
+        let response = pb::LeaseGrantResponse {
+            header: Some(self.api.header(r.revision)),
+            id: r.id,
+            ttl: r.ttl_secs,
+            error: String::new(),
+        };
+        Ok(exactly_once::confirmed(response, tag))
     }
 
     async fn lease_revoke(
@@ -160,21 +152,14 @@ impl pb::lease_server::Lease for LeaseService {
         let tag = exactly_once::client_seq(request.metadata())?;
         let deadline = self.api.deadline(&request);
         let id = request.into_inner().id;
-        let command = exactly_once::wrap(Command::LeaseRevoke { id }, tag);
-        match self
-            .api
-            .propose(&command, deadline)
-            .await?
-            .map_err(|e| kv_status(&e))?
-        {
-            CommandResponse::LeaseRevoke(r) => {
-                let response = pb::LeaseRevokeResponse {
-                    header: Some(self.api.header(r.revision)),
-                };
-                Ok(exactly_once::confirmed(response, tag))
-            }
-            _ => Err(unexpected("lease revoke")),
-        }
+        let command = Command::LeaseRevoke { id };
+        let CommandResponse::LeaseRevoke(r) = self.api.write(command, tag, deadline).await? else {
+            return Err(unexpected("lease revoke"));
+        };
+        let response = pb::LeaseRevokeResponse {
+            header: Some(self.api.header(r.revision)),
+        };
+        Ok(exactly_once::confirmed(response, tag))
     }
 
     type LeaseKeepAliveStream = BoxStream<pb::LeaseKeepAliveResponse>;

@@ -112,6 +112,19 @@ impl Api {
             .map_err(|f| propose_status(&f))
     }
 
+    /// A write through the log, wrapped for exactly-once when the call is `tag`ged; a refusal by
+    /// the store is the call's error.
+    pub async fn write(
+        &self,
+        command: Command,
+        tag: Option<yizhi_kv::ClientSeq>,
+        deadline: Deadline,
+    ) -> Result<CommandResponse, Status> {
+        let command = exactly_once::wrap(command, tag);
+        let applied = self.propose(&command, deadline).await?;
+        applied.map_err(|e| kv_status(&e))
+    }
+
     /// `command` through the log: the store's answer, a refusal by the store included.
     pub async fn propose(
         &self,
@@ -151,6 +164,20 @@ pub fn metadata_of(pairs: &[(&'static str, &'static str)]) -> tonic::metadata::M
         map.insert(*k, v.parse().expect("ascii"));
     }
     map
+}
+
+/// Asserts `parse` refuses the metadata of each of `cases` as an invalid argument whose text
+/// starts with "yizhi: ", for the services' tests.
+#[cfg(test)]
+pub fn assert_metadata_refused<T: std::fmt::Debug>(
+    cases: &[&[(&'static str, &'static str)]],
+    parse: impl Fn(&tonic::metadata::MetadataMap) -> Result<T, Status>,
+) {
+    for pairs in cases {
+        let status = parse(&metadata_of(pairs)).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{pairs:?}");
+        assert!(status.message().starts_with("yizhi: "), "{}", status.message());
+    }
 }
 
 /// etcd's gRPC status for each store error; the texts are what etcd's clients match on.

@@ -39,13 +39,23 @@ pub trait ServerEngine: Engine<Storage = WalStorage> + Send + 'static {
     fn may_send_before_persist(msg: &Self::Message) -> bool;
 }
 
-impl ServerEngine for RaftNode<WalStorage> {
-    fn build(settings: EngineSettings, storage: WalStorage) -> Result<Self, EngineBuildError> {
-        let mut config = RaftConfig::new(settings.id);
+/// An engine's config from the settings: both engines' config types (distinct types of their own
+/// crates) have these fields, and the server sets them the same way.
+macro_rules! engine_config {
+    ($config:ident, $settings:expr) => {{
+        let settings = $settings;
+        let mut config = $config::new(settings.id);
         config.election_timeout_ticks = settings.election_timeout_ticks;
         config.heartbeat_interval_ticks = 1;
         config.applied = settings.applied;
         config.max_proposal_bytes = settings.max_proposal_bytes;
+        config
+    }};
+}
+
+impl ServerEngine for RaftNode<WalStorage> {
+    fn build(settings: EngineSettings, storage: WalStorage) -> Result<Self, EngineBuildError> {
+        let config = engine_config!(RaftConfig, settings);
         Ok(RaftNode::new(config, storage, SeededRng::new(settings.seed))?)
     }
 
@@ -66,11 +76,7 @@ impl ServerEngine for RaftNode<WalStorage> {
 
 impl ServerEngine for PaxosNode<WalStorage> {
     fn build(settings: EngineSettings, storage: WalStorage) -> Result<Self, EngineBuildError> {
-        let mut config = PaxosConfig::new(settings.id);
-        config.election_timeout_ticks = settings.election_timeout_ticks;
-        config.heartbeat_interval_ticks = 1;
-        config.applied = settings.applied;
-        config.max_proposal_bytes = settings.max_proposal_bytes;
+        let config = engine_config!(PaxosConfig, settings);
         Ok(PaxosNode::new(config, storage, SeededRng::new(settings.seed))?)
     }
 
