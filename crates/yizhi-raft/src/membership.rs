@@ -134,10 +134,11 @@ impl<S: LogStorage> RaftNode<S> {
     /// Brings the quorum, the progress map and this node's role in line with the configuration
     /// in force. A leader keeps its own progress even when it is not a member (§4.2.2).
     pub(crate) fn config_changed(&mut self) {
-        let membership = self.configs.in_force().clone();
-        if membership == self.membership {
+        // Compared before cloning: this runs on every accepted append.
+        if *self.configs.in_force() == self.membership {
             return;
         }
+        let membership = self.configs.in_force().clone();
         self.quorum = JointConfig::from_membership(&membership);
         let next = self.log.last_index() + 1;
         let max_inflight = self.config.max_inflight_msgs;
