@@ -17,6 +17,10 @@ use crate::config_log::ConfigLog;
 use crate::progress::Progress;
 use crate::raft::RaftNode;
 
+/// Bytes of log read at a time while looking for configuration entries at start (a batching hint:
+/// storage returns at least one entry whatever it is).
+const START_SCAN_BATCH_BYTES: u64 = 1 << 20;
+
 /// Why a configuration change was not proposed. Nothing changed when one is returned.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ConfChangeProposeError {
@@ -57,7 +61,7 @@ impl<S: LogStorage> RaftNode<S> {
         let last = storage.last_index();
         let mut next = committed + 1;
         while next <= last {
-            let entries = storage.entries(next, last + 1, 1 << 20)?;
+            let entries = storage.entries(next, last + 1, START_SCAN_BATCH_BYTES)?;
             assert!(!entries.is_empty(), "storage returned no entry from {next}");
             for entry in &entries {
                 if let EntryPayload::Membership(m) = &entry.payload {
@@ -84,7 +88,9 @@ impl<S: LogStorage> RaftNode<S> {
         if self.log.term(self.log.committed) != Ok(self.term) {
             return Err(ConfChangeProposeError::LeaderNotReady);
         }
-        if let Some(index) = self.configs.last_index().filter(|&i| i > self.log.committed) {
+        // Fold first: what remains past the base is not committed yet.
+        self.configs.committed_to(self.log.committed);
+        if let Some(index) = self.configs.last_index() {
             return Err(ConfChangeProposeError::InProgress { index });
         }
         let current = self.configs.in_force();
@@ -116,9 +122,14 @@ impl<S: LogStorage> RaftNode<S> {
         let log = &self.log;
         self.configs.keep_held(|index| log.term(index).ok());
         for (position, membership) in configs {
-            if position.index > self.configs.tracked_through()
-                && self.log.term(position.index) == Ok(position.term)
-            {
+            // An accepted append leaves every entry it carried in the log (Log Matching).
+            assert_eq!(
+                self.log.term(position.index),
+                Ok(position.term),
+                "accepted configuration entry {position:?} is not in the log"
+            );
+            // A resent entry is tracked already (or folded into the base).
+            if position.index > self.configs.tracked_through() {
                 self.configs.push(position, membership);
             }
         }
@@ -152,7 +163,13 @@ impl<S: LogStorage> RaftNode<S> {
                 .or_insert_with(|| Progress::new(next, max_inflight));
         }
         self.membership = membership;
-        if !leading && self.role != Role::Candidate && self.role != Role::PreCandidate {
+        // Appends and snapshots reach a candidate only after it stood down (`step_candidate`).
+        assert!(
+            !matches!(self.role, Role::Candidate | Role::PreCandidate),
+            "configuration changed under a campaign of {}",
+            self.id()
+        );
+        if !leading {
             self.role = if self.is_voter() {
                 Role::Follower
             } else {

@@ -276,3 +276,92 @@ fn a_member_added_past_compaction_learns_the_snapshot_then_its_own_entry() {
     assert_eq!(membership(&cluster, 4), Membership::new([1, 2, 3, 4]));
     assert_eq!(cluster.node(4).role(), Role::Follower);
 }
+
+/// An append resent (a lost acknowledgement, a duplicated packet) carries a configuration entry
+/// the follower tracks already: nothing changes and nothing breaks.
+#[test]
+fn a_resent_configuration_entry_changes_nothing() {
+    let mut cluster = cluster_led_by_1(&[1, 2, 3]);
+    change(&mut cluster, 1, AddLearner, 4);
+    cluster.process_ready(1);
+    let to_2: Vec<_> = cluster.in_flight.iter().filter(|e| e.to == 2).cloned().collect();
+    assert!(!to_2.is_empty());
+    // Twice, before the entry commits: the second copy is accepted again, not answered early.
+    for envelope in to_2.iter().chain(&to_2) {
+        cluster.node_mut(2).step(envelope.clone());
+        cluster.process_ready(2);
+    }
+    let with_learner = Membership::new([1, 2, 3]).with_learners([4]);
+    assert_eq!(membership(&cluster, 2), with_learner);
+    cluster.settle();
+    assert_eq!(membership(&cluster, 2), with_learner);
+}
+
+/// Paper §7 with §4: a follower restored from a snapshot takes the snapshot's configuration,
+/// even when no configuration entry follows it.
+#[test]
+fn a_snapshot_brings_its_configuration() {
+    let mut cluster = cluster_led_by_1(&[1, 2, 3]);
+    cluster.isolate(3);
+    change(&mut cluster, 1, AddLearner, 4);
+    cluster.settle();
+    let with_learner = Membership::new([1, 2, 3]).with_learners([4]);
+    assert_eq!(membership(&cluster, 1), with_learner);
+    assert_eq!(membership(&cluster, 3), Membership::new([1, 2, 3]));
+    let compacted_to = cluster.node(1).committed();
+    cluster
+        .node_mut(1)
+        .storage_mut()
+        .compact(compacted_to, with_learner.clone(), Bytes::new());
+    cluster.heal();
+    cluster.tick_all();
+    cluster.settle();
+    assert_eq!(cluster.node(3).storage().snapshot_ref().meta.index, compacted_to);
+    assert_eq!(membership(&cluster, 3), with_learner);
+}
+
+/// A new member's progress starts just past the leader's log, so the first append it gets is an
+/// empty probe at the configuration entry (etcd-io/raft starts new progress the same way).
+#[test]
+fn a_new_member_is_first_probed_at_the_end_of_the_leaders_log() {
+    let mut cluster = cluster_led_by_1(&[1, 2, 3]);
+    start_empty(&mut cluster, 4);
+    let position = cluster
+        .node_mut(1)
+        .propose_conf_change(&[ConfChange::new(AddLearner, 4)])
+        .unwrap();
+    cluster.process_ready(1);
+    let first = cluster
+        .in_flight
+        .iter()
+        .find(|e| e.to == 4)
+        .expect("an append to the new member")
+        .clone();
+    match first.msg.kind {
+        yizhi_raft::MessageKind::Append {
+            prev_index, entries, ..
+        } => assert_eq!((prev_index, entries.len()), (position.index, 0)),
+        other => panic!("expected an append, got {other:?}"),
+    }
+}
+
+/// One change at a time is counted against what is committed right now, not at the next Ready.
+#[test]
+fn the_next_change_is_accepted_as_soon_as_the_last_one_commits() {
+    let mut cluster = cluster_led_by_1(&[1, 2, 3]);
+    let position = cluster
+        .node_mut(1)
+        .propose_conf_change(&[ConfChange::new(AddLearner, 4)])
+        .unwrap();
+    while cluster.node(1).committed() < position.index {
+        if !cluster.deliver_one() {
+            assert!(cluster.process_all_ready(), "the change stalled");
+        }
+    }
+    assert!(
+        cluster
+            .node_mut(1)
+            .propose_conf_change(&[ConfChange::new(Remove, 4)])
+            .is_ok()
+    );
+}
