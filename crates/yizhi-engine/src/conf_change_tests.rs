@@ -109,6 +109,13 @@ fn a_configuration_holds_at_most_members_max_counting_outgoing_voters() {
             count: MEMBERS_MAX + 1
         })
     );
+    // Exactly MEMBERS_MAX is allowed.
+    let almost: Vec<NodeId> = (1..MEMBERS_MAX as NodeId).collect();
+    assert!(
+        Membership::new(almost)
+            .enter_joint(&[change(AddVoter, MEMBERS_MAX as NodeId)])
+            .is_ok()
+    );
     // Replacing a voter in one change: the removed one still votes in the outgoing half.
     assert_eq!(
         full.enter_joint(&[change(Remove, 1), change(AddVoter, next)]),
@@ -184,8 +191,13 @@ fn random_changes(rng: &mut SeededRng, from: &Membership) -> Vec<ConfChange> {
 fn consecutive_configurations_always_have_intersecting_quorums() {
     let mut rng = SeededRng::new(0x5EED_C0F1);
     let mut config = Membership::new([1, 2, 3]);
-    let mut steps = 0;
+    let (mut steps, mut attempts) = (0, 0);
     while steps < 2_000 {
+        attempts += 1;
+        assert!(
+            attempts < 100_000,
+            "random changes are refused too often: {steps} taken"
+        );
         let changes = random_changes(&mut rng, &config);
         let next = if config.is_joint() {
             config.leave_joint()
