@@ -365,3 +365,20 @@ fn the_next_change_is_accepted_as_soon_as_the_last_one_commits() {
             .is_ok()
     );
 }
+
+/// Once a member is removed, the leader forgets its progress and sends it nothing more.
+#[test]
+fn a_removed_member_hears_nothing_more_from_the_leader() {
+    let mut cluster = cluster_led_by_1(&[1, 2, 3]);
+    change(&mut cluster, 1, Remove, 3);
+    cluster.settle();
+    assert_eq!(membership(&cluster, 1), Membership::new([1, 2]));
+    assert!(cluster.node(1).progress_of(3).is_none());
+    cluster.node_mut(1).propose(Bytes::from_static(b"after")).unwrap();
+    cluster.process_ready(1);
+    assert!(
+        cluster.in_flight.iter().all(|envelope| envelope.to != 3),
+        "{:?}",
+        cluster.in_flight
+    );
+}
