@@ -185,3 +185,25 @@ fn thesis_3_10_transfer_vote_is_granted_despite_the_lease() {
     let ready = step_expecting(&mut node, vote, &[vote_response(3, 2, true)]);
     assert_eq!(ready.hard_state, Some(hard_state(2, Some(3), 0)));
 }
+
+/// Thesis §4.2.3 as the simulator's lease check reads it: `refuses_votes` is true while a follower
+/// heard its leader within an election timeout, and false once a full timeout passed in silence
+/// (or with CheckQuorum off, when nothing is refused).
+#[test]
+fn refuses_votes_holds_exactly_while_the_follower_hears_its_leader() {
+    let mut cluster = MemCluster::new(&VOTERS, &[], 11, |_| {}).elected(1);
+    assert!(cluster.node(2).refuses_votes(), "just heard from the leader");
+    cluster.isolate(2);
+    for _ in 0..ELECTION_TIMEOUT_TICKS - 1 {
+        cluster.tick(2);
+    }
+    assert!(cluster.node(2).refuses_votes(), "one tick before the timeout");
+    cluster.tick(2);
+    assert!(!cluster.node(2).refuses_votes(), "a full timeout in silence");
+
+    let open = MemCluster::new(&VOTERS, &[], 11, |c| c.check_quorum = false).elected(1);
+    assert!(
+        !open.node(2).refuses_votes(),
+        "without CheckQuorum nothing is refused"
+    );
+}
